@@ -1,0 +1,124 @@
+"""Pytest fixtures over the harness; every process/server they start is stopped in ``finally``.
+
+Enable with ``pytest_plugins = ["harness.fixtures"]`` in a test module or the
+top-level conftest. Each fixture is a factory, so a test can start several.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .backends import GrpcBackend, HttpBackend, RequestLoop
+from .envoy import EnvoyProcess
+from .grpc_xds import GrpcXdsClient
+
+EnvoyFactory = Callable[..., EnvoyProcess]
+
+
+@pytest.fixture
+def envoy_factory(tmp_path: Path) -> Iterator[EnvoyFactory]:
+    """``start(bootstrap, name="envoy", wait="admin"|"ready"|None, timeout=15, **opts)``.
+
+    ``opts`` go to :class:`EnvoyProcess` (``log_level``, ``extra_args``, ...).
+    Logs land in ``tmp_path/<name>-<n>.log``; all Envoys are stopped at teardown.
+    """
+    started: list[EnvoyProcess] = []
+    stack = contextlib.ExitStack()
+
+    def start(
+        bootstrap: dict[str, Any],
+        name: str = "envoy",
+        wait: str | None = "admin",
+        timeout: float = 15.0,
+        **opts: Any,
+    ) -> EnvoyProcess:
+        env = EnvoyProcess(**opts)
+        started.append(env)
+        stack.callback(env.stop)
+        env.start(bootstrap, tmp_path / f"{name}-{len(started)}.log")
+        if wait == "admin":
+            env.wait_admin(timeout)
+        elif wait == "ready":
+            env.wait_ready(timeout)
+        elif wait is not None:
+            raise ValueError(f"wait must be 'admin', 'ready' or None, not {wait!r}")
+        return env
+
+    with stack:  # runs every stop even if one raises
+        yield start
+
+
+@pytest.fixture
+def http_backend_factory() -> Iterator[Callable[..., HttpBackend]]:
+    """``start(name, **kwargs) -> HttpBackend`` (started); all stopped at teardown."""
+    started: list[HttpBackend] = []
+    stack = contextlib.ExitStack()
+
+    def start(name: str, **kwargs: Any) -> HttpBackend:
+        backend = HttpBackend(name, **kwargs)
+        started.append(backend)
+        stack.callback(backend.stop)
+        return backend.start()
+
+    with stack:  # runs every stop even if one raises
+        yield start
+
+
+@pytest.fixture
+def grpc_backend_factory() -> Iterator[Callable[..., GrpcBackend]]:
+    """``start(name, **kwargs) -> GrpcBackend`` (started); all stopped at teardown."""
+    started: list[GrpcBackend] = []
+    stack = contextlib.ExitStack()
+
+    def start(name: str, **kwargs: Any) -> GrpcBackend:
+        backend = GrpcBackend(name, **kwargs)
+        started.append(backend)
+        stack.callback(backend.stop)
+        return backend.start()
+
+    with stack:  # runs every stop even if one raises
+        yield start
+
+
+@pytest.fixture
+def request_loop_factory() -> Iterator[Callable[..., RequestLoop]]:
+    """``start(url, host_header=None, **kwargs) -> RequestLoop`` (running); stopped at teardown."""
+    started: list[RequestLoop] = []
+    stack = contextlib.ExitStack()
+
+    def start(url: str, host_header: str | None = None, **kwargs: Any) -> RequestLoop:
+        loop = RequestLoop(url, host_header, **kwargs)
+        started.append(loop)
+        stack.callback(loop.stop)
+        return loop.start()
+
+    with stack:  # runs every stop even if one raises
+        yield start
+
+
+@pytest.fixture
+def grpc_xds_client_factory(tmp_path: Path) -> Iterator[Callable[..., GrpcXdsClient]]:
+    """``start(bootstrap, target, name="grpc-client", **kwargs) -> GrpcXdsClient`` (running).
+
+    Each client is its own subprocess (gRPC caches the xDS bootstrap per
+    process); logs in ``tmp_path/<name>-<n>.log``; all stopped at teardown.
+    """
+    started: list[GrpcXdsClient] = []
+    stack = contextlib.ExitStack()
+
+    def start(
+        bootstrap: dict[str, Any], target: str, name: str = "grpc-client", **kwargs: Any
+    ) -> GrpcXdsClient:
+        kwargs.setdefault("log_path", tmp_path / f"{name}-{len(started) + 1}.log")
+        client = GrpcXdsClient(bootstrap, target, **kwargs)
+        started.append(client)
+        stack.callback(client.close)
+        return client.start()
+
+    with stack:  # runs every stop even if one raises
+        yield start

@@ -1,0 +1,261 @@
+"""Immutable, content-addressed resources and snapshots.
+
+A `Resource` is serialised once (deterministically) when its content changes; its
+version is a hash of those bytes, so any replica given the same input computes the same
+version (DESIGN §4.11). The serialised `Any` and the pre-encoded response fields are
+built once and shared by every stream that receives the resource (DESIGN §5).
+
+A `View` is a set of resources of one type as one client sees it (a snapshot's full
+set, a subscription's subset, or what a client has acknowledged). Views memoise their
+version, their encoded SotW body and their diffs against other views, so the many
+streams of one proxy group pay for a transition once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Final
+
+from envoy.config.cluster.v3 import cluster_pb2
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+
+from xds_server import types, wire
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+class Resource:
+    """One named xDS resource of one type, serialised once."""
+
+    __slots__ = ("_delta_field", "any_bytes", "body", "eds_names", "name", "type_url", "version")
+
+    def __init__(self, type_url: str, name: str, body: bytes, eds_names: tuple[str, ...] = ()):
+        self.type_url = type_url
+        self.name = name
+        self.body = body
+        self.version = content_hash(body)
+        self.any_bytes = wire.any_bytes(type_url, body)
+        # For clusters: the ClusterLoadAssignment names that warm them (DESIGN §4.9).
+        self.eds_names = eds_names
+        self._delta_field: bytes | None = None
+
+    @classmethod
+    def from_message(cls, type_url: str, message: Message) -> Resource:
+        name = types.resource_name(type_url, message)
+        if not name:
+            raise ValueError(f"{types.short_name(type_url)} resource without a name")
+        return cls(
+            type_url,
+            name,
+            message.SerializeToString(deterministic=True),
+            _eds_names(message) if type_url == types.CLUSTER else (),
+        )
+
+    @property
+    def sotw_field(self) -> bytes:
+        """`DiscoveryResponse.resources` (field 2) holding this resource's Any."""
+        return wire.field_bytes(2, self.any_bytes)
+
+    @property
+    def delta_field(self) -> bytes:
+        """`DeltaDiscoveryResponse.resources` (field 2) holding a discovery Resource."""
+        if self._delta_field is None:
+            inner = (
+                wire.field_str(1, self.version)
+                + wire.field_bytes(2, self.any_bytes)
+                + wire.field_str(3, self.name)
+            )
+            self._delta_field = wire.field_bytes(2, inner)
+        return self._delta_field
+
+    def message(self) -> Message:
+        cls = types.MESSAGE_CLASSES.get(self.type_url)
+        if cls is None:
+            raise KeyError(f"no message class for {self.type_url}")
+        return cls.FromString(self.body)
+
+    def to_any(self) -> any_pb2.Any:
+        return any_pb2.Any(type_url=self.type_url, value=self.body)
+
+    def __repr__(self) -> str:
+        return f"Resource({types.short_name(self.type_url)}/{self.name}@{self.version})"
+
+
+class Known:
+    """A resource version a client claims to hold (delta `initial_resource_versions`)."""
+
+    __slots__ = ("name", "version")
+
+    def __init__(self, name: str, version: str):
+        self.name = name
+        self.version = version
+
+
+Versioned = Resource | Known
+
+
+def _eds_names(message: Message) -> tuple[str, ...]:
+    cluster: cluster_pb2.Cluster = message
+    if cluster.WhichOneof("cluster_discovery_type") == "type" and cluster.type == cluster.EDS:
+        return (cluster.eds_cluster_config.service_name or cluster.name,)
+    return ()
+
+
+class Diff:
+    """Names that a target view adds or changes, and names it drops, relative to a base."""
+
+    __slots__ = ("changed", "removed")
+
+    def __init__(self, changed: tuple[str, ...], removed: tuple[str, ...]):
+        self.changed = changed
+        self.removed = removed
+
+
+_DIFF_MEMO_SIZE: Final = 8
+
+
+class View:
+    """An immutable name → resource mapping of one type, with memoised derived data."""
+
+    __slots__ = ("_diffs", "_sotw_body", "_version", "resources")
+
+    def __init__(self, resources: Mapping[str, Versioned]):
+        self.resources = resources
+        self._version: str | None = None
+        self._sotw_body: bytes | None = None
+        self._diffs: OrderedDict[int, tuple[View, Diff]] = OrderedDict()
+
+    @property
+    def version(self) -> str:
+        if self._version is None:
+            # An empty set gets a real version too: "" would read as "nothing received".
+            h = hashlib.blake2b(digest_size=8)
+            for name in sorted(self.resources):
+                h.update(name.encode())
+                h.update(b"\0")
+                h.update(self.resources[name].version.encode())
+                h.update(b"\n")
+            self._version = h.hexdigest()
+        return self._version
+
+    @property
+    def sotw_body(self) -> bytes:
+        """All resources encoded as DiscoveryResponse.resources fields, in name order."""
+        if self._sotw_body is None:
+            self._sotw_body = b"".join(
+                r.sotw_field for r in self.resources.values() if isinstance(r, Resource)
+            )
+        return self._sotw_body
+
+    def diff_from(self, base: View) -> Diff:
+        """What a client holding `base` must receive to hold this view."""
+        if base is self:
+            return _NO_DIFF
+        hit = self._diffs.get(id(base))
+        if hit is not None and hit[0] is base:
+            return hit[1]
+        old = base.resources
+        changed = tuple(
+            n
+            for n, r in self.resources.items()
+            if (o := old.get(n)) is None or (o is not r and o.version != r.version)
+        )
+        removed = tuple(n for n in old if n not in self.resources)
+        d = Diff(changed, removed)
+        self._diffs[id(base)] = (base, d)  # holding `base` keeps its id from being reused
+        if len(self._diffs) > _DIFF_MEMO_SIZE:
+            self._diffs.popitem(last=False)
+        return d
+
+    def __len__(self) -> int:
+        return len(self.resources)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.resources)
+
+
+_NO_DIFF: Final = Diff((), ())
+EMPTY_VIEW: Final = View({})
+
+_SUBSET_MEMO_SIZE: Final = 256
+
+
+class TypeSnapshot:
+    """Every resource of one type for one proxy group."""
+
+    __slots__ = ("_subsets", "full", "type_url")
+
+    def __init__(self, type_url: str, resources: Iterable[Resource]):
+        self.type_url = type_url
+        ordered = sorted(resources, key=lambda r: r.name)
+        table: dict[str, Resource] = {}
+        for r in ordered:
+            if r.name in table:
+                # DESIGN §4.8: a name may appear once per response.
+                raise ValueError(f"duplicate {types.short_name(type_url)} name {r.name!r}")
+            table[r.name] = r
+        self.full = View(table)
+        self._subsets: OrderedDict[frozenset[str], View] = OrderedDict()
+
+    @property
+    def resources(self) -> Mapping[str, Resource]:
+        return self.full.resources  # type: ignore[return-value]
+
+    @property
+    def version(self) -> str:
+        return self.full.version
+
+    def subset(self, names: frozenset[str]) -> View:
+        """The view of a named subscription; shared by streams with equal subscriptions."""
+        hit = self._subsets.get(names)
+        if hit is not None:
+            self._subsets.move_to_end(names)
+            return hit
+        table = self.full.resources
+        picked = {n: table[n] for n in sorted(names) if n in table}
+        view = self.full if len(picked) == len(table) else View(picked)
+        self._subsets[names] = view
+        if len(self._subsets) > _SUBSET_MEMO_SIZE:
+            self._subsets.popitem(last=False)
+        return view
+
+
+class Snapshot:
+    """An immutable set of TypeSnapshots: what one proxy group should have."""
+
+    __slots__ = ("types",)
+
+    def __init__(self, types_: Mapping[str, TypeSnapshot] | None = None):
+        self.types: Mapping[str, TypeSnapshot] = dict(types_ or {})
+
+    def get(self, type_url: str) -> TypeSnapshot:
+        ts = self.types.get(type_url)
+        if ts is None:
+            ts = _empty_type(type_url)
+        return ts
+
+    @property
+    def version(self) -> str:
+        h = hashlib.blake2b(digest_size=8)
+        for type_url in sorted(self.types):
+            h.update(type_url.encode())
+            h.update(self.types[type_url].version.encode())
+        return h.hexdigest()
+
+
+_EMPTY_TYPES: dict[str, TypeSnapshot] = {}
+
+
+def _empty_type(type_url: str) -> TypeSnapshot:
+    ts = _EMPTY_TYPES.get(type_url)
+    if ts is None:
+        ts = _EMPTY_TYPES[type_url] = TypeSnapshot(type_url, ())
+    return ts
+
+
+EMPTY_SNAPSHOT: Final = Snapshot()
