@@ -1,1 +1,1 @@
-"""placeholder"""
+"""Registry sources: each turns one registry into the registry-neutral model."""

@@ -1,1 +1,1 @@
-"""placeholder"""
+"""Pure functions from the registry model to Envoy resources."""

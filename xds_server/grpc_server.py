@@ -260,9 +260,9 @@ class XdsServer:
             raise OSError(f"cannot listen for xDS on {self.options.address}")
         await server.start()
         self._server = server
-        self.port = port
+        self.port = int(port)
         log.info("xDS server listening on %s (port %d)", self.options.address, port)
-        return port
+        return self.port
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting streams, end open ones with UNAVAILABLE so proxies reconnect

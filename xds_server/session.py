@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -316,6 +317,9 @@ class Session:
             if ts.inflight is not None or ts.known.version != self._target(ts).version:
                 return False
         return True
+
+    def on_request(self, req: Any) -> list[Response]:
+        raise NotImplementedError
 
     def _plan(self, ts: TypeState) -> _Plan | None:
         raise NotImplementedError

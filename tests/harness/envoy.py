@@ -6,7 +6,9 @@ package name (DESIGN.md §3). The binary is found as an executable instead.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import http.client
 import json
 import os
 import re
@@ -257,6 +259,17 @@ class EnvoyError(RuntimeError):
     """Envoy failed to start or exited unexpectedly."""
 
 
+_LIVE: set[EnvoyProcess] = set()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    """Safety net: stop anything a crashed test forgot (normal interpreter exit only)."""
+    for item in list(_LIVE):
+        with contextlib.suppress(Exception):
+            item.stop()
+
+
 class EnvoyProcess:
     """One Envoy process on loopback ports, stopped by PID.
 
@@ -343,6 +356,7 @@ class EnvoyProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        _LIVE.add(self)
 
     @property
     def pid(self) -> int | None:
@@ -361,6 +375,7 @@ class EnvoyProcess:
 
     def stop(self, timeout: float = 5.0) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout`` s; remove its shm segment. Idempotent."""
+        _LIVE.discard(self)
         proc = self.proc
         rc: int | None = None
         if proc is not None:
@@ -419,7 +434,7 @@ class EnvoyProcess:
             self._check_alive()
             try:
                 self.admin_request("GET", "/ready", timeout=1.0)
-            except OSError:
+            except (OSError, http.client.HTTPException):
                 return False
             return True
 
@@ -432,7 +447,7 @@ class EnvoyProcess:
             self._check_alive()
             try:
                 status, body = self.admin_request("GET", "/ready", timeout=1.0)
-            except OSError:
+            except (OSError, http.client.HTTPException):
                 return False
             return status == 200 and body.strip() == "LIVE"
 
@@ -609,9 +624,11 @@ class EnvoyProcess:
                     return line
             return None
 
-        return wait_for(
+        line = wait_for(
             find, timeout, interval=0.1, message=f"no Envoy log line matches {pattern!r}"
         )
+        assert line is not None
+        return line
 
     def __repr__(self) -> str:
         return f"EnvoyProcess(pid={self.pid}, admin_port={self.admin_port})"

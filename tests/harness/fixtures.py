@@ -1,6 +1,6 @@
 """Pytest fixtures over the harness; every process/server they start is stopped in ``finally``.
 
-Enable with ``pytest_plugins = ["harness.fixtures"]`` in a test module or the
+Enable with ``pytest_plugins = ["tests.harness.fixtures"]`` in a test module or the
 top-level conftest. Each fixture is a factory, so a test can start several.
 """
 

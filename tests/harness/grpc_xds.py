@@ -8,6 +8,7 @@ caches it for the life of the process, so two clients with different node ids
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -52,6 +53,17 @@ def grpc_bootstrap(
         ],
         "node": node,
     }
+
+
+_LIVE: set[GrpcXdsClient] = set()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    """Safety net: stop anything a crashed test forgot (normal interpreter exit only)."""
+    for item in list(_LIVE):
+        with contextlib.suppress(Exception):
+            item.stop()
 
 
 class GrpcXdsClient:
@@ -125,6 +137,7 @@ class GrpcXdsClient:
             env=env,
             start_new_session=True,
         )
+        _LIVE.add(self)
         self._reader = threading.Thread(
             target=self._read, args=(self.proc,), name="grpc-xds-client-reader", daemon=True
         )
@@ -157,6 +170,7 @@ class GrpcXdsClient:
 
     def stop(self, timeout: float = 5.0) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout`` s. Idempotent."""
+        _LIVE.discard(self)
         proc, self.proc = self.proc, None
         rc: int | None = None
         if proc is not None:

@@ -64,14 +64,14 @@ async def async_wait_for(
             result = predicate()
             if inspect.isawaitable(result):
                 remaining = max(deadline - loop.time(), 0.001)
-                value = await asyncio.wait_for(result, remaining)
+                value: T = await asyncio.wait_for(result, remaining)
             else:
                 value = result
         except Exception as exc:
             last_exc = exc
         else:
             if value:
-                return value  # type: ignore[return-value]
+                return value
             last_exc, last = None, value
         if loop.time() >= deadline:
             raise AssertionError(_failure(message, timeout, last_exc, last))

@@ -1,0 +1,1 @@
+"""Shared pytest configuration: make the project root importable for `tests.*` helpers."""

@@ -1,0 +1,340 @@
+"""Unit tests of the SotW session state machine; each names the DESIGN §4 rule it proves."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from envoy.config.core.v3 import base_pb2
+
+from tests.xds_util import (
+    CDS, EDS, LDS, NODE, RDS, ack, cla, cluster, decode_sotw, listener, make_cache, one,
+    routes, set_types, sotw, sotw_names, sreq,
+)
+from xds_server import metrics, types
+from xds_server.cache import SnapshotCache
+from xds_server.session import ProtocolError
+
+
+def started(cache: SnapshotCache, type_url: str = CDS, names: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+    s = sotw(cache)
+    first = s.on_request(sreq(type_url, names, node=NODE))
+    return s, first
+
+
+def test_4_1_type_url_required_on_ads() -> None:
+    s = sotw(make_cache(cds=[cluster("a")]))
+    with pytest.raises(ProtocolError) as e:
+        s.on_request(sreq("", node=NODE))
+    assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "type_url is required" in e.value.message
+
+
+def test_4_1_unknown_type_is_refused_with_a_clear_status() -> None:
+    s = sotw(make_cache(cds=[cluster("a")]))
+    with pytest.raises(ProtocolError) as e:
+        s.on_request(sreq("type.googleapis.com/no.such.Type", node=NODE))
+    assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "no.such.Type" in e.value.message
+
+
+def test_4_1_per_type_service_fills_in_type_url_and_refuses_others() -> None:
+    cache = make_cache(cds=[cluster("a")])
+    s = sotw(cache, type_url=CDS)
+    assert sotw_names(one(s.on_request(sreq("", node=NODE)), CDS)) == ["a"]
+    s2 = sotw(cache, type_url=CDS)
+    with pytest.raises(ProtocolError):
+        s2.on_request(sreq(LDS, node=NODE))
+
+
+def test_4_2_node_only_on_first_request_is_kept_for_the_stream() -> None:
+    cache = make_cache(cds=[cluster("a")], eds=[cla("a")])
+    s, first = started(cache)
+    resp = one(first, CDS)
+    # Later requests carry no node; the stream still knows who it is.
+    out = s.on_request(sreq(EDS, ["a"], nonce=""))
+    ack(s, resp)
+    assert s.status.node_id == "proxy-1" and s.group == "g"
+    assert one(out or s.on_request(sreq(EDS, ["a"])), EDS).names == ["a"]
+
+
+@pytest.mark.parametrize(
+    "node, message",
+    [(None, "must carry the node"), (base_pb2.Node(cluster="g"), "node.id must not be empty")],
+)
+def test_4_2_malformed_node_is_refused(node: base_pb2.Node | None, message: str) -> None:
+    s = sotw(make_cache(cds=[cluster("a")]))
+    with pytest.raises(ProtocolError) as e:
+        s.on_request(sreq(CDS, node=node))
+    assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT and message in e.value.message
+
+
+def test_4_3_ack_processed_before_the_write_completes() -> None:
+    # The session records the nonce when it returns the response, so an ACK that
+    # races the write is recognised.
+    s, first = started(make_cache(cds=[cluster("a")]))
+    resp = one(first)
+    assert s.states[CDS].inflight is not None and s.states[CDS].inflight.nonce == resp.nonce
+    ack(s, resp)
+    assert s.states[CDS].inflight is None
+    assert s.status.types[CDS].acked_version == resp.version
+
+
+def test_4_3_nonces_are_per_stream_and_unique() -> None:
+    cache = make_cache(cds=[cluster("a")], eds=[cla("a")])
+    s, first = started(cache)
+    r1 = one(first)
+    ack(s, r1)
+    r2 = one(s.on_request(sreq(EDS, ["a"])))
+    assert r1.nonce != r2.nonce
+    s2, first2 = started(cache)
+    assert one(first2).nonce == r1.nonce  # another stream has its own sequence
+
+
+def test_4_4_nack_is_recorded_counted_and_not_resent() -> None:
+    cache = make_cache(cds=[cluster("a")])
+    s, first = started(cache)
+    ack(s, one(first))
+    set_types(cache, cds=[cluster("a", timeout=2.0)])
+    bad = one(s.on_snapshot(cache.get("g")))
+    before = metrics.NACKS.labels("clusters")._value.get()
+    out = s.on_request(sreq(CDS, nonce=bad.nonce, version="old", error="bad cluster"))
+    assert out == []
+    st = s.status.types[CDS]
+    assert st.last_error == "bad cluster" and st.nacks == 1 and st.state() == "NACKED"
+    assert metrics.NACKS.labels("clusters")._value.get() == before + 1
+    # Same content again: nothing is resent, however often the client asks.
+    assert s.on_snapshot(cache.get("g")) == []
+    assert s.on_request(sreq(CDS, nonce=bad.nonce, version="old")) == []
+    # New content is sent and, once ACKed, clears the error.
+    set_types(cache, cds=[cluster("a", timeout=3.0)])
+    good = one(s.on_snapshot(cache.get("g")))
+    assert good.version != bad.version
+    ack(s, good)
+    assert st.last_error is None and st.state() == "SYNCED"
+
+
+def test_4_5_stale_nonce_is_ignored() -> None:
+    cache = make_cache(cds=[cluster("a"), cluster("b")], eds=[cla("a"), cla("b")])
+    s, first = started(cache)
+    ack(s, one(first))
+    r1 = one(s.on_request(sreq(EDS, ["a"])))
+    set_types(cache, eds=[cla("a", 81), cla("b")])
+    # A change arrives before the ACK: it waits (one in flight per type).
+    assert s.on_snapshot(cache.get("g")) == []
+    r2 = one(ack(s, r1, ["a"]))
+    # A request carrying the old nonce is stale: its subscription change is ignored.
+    assert s.on_request(sreq(EDS, ["a", "b"], nonce=r1.nonce)) == []
+    assert s.states[EDS].names == frozenset({"a"})
+    out = ack(s, r2, ["a", "b"])
+    assert sotw_names(one(out)) == ["b"]
+
+
+def test_4_6_legacy_wildcard_and_explicit_star() -> None:
+    cache = make_cache(cds=[cluster("a"), cluster("b")])
+    s, first = started(cache)  # empty names: legacy wildcard
+    r = one(first)
+    assert sotw_names(r) == ["a", "b"] and s.states[CDS].wildcard
+    s2, first2 = started(cache, names=("*",))
+    assert sotw_names(one(first2)) == ["a", "b"]
+    # "*" plus a name: still everything.
+    s3, first3 = started(cache, names=("*", "a"))
+    assert sotw_names(one(first3)) == ["a", "b"] and s3.states[CDS].wildcard
+
+
+def test_4_6_legacy_wildcard_ends_once_a_name_was_sent() -> None:
+    cache = make_cache(cds=[cluster("a"), cluster("b")])
+    s, first = started(cache, names=("a",))
+    r = one(first)
+    assert sotw_names(r) == ["a"] and not s.states[CDS].wildcard
+    # Now an empty list means "no names", not wildcard.
+    out = ack(s, r, [])
+    assert sotw_names(one(out)) == []
+
+
+def test_4_6_empty_names_is_not_wildcard_for_eds_or_rds() -> None:
+    cache = make_cache(eds=[cla("a")], rds=[routes("r", "a")])
+    s, first = started(cache, type_url=EDS)
+    assert first == [] and not s.states[EDS].wildcard
+
+
+def test_4_7_subscription_to_a_missing_name_is_served_when_it_appears() -> None:
+    cache = make_cache(cds=[cluster("a")], eds=[cla("a")])
+    s, first = started(cache, type_url=EDS, names=("later",))
+    assert first == []
+    set_types(cache, eds=[cla("a"), cla("later")])
+    assert sotw_names(one(s.on_snapshot(cache.get("g")))) == ["later"]
+
+
+def test_4_7_newly_named_resource_is_resent_even_if_sent_before() -> None:
+    cache = make_cache(eds=[cla("a"), cla("b")])
+    s, first = started(cache, type_url=EDS, names=("a",))
+    r = one(first)
+    out = ack(s, r, ["b"])  # drop a, add b
+    r2 = one(out)
+    assert sotw_names(r2) == ["b"]
+    out = ack(s, r2, ["a", "b"])  # a again: unchanged, but newly named on the stream
+    assert sotw_names(one(out)) == ["a"]
+
+
+def test_4_8_lds_cds_carry_full_state_and_absence_deletes() -> None:
+    cache = make_cache(cds=[cluster("a"), cluster("b")])
+    s, first = started(cache)
+    ack(s, one(first))
+    set_types(cache, cds=[cluster("a", timeout=5.0), cluster("b")])
+    assert sotw_names(one(s.on_snapshot(cache.get("g")))) == ["a", "b"]
+
+
+def test_4_8_eds_rds_carry_only_changed_resources() -> None:
+    cache = make_cache(eds=[cla("a"), cla("b"), cla("c")])
+    s, first = started(cache, type_url=EDS, names=("a", "b", "c"))
+    r = one(first)
+    assert sotw_names(r) == ["a", "b", "c"]
+    ack(s, r, ["a", "b", "c"])
+    set_types(cache, eds=[cla("a"), cla("b", 99), cla("c")])
+    out = one(s.on_snapshot(cache.get("g")))
+    assert sotw_names(out) == ["b"]
+    # The version still describes the whole subscribed state.
+    assert decode_sotw(out).version_info == cache.get("g").get(EDS).version
+
+
+def test_4_8_duplicate_names_are_refused_and_the_old_snapshot_kept() -> None:
+    cache = make_cache(cds=[cluster("a")])
+    before = cache.get("g")
+    with pytest.raises(ValueError, match="duplicate"):
+        set_types(cache, cds=[cluster("x"), cluster("x")])
+    assert cache.get("g") is before
+
+
+def _envoy_like(cache: SnapshotCache):  # type: ignore[no-untyped-def]
+    """Bring a session to a fully acked CDS/EDS/LDS/RDS state, as Envoy does."""
+    s, first = started(cache)
+    cds = one(first, CDS)
+    ack(s, cds)
+    eds = one(s.on_request(sreq(EDS, sorted(cache.get("g").get(EDS).resources))), EDS)
+    ack(s, eds, sorted(cache.get("g").get(EDS).resources))
+    lds = one(s.on_request(sreq(LDS)), LDS)
+    ack(s, lds)
+    rds = one(s.on_request(sreq(RDS, ["routes"])), RDS)
+    assert ack(s, rds, ["routes"]) == []
+    return s
+
+
+def test_4_9_cluster_change_is_followed_by_endpoints_even_if_unchanged() -> None:
+    cache = make_cache(cds=[cluster("a"), cluster("b")], eds=[cla("a"), cla("b")],
+                       lds=[listener("http")], rds=[routes("routes", "a", "b")])
+    s = _envoy_like(cache)
+    set_types(cache, cds=[cluster("a", timeout=4.0), cluster("b")])
+    cds, eds = s.on_snapshot(cache.get("g"))
+    assert (cds.type_url, eds.type_url) == (CDS, EDS)
+    assert sotw_names(eds) == ["a"]  # re-warm a with its unchanged endpoints
+
+
+def test_4_9_push_order_cds_eds_lds_rds() -> None:
+    cache = make_cache(cds=[cluster("a")], eds=[cla("a")],
+                       lds=[listener("http")], rds=[routes("routes", "a")])
+    s = _envoy_like(cache)
+    # A change that touches every type at once.
+    set_types(cache, cds=[cluster("a"), cluster("n")], eds=[cla("a", 1), cla("n")],
+              lds=[listener("http", "routes2")], rds=[routes("routes", "a"), routes("routes2", "a", "n")])
+    sent = s.on_snapshot(cache.get("g"))
+    assert [r.type_url for r in sent] == [CDS, EDS]  # EDS may follow CDS; LDS waits for ACKs
+    cds, eds = sent
+    # Envoy's order: the CDS update pauses EDS; on resume it asks for the new cluster's
+    # endpoints (still carrying the previous EDS nonce), then ACKs CDS.
+    old_eds_nonce = s.states[EDS].nonce
+    assert s.on_request(sreq(EDS, ["a", "n"], nonce="1")) == []  # stale: ignored
+    assert s.on_request(sreq(CDS, nonce=cds.nonce, version=cds.version)) == []
+    assert old_eds_nonce == eds.nonce
+    # The EDS ACK names n; n is sent before any listener or route.
+    out = s.on_request(sreq(EDS, ["a", "n"], nonce=eds.nonce, version=eds.version))
+    assert [r.type_url for r in out] == [EDS] and sotw_names(out[0]) == ["n"]
+    out = ack(s, out[0], ["a", "n"])
+    assert [r.type_url for r in out] == [LDS]
+    # Listener then routes; RDS follows LDS without waiting for its ACK (warming pair).
+    lds = out[0]
+    out = s.on_request(sreq(RDS, ["routes", "routes2"], nonce=s.states[RDS].nonce))
+    assert [r.type_url for r in out] == [RDS]
+    assert sotw_names(out[0]) == ["routes2"]  # routes is unchanged and already held
+    ack(s, lds)
+
+
+def test_4_9_removed_cluster_kept_until_routes_no_longer_use_it() -> None:
+    cache = make_cache(cds=[cluster("a"), cluster("b")], eds=[cla("a"), cla("b")],
+                       lds=[listener("http")], rds=[routes("routes", "a", "b")])
+    s = _envoy_like(cache)
+    set_types(cache, cds=[cluster("a")], eds=[cla("a")], rds=[routes("routes", "a")])
+    # Routes go first; the cluster they stop using is still there.
+    rds = one(s.on_snapshot(cache.get("g")), RDS)
+    assert "b" in s.states[CDS].known.resources
+    out = ack(s, rds, ["routes"])
+    cds = one(out, CDS)
+    assert sotw_names(cds) == ["a"]  # only now is b removed (make-before-break)
+
+
+def test_4_9_removed_cluster_stays_while_routes_are_nacked() -> None:
+    cache = make_cache(cds=[cluster("a"), cluster("b")], eds=[cla("a"), cla("b")],
+                       lds=[listener("http")], rds=[routes("routes", "a", "b")])
+    s = _envoy_like(cache)
+    set_types(cache, cds=[cluster("a")], eds=[cla("a")], rds=[routes("routes", "a")])
+    rds = one(s.on_snapshot(cache.get("g")), RDS)
+    out = s.on_request(sreq(RDS, ["routes"], nonce=rds.nonce, version="x", error="no"))
+    assert out == []  # the proxy still routes to b, so b stays
+
+
+def test_4_11_versions_are_content_hashes_identical_across_replicas() -> None:
+    a = make_cache(cds=[cluster("x"), cluster("y")], eds=[cla("x", 1, 2)])
+    b = make_cache(cds=[cluster("y"), cluster("x")], eds=[cla("x", 1, 2)])
+    for t in (CDS, EDS):
+        assert a.get("g").get(t).version == b.get("g").get(t).version
+        assert {n: r.version for n, r in a.get("g").get(t).resources.items()} == {
+            n: r.version for n, r in b.get("g").get(t).resources.items()}
+
+
+def test_4_11_reconnect_with_current_version_gets_nothing_resent() -> None:
+    cache = make_cache(cds=[cluster("a")], eds=[cla("a")])
+    s, first = started(cache)
+    r = one(first)
+    s2 = sotw(cache)  # a new stream, e.g. to another replica
+    assert s2.on_request(sreq(CDS, node=NODE, version=r.version)) == []
+    assert s2.status.types[CDS].state() == "SYNCED"
+    eds_version = cache.get("g").get(EDS).version
+    assert s2.on_request(sreq(EDS, ["a"], version=eds_version)) == []
+    # But an outdated version is answered.
+    s3 = sotw(cache)
+    assert one(s3.on_request(sreq(CDS, node=NODE, version="stale"))).version == r.version
+
+
+def test_4_13_only_changes_are_sent() -> None:
+    cache = make_cache(cds=[cluster("a")])
+    s, first = started(cache)
+    ack(s, one(first))
+    set_types(cache, cds=[cluster("a")])  # same content
+    assert s.on_snapshot(cache.get("g")) == []
+
+
+def test_4_13_slow_proxy_holds_one_pending_update_per_type() -> None:
+    cache = make_cache(cds=[cluster("a")])
+    s, first = started(cache)
+    r1 = one(first)
+    for t in range(2, 12):  # ten updates while the first is unacknowledged
+        set_types(cache, cds=[cluster("a", timeout=float(t))])
+        assert s.on_snapshot(cache.get("g")) == []
+    out = one(ack(s, r1))
+    assert out.version == cache.get("g").get(CDS).version  # only the latest
+
+
+def test_no_answer_before_the_group_has_a_snapshot() -> None:
+    cache = SnapshotCache()
+    s = sotw(cache)
+    assert s.on_request(sreq(CDS, node=NODE)) == []
+    set_types(cache, cds=[cluster("a")])
+    assert sotw_names(one(s.on_snapshot(cache.get("g")))) == ["a"]
+
+
+def test_wire_encoding_is_a_valid_discovery_response() -> None:
+    cache = make_cache(cds=[cluster("a")])
+    s, first = started(cache)
+    msg = decode_sotw(one(first))
+    assert msg.type_url == types.CLUSTER and msg.nonce and msg.version_info
+    assert msg.control_plane.identifier == "xds-server"
+    assert msg.resources[0].type_url == types.CLUSTER

@@ -1,0 +1,216 @@
+"""Pure builders of the Envoy resources this control plane emits.
+
+Small, registry-neutral constructors (cluster, endpoints, listener, routes) shared by
+the translators, the tests and the benchmarks. They produce what both Envoy and
+proxyless gRPC accept (DESIGN §4.12): EDS clusters over ADS, a locality and a
+load-balancing weight on every locality, router filter last, literal IPs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, health_check_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.config.listener.v3 import api_listener_pb2, listener_components_pb2, listener_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
+
+HCM = hcm_pb2.HttpConnectionManager
+_HEALTH = {
+    "healthy": health_check_pb2.HEALTHY,
+    "unhealthy": health_check_pb2.UNHEALTHY,
+    "draining": health_check_pb2.DRAINING,
+    "unknown": health_check_pb2.UNKNOWN,
+}
+
+
+def _any(message: object) -> any_pb2.Any:
+    a = any_pb2.Any()
+    a.Pack(message)
+    return a
+
+
+def ads_source() -> config_source_pb2.ConfigSource:
+    return config_source_pb2.ConfigSource(
+        ads=config_source_pb2.AggregatedConfigSource(),
+        resource_api_version=config_source_pb2.V3,
+    )
+
+
+def socket_address(ip: str, port: int) -> address_pb2.Address:
+    return address_pb2.Address(
+        socket_address=address_pb2.SocketAddress(address=ip, port_value=port)
+    )
+
+
+def eds_cluster(
+    name: str,
+    *,
+    connect_timeout: float = 1.0,
+    http2: bool = False,
+    lb_policy: int = cluster_pb2.Cluster.ROUND_ROBIN,
+) -> cluster_pb2.Cluster:
+    """An EDS cluster fed over ADS; its endpoints are the ClusterLoadAssignment `name`."""
+    c = cluster_pb2.Cluster(
+        name=name,
+        type=cluster_pb2.Cluster.EDS,
+        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=ads_source()),
+        connect_timeout=duration_pb2.Duration(
+            seconds=int(connect_timeout), nanos=int((connect_timeout % 1) * 1e9)
+        ),
+        lb_policy=lb_policy,
+    )
+    if http2:
+        from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
+
+        opts = hpo.HttpProtocolOptions(
+            explicit_http_config=hpo.HttpProtocolOptions.ExplicitHttpConfig(
+                http2_protocol_options={}
+            )
+        )
+        c.typed_extension_protocol_options[
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+        ].CopyFrom(_any(opts))
+    return c
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    ip: str
+    port: int
+    health: str = "healthy"
+    weight: int = 1
+    region: str = ""
+    zone: str = ""
+    subzone: str = ""
+
+
+@dataclass(frozen=True)
+class _LocalityKey:
+    region: str
+    zone: str
+    subzone: str
+
+
+def load_assignment(name: str, endpoints: Iterable[Endpoint]) -> endpoint_pb2.ClusterLoadAssignment:
+    """Endpoints grouped by locality; each locality has a locality and a weight (§4.12)."""
+    groups: dict[_LocalityKey, list[Endpoint]] = {}
+    for ep in endpoints:
+        groups.setdefault(_LocalityKey(ep.region, ep.zone, ep.subzone), []).append(ep)
+    cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
+    for key in sorted(groups, key=lambda k: (k.region, k.zone, k.subzone)):
+        eps = sorted(groups[key], key=lambda e: (e.ip, e.port))
+        loc = cla.endpoints.add(
+            locality=base_pb2.Locality(region=key.region, zone=key.zone, sub_zone=key.subzone),
+            load_balancing_weight=wrappers_pb2.UInt32Value(
+                value=max(1, sum(max(1, e.weight) for e in eps))
+            ),
+        )
+        for ep in eps:
+            loc.lb_endpoints.append(
+                endpoint_components_pb2.LbEndpoint(
+                    endpoint=endpoint_components_pb2.Endpoint(
+                        address=socket_address(ep.ip, ep.port)
+                    ),
+                    health_status=_HEALTH[ep.health],
+                    load_balancing_weight=wrappers_pb2.UInt32Value(value=max(1, ep.weight)),
+                )
+            )
+    return cla
+
+
+@dataclass(frozen=True)
+class VirtualHost:
+    name: str
+    domains: Sequence[str]
+    cluster: str
+    prefix: str = "/"
+    timeout: float | None = None
+    extra: Sequence[tuple[str, str]] = field(default_factory=tuple)  # (prefix, cluster)
+
+
+def route_configuration(name: str, vhosts: Iterable[VirtualHost]) -> route_pb2.RouteConfiguration:
+    rc = route_pb2.RouteConfiguration(name=name)
+    for vh in vhosts:
+        v = rc.virtual_hosts.add(name=vh.name, domains=list(vh.domains))
+        for prefix, cluster in (*vh.extra, (vh.prefix, vh.cluster)):
+            r = v.routes.add(
+                match=route_components_pb2.RouteMatch(prefix=prefix),
+                route=route_components_pb2.RouteAction(cluster=cluster),
+            )
+            if vh.timeout is not None:
+                r.route.timeout.FromMilliseconds(int(vh.timeout * 1000))
+    return rc
+
+
+def _router_filter() -> hcm_pb2.HttpFilter:
+    return hcm_pb2.HttpFilter(
+        name="envoy.filters.http.router", typed_config=_any(router_pb2.Router())
+    )
+
+
+def http_connection_manager(route_name: str, stat_prefix: str) -> hcm_pb2.HttpConnectionManager:
+    """HCM with routes over RDS/ADS and the router filter last (§4.12)."""
+    return HCM(
+        stat_prefix=stat_prefix,
+        codec_type=HCM.AUTO,
+        rds=hcm_pb2.Rds(route_config_name=route_name, config_source=ads_source()),
+        http_filters=[_router_filter()],
+    )
+
+
+def http_listener(
+    name: str, port: int, route_name: str, address: str = "0.0.0.0"
+) -> listener_pb2.Listener:
+    """An Envoy HTTP listener whose routes come from RDS `route_name`."""
+    return listener_pb2.Listener(
+        name=name,
+        address=socket_address(address, port),
+        filter_chains=[
+            listener_components_pb2.FilterChain(
+                filters=[
+                    listener_components_pb2.Filter(
+                        name="envoy.filters.network.http_connection_manager",
+                        typed_config=_any(http_connection_manager(route_name, name)),
+                    )
+                ]
+            )
+        ],
+    )
+
+
+def tcp_listener(
+    name: str, port: int, cluster: str, address: str = "0.0.0.0"
+) -> listener_pb2.Listener:
+    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=name, cluster=cluster)
+    return listener_pb2.Listener(
+        name=name,
+        address=socket_address(address, port),
+        filter_chains=[
+            listener_components_pb2.FilterChain(
+                filters=[
+                    listener_components_pb2.Filter(
+                        name="envoy.filters.network.tcp_proxy", typed_config=_any(proxy)
+                    )
+                ]
+            )
+        ],
+    )
+
+
+def api_listener(name: str, route_name: str) -> listener_pb2.Listener:
+    """A proxyless gRPC client's listener (`xds:///name`): an HCM in `api_listener`."""
+    return listener_pb2.Listener(
+        name=name,
+        api_listener=api_listener_pb2.ApiListener(
+            api_listener=_any(http_connection_manager(route_name, name))
+        ),
+    )
