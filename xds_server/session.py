@@ -276,6 +276,7 @@ class Session:
         if gone:
             drop = set(gone)
             ts.known = View({n: r for n, r in ts.known.resources.items() if n not in drop})
+            ts.last_version = None  # what the client holds changed: re-evaluate from scratch
 
     def _adopt_claimed(self, ts: TypeState, claimed: View) -> None:
         """A reconnecting delta client lists what it holds (§4.10); equal content is
@@ -527,8 +528,12 @@ class DeltaSession(Session):
             ts.wildcard = True
         if types.WILDCARD in sub:
             ts.wildcard = True
-        if types.WILDCARD in unsub:
+        if types.WILDCARD in unsub and ts.wildcard:
             ts.wildcard = False
+            # Leaving the wildcard drops interest in everything not named explicitly;
+            # the client forgets those itself, so no removal is owed (§4.10).
+            keep = ts.names.union(n for n in sub if n != types.WILDCARD)
+            self._forget(ts, [n for n in ts.known.resources if n not in keep])
         add = [n for n in sub if n != types.WILDCARD]
         drop = [n for n in unsub if n != types.WILDCARD]
         if add or drop:

@@ -1,0 +1,171 @@
+"""The xDS server under test, in its own process, driven over stdin/stdout.
+
+Runs ``XdsServer`` + ``SnapshotCache`` on 127.0.0.1 with the benchmark snapshot for
+group ``bench`` (``group_of`` = ``node.cluster``; the simulated proxies use cluster
+``bench``). The stream rate limit is raised so a ramp of thousands of streams is not
+throttled.
+
+Control protocol: one JSON object per line on stdin, one JSON reply per line on stdout
+(logs go to stderr). On start it prints ``{"event": "ready", "port": …, "pid": …}``.
+
+* ``{"cmd": "stats"}`` → RSS, peak RSS, open streams, CPU seconds, wall time.
+* ``{"cmd": "change", "cluster": i, "generation": g}`` → replaces service i's
+  ClusterLoadAssignment with ``fixtures.changed_load_assignment(i, E, g)`` via
+  ``set_snapshot`` (unchanged CLAs are passed as the cache's existing ``Resource``
+  objects, as a translator that caches by input would) and replies with
+  ``applied_at`` = ``time.time()`` taken just before ``set_snapshot`` (so the figure
+  includes the cache update and the fan-out of wake-ups), and ``done_at`` after it.
+* ``{"cmd": "quit"}`` → stops the server and exits. EOF on stdin does the same, so the
+  server never outlives the benchmark.
+
+``--cprofile PATH`` profiles the whole run with cProfile (written at exit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+from bench import fixtures
+from xds_server import types
+from xds_server.cache import SnapshotCache, group_by_cluster
+from xds_server.grpc_server import ServerOptions, XdsServer
+from xds_server.snapshot import Resource
+
+log = logging.getLogger("bench.server")
+
+
+def proc_status() -> dict[str, int]:
+    """VmRSS and VmHWM (peak RSS) of this process, in bytes."""
+    out: dict[str, int] = {}
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0]) * 1024
+    return out
+
+
+class BenchServer:
+    def __init__(self, clusters: int, endpoints: int, port: int):
+        self.clusters = clusters
+        self.endpoints = endpoints
+        self.cache = SnapshotCache(group_of=group_by_cluster)
+        self.server = XdsServer(
+            self.cache,
+            options=ServerOptions(
+                address=f"127.0.0.1:{port}",
+                new_streams_per_second=1_000_000.0,
+                new_streams_burst=1_000_000,
+                shutdown_grace=1.0,
+            ),
+        )
+
+    async def start(self) -> int:
+        t0 = time.perf_counter()
+        self.cache.set_snapshot(
+            fixtures.GROUP, fixtures.snapshot_resources(self.clusters, self.endpoints)
+        )
+        log.info("snapshot built in %.3f s", time.perf_counter() - t0)
+        return await self.server.start()
+
+    def stats(self) -> dict[str, Any]:
+        t = os.times()
+        st = proc_status()
+        return {
+            "rss": st.get("VmRSS", 0),
+            "peak_rss": st.get("VmHWM", 0),
+            "streams": self.server.stream_count,
+            "cpu_user": t.user,
+            "cpu_system": t.system,
+            "time": time.time(),
+        }
+
+    def change(self, cluster: int, generation: int) -> dict[str, Any]:
+        cla = fixtures.changed_load_assignment(cluster, self.endpoints, generation)
+        name = fixtures.service_name(cluster)
+        current = self.cache.get(fixtures.GROUP).get(types.ENDPOINT).resources
+        items: list[Resource | Any] = [cla if n == name else res for n, res in current.items()]
+        applied_at = time.time()
+        changed = self.cache.set_snapshot(fixtures.GROUP, {types.ENDPOINT: items})
+        done_at = time.time()
+        return {
+            "applied_at": applied_at,
+            "done_at": done_at,
+            "changed": changed,
+            "marker": fixtures.cla_marker(cla),
+        }
+
+    async def stop(self) -> None:
+        await self.server.stop(grace=1.0)
+
+
+def _reply(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+async def serve(args: argparse.Namespace) -> None:
+    bench = BenchServer(args.clusters, args.endpoints, args.port)
+    port = await bench.start()
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    _reply({"event": "ready", "port": port, "pid": os.getpid(), **bench.stats()})
+    try:
+        while True:
+            line = await reader.readline()
+            if not line:
+                break  # the benchmark went away
+            try:
+                cmd = json.loads(line)
+                op = cmd.get("cmd")
+                if op == "stats":
+                    _reply(bench.stats())
+                elif op == "change":
+                    _reply(bench.change(int(cmd["cluster"]), int(cmd["generation"])))
+                elif op == "quit":
+                    _reply({"ok": True})
+                    break
+                else:
+                    _reply({"error": f"unknown command {op!r}"})
+            except Exception as exc:
+                log.exception("control command failed")
+                _reply({"error": repr(exc)})
+    finally:
+        await bench.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--clusters", type=int, default=1000)
+    p.add_argument("--endpoints", type=int, default=10)
+    p.add_argument("--cprofile", default=None, help="write a cProfile of the run here")
+    p.add_argument("--log-level", default="WARNING")
+    args = p.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, stream=sys.stderr, format="server %(levelname)s %(message)s"
+    )
+    prof = cProfile.Profile() if args.cprofile else None
+    if prof is not None:
+        prof.enable()
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(args))
+    finally:
+        if prof is not None:
+            prof.disable()
+            prof.dump_stats(args.cprofile)
+
+
+if __name__ == "__main__":
+    main()
