@@ -10,6 +10,7 @@ proxy is slow collapse into one update per type (DESIGN §4.13).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -181,6 +182,7 @@ class XdsServer:
         self._server: grpc.aio.Server | None = None
         self._streams: set[_Stream] = set()
         self._closing = False
+        self._drained = asyncio.Event()
         self._bucket = _TokenBucket(
             self.options.new_streams_per_second, self.options.new_streams_burst
         )
@@ -249,6 +251,8 @@ class XdsServer:
                 await stream.run(request_iterator)
             finally:
                 self._streams.discard(stream)
+                if not self._streams:
+                    self._drained.set()
 
         return handle
 
@@ -273,9 +277,10 @@ class XdsServer:
         for stream in list(self._streams):
             stream.shutdown(grpc.StatusCode.UNAVAILABLE, "xds-server is shutting down")
         grace = self.options.shutdown_grace if grace is None else grace
-        deadline = time.monotonic() + grace
-        while self._streams and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        if self._streams:
+            self._drained.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), grace)
         await self._server.stop(grace=min(1.0, grace))
         self._server = None
 
