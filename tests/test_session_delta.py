@@ -6,8 +6,21 @@ import grpc
 import pytest
 
 from tests.xds_util import (
-    CDS, EDS, LDS, NODE, RDS, cla, cluster, decode_delta, delta, dreq, listener, make_cache,
-    one, routes, set_types,
+    CDS,
+    EDS,
+    LDS,
+    NODE,
+    RDS,
+    cla,
+    cluster,
+    decode_delta,
+    delta,
+    dreq,
+    listener,
+    make_cache,
+    one,
+    routes,
+    set_types,
 )
 from xds_server.cache import SnapshotCache
 from xds_server.session import DeltaSession, ProtocolError, Response
@@ -44,7 +57,8 @@ def test_4_6_legacy_wildcard_on_first_request_for_cds_lds() -> None:
     assert names(r) == ["a", "b"] and s.states[CDS].wildcard
     msg = decode_delta(r)
     assert {x.name: x.version for x in msg.resources} == {
-        n: res.version for n, res in cache.get("g").get(CDS).resources.items()}
+        n: res.version for n, res in cache.get("g").get(CDS).resources.items()
+    }
 
 
 def test_4_6_explicit_wildcard_and_its_unsubscribe() -> None:
@@ -91,7 +105,7 @@ def test_4_10_initial_resource_versions_skip_unchanged() -> None:
     cache = make_cache(cds=[cluster("a"), cluster("b"), cluster("c")])
     table = cache.get("g").get(CDS).resources
     initial = {"a": table["a"].version, "b": "outdated", "gone": "v0"}
-    s, first = started(cache, initial=initial)
+    _s, first = started(cache, initial=initial)
     r = one(first)
     assert names(r) == ["b", "c"]  # a is current, b outdated, c new
     assert removed(r) == ["gone"]
@@ -160,8 +174,12 @@ def test_4_8_delta_sends_only_changes_and_removals() -> None:
 
 
 def test_4_9_delta_make_before_break_and_order() -> None:
-    cache = make_cache(cds=[cluster("a"), cluster("b")], eds=[cla("a"), cla("b")],
-                       lds=[listener("http")], rds=[routes("routes", "a", "b")])
+    cache = make_cache(
+        cds=[cluster("a"), cluster("b")],
+        eds=[cla("a"), cla("b")],
+        lds=[listener("http")],
+        rds=[routes("routes", "a", "b")],
+    )
     s, first = started(cache)
     dack(s, one(first, CDS))
     r = one(s.on_request(dreq(EDS, ["a", "b"])), EDS)
@@ -190,7 +208,7 @@ def test_4_9_delta_cluster_change_resends_endpoints() -> None:
 
 def test_4_11_delta_versions_are_content_hashes() -> None:
     cache = make_cache(cds=[cluster("a")])
-    s, first = started(cache)
+    _s, first = started(cache)
     r = decode_delta(one(first))
     assert r.resources[0].version == cache.get("g").get(CDS).resources["a"].version
     assert r.system_version_info == cache.get("g").get(CDS).version

@@ -7,8 +7,23 @@ import pytest
 from envoy.config.core.v3 import base_pb2
 
 from tests.xds_util import (
-    CDS, EDS, LDS, NODE, RDS, ack, cla, cluster, decode_sotw, listener, make_cache, one,
-    routes, set_types, sotw, sotw_names, sreq,
+    CDS,
+    EDS,
+    LDS,
+    NODE,
+    RDS,
+    ack,
+    cla,
+    cluster,
+    decode_sotw,
+    listener,
+    make_cache,
+    one,
+    routes,
+    set_types,
+    sotw,
+    sotw_names,
+    sreq,
 )
 from xds_server import metrics, types
 from xds_server.cache import SnapshotCache
@@ -86,7 +101,7 @@ def test_4_3_nonces_are_per_stream_and_unique() -> None:
     ack(s, r1)
     r2 = one(s.on_request(sreq(EDS, ["a"])))
     assert r1.nonce != r2.nonce
-    s2, first2 = started(cache)
+    _s2, first2 = started(cache)
     assert one(first2).nonce == r1.nonce  # another stream has its own sequence
 
 
@@ -134,7 +149,7 @@ def test_4_6_legacy_wildcard_and_explicit_star() -> None:
     s, first = started(cache)  # empty names: legacy wildcard
     r = one(first)
     assert sotw_names(r) == ["a", "b"] and s.states[CDS].wildcard
-    s2, first2 = started(cache, names=("*",))
+    _s2, first2 = started(cache, names=("*",))
     assert sotw_names(one(first2)) == ["a", "b"]
     # "*" plus a name: still everything.
     s3, first3 = started(cache, names=("*", "a"))
@@ -220,8 +235,12 @@ def _envoy_like(cache: SnapshotCache):  # type: ignore[no-untyped-def]
 
 
 def test_4_9_cluster_change_is_followed_by_endpoints_even_if_unchanged() -> None:
-    cache = make_cache(cds=[cluster("a"), cluster("b")], eds=[cla("a"), cla("b")],
-                       lds=[listener("http")], rds=[routes("routes", "a", "b")])
+    cache = make_cache(
+        cds=[cluster("a"), cluster("b")],
+        eds=[cla("a"), cla("b")],
+        lds=[listener("http")],
+        rds=[routes("routes", "a", "b")],
+    )
     s = _envoy_like(cache)
     set_types(cache, cds=[cluster("a", timeout=4.0), cluster("b")])
     cds, eds = s.on_snapshot(cache.get("g"))
@@ -230,12 +249,18 @@ def test_4_9_cluster_change_is_followed_by_endpoints_even_if_unchanged() -> None
 
 
 def test_4_9_push_order_cds_eds_lds_rds() -> None:
-    cache = make_cache(cds=[cluster("a")], eds=[cla("a")],
-                       lds=[listener("http")], rds=[routes("routes", "a")])
+    cache = make_cache(
+        cds=[cluster("a")], eds=[cla("a")], lds=[listener("http")], rds=[routes("routes", "a")]
+    )
     s = _envoy_like(cache)
     # A change that touches every type at once.
-    set_types(cache, cds=[cluster("a"), cluster("n")], eds=[cla("a", 1), cla("n")],
-              lds=[listener("http", "routes2")], rds=[routes("routes", "a"), routes("routes2", "a", "n")])
+    set_types(
+        cache,
+        cds=[cluster("a"), cluster("n")],
+        eds=[cla("a", 1), cla("n")],
+        lds=[listener("http", "routes2")],
+        rds=[routes("routes", "a"), routes("routes2", "a", "n")],
+    )
     sent = s.on_snapshot(cache.get("g"))
     assert [r.type_url for r in sent] == [CDS, EDS]  # EDS may follow CDS; LDS waits for ACKs
     cds, eds = sent
@@ -259,8 +284,12 @@ def test_4_9_push_order_cds_eds_lds_rds() -> None:
 
 
 def test_4_9_removed_cluster_kept_until_routes_no_longer_use_it() -> None:
-    cache = make_cache(cds=[cluster("a"), cluster("b")], eds=[cla("a"), cla("b")],
-                       lds=[listener("http")], rds=[routes("routes", "a", "b")])
+    cache = make_cache(
+        cds=[cluster("a"), cluster("b")],
+        eds=[cla("a"), cla("b")],
+        lds=[listener("http")],
+        rds=[routes("routes", "a", "b")],
+    )
     s = _envoy_like(cache)
     set_types(cache, cds=[cluster("a")], eds=[cla("a")], rds=[routes("routes", "a")])
     # Routes go first; the cluster they stop using is still there.
@@ -272,8 +301,12 @@ def test_4_9_removed_cluster_kept_until_routes_no_longer_use_it() -> None:
 
 
 def test_4_9_removed_cluster_stays_while_routes_are_nacked() -> None:
-    cache = make_cache(cds=[cluster("a"), cluster("b")], eds=[cla("a"), cla("b")],
-                       lds=[listener("http")], rds=[routes("routes", "a", "b")])
+    cache = make_cache(
+        cds=[cluster("a"), cluster("b")],
+        eds=[cla("a"), cla("b")],
+        lds=[listener("http")],
+        rds=[routes("routes", "a", "b")],
+    )
     s = _envoy_like(cache)
     set_types(cache, cds=[cluster("a")], eds=[cla("a")], rds=[routes("routes", "a")])
     rds = one(s.on_snapshot(cache.get("g")), RDS)
@@ -287,12 +320,13 @@ def test_4_11_versions_are_content_hashes_identical_across_replicas() -> None:
     for t in (CDS, EDS):
         assert a.get("g").get(t).version == b.get("g").get(t).version
         assert {n: r.version for n, r in a.get("g").get(t).resources.items()} == {
-            n: r.version for n, r in b.get("g").get(t).resources.items()}
+            n: r.version for n, r in b.get("g").get(t).resources.items()
+        }
 
 
 def test_4_11_reconnect_with_current_version_gets_nothing_resent() -> None:
     cache = make_cache(cds=[cluster("a")], eds=[cla("a")])
-    s, first = started(cache)
+    _s, first = started(cache)
     r = one(first)
     s2 = sotw(cache)  # a new stream, e.g. to another replica
     assert s2.on_request(sreq(CDS, node=NODE, version=r.version)) == []
@@ -333,7 +367,7 @@ def test_no_answer_before_the_group_has_a_snapshot() -> None:
 
 def test_wire_encoding_is_a_valid_discovery_response() -> None:
     cache = make_cache(cds=[cluster("a")])
-    s, first = started(cache)
+    _s, first = started(cache)
     msg = decode_sotw(one(first))
     assert msg.type_url == types.CLUSTER and msg.nonce and msg.version_info
     assert msg.control_plane.identifier == "xds-server"

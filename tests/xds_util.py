@@ -29,9 +29,7 @@ def cla(name: str, *ports: int):  # type: ignore[no-untyped-def]
 
 
 def routes(name: str, *clusters: str):  # type: ignore[no-untyped-def]
-    return rb.route_configuration(
-        name, [rb.VirtualHost(c, [c], c) for c in clusters]
-    )
+    return rb.route_configuration(name, [rb.VirtualHost(c, [c], c) for c in clusters])
 
 
 def listener(name: str, route: str = "routes"):  # type: ignore[no-untyped-def]
@@ -114,7 +112,9 @@ def decode_delta(resp: Response) -> discovery_pb2.DeltaDiscoveryResponse:
 
 
 def one(responses: list[Response], type_url: str | None = None) -> Response:
-    assert len(responses) == 1, f"expected one response, got {[(r.type_url, r.names) for r in responses]}"
+    assert len(responses) == 1, (
+        f"expected one response, got {[(r.type_url, r.names) for r in responses]}"
+    )
     if type_url is not None:
         assert responses[0].type_url == type_url
     return responses[0]

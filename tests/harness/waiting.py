@@ -50,7 +50,7 @@ def wait_for(
 
 async def async_wait_for(
     predicate: Callable[[], T | Awaitable[T]],
-    timeout: float,  # noqa: ASYNC109 - same signature as wait_for
+    timeout: float,
     interval: float = 0.05,
     message: str = "condition not met",
 ) -> T:

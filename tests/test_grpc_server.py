@@ -1,0 +1,180 @@
+"""Transport tests over real gRPC on loopback: bad input, isolation, shutdown, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+import pytest
+from envoy.service.discovery.v3 import discovery_pb2
+
+from tests.ads_client import AdsClient
+from tests.xds_util import CDS, EDS, NODE, cla, cluster
+from xds_server.cache import SnapshotCache
+from xds_server.grpc_server import ServerOptions, XdsServer
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+async def server():  # type: ignore[no-untyped-def]
+    cache = SnapshotCache()
+    cache.set_snapshot("g", {CDS: [cluster("a")], EDS: [cla("a")]})
+    srv = XdsServer(cache, options=ServerOptions(address="127.0.0.1:0", shutdown_grace=1.0))
+    await srv.start()
+    try:
+        yield srv
+    finally:
+        await srv.stop(grace=0.5)
+
+
+async def _healthy_client(srv: XdsServer) -> AdsClient:
+    c = AdsClient(srv.port or 0)
+    await c.send(discovery_pb2.DiscoveryRequest(node=NODE, type_url=CDS))
+    resp = await c.recv()
+    assert resp.type_url == CDS
+    await c.send(
+        discovery_pb2.DiscoveryRequest(
+            type_url=CDS, response_nonce=resp.nonce, version_info=resp.version_info
+        )
+    )
+    return c
+
+
+@pytest.mark.parametrize(
+    "request_kw, detail",
+    [
+        ({"node": NODE}, "type_url is required"),
+        ({"node": NODE, "type_url": "type.googleapis.com/bogus.Type"}, "unknown resource type"),
+        ({"type_url": CDS}, "must carry the node"),
+    ],
+)
+async def test_bad_requests_end_only_their_stream_with_invalid_argument(
+    server: XdsServer,
+    request_kw: dict[str, object],
+    detail: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    good = await _healthy_client(server)
+    bad = AdsClient(server.port or 0)
+    caplog.set_level(logging.WARNING, logger="xds_server")
+    await bad.send(discovery_pb2.DiscoveryRequest(**request_kw))  # type: ignore[arg-type]
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await bad.recv()
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert detail in (e.value.details() or "")
+    # Logged once, naming the node when it is known.
+    lines = [r.getMessage() for r in caplog.records if "ending" in r.getMessage()]
+    assert len(lines) == 1 and detail in lines[0]
+    # The healthy stream still gets updates.
+    server.cache.set_snapshot("g", {CDS: [cluster("a"), cluster("b")]})
+    resp = await good.recv()
+    assert len(resp.resources) == 2
+    await bad.close()
+    await good.close()
+
+
+async def test_client_that_never_acks_does_not_affect_others(server: XdsServer) -> None:
+    silent = AdsClient(server.port or 0)
+    await silent.send(discovery_pb2.DiscoveryRequest(node=NODE, type_url=CDS))
+    await silent.recv()  # and never ACKs
+    good = await _healthy_client(server)
+    for t in range(2, 8):
+        server.cache.set_snapshot("g", {CDS: [cluster("a", timeout=float(t))]})
+        resp = await good.recv()
+        await good.send(
+            discovery_pb2.DiscoveryRequest(
+                type_url=CDS, response_nonce=resp.nonce, version_info=resp.version_info
+            )
+        )
+    # The silent client holds one pending update (bounded), nothing queued.
+    silent_status = next(p for p in server.registry.all() if p.types[CDS].acked_version == "")
+    assert silent_status.types[CDS].sent_nonce == "1"
+    await silent.close()
+    await good.close()
+
+
+async def test_client_disconnecting_mid_stream_is_cleaned_up(server: XdsServer) -> None:
+    c = AdsClient(server.port or 0)
+    await c.send(discovery_pb2.DiscoveryRequest(node=NODE, type_url=CDS))
+    await c.recv()
+    assert len(server.registry) == 1
+    c.call.cancel()
+    await c.channel.close()
+    for _ in range(100):
+        if len(server.registry) == 0 and server.stream_count == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert len(server.registry) == 0 and server.stream_count == 0
+    # The server still serves new streams.
+    good = await _healthy_client(server)
+    await good.close()
+
+
+async def test_graceful_shutdown_ends_streams_with_unavailable() -> None:
+    cache = SnapshotCache()
+    cache.set_snapshot("g", {CDS: [cluster("a")]})
+    srv = XdsServer(cache, options=ServerOptions(address="127.0.0.1:0"))
+    await srv.start()
+    c = await _healthy_client(srv)
+    await srv.stop(grace=2.0)
+    assert await c.expect_status() == grpc.StatusCode.UNAVAILABLE
+    await c.close()
+
+
+async def test_new_stream_rate_limit_answers_resource_exhausted() -> None:
+    cache = SnapshotCache()
+    cache.set_snapshot("g", {CDS: [cluster("a")]})
+    srv = XdsServer(
+        cache,
+        options=ServerOptions(
+            address="127.0.0.1:0", new_streams_per_second=0.001, new_streams_burst=1
+        ),
+    )
+    await srv.start()
+    try:
+        first = await _healthy_client(srv)
+        second = AdsClient(srv.port or 0)
+        await second.send(discovery_pb2.DiscoveryRequest(node=NODE, type_url=CDS))
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await second.recv()
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        await first.close()
+        await second.close()
+    finally:
+        await srv.stop(grace=0.5)
+
+
+async def test_max_connection_age_makes_clients_reconnect() -> None:
+    cache = SnapshotCache()
+    cache.set_snapshot("g", {CDS: [cluster("a")]})
+    srv = XdsServer(
+        cache,
+        options=ServerOptions(
+            address="127.0.0.1:0", max_connection_age=0.5, max_connection_age_grace=0.5
+        ),
+    )
+    await srv.start()
+    try:
+        c = await _healthy_client(srv)
+        code = await c.expect_status(timeout=10)
+        assert code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+        await c.close()
+    finally:
+        await srv.stop(grace=0.5)
+
+
+async def test_delta_stream_over_grpc(server: XdsServer) -> None:
+    c = AdsClient(server.port or 0, delta=True)
+    await c.send(discovery_pb2.DeltaDiscoveryRequest(node=NODE, type_url=CDS))
+    resp = await c.recv()
+    assert [r.name for r in resp.resources] == ["a"]
+    await c.send(discovery_pb2.DeltaDiscoveryRequest(type_url=CDS, response_nonce=resp.nonce))
+    await c.send(
+        discovery_pb2.DeltaDiscoveryRequest(type_url=EDS, resource_names_subscribe=["a", "missing"])
+    )
+    resp = await c.recv()
+    assert [r.name for r in resp.resources] == ["a"]
+    assert list(resp.removed_resources) == ["missing"]
+    await c.close()
