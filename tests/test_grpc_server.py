@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
@@ -17,16 +20,22 @@ from xds_server.grpc_server import ServerOptions, XdsServer
 pytestmark = pytest.mark.timeout(30)
 
 
-@pytest.fixture
-async def server():  # type: ignore[no-untyped-def]
+@contextlib.asynccontextmanager
+async def running_server(**options: Any) -> AsyncIterator[XdsServer]:
     cache = SnapshotCache()
     cache.set_snapshot("g", {CDS: [cluster("a")], EDS: [cla("a")]})
-    srv = XdsServer(cache, options=ServerOptions(address="127.0.0.1:0", shutdown_grace=1.0))
+    srv = XdsServer(cache, options=ServerOptions(address="127.0.0.1:0", **options))
     await srv.start()
     try:
         yield srv
     finally:
         await srv.stop(grace=0.5)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[XdsServer]:
+    async with running_server(shutdown_grace=1.0) as srv:
+        yield srv
 
 
 async def _healthy_client(srv: XdsServer) -> AdsClient:
@@ -113,27 +122,15 @@ async def test_client_disconnecting_mid_stream_is_cleaned_up(server: XdsServer) 
 
 
 async def test_graceful_shutdown_ends_streams_with_unavailable() -> None:
-    cache = SnapshotCache()
-    cache.set_snapshot("g", {CDS: [cluster("a")]})
-    srv = XdsServer(cache, options=ServerOptions(address="127.0.0.1:0"))
-    await srv.start()
-    c = await _healthy_client(srv)
-    await srv.stop(grace=2.0)
-    assert await c.expect_status() == grpc.StatusCode.UNAVAILABLE
-    await c.close()
+    async with running_server() as srv:
+        c = await _healthy_client(srv)
+        await srv.stop(grace=2.0)
+        assert await c.expect_status() == grpc.StatusCode.UNAVAILABLE
+        await c.close()
 
 
 async def test_new_stream_rate_limit_answers_resource_exhausted() -> None:
-    cache = SnapshotCache()
-    cache.set_snapshot("g", {CDS: [cluster("a")]})
-    srv = XdsServer(
-        cache,
-        options=ServerOptions(
-            address="127.0.0.1:0", new_streams_per_second=0.001, new_streams_burst=1
-        ),
-    )
-    await srv.start()
-    try:
+    async with running_server(new_streams_per_second=0.001, new_streams_burst=1) as srv:
         first = await _healthy_client(srv)
         second = AdsClient(srv.port or 0)
         await second.send(discovery_pb2.DiscoveryRequest(node=NODE, type_url=CDS))
@@ -142,27 +139,14 @@ async def test_new_stream_rate_limit_answers_resource_exhausted() -> None:
         assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         await first.close()
         await second.close()
-    finally:
-        await srv.stop(grace=0.5)
 
 
 async def test_max_connection_age_makes_clients_reconnect() -> None:
-    cache = SnapshotCache()
-    cache.set_snapshot("g", {CDS: [cluster("a")]})
-    srv = XdsServer(
-        cache,
-        options=ServerOptions(
-            address="127.0.0.1:0", max_connection_age=0.5, max_connection_age_grace=0.5
-        ),
-    )
-    await srv.start()
-    try:
+    async with running_server(max_connection_age=0.5, max_connection_age_grace=0.5) as srv:
         c = await _healthy_client(srv)
         code = await c.expect_status(timeout=10)
         assert code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
         await c.close()
-    finally:
-        await srv.stop(grace=0.5)
 
 
 async def test_delta_stream_over_grpc(server: XdsServer) -> None:

@@ -167,42 +167,44 @@ def http_connection_manager(route_name: str, stat_prefix: str) -> hcm_pb2.HttpCo
     )
 
 
-def http_listener(
-    name: str, port: int, route_name: str, address: str = "0.0.0.0"
+def _listener(
+    name: str, address: str, port: int, filter_name: str, config: object
 ) -> listener_pb2.Listener:
-    """An Envoy HTTP listener whose routes come from RDS `route_name`."""
     return listener_pb2.Listener(
         name=name,
         address=socket_address(address, port),
         filter_chains=[
             listener_components_pb2.FilterChain(
                 filters=[
-                    listener_components_pb2.Filter(
-                        name="envoy.filters.network.http_connection_manager",
-                        typed_config=_any(http_connection_manager(route_name, name)),
-                    )
+                    listener_components_pb2.Filter(name=filter_name, typed_config=_any(config))
                 ]
             )
         ],
     )
 
 
+def http_listener(
+    name: str, port: int, route_name: str, address: str = "0.0.0.0"
+) -> listener_pb2.Listener:
+    """An Envoy HTTP listener whose routes come from RDS `route_name`."""
+    return _listener(
+        name,
+        address,
+        port,
+        "envoy.filters.network.http_connection_manager",
+        http_connection_manager(route_name, name),
+    )
+
+
 def tcp_listener(
     name: str, port: int, cluster: str, address: str = "0.0.0.0"
 ) -> listener_pb2.Listener:
-    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=name, cluster=cluster)
-    return listener_pb2.Listener(
-        name=name,
-        address=socket_address(address, port),
-        filter_chains=[
-            listener_components_pb2.FilterChain(
-                filters=[
-                    listener_components_pb2.Filter(
-                        name="envoy.filters.network.tcp_proxy", typed_config=_any(proxy)
-                    )
-                ]
-            )
-        ],
+    return _listener(
+        name,
+        address,
+        port,
+        "envoy.filters.network.tcp_proxy",
+        tcp_proxy_pb2.TcpProxy(stat_prefix=name, cluster=cluster),
     )
 
 
