@@ -101,19 +101,35 @@ def xds() -> Iterator[XdsServerThread]:
 
 
 def start_client(
-    factory: ClientFactory, srv: XdsServerThread, target: str, group: str
+    factory: ClientFactory,
+    srv: XdsServerThread,
+    target: str,
+    group: str,
+    *,
+    call_timeout: float = 2.0,
 ) -> GrpcXdsClient:
     node_id = f"grpc-e2e-{next(_node_ids)}"
     return factory(
         grpc_bootstrap(srv.port, node_id, node_cluster=group),
         target,
         interval=CALL_INTERVAL,
+        timeout=call_timeout,
         trace=TRACE,
     )
 
 
 def diagnostics(srv: XdsServerThread, client: GrpcXdsClient) -> str:
     return f"server status: {srv.proxies()}\nclient log tail:\n{client.log_tail(40)}"
+
+
+def assert_all_from(srv: XdsServerThread, client: GrpcXdsClient, since: int, name: str) -> None:
+    """Every call since index ``since`` succeeded and was answered by backend ``name``."""
+    results = client.results_since(since)
+    assert results, "no calls in the window"
+    assert client.bodies_since(since) == {name: len(results)}, (
+        f"calls not all answered by {name}: {[r for r in results if r.get('body') != name]}\n"
+        + diagnostics(srv, client)
+    )
 
 
 def grpc_proxy(srv: XdsServerThread, node_id: str) -> dict[str, Any] | None:
@@ -125,7 +141,9 @@ def grpc_proxy(srv: XdsServerThread, node_id: str) -> dict[str, Any] | None:
 
 
 def test_grpc_client_reaches_backend_through_xds(
-    xds: XdsServerThread, grpc_backend_factory: BackendFactory, grpc_xds_client_factory: ClientFactory
+    xds: XdsServerThread,
+    grpc_backend_factory: BackendFactory,
+    grpc_xds_client_factory: ClientFactory,
 ) -> None:
     g1 = grpc_backend_factory("g1")
     xds.set_snapshot("grpc-reach", service("web", [g1]))
@@ -133,14 +151,14 @@ def test_grpc_client_reaches_backend_through_xds(
 
     first = client.wait_for_body("g1", timeout=REACH_TIMEOUT)
     client.wait_for_calls(10, timeout=10)
-    assert client.bodies_since(first) == {"g1": len(client.results_since(first))}, (
-        client.errors_since(first)
-    )
+    assert_all_from(xds, client, first, "g1")
     assert g1.requests >= 10
 
 
 def test_grpc_client_follows_endpoint_change_without_failures(
-    xds: XdsServerThread, grpc_backend_factory: BackendFactory, grpc_xds_client_factory: ClientFactory
+    xds: XdsServerThread,
+    grpc_backend_factory: BackendFactory,
+    grpc_xds_client_factory: ClientFactory,
 ) -> None:
     g1, g2 = grpc_backend_factory("g1"), grpc_backend_factory("g2")
     group = "grpc-switch"
@@ -155,45 +173,70 @@ def test_grpc_client_follows_endpoint_change_without_failures(
     switched = client.wait_for_body("g2", timeout=REACH_TIMEOUT, since=first)
     client.wait_for_calls(10, timeout=10)
 
+    # No failed call at any point after the first success, before, during or after the
+    # switch; and once g2 answered, g1 never answered again (gRPC swaps endpoint lists).
     assert client.errors_since(first) == [], diagnostics(xds, client)
-    after = client.bodies_since(switched)
-    assert after == {"g2": len(client.results_since(switched))}, after
+    assert_all_from(xds, client, switched, "g2")
     assert set(client.bodies_since(first)) == {"g1", "g2"}
 
 
+@pytest.mark.parametrize("group_has_snapshot", [True, False], ids=["other-resources", "empty"])
 def test_grpc_subscription_to_missing_listener_succeeds_once_added(
-    xds: XdsServerThread, grpc_backend_factory: BackendFactory, grpc_xds_client_factory: ClientFactory
+    xds: XdsServerThread,
+    grpc_backend_factory: BackendFactory,
+    grpc_xds_client_factory: ClientFactory,
+    group_has_snapshot: bool,
 ) -> None:
     """§4.7: ``xds:///late`` is subscribed by name before "late" exists; it is sent when
-    it appears. The group has a snapshot (for "web"), so the server answers the LDS
-    request at once with an LDS response without "late" (SotW: "does not exist")."""
+    it appears.
+
+    ``other-resources``: the group already serves "web", so the server answers the LDS
+    request at once with an empty LDS response (SotW: "late" does not exist), which gRPC
+    ACKs. ``empty``: the group has no snapshot yet, so the server does not answer at all.
+    Either way gRPC keeps the name subscribed, and its calls are queued until their
+    deadline (DEADLINE_EXCEEDED, not UNAVAILABLE): grpc-core does not treat a resource
+    missing from a SotW response as "does not exist" unless it had it before; only its
+    15 s does-not-exist timer would make calls fail fast.
+    """
     g1, g_late = grpc_backend_factory("g1"), grpc_backend_factory("g-late")
     group = "grpc-late"
     web = service("web", [g1])
-    xds.set_snapshot(group, web)
-    client = start_client(grpc_xds_client_factory, xds, "xds:///late", group)
+    if group_has_snapshot:
+        xds.set_snapshot(group, web)
+    # Short call deadline: queued calls report back quickly while "late" is missing.
+    client = start_client(grpc_xds_client_factory, xds, "xds:///late", group, call_timeout=0.3)
     node_id = client.bootstrap["node"]["id"]
 
-    # The client has asked for "late" (by name) and is failing its calls meanwhile.
-    def asked_for_late() -> bool:
+    def lds_state() -> str | None:
         proxy = grpc_proxy(xds, node_id)
-        return proxy is not None and "listeners" in proxy["types"]
+        lds = proxy["types"].get("listeners") if proxy is not None else None
+        if lds is None or lds["subscribed"] != 1 or lds["wildcard"]:
+            return None  # not (yet) subscribed to "late" by name
+        return str(lds["state"])
 
-    wait_for(asked_for_late, timeout=REACH_TIMEOUT, message="gRPC client never sent LDS")
+    # Answered with an empty, ACKed LDS response, or not answered at all.
+    want = "SYNCED" if group_has_snapshot else "NOT_SENT"
+    wait_for(
+        lambda: lds_state() == want,
+        timeout=REACH_TIMEOUT,
+        message=f"gRPC client's LDS subscription to 'late' not {want}",
+    )
     client.wait_for_calls(2, timeout=10)
-    assert not client.bodies_since(0)
+    waiting = client.results_since(0)
+    assert waiting and not client.bodies_since(0), waiting
+    assert {r["code"] for r in waiting} == {"DEADLINE_EXCEEDED"}, waiting
 
     assert xds.set_snapshot(group, merge(web, service("late", [g_late])))
     first = client.wait_for_body("g-late", timeout=REACH_TIMEOUT)
     client.wait_for_calls(5, timeout=10)
-    assert client.bodies_since(first) == {"g-late": len(client.results_since(first))}, (
-        diagnostics(xds, client)
-    )
+    assert_all_from(xds, client, first, "g-late")
     assert g1.requests == 0
 
 
 def test_status_shows_grpc_node_synced_by_name(
-    xds: XdsServerThread, grpc_backend_factory: BackendFactory, grpc_xds_client_factory: ClientFactory
+    xds: XdsServerThread,
+    grpc_backend_factory: BackendFactory,
+    grpc_xds_client_factory: ClientFactory,
 ) -> None:
     g1 = grpc_backend_factory("g1")
     group = "grpc-status"
@@ -226,3 +269,91 @@ def test_status_shows_grpc_node_synced_by_name(
         assert ts["nacks"] == 0 and ts["last_error"] is None, ts
         assert ts["acked_version"] == ts["sent_version"] != "", ts
     assert other.requests == 0
+
+
+# ---------------------------------------------------------------- beyond the basics
+
+
+def test_grpc_client_follows_route_to_new_cluster_without_failures(
+    xds: XdsServerThread,
+    grpc_backend_factory: BackendFactory,
+    grpc_xds_client_factory: ClientFactory,
+) -> None:
+    """The route moves to a cluster the client has never subscribed to: gRPC adds it to its
+    CDS (and EDS) subscription by name only after the RDS update, and must keep serving
+    from the old cluster until the new one is ready (§4.7 named subscription growth, §4.9)."""
+    g1, g2 = grpc_backend_factory("g1"), grpc_backend_factory("g2")
+    group = "grpc-reroute"
+    base = service("web", [g1])
+    extra = {
+        types.CLUSTER: [eds_cluster("web-cluster-2")],
+        types.ENDPOINT: [cla("web-cluster-2", [g2])],
+    }
+    xds.set_snapshot(group, merge(base, extra))
+    client = start_client(grpc_xds_client_factory, xds, "xds:///web", group)
+    first = client.wait_for_body("g1", timeout=REACH_TIMEOUT)
+    client.wait_for_calls(5, timeout=10)
+
+    routes = route_configuration("web-routes", [VirtualHost("web-vh", ["web"], "web-cluster-2")])
+    assert xds.set_snapshot(group, {types.ROUTE: [routes]})
+    switched = client.wait_for_body("g2", timeout=REACH_TIMEOUT, since=first)
+    client.wait_for_calls(10, timeout=10)
+
+    assert client.errors_since(first) == [], diagnostics(xds, client)
+    assert_all_from(xds, client, switched, "g2")
+
+    # gRPC drops the old cluster from its subscriptions once no route uses it.
+    node_id = client.bootstrap["node"]["id"]
+
+    def resubscribed() -> dict[str, Any] | None:
+        proxy = grpc_proxy(xds, node_id)
+        if proxy is None:
+            return None
+        t = proxy["types"]
+        done = all(
+            t[k]["subscribed"] == 1 and t[k]["state"] == "SYNCED"
+            for k in ("clusters", "endpoints", "listeners", "routes")
+        )
+        return proxy if done else None
+
+    wait_for(resubscribed, timeout=10, message="gRPC node did not settle on web-cluster-2")
+
+
+def test_grpc_nack_is_recorded_and_fixed_content_recovers(
+    xds: XdsServerThread,
+    grpc_backend_factory: BackendFactory,
+    grpc_xds_client_factory: ClientFactory,
+) -> None:
+    """§4.4/§4.12: gRPC NACKs a ClusterLoadAssignment whose locality is unset; the server
+    records it; corrected content is sent and ACKed and traffic flows."""
+    g1 = grpc_backend_factory("g1")
+    group = "grpc-nack"
+    bad = cla("web-cluster", [g1])
+    bad.endpoints[0].ClearField("locality")
+    xds.set_snapshot(group, {**service("web", [g1]), types.ENDPOINT: [bad]})
+    client = start_client(grpc_xds_client_factory, xds, "xds:///web", group, call_timeout=0.5)
+    node_id = client.bootstrap["node"]["id"]
+
+    def eds_status() -> dict[str, Any] | None:
+        proxy = grpc_proxy(xds, node_id)
+        return proxy["types"].get("endpoints") if proxy is not None else None
+
+    nacked = wait_for(
+        lambda: (s := eds_status()) is not None and s["state"] == "NACKED" and s,
+        timeout=REACH_TIMEOUT,
+        message="gRPC never NACKed the CLA without a locality",
+    )
+    assert nacked["nacks"] == 1, nacked
+    assert "locality" in nacked["last_error"], nacked
+    client.wait_for_calls(2, timeout=10)
+    assert not client.bodies_since(0)
+
+    xds.set_snapshot(group, {types.ENDPOINT: [cla("web-cluster", [g1])]})
+    client.wait_for_body("g1", timeout=REACH_TIMEOUT)
+    fixed = wait_for(
+        lambda: (s := eds_status()) is not None and s["state"] == "SYNCED" and s,
+        timeout=10,
+        message="fixed CLA not ACKed",
+    )
+    # The rejected version was never offered again (§4.4): still exactly one NACK.
+    assert fixed["nacks"] == 1 and fixed["last_error"] is None, fixed

@@ -160,6 +160,19 @@ class _Stream:
                 exc.message,
             )
             await self.context.abort(exc.code, exc.message)
+        except grpc.aio.AbortError:
+            raise  # how grpc.aio ends an RPC after abort(); not an error of ours
+        except Exception as exc:
+            # e.g. the peer vanished mid-write: end this stream only, say so once.
+            metrics.STREAMS_REJECTED.labels("transport").inc()
+            log.warning(
+                "%s stream from node %r (%s) ended: %s: %s",
+                session.status.kind,
+                session.status.node_id or "?",
+                session.status.peer,
+                type(exc).__name__,
+                exc,
+            )
         finally:
             reader.cancel()
             if self.watch is not None:
