@@ -17,6 +17,7 @@ and delta ADS is covered end to end with Envoy instead.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -274,14 +275,19 @@ def test_status_shows_grpc_node_synced_by_name(
 # ---------------------------------------------------------------- beyond the basics
 
 
+@pytest.mark.parametrize("drop_old", [False, True], ids=["keep-old-cluster", "drop-old-cluster"])
 def test_grpc_client_follows_route_to_new_cluster_without_failures(
     xds: XdsServerThread,
     grpc_backend_factory: BackendFactory,
     grpc_xds_client_factory: ClientFactory,
+    drop_old: bool,
 ) -> None:
     """The route moves to a cluster the client has never subscribed to: gRPC adds it to its
     CDS (and EDS) subscription by name only after the RDS update, and must keep serving
-    from the old cluster until the new one is ready (§4.7 named subscription growth, §4.9)."""
+    from the old cluster until the new one is ready (§4.7 named subscription growth, §4.9).
+
+    ``drop-old-cluster``: the same snapshot also deletes the old cluster and its endpoints
+    (make-before-break: the server must not remove what the client still routes to)."""
     g1, g2 = grpc_backend_factory("g1"), grpc_backend_factory("g2")
     group = "grpc-reroute"
     base = service("web", [g1])
@@ -295,7 +301,10 @@ def test_grpc_client_follows_route_to_new_cluster_without_failures(
     client.wait_for_calls(5, timeout=10)
 
     routes = route_configuration("web-routes", [VirtualHost("web-vh", ["web"], "web-cluster-2")])
-    assert xds.set_snapshot(group, {types.ROUTE: [routes]})
+    change: dict[str, list[Message]] = {types.ROUTE: [routes]}
+    if drop_old:
+        change |= extra
+    assert xds.set_snapshot(group, change)
     switched = client.wait_for_body("g2", timeout=REACH_TIMEOUT, since=first)
     client.wait_for_calls(10, timeout=10)
 
@@ -357,3 +366,66 @@ def test_grpc_nack_is_recorded_and_fixed_content_recovers(
     )
     # The rejected version was never offered again (§4.4): still exactly one NACK.
     assert fixed["nacks"] == 1 and fixed["last_error"] is None, fixed
+
+
+ADS_RESPONSE = re.compile(r"received ADS response: type_url=([\w.]+)")
+
+
+def ads_responses(client: GrpcXdsClient) -> list[str]:
+    """Short type names of the ADS responses the client received, from its xds_client trace."""
+    assert client.log_path is not None
+    text = client.log_path.read_text(errors="replace")
+    return [m.group(1).rsplit(".", 1)[-1] for m in ADS_RESPONSE.finditer(text)]
+
+
+def test_grpc_client_survives_server_restart_and_gets_only_what_changed(
+    xds: XdsServerThread,
+    grpc_backend_factory: BackendFactory,
+    grpc_xds_client_factory: ClientFactory,
+) -> None:
+    """The data plane does not depend on the control plane (§1): calls keep succeeding
+    while the server is down. On reconnect gRPC re-requests every type with the version
+    it holds (and no nonce); content-hash versions (§4.11) mean only what changed during
+    the outage (the endpoints) is sent again, and the client follows it."""
+    g1, g2 = grpc_backend_factory("g1"), grpc_backend_factory("g2")
+    group = "grpc-restart"
+    xds.set_snapshot(group, service("web", [g1]))
+    client = start_client(grpc_xds_client_factory, xds, "xds:///web", group)
+    first = client.wait_for_body("g1", timeout=REACH_TIMEOUT)
+    node_id = client.bootstrap["node"]["id"]
+    wait_for(
+        lambda: (
+            (p := grpc_proxy(xds, node_id)) is not None
+            and len(p["types"]) == 4
+            and all(t["state"] == "SYNCED" for t in p["types"].values())
+        ),
+        timeout=10,
+        message="gRPC node not SYNCED before the restart",
+    )
+    before = ads_responses(client)
+    assert sorted(before) == ["Cluster", "ClusterLoadAssignment", "Listener", "RouteConfiguration"]
+
+    xds.stop()
+    # While the server is down (its loop is gone, no stream watches the cache) the
+    # endpoints change; the restarted server on the same port serves the new snapshot.
+    xds.cache.set_snapshot(group, {types.ENDPOINT: [cla("web-cluster", [g2])]})
+    client.wait_for_calls(10, timeout=10)  # still served from gRPC's cached config
+    xds.start()
+
+    switched = client.wait_for_body("g2", timeout=REACH_TIMEOUT, since=first)
+    client.wait_for_calls(5, timeout=10)
+    assert client.errors_since(first) == [], diagnostics(xds, client)
+    assert_all_from(xds, client, switched, "g2")
+    proxy = wait_for(
+        lambda: (
+            (p := grpc_proxy(xds, node_id)) is not None
+            and len(p["types"]) == 4
+            and all(t["state"] == "SYNCED" for t in p["types"].values())
+            and p
+        ),
+        timeout=10,
+        message="gRPC node not SYNCED after the restart",
+    )
+    assert proxy["kind"] == "ads-sotw", proxy
+    # Unchanged listener, routes and cluster were not sent again on the new stream.
+    assert ads_responses(client)[len(before) :] == ["ClusterLoadAssignment"], client.log_tail(60)

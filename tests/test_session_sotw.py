@@ -372,3 +372,32 @@ def test_wire_encoding_is_a_valid_discovery_response() -> None:
     assert msg.type_url == types.CLUSTER and msg.nonce and msg.version_info
     assert msg.control_plane.identifier == "xds-server"
     assert msg.resources[0].type_url == types.CLUSTER
+
+
+def test_4_9_named_cluster_client_keeps_old_cluster_until_new_one_arrives() -> None:
+    # gRPC's order: LDS → RDS → CDS by name → EDS by name; it keeps old routes until
+    # every cluster they name has arrived.
+    cache = make_cache(
+        lds=[listener("web", "web-routes")],
+        rds=[routes("web-routes", "a")],
+        cds=[cluster("a"), cluster("b")],
+        eds=[cla("a"), cla("b")],
+    )
+    s, first = started(cache, type_url=LDS, names=("web",))
+    ack(s, one(first), ["web"])
+    ack(s, one(s.on_request(sreq(RDS, ["web-routes"]))), ["web-routes"])
+    ack(s, one(s.on_request(sreq(CDS, ["a"]))), ["a"])
+    ack(s, one(s.on_request(sreq(EDS, ["a"]))), ["a"])
+    # Route moves to b and a is deleted, in one snapshot.
+    set_types(cache, rds=[routes("web-routes", "b")], cds=[cluster("b")], eds=[cla("b")])
+    rds = one(s.on_snapshot(cache.get("g")), RDS)
+    # The client ACKs the route but has not got b yet: a must not be deleted.
+    assert s.on_request(sreq(RDS, ["web-routes"], nonce=rds.nonce, version=rds.version)) == []
+    out = s.on_request(sreq(CDS, ["a", "b"], nonce=s.states[CDS].nonce))
+    cds = one(out, CDS)
+    assert sotw_names(cds) == ["a", "b"]  # b added, a still there
+    ack(s, cds, ["a", "b"])
+    eds = one(s.on_request(sreq(EDS, ["a", "b"], nonce=s.states[EDS].nonce)), EDS)
+    # Once b is held, a can go.
+    out = ack(s, eds, ["a", "b"])
+    assert sotw_names(one(out, CDS)) == ["b"]

@@ -304,7 +304,7 @@ class Session:
                 merged = dict(base.resources)
                 for n in removed:
                     merged[n] = ts.known.resources[n]
-                view = View(merged)
+                view = View(dict(sorted(merged.items())))  # name order, as everywhere
                 ts.held = (base, ts.known, view)
                 return view
         return base
@@ -317,6 +317,28 @@ class Session:
                 continue
             if ts.inflight is not None or ts.known.version != self._target(ts).version:
                 return False
+        # A client that subscribes to clusters by name (gRPC) learns new cluster names
+        # from routes and keeps using its old routes until every cluster they name has
+        # arrived; until then the clusters it is leaving are still in use.
+        # It also waits for their endpoints (gRFC A74).
+        rds, cds = self.states.get(types.ROUTE), self.states.get(types.CLUSTER)
+        if rds is not None and cds is not None and not cds.wildcard:
+            present = self.snapshot.get(types.CLUSTER).resources
+            endpoints = self.snapshot.get(types.ENDPOINT).resources
+            eds = self.states.get(types.ENDPOINT)
+            has_eds = eds.known.resources if eds is not None else {}
+            held = cds.known.resources
+            for route in rds.known.resources.values():
+                if not isinstance(route, Resource):
+                    continue
+                for name in route.cluster_refs:
+                    cluster = present.get(name)
+                    if cluster is None:
+                        continue
+                    if name not in held:
+                        return False
+                    if any(n in endpoints and n not in has_eds for n in cluster.eds_names):
+                        return False
         return True
 
     def on_request(self, req: Any) -> list[Response]:

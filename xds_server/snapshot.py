@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Final
 
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.route.v3 import route_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
@@ -32,9 +33,25 @@ def content_hash(data: bytes) -> str:
 class Resource:
     """One named xDS resource of one type, serialised once."""
 
-    __slots__ = ("_delta_field", "any_bytes", "body", "eds_names", "name", "type_url", "version")
+    __slots__ = (
+        "_delta_field",
+        "any_bytes",
+        "body",
+        "cluster_refs",
+        "eds_names",
+        "name",
+        "type_url",
+        "version",
+    )
 
-    def __init__(self, type_url: str, name: str, body: bytes, eds_names: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        type_url: str,
+        name: str,
+        body: bytes,
+        eds_names: tuple[str, ...] = (),
+        cluster_refs: tuple[str, ...] = (),
+    ):
         self.type_url = type_url
         self.name = name
         self.body = body
@@ -42,6 +59,8 @@ class Resource:
         self.any_bytes = wire.any_bytes(type_url, body)
         # For clusters: the ClusterLoadAssignment names that warm them (DESIGN §4.9).
         self.eds_names = eds_names
+        # For route configurations: the clusters they send traffic to (make-before-break).
+        self.cluster_refs = cluster_refs
         self._delta_field: bytes | None = None
 
     @classmethod
@@ -54,6 +73,7 @@ class Resource:
             name,
             message.SerializeToString(deterministic=True),
             _eds_names(message) if type_url == types.CLUSTER else (),
+            _cluster_refs(message) if type_url == types.ROUTE else (),
         )
 
     @property
@@ -104,6 +124,18 @@ def _eds_names(message: Message) -> tuple[str, ...]:
     if cluster.WhichOneof("cluster_discovery_type") == "type" and cluster.type == cluster.EDS:
         return (cluster.eds_cluster_config.service_name or cluster.name,)
     return ()
+
+
+def _cluster_refs(message: Message) -> tuple[str, ...]:
+    rc: route_pb2.RouteConfiguration = message
+    refs: set[str] = set()
+    for vh in rc.virtual_hosts:
+        for route in vh.routes:
+            action = route.route
+            if action.cluster:
+                refs.add(action.cluster)
+            refs.update(w.name for w in action.weighted_clusters.clusters)
+    return tuple(sorted(refs))
 
 
 class Diff:
