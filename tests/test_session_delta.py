@@ -105,10 +105,34 @@ def test_4_10_initial_resource_versions_skip_unchanged() -> None:
     cache = make_cache(cds=[cluster("a"), cluster("b"), cluster("c")])
     table = cache.get("g").get(CDS).resources
     initial = {"a": table["a"].version, "b": "outdated", "gone": "v0"}
-    _s, first = started(cache, initial=initial)
+    s, first = started(cache, initial=initial)
     r = one(first)
     assert names(r) == ["b", "c"]  # a is current, b outdated, c new
-    assert removed(r) == ["gone"]
+    # "gone" may still be used by the listeners/routes this resumed stream has not
+    # subscribed to yet (make-before-break, §4.9); it is removed after the first ACK.
+    assert removed(r) == []
+    assert removed(one(dack(s, r))) == ["gone"]
+
+
+def test_4_9_resumed_stream_keeps_claimed_clusters_until_routes_are_updated() -> None:
+    cache = make_cache(
+        cds=[cluster("a")], eds=[cla("a")], lds=[listener("http")], rds=[routes("routes", "a")]
+    )
+    table = cache.get("g").get(CDS).resources
+    s = delta(cache)
+    # Envoy resumes: every type at once, each naming what it holds (one of them,
+    # cluster "old", is gone on this replica and still routed to).
+    out = s.on_request(dreq(CDS, node=NODE, initial={"a": table["a"].version, "old": "v1"}))
+    out += s.on_request(dreq(EDS, ["a", "old"], initial={"old": "v1"}))
+    out += s.on_request(dreq(LDS, initial={"http": "v1"}))
+    out += s.on_request(dreq(RDS, ["routes"], initial={"routes": "v1"}))
+    assert [r.type_url for r in out] == [EDS]  # endpoints of a; nothing removed yet
+    assert removed(out[0]) == [] and names(out[0]) == ["a"]
+    lds, rds = dack(s, out[0])
+    assert (lds.type_url, rds.type_url) == (LDS, RDS)
+    assert dack(s, lds) == []
+    cds, eds = dack(s, rds)  # routes no longer use "old": now it goes
+    assert removed(cds) == ["old"] and removed(eds) == ["old"]
 
 
 def test_4_10_initial_versions_all_current_means_no_response() -> None:

@@ -178,6 +178,9 @@ class Session:
         self.group: str | None = None
         self.snapshot: Snapshot = EMPTY_SNAPSHOT
         self.states: dict[str, TypeState] = {}
+        # A reconnecting delta client named clusters/endpoints it holds; its listener and
+        # route subscriptions follow on the same stream and may still use them (§4.9).
+        self.resuming = False
         self._nonces = itertools.count(1)
 
     # -- entry points -------------------------------------------------------------
@@ -211,7 +214,10 @@ class Session:
         self.snapshot = self.cache.get(group)
         st = self.status
         st.node_id, st.cluster, st.group = node.id, node.cluster, group
-        version = node.user_agent_version or node.user_agent_build_version.version
+        version = node.user_agent_version
+        if not version and node.HasField("user_agent_build_version"):
+            v = node.user_agent_build_version.version
+            version = f"{v.major_number}.{v.minor_number}.{v.patch}"
         st.user_agent = f"{node.user_agent_name} {version}".strip()
         if self.registry is not None:
             self.registry.add(st)
@@ -244,6 +250,8 @@ class Session:
         inflight = ts.inflight
         assert inflight is not None
         ts.inflight = None
+        # Envoy sends every subscription of a resumed stream before its first ACK.
+        self.resuming = False
         now = self.clock()
         short = types.short_name(ts.type_url)
         metrics.ACK_LATENCY.labels(short).observe(max(0.0, now - inflight.sent_at))
@@ -284,6 +292,8 @@ class Session:
         target = self._target(ts)
         ts.known = target if claimed.version == target.version else claimed
         ts.status.acked_version = ts.known.version
+        if self.ordered and ts.type_url in types.HOLDOVER_TYPES and claimed.resources:
+            self.resuming = True
 
     # -- deciding what to send ----------------------------------------------------
 
@@ -314,6 +324,8 @@ class Session:
         for type_url in types.CONSUMER_TYPES:
             ts = self.states.get(type_url)
             if ts is None or not ts.subscribed:
+                if self.resuming:
+                    return False  # its listeners/routes are not known yet
                 continue
             if ts.inflight is not None or ts.known.version != self._target(ts).version:
                 return False
