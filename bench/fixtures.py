@@ -120,6 +120,4 @@ def cla_marker(cla: endpoint_pb2.ClusterLoadAssignment) -> str:
 
 def sizes(resources: Mapping[str, Sequence[Message]]) -> dict[str, int]:
     """Serialised bytes per type (what one full SotW push of that type carries)."""
-    return {
-        types.short_name(t): sum(m.ByteSize() for m in msgs) for t, msgs in resources.items()
-    }
+    return {types.short_name(t): sum(m.ByteSize() for m in msgs) for t, msgs in resources.items()}

@@ -8,15 +8,19 @@ throttled.
 Control protocol: one JSON object per line on stdin, one JSON reply per line on stdout
 (logs go to stderr). On start it prints ``{"event": "ready", "port": …, "pid": …}``.
 
-* ``{"cmd": "stats"}`` → RSS, peak RSS, open streams, CPU seconds, wall time.
+* ``{"cmd": "stats"}`` → RSS, peak RSS, open streams, CPU seconds, garbage-collector
+  pauses (total, longest, collections per generation), wall time.
 * ``{"cmd": "change", "cluster": i, "generation": g}`` → replaces service i's
   ClusterLoadAssignment with ``fixtures.changed_load_assignment(i, E, g)`` via
   ``set_snapshot`` (unchanged CLAs are passed as the cache's existing ``Resource``
   objects, as a translator that caches by input would) and replies with
   ``applied_at`` = ``time.time()`` taken just before ``set_snapshot`` (so the figure
   includes the cache update and the fan-out of wake-ups), and ``done_at`` after it.
-* ``{"cmd": "quit"}`` → stops the server and exits. EOF on stdin does the same, so the
-  server never outlives the benchmark.
+* ``{"cmd": "trim"}`` → runs ``gc.collect()`` and glibc ``malloc_trim(0)`` and replies
+  with the stats after it: RSS that remains is live memory, not freed memory the
+  allocator kept (a diagnostic; the benchmark calls it only at the very end).
+* ``{"cmd": "quit"}`` → replies with the final stats, stops the server and exits.
+  EOF on stdin does the same, so the server never outlives the benchmark.
 
 ``--cprofile PATH`` profiles the whole run with cProfile (written at exit).
 """
@@ -27,6 +31,9 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import ctypes
+import ctypes.util
+import gc
 import json
 import logging
 import os
@@ -41,6 +48,26 @@ from xds_server.grpc_server import ServerOptions, XdsServer
 from xds_server.snapshot import Resource
 
 log = logging.getLogger("bench.server")
+
+
+class GcTimer:
+    """Time spent in garbage collections (``gc.callbacks``), total and longest pause."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.longest = 0.0
+        self.collections = [0, 0, 0]
+        self._start = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            pause = time.perf_counter() - self._start
+            self.total += pause
+            self.longest = max(self.longest, pause)
+            self.collections[int(info.get("generation", 0))] += 1
 
 
 def proc_status() -> dict[str, int]:
@@ -58,6 +85,7 @@ class BenchServer:
     def __init__(self, clusters: int, endpoints: int, port: int):
         self.clusters = clusters
         self.endpoints = endpoints
+        self.gc = GcTimer()
         self.cache = SnapshotCache(group_of=group_by_cluster)
         self.server = XdsServer(
             self.cache,
@@ -86,8 +114,21 @@ class BenchServer:
             "streams": self.server.stream_count,
             "cpu_user": t.user,
             "cpu_system": t.system,
+            "gc_pause_total_s": round(self.gc.total, 4),
+            "gc_pause_max_s": round(self.gc.longest, 4),
+            "gc_collections": list(self.gc.collections),
             "time": time.time(),
         }
+
+    def trim(self) -> dict[str, Any]:
+        gc.collect()
+        libc_name = ctypes.util.find_library("c")
+        trimmed = False
+        if libc_name:
+            with contextlib.suppress(OSError, AttributeError):
+                ctypes.CDLL(libc_name).malloc_trim(0)
+                trimmed = True
+        return {**self.stats(), "malloc_trim": trimmed}
 
     def change(self, cluster: int, generation: int) -> dict[str, Any]:
         cla = fixtures.changed_load_assignment(cluster, self.endpoints, generation)
@@ -130,10 +171,12 @@ async def serve(args: argparse.Namespace) -> None:
                 op = cmd.get("cmd")
                 if op == "stats":
                     _reply(bench.stats())
+                elif op == "trim":
+                    _reply(bench.trim())
                 elif op == "change":
                     _reply(bench.change(int(cmd["cluster"]), int(cmd["generation"])))
                 elif op == "quit":
-                    _reply({"ok": True})
+                    _reply({"ok": True, **bench.stats()})
                     break
                 else:
                     _reply({"error": f"unknown command {op!r}"})

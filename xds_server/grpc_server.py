@@ -119,9 +119,18 @@ class _Stream:
         self.wake.set()
 
     async def _read(self, request_iterator: AsyncIterator[Any]) -> None:
+        # context.read() rather than the iterator: grpc.aio's request iterator (an async
+        # generator) and an `async for` variable both pin the last request while waiting
+        # for the next one, and an Envoy's SotW EDS ACK names every cluster (~56 KB
+        # parsed for 1,000 names): ~56 MB of idle memory per 1,000 proxies.
+        del request_iterator
         try:
-            async for req in request_iterator:
+            while True:
+                req = await self.context.read()
+                if req is grpc.aio.EOF:
+                    break
                 self.requests.append(req)
+                del req
                 self.wake.set()
         except (asyncio.CancelledError, grpc.RpcError, grpc.aio.AioRpcError):
             pass

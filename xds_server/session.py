@@ -122,6 +122,7 @@ class TypeState:
     force: set[str] = field(default_factory=set)
     told_absent: set[str] = field(default_factory=set)
     held: tuple[View, View, View] | None = None  # (base, known, merged) memo
+    names_key: bytes = b""  # SotW: the last request's resource_names, serialised
 
 
 # Interning subscription name sets lets thousands of streams with the same
@@ -138,6 +139,22 @@ def _intern(names: Iterable[str]) -> frozenset[str]:
         _interned.clear()
     _interned[fs] = fs
     return fs
+
+
+_KEY_CLEAR = ("version_info", "node", "type_url", "response_nonce", "error_detail")
+
+
+def _names_key(req: discovery_pb2.DiscoveryRequest) -> bytes:
+    """`resource_names` serialised (a C-level copy, ~15 µs for 1,000 names, against
+    ~140 µs to build and intern a frozenset of them)."""
+    if not req.resource_names:
+        return b""
+    probe = discovery_pb2.DiscoveryRequest()
+    probe.CopyFrom(req)
+    for name in _KEY_CLEAR:
+        probe.ClearField(name)
+    key: bytes = probe.SerializeToString()
+    return key
 
 
 def _is_known_type(type_url: str) -> bool:
@@ -431,7 +448,9 @@ class Session:
                         eds.force.update(r.eds_names)
         if self.delta:
             body = b"".join(r.delta_field for r in plan.resources)
-        elif ts.type_url in types.FULL_STATE_TYPES:
+        elif ts.type_url in types.FULL_STATE_TYPES or len(plan.resources) == len(plan.target):
+            # The whole view (e.g. a first EDS/RDS push): its body is encoded once and
+            # shared by every stream that holds the same view (DESIGN §5).
             body = plan.target.sotw_body
         else:
             body = b"".join(r.sotw_field for r in plan.resources)
@@ -476,7 +495,12 @@ class SotwSession(Session):
             if ts.inflight is not None and ts.inflight.nonce == nonce:
                 self._ack(ts, req.error_detail.message if req.HasField("error_detail") else None)
         first = not ts.subscribed
-        self._subscribe(ts, req.resource_names, first)
+        key = _names_key(req)
+        if first or key != ts.names_key:
+            # A SotW ACK repeats the whole subscription (thousands of EDS names for an
+            # Envoy); compare it as bytes rather than rebuild a set per ACK (DESIGN §5).
+            ts.names_key = key
+            self._subscribe(ts, req.resource_names, first)
         if first and req.version_info:
             # A reconnecting proxy names the version it holds (§4.11): equal content
             # is not sent again.
@@ -589,7 +613,7 @@ class DeltaSession(Session):
         forced = [n for n in ts.force if n in table] if ts.force else []
         absent: list[str] = []
         if ts.names:
-            missing = ts.names.difference(table)
+            missing = target.missing(ts.names)
             if missing:
                 # §4.10: subscribed names that do not exist are reported removed, once,
                 # even if they were never sent.

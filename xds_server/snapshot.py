@@ -35,6 +35,7 @@ class Resource:
 
     __slots__ = (
         "_delta_field",
+        "_sotw_field",
         "any_bytes",
         "body",
         "cluster_refs",
@@ -62,6 +63,7 @@ class Resource:
         # For route configurations: the clusters they send traffic to (make-before-break).
         self.cluster_refs = cluster_refs
         self._delta_field: bytes | None = None
+        self._sotw_field: bytes | None = None
 
     @classmethod
     def from_message(cls, type_url: str, message: Message) -> Resource:
@@ -79,7 +81,9 @@ class Resource:
     @property
     def sotw_field(self) -> bytes:
         """`DiscoveryResponse.resources` (field 2) holding this resource's Any."""
-        return wire.field_bytes(2, self.any_bytes)
+        if self._sotw_field is None:
+            self._sotw_field = wire.field_bytes(2, self.any_bytes)
+        return self._sotw_field
 
     @property
     def delta_field(self) -> bytes:
@@ -154,13 +158,24 @@ _DIFF_MEMO_SIZE: Final = 8
 class View:
     """An immutable name → resource mapping of one type, with memoised derived data."""
 
-    __slots__ = ("_diffs", "_sotw_body", "_version", "resources")
+    __slots__ = ("_diffs", "_missing", "_sotw_body", "_version", "resources")
 
     def __init__(self, resources: Mapping[str, Versioned]):
         self.resources = resources
         self._version: str | None = None
         self._sotw_body: bytes | None = None
         self._diffs: OrderedDict[int, tuple[View, Diff]] = OrderedDict()
+        self._missing: tuple[frozenset[str], frozenset[str]] | None = None
+
+    def missing(self, names: frozenset[str]) -> frozenset[str]:
+        """`names` this view lacks; memoised for the (interned) name set that the
+        streams of a group share, so a push does not cost O(names) per stream."""
+        hit = self._missing
+        if hit is not None and hit[0] is names:
+            return hit[1]
+        result = names.difference(self.resources)
+        self._missing = (names, result)
+        return result
 
     @property
     def version(self) -> str:

@@ -1,0 +1,577 @@
+"""Simulated Envoy proxies speaking ADS (SotW or delta) over ``grpc.aio``.
+
+Each simulated proxy opens one ADS stream and behaves like Envoy's xDS client:
+
+* SotW: a wildcard CDS request carrying the node (unique id, cluster ``bench``); every
+  response is ACKed with its ``version_info`` and ``nonce`` and the current subscription;
+  after a CDS response, an EDS request naming every EDS cluster of that response (the
+  ``Cluster`` Anys are decoded); after the first EDS ACK, a wildcard LDS request; after an
+  LDS response, an RDS request for the route names found in the listeners' HTTP
+  connection managers.
+* Delta: the same sequence with ``DeltaDiscoveryRequest`` (``resource_names_subscribe`` /
+  ``_unsubscribe``, ACK by ``response_nonce``).
+
+A proxy has its *full configuration* when it has ACKed CDS, EDS, LDS and RDS and holds
+every cluster's endpoints and every referenced route configuration. After that, every
+response it receives is an *update*: it is reported with its receive and ACK times and,
+for EDS, the ``fixtures.cla_marker`` of every ClusterLoadAssignment it carries, so the
+parent can tell which endpoint change it delivered.
+
+Every proxy of a worker receives the same large initial pushes, so a worker decodes
+each of them once and caches the result (keyed by version, size and first/last names);
+that saves client CPU on the shared machine and changes nothing on the wire.
+
+Proxies run in worker processes (``worker_main``), several streams per channel and
+several channels per worker (each channel is its own TCP connection), so one Python
+client process is not the bottleneck. A worker talks to the parent over a
+``multiprocessing`` pipe: it receives ``("start", ids, interval)``, ``("late", id)`` and
+``("stop",)`` and sends batches of ``("full", [...])``, ``("update", [...])``,
+``("ended", [...])`` and finally ``("bye", cpu_seconds)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any, cast
+
+import grpc
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import any_pb2
+
+from bench import fixtures
+from xds_server import types
+
+SOTW_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+DELTA_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
+CDS, EDS, LDS, RDS = types.CLUSTER, types.ENDPOINT, types.LISTENER, types.ROUTE
+SHORT = {CDS: "cds", EDS: "eds", LDS: "lds", RDS: "rds"}
+_HCM_URL = types.PREFIX + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
+
+# A response with more resources than this is parsed once per worker and cached (the
+# initial pushes, identical for every proxy); smaller ones are parsed every time.
+_CACHE_MIN = 8
+_FLUSH_INTERVAL = 0.1
+
+
+class StreamEnded(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class ProxyResult:
+    """How one proxy's initial configuration went."""
+
+    node_id: str
+    late: bool
+    start: float
+    first_response: float | None = None
+    full: float | None = None
+    error: str | None = None
+    # Responses per type received before reaching full config (1 each is ideal).
+    initial_responses: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Update:
+    """A response received after full config, and when it was ACKed."""
+
+    node_id: str
+    type: str
+    resources: int
+    removed: int
+    recv_at: float
+    ack_at: float
+    markers: list[str]
+
+
+# -- per-worker parse caches -------------------------------------------------------
+# Every proxy in a worker receives the same initial pushes; decode them once.
+
+_parse_cache: dict[tuple[Any, ...], Any] = {}
+_request_templates: dict[tuple[str, tuple[str, ...]], bytes] = {}
+
+
+def _cluster_eds_name(value: bytes) -> str | None:
+    c = cluster_pb2.Cluster.FromString(value)
+    if c.WhichOneof("cluster_discovery_type") == "type" and c.type == cluster_pb2.Cluster.EDS:
+        return str(c.eds_cluster_config.service_name or c.name)
+    return None
+
+
+def _cla_names_markers(values: Iterable[bytes]) -> list[tuple[str, str]]:
+    out = []
+    for v in values:
+        cla = endpoint_pb2.ClusterLoadAssignment.FromString(v)
+        out.append((cla.cluster_name, fixtures.cla_marker(cla)))
+    return out
+
+
+def _route_names(listener_values: Iterable[bytes]) -> list[str]:
+    names: set[str] = set()
+    for v in listener_values:
+        lis = listener_pb2.Listener.FromString(v)
+        anys: list[any_pb2.Any] = [f.typed_config for fc in lis.filter_chains for f in fc.filters]
+        if lis.HasField("api_listener"):
+            anys.append(lis.api_listener.api_listener)
+        for a in anys:
+            if a.type_url == _HCM_URL:
+                hcm = hcm_pb2.HttpConnectionManager.FromString(a.value)
+                if hcm.HasField("rds"):
+                    names.add(hcm.rds.route_config_name)
+    return sorted(names)
+
+
+def _route_config_names(values: Iterable[bytes]) -> list[str]:
+    return [route_pb2.RouteConfiguration.FromString(v).name for v in values]
+
+
+def _sotw_parse(resp: discovery_pb2.DiscoveryResponse) -> Any:
+    """Names (and for EDS, markers) a SotW response carries; cached for large ones."""
+    n = len(resp.resources)
+    key = (resp.type_url, resp.version_info, n)
+    if n > _CACHE_MIN:
+        hit = _parse_cache.get(key)
+        if hit is not None:
+            return hit
+    values = [a.value for a in resp.resources]
+    t = resp.type_url
+    result: Any
+    if t == CDS:
+        result = sorted({e for v in values if (e := _cluster_eds_name(v)) is not None})
+    elif t == EDS:
+        result = _cla_names_markers(values)
+    elif t == LDS:
+        result = _route_names(values)
+    elif t == RDS:
+        result = _route_config_names(values)
+    else:
+        result = []
+    if n > _CACHE_MIN:
+        _parse_cache[key] = result
+    return result
+
+
+def _delta_parse(resp: discovery_pb2.DeltaDiscoveryResponse) -> dict[str, Any]:
+    """name → what the proxy needs from each resource of a delta response: the EDS name
+    of a cluster, the marker of a ClusterLoadAssignment, the route names of a listener.
+
+    Large responses (the initial pushes, identical for every proxy) are parsed once
+    per worker, keyed by the response's system version, size and first/last names.
+    """
+    n = len(resp.resources)
+    key: tuple[Any, ...] | None = None
+    if n > _CACHE_MIN and resp.system_version_info:
+        first, last = resp.resources[0], resp.resources[n - 1]
+        key = (
+            resp.type_url,
+            resp.system_version_info,
+            n,
+            first.name,
+            first.version,
+            last.name,
+            last.version,
+        )
+        hit = _parse_cache.get(key)
+        if hit is not None:
+            return cast(dict[str, Any], hit)
+    t = resp.type_url
+    out: dict[str, Any] = {}
+    for res in resp.resources:
+        value = res.resource.value
+        if t == CDS:
+            out[res.name] = _cluster_eds_name(value)
+        elif t == EDS:
+            out[res.name] = fixtures.cla_marker(
+                endpoint_pb2.ClusterLoadAssignment.FromString(value)
+            )
+        elif t == LDS:
+            out[res.name] = _route_names([value])
+        else:
+            out[res.name] = None
+    if key is not None:
+        _parse_cache[key] = out
+    return out
+
+
+def _sotw_request(
+    type_url: str,
+    names: Sequence[str],
+    version: str = "",
+    nonce: str = "",
+    node: base_pb2.Node | None = None,
+) -> bytes:
+    """A serialised DiscoveryRequest; the subscription part is encoded once per worker
+    (concatenated protobuf encodings merge, so appending fields is exact)."""
+    key = (type_url, tuple(names))
+    tmpl = _request_templates.get(key)
+    if tmpl is None:
+        tmpl = discovery_pb2.DiscoveryRequest(
+            type_url=type_url, resource_names=names
+        ).SerializeToString()
+        if len(_request_templates) > 64:
+            _request_templates.clear()
+        _request_templates[key] = tmpl
+    extra = discovery_pb2.DiscoveryRequest(version_info=version, response_nonce=nonce)
+    if node is not None:
+        extra.node.CopyFrom(node)
+    tail: bytes = extra.SerializeToString()
+    return tmpl + tail
+
+
+def _identity(b: bytes) -> bytes:
+    return b
+
+
+class Outbox:
+    """Batches reports to the parent (sent from the event loop every 100 ms)."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+        self.full: list[dict[str, Any]] = []
+        self.updates: list[dict[str, Any]] = []
+        self.ended: list[dict[str, Any]] = []
+
+    def flush(self) -> None:
+        for kind, items in (("full", self.full), ("update", self.updates), ("ended", self.ended)):
+            if items:
+                self.conn.send((kind, list(items)))
+                items.clear()
+
+
+class SimProxy:
+    """One simulated Envoy on one ADS stream."""
+
+    def __init__(self, node_id: str, delta: bool, late: bool, outbox: Outbox):
+        self.node = base_pb2.Node(id=node_id, cluster=fixtures.GROUP, user_agent_name="envoy-sim")
+        self.delta = delta
+        self.outbox = outbox
+        self.result = ProxyResult(node_id=node_id, late=late, start=0.0)
+        self.acked: set[str] = set()
+        self.reported = False
+
+    @property
+    def is_full(self) -> bool:
+        return self.result.full is not None
+
+    async def run(self, channel: grpc.aio.Channel) -> None:
+        self.result.start = time.time()
+        try:
+            if self.delta:
+                await self._run_delta(channel)
+            else:
+                await self._run_sotw(channel)
+        except asyncio.CancelledError:
+            raise
+        except grpc.aio.AioRpcError as exc:
+            self._ended(f"{exc.code().name}: {exc.details()}")
+        except StreamEnded:
+            self._ended("stream closed by server")
+        except Exception as exc:
+            self._ended(repr(exc))
+
+    def _ended(self, error: str) -> None:
+        self.result.error = error
+        if self.reported:
+            self.outbox.ended.append({"node_id": self.result.node_id, "error": error})
+        else:
+            self.reported = True
+            self.outbox.full.append(asdict(self.result))
+
+    def _received(self, type_url: str) -> float:
+        now = time.time()
+        r = self.result
+        if r.first_response is None:
+            r.first_response = now
+        if not self.is_full:
+            short = SHORT.get(type_url, type_url)
+            r.initial_responses[short] = r.initial_responses.get(short, 0) + 1
+        return now
+
+    def _acked_now(self, type_url: str, complete: bool) -> float:
+        now = time.time()
+        self.acked.add(type_url)
+        if not self.is_full and complete and len(self.acked) == 4:
+            self.result.full = now
+            self.reported = True
+            self.outbox.full.append(asdict(self.result))
+        return now
+
+    def _update(
+        self, type_url: str, n: int, removed: int, recv: float, ack: float, markers: list[str]
+    ) -> None:
+        self.outbox.updates.append(
+            asdict(
+                Update(
+                    self.result.node_id,
+                    SHORT.get(type_url, type_url),
+                    n,
+                    removed,
+                    recv,
+                    ack,
+                    markers,
+                )
+            )
+        )
+
+    # -- SotW ------------------------------------------------------------------------
+
+    async def _run_sotw(self, channel: grpc.aio.Channel) -> None:
+        call = channel.stream_stream(
+            SOTW_METHOD,
+            request_serializer=_identity,
+            response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
+        )()
+        eds_names: list[str] = []
+        route_names: list[str] = []
+        eds_have: set[str] = set()
+        routes_have: set[str] = set()
+        subscribed: dict[str, list[str]] = {CDS: []}
+        last: dict[str, tuple[str, str]] = {}  # type -> (accepted version, last nonce)
+        await call.write(_sotw_request(CDS, [], node=self.node))
+        while True:
+            resp = await call.read()
+            if resp is grpc.aio.EOF:
+                raise StreamEnded
+            t = resp.type_url
+            recv = self._received(t)
+            was_full = self.is_full
+            parsed = _sotw_parse(resp)
+            followups: list[bytes] = []
+            markers: list[str] = []
+            last[t] = (resp.version_info, resp.nonce)
+            if t == CDS:
+                if parsed != eds_names:
+                    eds_names = parsed
+                    eds_have &= set(eds_names)
+                    v, nonce = last.get(EDS, ("", ""))
+                    subscribed[EDS] = eds_names
+                    followups.append(_sotw_request(EDS, eds_names, v, nonce))
+            elif t == EDS:
+                eds_have.update(name for name, _ in parsed)
+                markers = [m for _, m in parsed] if was_full else []
+                if LDS not in subscribed:
+                    subscribed[LDS] = []
+                    followups.append(_sotw_request(LDS, []))
+            elif t == LDS:
+                if parsed != route_names:
+                    route_names = parsed
+                    routes_have &= set(route_names)
+                    v, nonce = last.get(RDS, ("", ""))
+                    subscribed[RDS] = route_names
+                    followups.append(_sotw_request(RDS, route_names, v, nonce))
+            elif t == RDS:
+                routes_have.update(parsed)
+            await call.write(_sotw_request(t, subscribed.get(t, []), resp.version_info, resp.nonce))
+            complete = (
+                bool(eds_names)
+                and eds_have.issuperset(eds_names)
+                and bool(route_names)
+                and routes_have.issuperset(route_names)
+            )
+            ack = self._acked_now(t, complete)
+            if was_full:
+                self._update(t, len(resp.resources), 0, recv, ack, markers)
+            for req in followups:
+                await call.write(req)
+
+    # -- delta -----------------------------------------------------------------------
+
+    async def _run_delta(self, channel: grpc.aio.Channel) -> None:
+        call = channel.stream_stream(
+            DELTA_METHOD,
+            request_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,
+            response_deserializer=discovery_pb2.DeltaDiscoveryResponse.FromString,
+        )()
+        clusters: dict[str, str | None] = {}  # cluster -> its EDS name
+        eds_sub: set[str] = set()
+        eds_have: set[str] = set()
+        lds_subscribed = False
+        listeners: dict[str, list[str]] = {}  # listener -> route names
+        rds_sub: set[str] = set()
+        routes_have: set[str] = set()
+        await call.write(discovery_pb2.DeltaDiscoveryRequest(node=self.node, type_url=CDS))
+        while True:
+            resp = await call.read()
+            if resp is grpc.aio.EOF:
+                raise StreamEnded
+            t = resp.type_url
+            recv = self._received(t)
+            was_full = self.is_full
+            followups: list[discovery_pb2.DeltaDiscoveryRequest] = []
+            markers: list[str] = []
+            parsed = _delta_parse(resp)
+            if t == CDS:
+                clusters.update(parsed)
+                for name in resp.removed_resources:
+                    clusters.pop(name, None)
+                want = {e for e in clusters.values() if e}
+                sub, unsub = want - eds_sub, eds_sub - want
+                if sub or unsub:
+                    eds_sub = want
+                    eds_have -= unsub
+                    followups.append(
+                        discovery_pb2.DeltaDiscoveryRequest(
+                            type_url=EDS,
+                            resource_names_subscribe=sorted(sub),
+                            resource_names_unsubscribe=sorted(unsub),
+                        )
+                    )
+            elif t == EDS:
+                eds_have.update(parsed)
+                eds_have.difference_update(resp.removed_resources)
+                if was_full:
+                    markers = list(parsed.values())
+                if not lds_subscribed:
+                    lds_subscribed = True
+                    followups.append(discovery_pb2.DeltaDiscoveryRequest(type_url=LDS))
+            elif t == LDS:
+                listeners.update(parsed)
+                for name in resp.removed_resources:
+                    listeners.pop(name, None)
+                want = {n for names in listeners.values() for n in names}
+                sub, unsub = want - rds_sub, rds_sub - want
+                if sub or unsub:
+                    rds_sub = want
+                    routes_have -= unsub
+                    followups.append(
+                        discovery_pb2.DeltaDiscoveryRequest(
+                            type_url=RDS,
+                            resource_names_subscribe=sorted(sub),
+                            resource_names_unsubscribe=sorted(unsub),
+                        )
+                    )
+            elif t == RDS:
+                routes_have.update(parsed)
+                routes_have.difference_update(resp.removed_resources)
+            await call.write(
+                discovery_pb2.DeltaDiscoveryRequest(type_url=t, response_nonce=resp.nonce)
+            )
+            complete = (
+                bool(eds_sub) and eds_have >= eds_sub and bool(rds_sub) and (routes_have >= rds_sub)
+            )
+            ack = self._acked_now(t, complete)
+            if was_full:
+                self._update(
+                    t, len(resp.resources), len(resp.removed_resources), recv, ack, markers
+                )
+            for req in followups:
+                await call.write(req)
+
+
+class Worker:
+    """A process's share of the simulated proxies."""
+
+    def __init__(self, conn: Connection, port: int, delta: bool, streams_per_channel: int):
+        self.conn = conn
+        self.target = f"127.0.0.1:{port}"
+        self.delta = delta
+        self.streams_per_channel = max(1, streams_per_channel)
+        self.outbox = Outbox(conn)
+        self.channels: list[grpc.aio.Channel] = []
+        self.streams_on_last = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+
+    def _channel(self) -> grpc.aio.Channel:
+        if not self.channels or self.streams_on_last >= self.streams_per_channel:
+            self.channels.append(
+                grpc.aio.insecure_channel(
+                    self.target,
+                    options=[
+                        # Own TCP connection per channel (no shared subchannel pool).
+                        ("grpc.use_local_subchannel_pool", 1),
+                        ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+                    ],
+                )
+            )
+            self.streams_on_last = 0
+        self.streams_on_last += 1
+        return self.channels[-1]
+
+    def _spawn(self, node_id: str, late: bool) -> None:
+        proxy = SimProxy(node_id, self.delta, late, self.outbox)
+        task = asyncio.create_task(proxy.run(self._channel()))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _on_readable(self) -> None:
+        try:
+            while self.conn.poll():
+                self.inbox.put_nowait(self.conn.recv())
+        except (EOFError, OSError):
+            self.inbox.put_nowait(("stop",))
+            asyncio.get_running_loop().remove_reader(self.conn.fileno())
+
+    async def _flusher(self) -> None:
+        while True:
+            await asyncio.sleep(_FLUSH_INTERVAL)
+            self.outbox.flush()
+
+    async def _ramp(self, ids: Sequence[str], interval: float) -> None:
+        t0 = time.monotonic()
+        for i, node_id in enumerate(ids):
+            if interval > 0:
+                delay = t0 + i * interval - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            self._spawn(node_id, late=False)
+            if interval <= 0 and i % 50 == 49:
+                await asyncio.sleep(0)  # let the first streams start while spawning
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.conn.fileno(), self._on_readable)
+        flusher = asyncio.create_task(self._flusher())
+        ramp: asyncio.Task[None] | None = None
+        self.conn.send(("hello", os.getpid()))
+        try:
+            while True:
+                msg = await self.inbox.get()
+                if msg[0] == "start":
+                    ramp = asyncio.create_task(self._ramp(msg[1], float(msg[2])))
+                elif msg[0] == "late":
+                    self._spawn(msg[1], late=True)
+                elif msg[0] == "stop":
+                    break
+        finally:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(self.conn.fileno())
+            if ramp is not None:
+                ramp.cancel()
+            for task in list(self.tasks):
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+            flusher.cancel()
+            with contextlib.suppress(Exception):
+                self.outbox.flush()
+            for ch in self.channels:
+                with contextlib.suppress(Exception):
+                    await ch.close(grace=None)
+
+
+def worker_main(conn: Connection, port: int, delta: bool, streams_per_channel: int) -> None:
+    """Entry point of a worker process (``multiprocessing`` spawn target)."""
+    # Ctrl-C goes to the whole process group: the parent owns shutdown and tells us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        asyncio.run(Worker(conn, port, delta, streams_per_channel).run())
+    finally:
+        t = os.times()
+        with contextlib.suppress(Exception):
+            conn.send(("bye", t.user + t.system))
+        conn.close()
