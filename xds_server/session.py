@@ -446,9 +446,14 @@ class Session:
                     r = table.get(name)
                     if isinstance(r, Resource):
                         eds.force.update(r.eds_names)
+        whole = len(plan.resources) == len(plan.target)
         if self.delta:
-            body = b"".join(r.delta_field for r in plan.resources)
-        elif ts.type_url in types.FULL_STATE_TYPES or len(plan.resources) == len(plan.target):
+            # A whole view (a first push) is encoded once and shared by every stream
+            # that receives the same view (DESIGN §5).
+            body = (
+                plan.target.delta_body if whole else b"".join(r.delta_field for r in plan.resources)
+            )
+        elif ts.type_url in types.FULL_STATE_TYPES or whole:
             # The whole view (e.g. a first EDS/RDS push): its body is encoded once and
             # shared by every stream that holds the same view (DESIGN §5).
             body = plan.target.sotw_body

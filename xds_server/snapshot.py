@@ -158,12 +158,13 @@ _DIFF_MEMO_SIZE: Final = 8
 class View:
     """An immutable name → resource mapping of one type, with memoised derived data."""
 
-    __slots__ = ("_diffs", "_missing", "_sotw_body", "_version", "resources")
+    __slots__ = ("_delta_body", "_diffs", "_missing", "_sotw_body", "_version", "resources")
 
     def __init__(self, resources: Mapping[str, Versioned]):
         self.resources = resources
         self._version: str | None = None
         self._sotw_body: bytes | None = None
+        self._delta_body: bytes | None = None
         self._diffs: OrderedDict[int, tuple[View, Diff]] = OrderedDict()
         self._missing: tuple[frozenset[str], frozenset[str]] | None = None
 
@@ -198,6 +199,15 @@ class View:
                 r.sotw_field for r in self.resources.values() if isinstance(r, Resource)
             )
         return self._sotw_body
+
+    @property
+    def delta_body(self) -> bytes:
+        """All resources encoded as DeltaDiscoveryResponse.resources fields, in name order."""
+        if self._delta_body is None:
+            self._delta_body = b"".join(
+                r.delta_field for r in self.resources.values() if isinstance(r, Resource)
+            )
+        return self._delta_body
 
     def diff_from(self, base: View) -> Diff:
         """What a client holding `base` must receive to hold this view."""
