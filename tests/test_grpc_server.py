@@ -162,3 +162,36 @@ async def test_delta_stream_over_grpc(server: XdsServer) -> None:
     assert [r.name for r in resp.resources] == ["a"]
     assert list(resp.removed_resources) == ["missing"]
     await c.close()
+
+
+async def test_per_type_services_serve_their_type_sotw_and_delta(server: XdsServer) -> None:
+    from envoy.service.cluster.v3 import cds_pb2_grpc
+    from envoy.service.endpoint.v3 import eds_pb2_grpc
+
+    release = asyncio.Event()
+
+    async def keep_open(first: Any) -> AsyncIterator[Any]:
+        yield first
+        await release.wait()  # like Envoy: never half-close
+
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        cds = cds_pb2_grpc.ClusterDiscoveryServiceStub(channel).StreamClusters(
+            keep_open(discovery_pb2.DiscoveryRequest(node=NODE))  # type_url filled in
+        )
+        resp = await asyncio.wait_for(cds.read(), 5)
+        assert resp.type_url == CDS and len(resp.resources) == 1
+        eds = eds_pb2_grpc.EndpointDiscoveryServiceStub(channel).DeltaEndpoints(
+            keep_open(
+                discovery_pb2.DeltaDiscoveryRequest(node=NODE, resource_names_subscribe=["a"])
+            )
+        )
+        dresp = await asyncio.wait_for(eds.read(), 5)
+        assert dresp.type_url == EDS and [r.name for r in dresp.resources] == ["a"]
+        kinds = sorted(p.kind for p in server.registry.all())
+        assert kinds == ["clusters-sotw", "endpoints-delta"]
+        release.set()
+        cds.cancel()
+        eds.cancel()
+    finally:
+        await channel.close()
