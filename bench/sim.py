@@ -166,6 +166,20 @@ def _sotw_parse(resp: discovery_pb2.DiscoveryResponse) -> Any:
     return result
 
 
+def _delta_resubscribe(
+    type_url: str, current: set[str], want: set[str]
+) -> discovery_pb2.DeltaDiscoveryRequest | None:
+    """The delta request that moves a subscription from `current` to `want`, if any."""
+    sub, unsub = want - current, current - want
+    if not sub and not unsub:
+        return None
+    return discovery_pb2.DeltaDiscoveryRequest(
+        type_url=type_url,
+        resource_names_subscribe=sorted(sub),
+        resource_names_unsubscribe=sorted(unsub),
+    )
+
+
 def _delta_parse(resp: discovery_pb2.DeltaDiscoveryResponse) -> dict[str, Any]:
     """name → what the proxy needs from each resource of a delta response: the EDS name
     of a cluster, the marker of a ClusterLoadAssignment, the route names of a listener.
@@ -420,17 +434,11 @@ class SimProxy:
                 for name in resp.removed_resources:
                     clusters.pop(name, None)
                 want = {e for e in clusters.values() if e}
-                sub, unsub = want - eds_sub, eds_sub - want
-                if sub or unsub:
+                change = _delta_resubscribe(EDS, eds_sub, want)
+                if change is not None:
+                    eds_have -= eds_sub - want
                     eds_sub = want
-                    eds_have -= unsub
-                    followups.append(
-                        discovery_pb2.DeltaDiscoveryRequest(
-                            type_url=EDS,
-                            resource_names_subscribe=sorted(sub),
-                            resource_names_unsubscribe=sorted(unsub),
-                        )
-                    )
+                    followups.append(change)
             elif t == EDS:
                 eds_have.update(parsed)
                 eds_have.difference_update(resp.removed_resources)
@@ -444,17 +452,11 @@ class SimProxy:
                 for name in resp.removed_resources:
                     listeners.pop(name, None)
                 want = {n for names in listeners.values() for n in names}
-                sub, unsub = want - rds_sub, rds_sub - want
-                if sub or unsub:
+                change = _delta_resubscribe(RDS, rds_sub, want)
+                if change is not None:
+                    routes_have -= rds_sub - want
                     rds_sub = want
-                    routes_have -= unsub
-                    followups.append(
-                        discovery_pb2.DeltaDiscoveryRequest(
-                            type_url=RDS,
-                            resource_names_subscribe=sorted(sub),
-                            resource_names_unsubscribe=sorted(unsub),
-                        )
-                    )
+                    followups.append(change)
             elif t == RDS:
                 routes_have.update(parsed)
                 routes_have.difference_update(resp.removed_resources)

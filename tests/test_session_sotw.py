@@ -27,7 +27,7 @@ from tests.xds_util import (
 )
 from xds_server import metrics, types
 from xds_server.cache import SnapshotCache
-from xds_server.session import ProtocolError
+from xds_server.session import ProtocolError, Response, SotwSession
 
 
 def started(cache: SnapshotCache, type_url: str = CDS, names: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
@@ -283,7 +283,8 @@ def test_4_9_push_order_cds_eds_lds_rds() -> None:
     ack(s, lds)
 
 
-def test_4_9_removed_cluster_kept_until_routes_no_longer_use_it() -> None:
+def _drop_cluster_b() -> tuple[SotwSession, Response]:
+    """An Envoy-like stream holding clusters a, b; then b and its route are removed."""
     cache = make_cache(
         cds=[cluster("a"), cluster("b")],
         eds=[cla("a"), cla("b")],
@@ -293,7 +294,11 @@ def test_4_9_removed_cluster_kept_until_routes_no_longer_use_it() -> None:
     s = _envoy_like(cache)
     set_types(cache, cds=[cluster("a")], eds=[cla("a")], rds=[routes("routes", "a")])
     # Routes go first; the cluster they stop using is still there.
-    rds = one(s.on_snapshot(cache.get("g")), RDS)
+    return s, one(s.on_snapshot(cache.get("g")), RDS)
+
+
+def test_4_9_removed_cluster_kept_until_routes_no_longer_use_it() -> None:
+    s, rds = _drop_cluster_b()
     assert "b" in s.states[CDS].known.resources
     out = ack(s, rds, ["routes"])
     cds = one(out, CDS)
@@ -301,15 +306,7 @@ def test_4_9_removed_cluster_kept_until_routes_no_longer_use_it() -> None:
 
 
 def test_4_9_removed_cluster_stays_while_routes_are_nacked() -> None:
-    cache = make_cache(
-        cds=[cluster("a"), cluster("b")],
-        eds=[cla("a"), cla("b")],
-        lds=[listener("http")],
-        rds=[routes("routes", "a", "b")],
-    )
-    s = _envoy_like(cache)
-    set_types(cache, cds=[cluster("a")], eds=[cla("a")], rds=[routes("routes", "a")])
-    rds = one(s.on_snapshot(cache.get("g")), RDS)
+    s, rds = _drop_cluster_b()
     out = s.on_request(sreq(RDS, ["routes"], nonce=rds.nonce, version="x", error="no"))
     assert out == []  # the proxy still routes to b, so b stays
 
