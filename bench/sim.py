@@ -166,6 +166,19 @@ def _sotw_parse(resp: discovery_pb2.DiscoveryResponse) -> Any:
     return result
 
 
+def _sotw_resubscribe(
+    type_url: str,
+    names: list[str],
+    subscribed: dict[str, list[str]],
+    last: dict[str, tuple[str, str]],
+) -> bytes:
+    """A SotW request naming `names`, carrying the type's last version and nonce, as
+    Envoy sends when a CDS/LDS update changes what it needs from EDS/RDS."""
+    version, nonce = last.get(type_url, ("", ""))
+    subscribed[type_url] = names
+    return _sotw_request(type_url, names, version, nonce)
+
+
 def _delta_resubscribe(
     type_url: str, current: set[str], want: set[str]
 ) -> discovery_pb2.DeltaDiscoveryRequest | None:
@@ -372,9 +385,7 @@ class SimProxy:
                 if parsed != eds_names:
                     eds_names = parsed
                     eds_have &= set(eds_names)
-                    v, nonce = last.get(EDS, ("", ""))
-                    subscribed[EDS] = eds_names
-                    followups.append(_sotw_request(EDS, eds_names, v, nonce))
+                    followups.append(_sotw_resubscribe(EDS, eds_names, subscribed, last))
             elif t == EDS:
                 eds_have.update(name for name, _ in parsed)
                 markers = [m for _, m in parsed] if was_full else []
@@ -385,9 +396,7 @@ class SimProxy:
                 if parsed != route_names:
                     route_names = parsed
                     routes_have &= set(route_names)
-                    v, nonce = last.get(RDS, ("", ""))
-                    subscribed[RDS] = route_names
-                    followups.append(_sotw_request(RDS, route_names, v, nonce))
+                    followups.append(_sotw_resubscribe(RDS, route_names, subscribed, last))
             elif t == RDS:
                 routes_have.update(parsed)
             await call.write(_sotw_request(t, subscribed.get(t, []), resp.version_info, resp.nonce))

@@ -138,6 +138,14 @@ class _Stream:
             self.reader_done = True
             self.wake.set()
 
+    def _log_end(self, reason: str, detail: str) -> None:
+        """One line per ended stream, naming the node, so operators can find it."""
+        metrics.STREAMS_REJECTED.labels(reason).inc()
+        st = self.session.status
+        log.warning(
+            "ending %s stream from node %r (%s): %s", st.kind, st.node_id or "?", st.peer, detail
+        )
+
     async def run(self, request_iterator: AsyncIterator[Any]) -> None:
         session = self.session
         reader = asyncio.create_task(self._read(request_iterator))
@@ -160,28 +168,13 @@ class _Stream:
                 if self.reader_done and not self.requests:
                     return
         except ProtocolError as exc:
-            metrics.STREAMS_REJECTED.labels("protocol").inc()
-            log.warning(
-                "ending %s stream from node %r (%s): %s",
-                session.status.kind,
-                session.status.node_id or "?",
-                session.status.peer,
-                exc.message,
-            )
+            self._log_end("protocol", exc.message)
             await self.context.abort(exc.code, exc.message)
         except grpc.aio.AbortError:
             raise  # how grpc.aio ends an RPC after abort(); not an error of ours
         except Exception as exc:
             # e.g. the peer vanished mid-write: end this stream only, say so once.
-            metrics.STREAMS_REJECTED.labels("transport").inc()
-            log.warning(
-                "%s stream from node %r (%s) ended: %s: %s",
-                session.status.kind,
-                session.status.node_id or "?",
-                session.status.peer,
-                type(exc).__name__,
-                exc,
-            )
+            self._log_end("transport", f"{type(exc).__name__}: {exc}")
         finally:
             reader.cancel()
             if self.watch is not None:
