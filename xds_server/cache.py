@@ -59,7 +59,10 @@ class SnapshotCache:
         return w
 
     def set_snapshot(
-        self, group: str, resources: Mapping[str, Iterable[Message | Resource]]
+        self,
+        group: str,
+        resources: Mapping[str, Iterable[Message | Resource]],
+        changed_at: float | None = None,
     ) -> bool:
         """Replace the given types of `group` (other types are kept). True if anything changed.
 
@@ -80,7 +83,7 @@ class SnapshotCache:
                     new_types.pop(type_url, None)
         if not changed and group in self._snapshots:
             return False
-        snap = Snapshot(new_types)
+        snap = Snapshot(new_types, changed_at)
         self._snapshots[group] = snap
         self._notify(group, snap)
         return True

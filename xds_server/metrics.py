@@ -19,3 +19,55 @@ ACK_LATENCY = Histogram(
 STREAMS_REJECTED = Counter(
     "xds_streams_rejected_total", "Streams refused or ended by the server, by reason", ["reason"]
 )
+PUSH_LATENCY = Histogram(
+    "xds_push_latency_seconds",
+    "Time from a registry change being seen to a response carrying it being sent",
+    ["type"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+CONVERGENCE_LATENCY = Histogram(
+    "xds_convergence_latency_seconds",
+    "Time from a registry change being seen to its ACK by a proxy",
+    ["type"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+# Registry side (sources, catalog, debouncer).
+SOURCE_SYNCED = Gauge(
+    "xds_source_synced", "1 once the source has delivered its first full state", ["source"]
+)
+SOURCE_STALE = Gauge(
+    "xds_source_stale",
+    "1 while the source cannot reach its registry and serves its last good state",
+    ["source"],
+)
+SOURCE_ERRORS = Counter("xds_source_errors_total", "Errors reading a registry", ["source"])
+SOURCE_SERVICES = Gauge("xds_source_services", "Services a source currently provides", ["source"])
+REJECTED_ENTRIES = Gauge(
+    "xds_source_rejected_entries",
+    "Registry entries currently skipped because they would produce invalid resources",
+    ["source"],
+)
+REJECTIONS = Counter(
+    "xds_source_rejections_total",
+    "Registry entries newly skipped because they would produce invalid resources",
+    ["source"],
+)
+DEBOUNCE_EVENTS = Counter(
+    "xds_debounce_events_total", "Catalog changes received by the debouncer"
+)
+DEBOUNCE_PUSHES = Counter(
+    "xds_debounce_pushes_total",
+    "Rebuilds triggered by the debouncer, by trigger (leading, quiet, max_delay)",
+    ["trigger"],
+)
+TRANSLATE_SECONDS = Histogram(
+    "xds_translate_seconds",
+    "Time to rebuild resources after a debounced change",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+TRANSLATE_SKIPPED = Gauge(
+    "xds_translate_skipped",
+    "Items (domains, listeners) currently left out because they conflict, by proxy group",
+    ["group"],
+)

@@ -96,6 +96,7 @@ class _Inflight:
     nonce: str
     view: View
     sent_at: float
+    changed_at: float | None  # the registry change this response carries, if an update
 
 
 @dataclass(slots=True)
@@ -274,6 +275,10 @@ class Session:
         metrics.ACK_LATENCY.labels(short).observe(max(0.0, now - inflight.sent_at))
         st = ts.status
         if error is None:
+            if inflight.changed_at is not None:
+                metrics.CONVERGENCE_LATENCY.labels(short).observe(
+                    max(0.0, now - inflight.changed_at)
+                )
             ts.known = inflight.view
             st.acked_version = inflight.view.version
             st.acked_at = time.time()
@@ -425,8 +430,11 @@ class Session:
     def _commit(self, ts: TypeState, plan: _Plan) -> Response:
         nonce = str(next(self._nonces))
         now = self.clock()
+        # Only updates of content this stream already had measure a registry change's
+        # journey; a first push to a new proxy is not one.
+        changed_at = self.snapshot.changed_at if ts.last_version is not None else None
         # Record before the write is awaited: the ACK can arrive first (§4.3).
-        ts.inflight = _Inflight(nonce, plan.target, now)
+        ts.inflight = _Inflight(nonce, plan.target, now, changed_at)
         ts.last_version = plan.target.version
         ts.nonce = nonce
         # Forced names that were not sendable are new to the client when they appear,
@@ -473,6 +481,8 @@ class Session:
         short = types.short_name(ts.type_url)
         metrics.PUSHES.labels(short).inc()
         metrics.PUSH_BYTES.labels(short).inc(len(body))
+        if changed_at is not None:
+            metrics.PUSH_LATENCY.labels(short).observe(max(0.0, now - changed_at))
         return resp
 
     def _silently_adopt(self, ts: TypeState, target: View) -> None:

@@ -283,12 +283,19 @@ class TypeSnapshot:
 
 
 class Snapshot:
-    """An immutable set of TypeSnapshots: what one proxy group should have."""
+    """An immutable set of TypeSnapshots: what one proxy group should have.
 
-    __slots__ = ("types",)
+    `changed_at` is when (time.monotonic) the earliest registry change this snapshot
+    carries was seen, so sessions can measure push and convergence latency.
+    """
 
-    def __init__(self, types_: Mapping[str, TypeSnapshot] | None = None):
+    __slots__ = ("changed_at", "types")
+
+    def __init__(
+        self, types_: Mapping[str, TypeSnapshot] | None = None, changed_at: float | None = None
+    ):
         self.types: Mapping[str, TypeSnapshot] = dict(types_ or {})
+        self.changed_at = changed_at
 
     def get(self, type_url: str) -> TypeSnapshot:
         ts = self.types.get(type_url)

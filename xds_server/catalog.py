@@ -1,0 +1,254 @@
+"""The catalog: every source's last good state, validated and merged into one view.
+
+Sources publish their full state (`replace`) or single services (`upsert`/`remove`)
+and report outages (`set_error`); the catalog never drops a source's state because
+of an error. Entries are validated on the way in (xds_server.validation), so nothing
+downstream sees a value Envoy would reject. The merged view keeps one ServiceEntry
+per ServiceKey — the same service in two registries is one service with the
+endpoints of both — and records which keys changed since the controller last
+looked, so a rebuild only touches those.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from xds_server import metrics
+from xds_server.model import Endpoint, Port, ServiceEntry, ServiceKey
+from xds_server.validation import Rejection, check_entry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SourceStatus:
+    name: str
+    kind: str
+    synced: bool = False
+    error: str | None = None
+    error_since: float | None = None
+    last_update: float | None = None
+    services: int = 0
+    rejections: list[Rejection] = field(default_factory=list)
+
+    @property
+    def stale(self) -> bool:
+        return self.error is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "synced": self.synced,
+            "stale": self.stale,
+            "error": self.error,
+            "error_since": self.error_since,
+            "last_update": self.last_update,
+            "services": self.services,
+            "rejected": [str(r) for r in self.rejections],
+        }
+
+
+class Catalog:
+    def __init__(self) -> None:
+        self._status: dict[str, SourceStatus] = {}
+        self._entries: dict[str, dict[ServiceKey, ServiceEntry]] = {}
+        self._rejected: dict[str, dict[ServiceKey | None, list[Rejection]]] = {}
+        self._merged: dict[ServiceKey, ServiceEntry] = {}
+        self._dirty: set[ServiceKey] = set()
+        self._first_change: float | None = None
+        self._listeners: list[Callable[[], None]] = []
+
+    # -- sources' side ------------------------------------------------------------
+
+    def register(self, source: str, kind: str) -> None:
+        if source in self._status:
+            raise ValueError(f"source {source!r} registered twice")
+        self._status[source] = SourceStatus(source, kind)
+        self._entries[source] = {}
+        self._rejected[source] = {}
+        metrics.SOURCE_SYNCED.labels(source).set(0)
+        metrics.SOURCE_STALE.labels(source).set(0)
+
+    def replace(self, source: str, entries: Iterable[ServiceEntry]) -> None:
+        """The source's complete current state; marks it synced and clears its error."""
+        old = self._entries[source]
+        new: dict[ServiceKey, ServiceEntry] = {}
+        rejected: dict[ServiceKey | None, list[Rejection]] = {}
+        for entry in entries:
+            if entry.key in new:
+                rejected.setdefault(None, []).append(
+                    Rejection(source, f"service {entry.key}", "duplicate service; first kept")
+                )
+                continue
+            self._accept(source, entry, new, rejected)
+        self._entries[source] = new
+        changed = {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
+        self._set_rejections(source, rejected)
+        self._synced(source)
+        self._remerge(changed)
+
+    def upsert(self, source: str, entry: ServiceEntry) -> None:
+        """Add or change one service of the source (for sources that watch per service)."""
+        entries = self._entries[source]
+        rejected = dict(self._rejected[source])
+        rejected.pop(entry.key, None)
+        before = entries.pop(entry.key, None)
+        self._accept(source, entry, entries, rejected)
+        self._set_rejections(source, rejected)
+        self._status[source].services = len(entries)
+        if entries.get(entry.key) != before:
+            self._remerge({entry.key})
+
+    def remove(self, source: str, key: ServiceKey) -> None:
+        rejected = self._rejected[source]
+        if key in rejected:
+            self._set_rejections(source, {k: v for k, v in rejected.items() if k != key})
+        if self._entries[source].pop(key, None) is not None:
+            self._status[source].services = len(self._entries[source])
+            self._remerge({key})
+
+    def mark_synced(self, source: str) -> None:
+        """For sources using upsert/remove: their first full state has been delivered."""
+        self._synced(source)
+
+    def set_error(self, source: str, error: str) -> None:
+        """The source cannot read its registry; its last good state stays served."""
+        status = self._status[source]
+        metrics.SOURCE_ERRORS.labels(source).inc()
+        if status.error is None:
+            status.error_since = time.time()
+            metrics.SOURCE_STALE.labels(source).set(1)
+        status.error = error
+
+    def _accept(
+        self,
+        source: str,
+        entry: ServiceEntry,
+        into: dict[ServiceKey, ServiceEntry],
+        rejected: dict[ServiceKey | None, list[Rejection]],
+    ) -> None:
+        clean, problems = check_entry(source, entry)
+        if problems:
+            rejected[entry.key] = problems
+        if clean is not None:
+            if clean.service.source != source:
+                clean = ServiceEntry(replace(clean.service, source=source), clean.endpoints)
+            into[clean.key] = clean
+
+    def _set_rejections(
+        self, source: str, rejected: dict[ServiceKey | None, list[Rejection]]
+    ) -> None:
+        before = {r for rs in self._rejected[source].values() for r in rs}
+        self._rejected[source] = rejected
+        now = sorted({r for rs in rejected.values() for r in rs})
+        fresh = [r for r in now if r not in before]
+        for r in fresh:  # logged once, not on every republish of the same bad entry
+            log.warning("skipped %s", r)
+        if fresh:
+            metrics.REJECTIONS.labels(source).inc(len(fresh))
+        metrics.REJECTED_ENTRIES.labels(source).set(len(now))
+        self._status[source].rejections = now
+
+    def _synced(self, source: str) -> None:
+        status = self._status[source]
+        if status.error is not None:
+            log.info("source %s recovered (was: %s)", source, status.error)
+        status.synced = True
+        status.error = None
+        status.error_since = None
+        status.last_update = time.time()
+        status.services = len(self._entries[source])
+        metrics.SOURCE_SYNCED.labels(source).set(1)
+        metrics.SOURCE_STALE.labels(source).set(0)
+        metrics.SOURCE_SERVICES.labels(source).set(status.services)
+
+    def _remerge(self, keys: set[ServiceKey]) -> None:
+        changed = False
+        for key in keys:
+            parts = [e[key] for s, e in self._entries.items() if key in e]
+            merged = _merge(parts) if parts else None
+            if merged == self._merged.get(key):
+                continue
+            changed = True
+            if merged is None:
+                del self._merged[key]
+            else:
+                self._merged[key] = merged
+            self._dirty.add(key)
+        if changed:
+            if self._first_change is None:
+                self._first_change = time.monotonic()
+            for cb in list(self._listeners):
+                cb()
+
+    # -- consumers' side ----------------------------------------------------------
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """`callback()` runs (synchronously) whenever the merged view changes."""
+        self._listeners.append(callback)
+
+    def merged(self) -> Mapping[ServiceKey, ServiceEntry]:
+        return self._merged
+
+    def take_changes(self) -> tuple[dict[ServiceKey, ServiceEntry], set[ServiceKey], float | None]:
+        """A copy of the merged view, the keys changed since the last call, and when the
+        first of those changes happened (time.monotonic)."""
+        dirty, first = self._dirty, self._first_change
+        self._dirty, self._first_change = set(), None
+        return dict(self._merged), dirty, first
+
+    def sources(self) -> list[SourceStatus]:
+        return list(self._status.values())
+
+    def not_ready(self) -> list[str]:
+        """Why the catalog is not ready yet: sources that have not synced once."""
+        return [
+            f"source {s.name} ({s.kind}) has not synced yet"
+            + (f": {s.error}" if s.error else "")
+            for s in self._status.values()
+            if not s.synced
+        ]
+
+
+def _merge(parts: list[ServiceEntry]) -> ServiceEntry:
+    """One service from its entries in several sources (source order decides conflicts)."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0].service
+    ports: dict[str, Port] = {}
+    hostnames: list[str] = []
+    label_map: dict[str, str] = {}
+    endpoints: list[Endpoint] = []
+    seen: set[tuple[str, int, str]] = set()
+    for part in parts:
+        svc = part.service
+        for p in svc.ports:
+            ports.setdefault(p.name, p)
+        hostnames.extend(h for h in svc.hostnames if h not in hostnames)
+        for k, v in svc.labels:
+            label_map.setdefault(k, v)
+        for ep in part.endpoints:
+            ident = (ep.ip, ep.port, ep.port_name)
+            if ident not in seen:
+                seen.add(ident)
+                endpoints.append(ep)
+    numbers: set[int] = set()
+    kept: list[Port] = []
+    for p in ports.values():  # two sources giving different names to one port number
+        if p.port not in numbers:
+            numbers.add(p.port)
+            kept.append(p)
+    kept_names = {p.name for p in kept}
+    service = replace(
+        first,
+        ports=tuple(kept),
+        hostnames=tuple(hostnames),
+        labels=tuple(sorted(label_map.items())),
+        source="+".join(p.service.source for p in parts),
+    )
+    return ServiceEntry(service, tuple(e for e in endpoints if e.port_name in kept_names))

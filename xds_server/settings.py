@@ -1,0 +1,125 @@
+"""`xds-server` settings: one set of keys from a config file, `XDS_SERVER_*` and flags.
+
+Precedence is the usual one: command-line flags over environment variables over the
+config file (`--config`, YAML or JSON) over defaults. Keys are the flag names with
+underscores (`xds_address`; `xds-address` is accepted in the file too). Every value
+is validated by one pydantic model, and an error names the setting, where it came
+from and why, on one line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+ENV_PREFIX = "XDS_SERVER_"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
+_UNITS = {None: 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "h": 3600.0}
+
+
+class SettingsError(Exception):
+    """A setting that cannot be used; the message is one line for the operator."""
+
+
+def _duration(value: Any) -> Any:
+    """Seconds as a number, or a Go/Envoy-style duration string: `100ms`, `1.5s`, `2m`."""
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m is None:
+            raise ValueError(f"not a duration: {value!r} (e.g. 100ms, 1s, 2m)")
+        return float(m.group(1)) * _UNITS[m.group(2)]
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_duration), Field(ge=0)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    xds_address: str = "0.0.0.0:18000"
+    admin_address: str = "127.0.0.1:19000"
+    file: Path | None = None
+    file_interval: Duration = 1.0
+    debounce_quiet: Duration = 0.1
+    debounce_max_delay: Duration = 1.0
+    http_listener_port: Port = 10000
+    keepalive_time: Duration = 30.0
+    max_connection_age: Duration | None = None
+    new_streams_per_second: float = Field(default=200.0, gt=0)
+    shutdown_grace: Duration = 5.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+
+
+KEYS: tuple[str, ...] = tuple(Settings.model_fields)
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SettingsError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SettingsError(f"{where}: invalid YAML: {problem}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path}: expected a mapping of settings at the top level")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def load(
+    flags: Mapping[str, Any],
+    environ: Mapping[str, str] | None = None,
+    config: Path | None = None,
+) -> Settings:
+    """Settings from `flags` (only those given), the environment and a config file."""
+    env = os.environ if environ is None else environ
+    if config is None and env.get(ENV_PREFIX + "CONFIG"):
+        config = Path(env[ENV_PREFIX + "CONFIG"])
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    if config is not None:
+        for key, value in _read_config(config).items():
+            values[key] = value
+            origin[key] = f"config file {config}"
+    for key in KEYS:
+        name = ENV_PREFIX + key.upper()
+        if name in env:
+            values[key] = env[name] if env[name] != "" else None
+            origin[key] = f"environment variable {name}"
+    for key, value in flags.items():
+        values[key] = value
+        origin[key] = "--" + key.replace("_", "-")
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = str(err["loc"][0]) if err["loc"] else "settings"
+        if err["type"] == "extra_forbidden":
+            raise SettingsError(
+                f"unknown setting {key!r} in {origin.get(key, 'settings')}"
+                f" (known: {', '.join(KEYS)})"
+            ) from exc
+        msg = err["msg"].removeprefix("Value error, ")
+        raise SettingsError(
+            f"invalid {key} from {origin.get(key, 'defaults')}: {msg}"
+            + (
+                f" (got {err['input']!r})"
+                if err["type"] != "value_error" and key in values
+                else ""
+            )
+        ) from exc
