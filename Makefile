@@ -1,11 +1,11 @@
-# Two entry points for a fresh machine: `make run` (the server) and `make test`.
-# Both create or update .venv themselves.
+# Entry points for a fresh machine: `make demo` (server + Envoy + backends), `make run`
+# (the server alone) and `make test`. Each creates or updates .venv itself.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/xds-server --resources examples/resources.yaml --xds-address 127.0.0.1:18000
+	$(BIN)/xds-server --file examples/registry.yaml --xds-address 127.0.0.1:18000
+
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,125 +1,200 @@
-"""`xds-server` entry point: flags, logging, signal handling and the serve loop."""
+"""`xds-server` entry point: settings, logging, wiring the parts together, signals.
+
+sources → catalog → debouncer → controller → snapshot cache → gRPC sessions, with the
+admin HTTP server beside them (DESIGN §2).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import signal
 import sys
+import time
 from pathlib import Path
+from typing import Any, NoReturn
 
+from sources.file import FileRegistryError, FileSource
+from translators import ProxyGroup
 from xds_server import __version__
+from xds_server.admin import AdminServer
 from xds_server.cache import SnapshotCache
+from xds_server.catalog import Catalog
+from xds_server.controller import Controller
+from xds_server.debounce import Debouncer
 from xds_server.grpc_server import ServerOptions, XdsServer
-from xds_server.resource_file import ResourceFileError, load
+from xds_server.settings import Settings, SettingsError, load
+from xds_server.status import ProxyRegistry
 
 log = logging.getLogger("xds_server")
 
-# Static resources are one configuration for every proxy.
-STATIC_GROUP = "static"
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, like every other startup error (argparse prints the usage too).
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="xds-server", description="Envoy xDS control plane (SotW and delta ADS)."
+    p = _Parser(
+        prog="xds-server",
+        description="Envoy xDS control plane: registries in, SotW and delta ADS out.",
+        epilog="Every setting can also be given as XDS_SERVER_<NAME> in the environment or "
+        "as <name> in the --config file; flags win over the environment, which wins over "
+        "the file. Durations take seconds or units: 100ms, 1s, 2m.",
+        argument_default=argparse.SUPPRESS,
     )
     p.add_argument("--version", action="version", version=f"xds-server {__version__}")
-    p.add_argument("--xds-address", default="0.0.0.0:18000", help="gRPC listen address")
+    p.add_argument("--config", type=Path, help="YAML/JSON file of settings (XDS_SERVER_CONFIG)")
+    p.add_argument("--xds-address", help="gRPC xDS listen address (default 0.0.0.0:18000)")
     p.add_argument(
-        "--resources",
-        type=Path,
-        help="YAML/JSON file of Envoy resources (clusters/endpoints/listeners/routes) "
-        "served to every proxy; reloaded when it changes",
+        "--admin-address", help="admin HTTP listen address: health, metrics, debug "
+        "(default 127.0.0.1:19000)"
     )
-    p.add_argument("--reload-interval", type=float, default=1.0, help="seconds between file checks")
-    p.add_argument("--keepalive-time", type=float, default=30.0)
+    p.add_argument("--file", help="file registry: YAML/JSON services, watched for changes")
+    p.add_argument("--file-interval", help="how often the file is checked (default 1s)")
     p.add_argument(
-        "--max-connection-age",
-        type=float,
-        default=None,
-        help="seconds before a proxy is asked to reconnect (rebalancing)",
+        "--debounce-quiet", help="coalesce changes until none arrived for this long (100ms)"
     )
-    p.add_argument("--new-streams-per-second", type=float, default=200.0)
-    p.add_argument("--shutdown-grace", type=float, default=5.0)
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--debounce-max-delay", help="push coalesced changes at the latest after this (1s)"
+    )
+    p.add_argument(
+        "--http-listener-port",
+        help="Envoy HTTP listener port (default 10000; node metadata http_listener_port "
+        "overrides it per proxy)",
+    )
+    p.add_argument("--keepalive-time", help="gRPC keepalive ping interval (default 30s)")
+    p.add_argument(
+        "--max-connection-age", help="ask proxies to reconnect after this long (rebalancing)"
+    )
+    p.add_argument("--new-streams-per-second", help="admission rate of new xDS streams (200)")
+    p.add_argument("--shutdown-grace", help="time to drain streams on SIGTERM (default 5s)")
+    p.add_argument("--log-level", help="debug, info, warning or error (default info)")
+    p.add_argument("--log-format", help="text or json (default text)")
     return p
 
 
-async def _watch_file(cache: SnapshotCache, path: Path, interval: float) -> None:
-    last: tuple[float, int] | None = None
-    while True:
-        try:
-            st = await asyncio.to_thread(path.stat)
-            stamp = (st.st_mtime, st.st_size)
-        except OSError as exc:
-            stamp = None
-            if last is not None:
-                log.error("%s: %s; keeping the last good resources", path, exc.strerror)
-                last = None
-        if stamp is not None and stamp != last:
-            last = stamp
-            try:
-                resources = await asyncio.to_thread(load, path)
-                if cache.set_snapshot(STATIC_GROUP, resources):
-                    log.info(
-                        "loaded %s: %s",
-                        path,
-                        ", ".join(f"{len(v)} {k.rsplit('.', 1)[-1]}" for k, v in resources.items()),
-                    )
-            except (ResourceFileError, ValueError) as exc:
-                log.error("%s; keeping the last good resources", exc)
-        await asyncio.sleep(interval)
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
 
 
-async def serve(args: argparse.Namespace) -> int:
-    cache = SnapshotCache(group_of=lambda _node: STATIC_GROUP)
-    if args.resources is not None:
+def _setup_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler()
+    if settings.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+
+
+def _fail(message: str) -> int:
+    print(f"xds-server: {message}", file=sys.stderr)
+    return 2
+
+
+async def serve(settings: Settings) -> int:
+    catalog = Catalog()
+    cache = SnapshotCache()
+    registry = ProxyRegistry()
+    controller = Controller(catalog, cache, http_listener_port=settings.http_listener_port)
+    cache.group_of = controller.group_of
+    file_source = None
+    if settings.file is not None:
+        file_source = FileSource(settings.file, catalog, interval=settings.file_interval)
         try:
-            cache.set_snapshot(STATIC_GROUP, load(args.resources))
-        except (ResourceFileError, ValueError) as exc:
-            print(f"xds-server: {exc}", file=sys.stderr)
-            return 2
+            file_source.load_once()
+        except FileRegistryError as exc:
+            return _fail(str(exc))
+    else:
+        log.warning("no registry configured (--file): proxies will receive no services")
+    await controller.rebuild()
+
     server = XdsServer(
         cache,
+        registry,
         options=ServerOptions(
-            address=args.xds_address,
-            keepalive_time=args.keepalive_time,
-            max_connection_age=args.max_connection_age,
-            new_streams_per_second=args.new_streams_per_second,
-            shutdown_grace=args.shutdown_grace,
+            address=settings.xds_address,
+            keepalive_time=settings.keepalive_time,
+            max_connection_age=settings.max_connection_age,
+            new_streams_per_second=settings.new_streams_per_second,
+            shutdown_grace=settings.shutdown_grace,
         ),
+    )
+    admin = AdminServer(
+        settings.admin_address,
+        cache=cache,
+        registry=registry,
+        readiness=lambda: catalog.not_ready() + controller.not_ready(),
+        sources=lambda: [s.as_dict() for s in catalog.sources()],
+        snapshot_for=controller.snapshot_for,
+        default_group=ProxyGroup(http_listener_port=settings.http_listener_port).key,
     )
     try:
         await server.start()
     except (OSError, RuntimeError) as exc:
-        print(f"xds-server: cannot listen on {args.xds_address}: {exc}", file=sys.stderr)
-        return 2
+        return _fail(f"cannot listen on {settings.xds_address} (xDS): {exc}")
+    try:
+        await admin.start()
+    except OSError as exc:
+        await server.stop(0)
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        return _fail(f"cannot listen on {settings.admin_address} (admin): {reason}")
+    log.info(
+        "serving xDS on %s, admin on %s", settings.xds_address, settings.admin_address
+    )
+
+    debouncer = Debouncer(
+        controller.rebuild, quiet=settings.debounce_quiet, max_delay=settings.debounce_max_delay
+    )
+    catalog.on_change(debouncer.notify)
+    tasks = [asyncio.create_task(debouncer.run(), name="debouncer")]
+    if file_source is not None:
+        tasks.append(asyncio.create_task(file_source.run(), name="file-source"))
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    watcher = None
-    if args.resources is not None:
-        watcher = asyncio.create_task(_watch_file(cache, args.resources, args.reload_interval))
     await stop.wait()
     log.info("shutting down: ending %d streams with UNAVAILABLE", server.stream_count)
-    if watcher is not None:
-        watcher.cancel()
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+            await task
     await server.stop()
+    await admin.stop()
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    return asyncio.run(serve(args))
+    args = vars(_parser().parse_args(argv))
+    config = args.pop("config", None)
+    try:
+        settings = load(args, config=config)
+    except SettingsError as exc:
+        return _fail(str(exc))
+    _setup_logging(settings)
+    return asyncio.run(serve(settings))
 
 
 if __name__ == "__main__":

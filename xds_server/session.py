@@ -534,7 +534,7 @@ class SotwSession(Session):
             not ts.names_ever and ts.type_url in types.LEGACY_WILDCARD_TYPES
         )
         new = _intern(names)
-        ts.status.wildcard, ts.status.subscribed = ts.wildcard, len(new)
+        ts.status.wildcard, ts.status.subscribed, ts.status.names = ts.wildcard, len(new), new
         if new is ts.names:
             return
         added = new - ts.names
@@ -620,7 +620,8 @@ class DeltaSession(Session):
             # §4.10: every name in resource_names_subscribe is answered.
             ts.force.update(add)
             ts.told_absent.difference_update(add)
-        ts.status.wildcard, ts.status.subscribed = ts.wildcard, len(ts.names)
+        st = ts.status
+        st.wildcard, st.subscribed, st.names = ts.wildcard, len(ts.names), ts.names
 
     def _plan(self, ts: TypeState) -> _Plan | None:
         target = self._target(ts)

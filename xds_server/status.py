@@ -18,6 +18,7 @@ class TypeStatus:
     type_url: str
     wildcard: bool = False
     subscribed: int = 0
+    names: frozenset[str] = frozenset()  # the named subscription (shared, interned)
     sent_version: str = ""
     sent_nonce: str = ""
     sent_at: float | None = None

@@ -18,6 +18,8 @@ from xds_server.model import HEALTH_VALUES, PROTOCOLS, Endpoint, ServiceEntry
 # DNS-compatible names (Consul recommends them, Kubernetes requires them); they also
 # keep cluster names, stat prefixes and virtual host domains valid in Envoy.
 _NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
+# A namespace is one DNS label (as in Kubernetes), so `<name>.<namespace>` is unique.
+_NAMESPACE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _PORT_NAME = re.compile(r"^[A-Za-z0-9._-]{0,63}$")
 _HOSTNAME = re.compile(
     r"^(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
@@ -47,8 +49,8 @@ def _service_problem(entry: ServiceEntry) -> str | None:
         return "empty service name"
     if not _NAME.match(svc.name):
         return f"invalid service name {svc.name!r} (letters, digits, '.', '_', '-')"
-    if not svc.namespace or not _NAME.match(svc.namespace):
-        return f"invalid namespace {svc.namespace!r}"
+    if not _NAMESPACE.match(svc.namespace):
+        return f"invalid namespace {svc.namespace!r} (one DNS label)"
     if not svc.ports:
         return "no ports"
     names: set[str] = set()

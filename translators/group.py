@@ -1,0 +1,219 @@
+"""Proxy groups: proxies that receive identical configuration share one group.
+
+A group is what the translation depends on besides the catalog: the kind of client
+(Envoy or proxyless gRPC), which services it depends on, and the Envoy HTTP listener
+port. Its `key` is stable and readable (``envoy``, ``envoy;port=10001``,
+``envoy;deps=api,web``, ``grpc;deps=web``) so it can serve as the cache group id and
+be typed on the command line; `ProxyGroup.from_key` parses it back.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from envoy.config.core.v3 import base_pb2
+from google.protobuf import json_format, struct_pb2
+
+from xds_server.model import Service
+
+from .names import service_id
+
+Kind = Literal["envoy", "grpc"]
+KINDS: tuple[Kind, ...] = ("envoy", "grpc")
+DEFAULT_HTTP_LISTENER_PORT = 10000
+
+# Node metadata keys a proxy may set.
+META_DEPENDENCIES = "dependencies"
+META_HTTP_LISTENER_PORT = "http_listener_port"
+
+# A dependency is a service name, name.namespace or hostname: no separators of the key.
+_DEPENDENCY = re.compile(r"[^\s,;=]+")
+
+
+def _valid_port(port: object) -> bool:
+    return isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyGroup:
+    """What a proxy's configuration depends on. Equal groups get identical resources.
+
+    `dependencies` None means every service; an empty set means none. gRPC groups have
+    no HTTP listener, so their `http_listener_port` is always the default (any other
+    value is normalised away, keeping group equality the same as key equality).
+    """
+
+    kind: Kind = "envoy"
+    dependencies: frozenset[str] | None = None
+    http_listener_port: int = DEFAULT_HTTP_LISTENER_PORT
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"proxy group kind must be one of {', '.join(KINDS)}: {self.kind!r}")
+        if not _valid_port(self.http_listener_port):
+            raise ValueError(
+                f"http_listener_port must be a port number 1-65535: {self.http_listener_port!r}"
+            )
+        if self.kind == "grpc":
+            object.__setattr__(self, "http_listener_port", DEFAULT_HTTP_LISTENER_PORT)
+        if self.dependencies is not None:
+            deps = frozenset(self.dependencies)
+            bad = sorted(d for d in deps if not _DEPENDENCY.fullmatch(d))
+            if bad:
+                raise ValueError(f"invalid dependency names (empty, or with , ; = or space): {bad}")
+            object.__setattr__(self, "dependencies", deps)
+
+    # ---------------------------------------------------------------- key
+
+    @property
+    def key(self) -> str:
+        parts: list[str] = [self.kind]
+        if self.dependencies is not None:
+            parts.append("deps=" + ",".join(sorted(self.dependencies)))
+        if self.http_listener_port != DEFAULT_HTTP_LISTENER_PORT:
+            parts.append(f"port={self.http_listener_port}")
+        return ";".join(parts)
+
+    def __str__(self) -> str:
+        return self.key
+
+    @classmethod
+    def from_key(cls, key: str) -> ProxyGroup:
+        """Parse a `key` back: ``<kind>[;deps=a,b][;port=N]`` (options in any order)."""
+        kind, *options = key.strip().split(";")
+        if kind not in KINDS:
+            raise ValueError(
+                f"bad proxy group key {key!r}: must start with one of {', '.join(KINDS)}"
+            )
+        values: dict[str, str] = {}
+        for option in options:
+            name, sep, value = option.partition("=")
+            if not sep or name not in ("deps", "port"):
+                raise ValueError(
+                    f"bad proxy group key {key!r}: options are deps=<a,b,...> and port=<N>, "
+                    f"got {option!r}"
+                )
+            if name in values:
+                raise ValueError(f"bad proxy group key {key!r}: {name} given twice")
+            values[name] = value
+        port = DEFAULT_HTTP_LISTENER_PORT
+        if "port" in values:
+            if kind == "grpc":
+                raise ValueError(f"bad proxy group key {key!r}: gRPC groups have no port")
+            if not values["port"].isdigit() or not _valid_port(int(values["port"])):
+                raise ValueError(
+                    f"bad proxy group key {key!r}: port must be 1-65535, got {values['port']!r}"
+                )
+            port = int(values["port"])
+        deps = None
+        if "deps" in values:
+            deps = frozenset(d for d in values["deps"].split(",") if d)
+        try:
+            return cls(kind, deps, port)
+        except ValueError as exc:
+            raise ValueError(f"bad proxy group key {key!r}: {exc}") from None
+
+    # ---------------------------------------------------------------- node
+
+    @classmethod
+    def parse(
+        cls, node: base_pb2.Node, default_port: int = DEFAULT_HTTP_LISTENER_PORT
+    ) -> tuple[ProxyGroup, list[str]]:
+        """The group of a proxy from its Node, and warnings about metadata it ignored.
+
+        Kind is ``grpc`` when the user agent names gRPC (``gRPC Python``, ``grpc-go``),
+        else ``envoy``. Metadata ``dependencies``: a list of strings or a comma-separated
+        string. Metadata ``http_listener_port``: a number or numeric string (Envoy only).
+        """
+        if not _valid_port(default_port):
+            raise ValueError(f"default_port must be a port number 1-65535: {default_port!r}")
+        kind: Kind = "grpc" if "grpc" in node.user_agent_name.lower() else "envoy"
+        warnings: list[str] = []
+        fields = node.metadata.fields
+        deps = None
+        if META_DEPENDENCIES in fields:
+            deps = _dependencies(fields[META_DEPENDENCIES], warnings)
+        port = default_port
+        if kind == "envoy" and META_HTTP_LISTENER_PORT in fields:
+            port = _port(fields[META_HTTP_LISTENER_PORT], default_port, warnings)
+        return cls(kind, deps, port), warnings
+
+    @classmethod
+    def from_node(
+        cls, node: base_pb2.Node, default_port: int = DEFAULT_HTTP_LISTENER_PORT
+    ) -> ProxyGroup:
+        """`parse` without the warnings."""
+        return cls.parse(node, default_port)[0]
+
+    # ---------------------------------------------------------------- scoping
+
+    def wants(self, service: Service) -> bool:
+        """Whether this group's proxies get `service`: a dependency equals its name,
+        ``name.namespace`` or one of its hostnames (no dependencies: every service)."""
+        if self.dependencies is None:
+            return True
+        deps = self.dependencies
+        return (
+            service.name in deps
+            or service_id(service) in deps
+            or any(h in deps for h in service.hostnames)
+        )
+
+
+def _describe(value: struct_pb2.Value) -> str:
+    return str(json_format.MessageToJson(value, indent=None))
+
+
+def _dependencies(value: struct_pb2.Value, warnings: list[str]) -> frozenset[str] | None:
+    kind = value.WhichOneof("kind")
+    items: Iterable[struct_pb2.Value]
+    if kind == "null_value":
+        return None
+    if kind == "string_value":
+        items = [value]
+    elif kind == "list_value":
+        items = value.list_value.values
+    else:
+        warnings.append(
+            f"node metadata {META_DEPENDENCIES}={_describe(value)} is not a list of names; "
+            "ignored (the proxy gets every service)"
+        )
+        return None
+    deps: set[str] = set()
+    for item in items:
+        if item.WhichOneof("kind") != "string_value":
+            warnings.append(
+                f"node metadata {META_DEPENDENCIES}: {_describe(item)} is not a string; ignored"
+            )
+            continue
+        for name in item.string_value.split(","):
+            name = name.strip()
+            if not name:
+                continue
+            if _DEPENDENCY.fullmatch(name):
+                deps.add(name)
+            else:
+                warnings.append(
+                    f"node metadata {META_DEPENDENCIES}: {name!r} is not a service name or "
+                    "hostname; ignored"
+                )
+    return frozenset(deps)
+
+
+def _port(value: struct_pb2.Value, default: int, warnings: list[str]) -> int:
+    kind = value.WhichOneof("kind")
+    port: int | None = None
+    if kind == "number_value" and value.number_value.is_integer():
+        port = int(value.number_value)
+    elif kind == "string_value" and value.string_value.strip().isdigit():
+        port = int(value.string_value.strip())
+    if port is not None and _valid_port(port):
+        return port
+    warnings.append(
+        f"node metadata {META_HTTP_LISTENER_PORT}={_describe(value)} is not a port number "
+        f"(1-65535); using {default}"
+    )
+    return default

@@ -1,0 +1,71 @@
+"""Naming rules for every resource the translators emit. All names are built here.
+
+- Cluster, and its ClusterLoadAssignment, per service port: ``<name>.<namespace>:<port>``
+  (``web.default:8080``).
+- Envoy HTTP listener and its RouteConfiguration: ``http_<listener port>`` (``http_10000``).
+- Envoy TCP listener per tcp service port: ``tcp_<port>`` (``tcp_5432``).
+- Virtual host of a service's first http-like port: ``<name>.<namespace>``; of each further
+  http-like port: ``<name>.<namespace>:<port>``.
+- Proxyless gRPC: the Listener, its RouteConfiguration and its one virtual host are all
+  named after the target the client dials (``xds:///web`` → ``web``; see `grpc_names`).
+"""
+
+from __future__ import annotations
+
+from xds_server.model import Port, Service
+
+
+def service_id(service: Service) -> str:
+    """``<name>.<namespace>``: how a service is named in resources and reports."""
+    return f"{service.name}.{service.namespace}"
+
+
+def cluster_name(service: Service, port: Port) -> str:
+    return f"{service_id(service)}:{port.port}"
+
+
+def http_listener_name(port: int) -> str:
+    return f"http_{port}"
+
+
+def http_route_name(port: int) -> str:
+    """The RouteConfiguration of the HTTP listener on `port` (the listener's own name)."""
+    return http_listener_name(port)
+
+
+def tcp_listener_name(port: int) -> str:
+    return f"tcp_{port}"
+
+
+def virtual_host_name(service: Service, port: Port, first: bool) -> str:
+    return service_id(service) if first else cluster_name(service, port)
+
+
+def base_domains(service: Service) -> list[str]:
+    """``<name>``, ``<name>.<namespace>``, then the registry hostnames; no repeats."""
+    return list(dict.fromkeys((service.name, service_id(service), *service.hostnames)))
+
+
+def with_port(domain: str, port: Port) -> str:
+    return f"{domain}:{port.port}"
+
+
+def http_like_ports(service: Service) -> list[Port]:
+    return [p for p in service.ports if p.http_like]
+
+
+def grpc_names(service: Service) -> list[tuple[str, Port]]:
+    """Every target name a proxyless gRPC client may dial for `service`, with its port.
+
+    For each base domain: the bare name (the first http-like port) and ``name:<port>`` for
+    each http-like port. Empty when the service has no http-like port.
+    """
+    ports = http_like_ports(service)
+    if not ports:
+        return []
+    out: dict[str, Port] = {}
+    for domain in base_domains(service):
+        out.setdefault(domain, ports[0])
+        for port in ports:
+            out.setdefault(with_port(domain, port), port)
+    return list(out.items())

@@ -1,0 +1,118 @@
+"""The whole translation: (catalog, proxy group) → the group's Envoy resources."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from google.protobuf.message import Message
+
+from xds_server import types
+from xds_server.model import Service, ServiceEntry, ServiceKey
+
+from .group import ProxyGroup
+from .listeners import envoy_listeners, grpc_listeners, http_route_configuration
+from .names import http_route_name
+from .report import Claims, Skipped, who
+from .services import service_clusters, service_load_assignments
+
+ClustersOf = Callable[[Service], list[cluster_pb2.Cluster]]
+LoadAssignmentsOf = Callable[[ServiceEntry], list[endpoint_pb2.ClusterLoadAssignment]]
+
+
+@dataclass(frozen=True, slots=True)
+class Translation:
+    """Resources by type URL (each list sorted by resource name, names unique) and what
+    was left out."""
+
+    resources: dict[str, list[Message]] = field(default_factory=dict)
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def translate(
+    catalog: Mapping[ServiceKey, ServiceEntry],
+    group: ProxyGroup,
+    *,
+    clusters_of: ClustersOf = service_clusters,
+    load_assignments_of: LoadAssignmentsOf = service_load_assignments,
+) -> Translation:
+    """Translate the services `group` depends on (every service without dependencies).
+
+    `clusters_of` and `load_assignments_of` are the per-service builders; pass memoised
+    versions to reuse what an unchanged service built last time.
+    Every type URL of `types.PUSH_ORDER` is present, possibly with an empty list.
+    """
+    entries = in_scope(catalog, group)
+    skipped: list[Skipped] = []
+    clusters = _unique(
+        types.CLUSTER, ((e.service, c) for e in entries for c in clusters_of(e.service)), skipped
+    )
+    endpoints = _unique(
+        types.ENDPOINT, ((e.service, a) for e in entries for a in load_assignments_of(e)), skipped
+    )
+    listeners, routes, more = group_resources([e.service for e in entries], group)
+    skipped += more
+    resources: dict[str, list[Message]] = {
+        types.CLUSTER: clusters,
+        types.ENDPOINT: endpoints,
+        types.LISTENER: list(listeners),
+        types.ROUTE: list(routes),
+    }
+    for type_url, items in resources.items():
+        items.sort(key=functools.partial(types.resource_name, type_url))
+    return Translation(resources, skipped)
+
+
+def in_scope(
+    catalog: Mapping[ServiceKey, ServiceEntry], group: ProxyGroup
+) -> list[ServiceEntry]:
+    """The entries whose services `group` depends on, in (namespace, name) order."""
+    return sorted((e for e in catalog.values() if group.wants(e.service)), key=lambda e: e.key)
+
+
+def group_resources(
+    services: Sequence[Service], group: ProxyGroup
+) -> tuple[list[listener_pb2.Listener], list[route_pb2.RouteConfiguration], list[Skipped]]:
+    """A group's listeners and routes (each sorted by name), from its services only
+    (see `in_scope`), with what was skipped.
+
+    Envoy groups: the HTTP listener with its route configuration, and TCP listeners.
+    gRPC groups: an api_listener and a route configuration per target name.
+    """
+    if group.kind == "grpc":
+        listeners, routes, skipped = grpc_listeners(services)
+    else:
+        port = group.http_listener_port
+        listeners, listener_skips = envoy_listeners(services, port)
+        route, route_skips = http_route_configuration(services, http_route_name(port))
+        routes, skipped = [route], route_skips + listener_skips
+    listeners.sort(key=lambda m: m.name)
+    routes.sort(key=lambda m: m.name)
+    return listeners, routes, skipped
+
+
+def _unique(
+    type_url: str, items: Iterable[tuple[Service, Message]], skipped: list[Skipped]
+) -> list[Message]:
+    """Drop resources whose name an earlier service already produced (possible only when
+    ``name.namespace`` of two services coincide, e.g. ``a.b``/``c`` and ``a``/``b.c``)."""
+    claims: Claims[str] = Claims()
+    out: list[Message] = []
+    for service, message in items:
+        name = types.resource_name(type_url, message)
+        holder = claims.claim(name, who(service))
+        if holder is None:
+            out.append(message)
+        else:
+            skipped.append(
+                Skipped(
+                    f"{types.short_name(type_url)} {name} of service {who(service)}",
+                    f"name already used by service {holder}",
+                )
+            )
+    return out

@@ -1,0 +1,234 @@
+"""The admin HTTP server: health, readiness, Prometheus metrics and read-only debug views.
+
+It runs in the xDS server's asyncio loop (aiohttp), so handlers read the cache and the
+proxy registry directly; only the CPU-heavy part of a snapshot dump (protobuf → JSON)
+runs in a worker thread, on immutable `Resource`s. `xdsctl` is a client of these routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
+
+import prometheus_client
+from aiohttp import web
+from google.protobuf import json_format
+
+from xds_server import types
+from xds_server.cache import SnapshotCache
+from xds_server.snapshot import Resource, Snapshot, TypeSnapshot
+from xds_server.status import ProxyRegistry, ProxyStatus
+
+log = logging.getLogger(__name__)
+
+# What `?type=` accepts: the short names, the xDS service abbreviations and type URLs.
+TYPE_ALIASES: Final[dict[str, str]] = {
+    **{short: url for url, short in types.SHORT_NAMES.items()},
+    **{url: url for url in types.SHORT_NAMES},
+    "cds": types.CLUSTER,
+    "eds": types.ENDPOINT,
+    "lds": types.LISTENER,
+    "rds": types.ROUTE,
+}
+
+INDEX: Final = """xds-server admin
+  /healthz          process is alive
+  /readyz           ready to serve (503 and the reasons when not; ?verbose for JSON)
+  /metrics          Prometheus metrics
+  /debug/snapshot   what the server would send: ?node=ID or ?group=KEY, &type=clusters|...
+  /debug/proxies    connected proxies and their per-type sync state
+  /debug/sources    service registry sources
+"""
+
+
+def parse_address(address: str) -> tuple[str | None, int]:
+    """Parse "host:port", "[v6]:port" or ":port" (all interfaces) into (host, port)."""
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError(f"admin address must be host:port, not {address!r}")
+    host = host.removeprefix("[").removesuffix("]")
+    return host or None, int(port_text)
+
+
+def _push_rank(type_url: str) -> tuple[int, str]:
+    order = types.PUSH_ORDER
+    return (order.index(type_url) if type_url in order else len(order), type_url)
+
+
+def envoy_json(resource: Resource) -> dict[str, Any]:
+    """A resource as Envoy's config_dump shows it: proto field names and an "@type"."""
+    doc: dict[str, Any] = {"@type": resource.type_url}
+    doc.update(json_format.MessageToDict(resource.message(), preserving_proto_field_name=True))
+    return doc
+
+
+def render_snapshot(group: str, versions: dict[str, str], resources: Sequence[Resource]) -> bytes:
+    """The /debug/snapshot document, encoded (CPU-bound: run it off the event loop)."""
+    items = []
+    for r in resources:
+        item: dict[str, Any] = {
+            "type": types.short_name(r.type_url),
+            "name": r.name,
+            "version": r.version,
+        }
+        try:
+            item["resource"] = envoy_json(r)
+        except Exception as exc:  # e.g. an Any whose type is not in the descriptor pool
+            item["resource"] = {"@type": r.type_url}
+            item["error"] = f"cannot render as JSON: {exc}"
+        items.append(item)
+    doc = {"group": group, "versions": versions, "resources": items}
+    return json.dumps(doc, indent=2).encode()
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    body = json.dumps(data, indent=2, default=str).encode()
+    return web.Response(body=body, status=status, content_type="application/json")
+
+
+def _error(status: int, message: str) -> web.Response:
+    return _json({"error": message}, status)
+
+
+class AdminServer:
+    def __init__(
+        self,
+        address: str,
+        *,
+        cache: SnapshotCache,
+        registry: ProxyRegistry,
+        readiness: Callable[[], list[str]],
+        sources: Callable[[], list[dict[str, Any]]],
+        snapshot_for: Callable[[str], Awaitable[Snapshot]],
+        default_group: str,
+    ) -> None:
+        self.host, self.port = parse_address(address)
+        self.cache = cache
+        self.registry = registry
+        self.readiness = readiness
+        self.sources = sources
+        self.snapshot_for = snapshot_for
+        self.default_group = default_group
+        self._runner: web.AppRunner | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/", self._index)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/debug/snapshot", self._snapshot)
+        app.router.add_get("/debug/proxies", self._proxies)
+        app.router.add_get("/debug/sources", self._sources)
+        return app
+
+    async def start(self) -> int:
+        """Listen; returns the bound port. OSError (e.g. port in use) propagates."""
+        # No access log: probes and scrapes would flood the server's log.
+        runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=2.0)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, self.port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
+        log.info("admin server listening on %s:%d", self.host or "*", self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    # -- routes -------------------------------------------------------------------
+
+    async def _index(self, request: web.Request) -> web.Response:
+        return web.Response(text=INDEX)
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        reasons = list(self.readiness())
+        status = 503 if reasons else 200
+        if "verbose" in request.query:
+            return _json({"ready": not reasons, "reasons": reasons}, status)
+        text = "".join(f"{r}\n" for r in reasons) if reasons else "ready\n"
+        return web.Response(text=text, status=status)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = prometheus_client.generate_latest(prometheus_client.REGISTRY)
+        return web.Response(
+            body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST}
+        )
+
+    async def _snapshot(self, request: web.Request) -> web.Response:
+        q = request.query
+        node, group = q.get("node"), q.get("group")
+        if node is not None and group is not None:
+            return _error(400, "give either node or group, not both")
+        type_urls: Sequence[str] | None = None
+        if "type" in q:
+            raw = q["type"].strip()
+            type_url = TYPE_ALIASES.get(raw) or TYPE_ALIASES.get(raw.lower())
+            if type_url is None:
+                valid = ", ".join(types.SHORT_NAMES.values())
+                return _error(400, f"unknown resource type {q['type']!r} (one of: {valid})")
+            type_urls = (type_url,)
+        if node is not None:
+            proxies = self.registry.by_node(node)
+            if not proxies:
+                return _error(404, f"no connected proxy with node id {node!r}")
+            group = max(proxies, key=lambda p: p.stream_id).group  # the newest stream
+        key = self.default_group if group is None else group
+        try:
+            snap = await self.snapshot_for(key)
+        except ValueError as exc:
+            message = str(exc) if repr(key) in str(exc) else f"bad group {key!r}: {exc}"
+            return _error(400, message)
+        if type_urls is None:
+            type_urls = sorted({*types.PUSH_ORDER, *snap.types}, key=_push_rank)
+        tsnaps: list[TypeSnapshot] = [snap.get(t) for t in type_urls]
+        versions = {types.short_name(ts.type_url): ts.version for ts in tsnaps}
+        resources = [r for ts in tsnaps for r in ts.resources.values()]  # name order
+        body = await asyncio.to_thread(render_snapshot, key, versions, resources)
+        return web.Response(body=body, content_type="application/json")
+
+    async def _proxies(self, request: web.Request) -> web.Response:
+        proxies = sorted(self.registry.all(), key=lambda p: (p.node_id, p.stream_id))
+        return _json([self._proxy_dict(p) for p in proxies])
+
+    def _proxy_dict(self, proxy: ProxyStatus) -> dict[str, Any]:
+        doc = proxy.as_dict()
+        snap = self.cache.get(proxy.group)
+        for type_url, ts in proxy.types.items():
+            target = _target_version(snap, ts.type_url, ts.wildcard, ts.names)
+            entry = doc["types"][types.short_name(type_url)]
+            entry["target_version"] = target
+            entry["state"] = ts.state(target)
+        return doc
+
+    async def _sources(self, request: web.Request) -> web.Response:
+        return _json(self.sources())
+
+
+def _target_version(
+    snap: Snapshot, type_url: str, wildcard: bool, names: frozenset[str] | None
+) -> str | None:
+    """The version the server would send a subscriber now, when the status tells.
+
+    A wildcard subscriber gets the group's whole set. A named subscription's target
+    is its subset, computable only if the status records the names; otherwise None
+    (the state then compares sent with acked only).
+    """
+    tsnap = snap.get(type_url)
+    if wildcard:
+        return tsnap.version
+    if names is not None:
+        return tsnap.subset(frozenset(names)).version
+    return None

@@ -1,0 +1,171 @@
+"""The controller: catalog changes → translated resources → each proxy group's snapshot.
+
+It owns the proxy groups (proxies that get identical config, see
+translators.ProxyGroup) and memoises what it built per service, so a change rebuilds
+only what it touches: an endpoint change re-encodes just that service's
+ClusterLoadAssignments, and listeners and routes are rebuilt only when the set of
+services (not their endpoints) a group sees has changed. Building runs in a worker
+thread so ACKs and new streams keep flowing on the event loop (DESIGN §5); the
+snapshots are then installed on the loop, where the sessions live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from envoy.config.core.v3 import base_pb2
+from google.protobuf.message import Message
+
+from translators import ProxyGroup, Skipped
+from translators.services import service_clusters, service_load_assignments
+from translators.translate import group_resources, in_scope
+from xds_server import metrics, types
+from xds_server.cache import SnapshotCache
+from xds_server.catalog import Catalog
+from xds_server.model import Service, ServiceEntry, ServiceKey
+from xds_server.snapshot import Resource, Snapshot
+
+log = logging.getLogger(__name__)
+
+Resources = dict[str, list[Resource]]
+
+
+@dataclass(slots=True)
+class _GroupOutput:
+    """A group's listeners and routes, valid while its services are `services`."""
+
+    services: tuple[Service, ...]
+    listeners: list[Resource]
+    routes: list[Resource]
+    skipped: list[Skipped]
+
+
+def _resources(type_url: str, messages: Sequence[Message]) -> list[Resource]:
+    return [Resource.from_message(type_url, m) for m in messages]
+
+
+class Controller:
+    def __init__(
+        self, catalog: Catalog, cache: SnapshotCache, *, http_listener_port: int = 10000
+    ):
+        self.catalog = catalog
+        self.cache = cache
+        self.http_listener_port = http_listener_port
+        self._groups: dict[str, ProxyGroup] = {}
+        self._view: dict[ServiceKey, ServiceEntry] = {}
+        self._clusters: dict[ServiceKey, tuple[Service, list[Resource]]] = {}
+        self._endpoints: dict[ServiceKey, tuple[ServiceEntry, list[Resource]]] = {}
+        self._outputs: dict[str, _GroupOutput] = {}
+        self._skipped_logged: set[Skipped] = set()
+        self._lock = asyncio.Lock()
+        self.builds = 0
+
+    # -- proxy groups -------------------------------------------------------------
+
+    def group_of(self, node: base_pb2.Node) -> str:
+        """The SnapshotCache hook: a connecting proxy's group, built if it is new."""
+        group, warnings = ProxyGroup.parse(node, self.http_listener_port)
+        for w in warnings:
+            log.warning("node %r: %s", node.id, w)
+        key = group.key
+        if key not in self._groups:
+            self._groups[key] = group
+            log.info("new proxy group %s (first proxy: node %r)", key, node.id)
+            asyncio.get_running_loop().create_task(self._build_group(key))
+        return key
+
+    async def snapshot_for(self, key: str) -> Snapshot:
+        """A group's snapshot for `xdsctl`, built now if no proxy of it has connected."""
+        group = ProxyGroup.from_key(key)  # ValueError for a bad key
+        key = group.key
+        if key not in self._groups:
+            self._groups[key] = group
+            await self._build_group(key)
+        return self.cache.get(key)
+
+    def groups(self) -> list[str]:
+        return sorted(self._groups)
+
+    def not_ready(self) -> list[str]:
+        return [] if self.builds else ["resources not built yet"]
+
+    # -- building -----------------------------------------------------------------
+
+    async def rebuild(self) -> None:
+        """Apply the catalog's pending changes to every group (the debouncer's action)."""
+        async with self._lock:
+            view, dirty, first = self.catalog.take_changes()
+            groups = dict(self._groups)
+            started = time.perf_counter()
+            built = await asyncio.to_thread(self._compute, view, dirty, groups)
+            metrics.TRANSLATE_SECONDS.observe(time.perf_counter() - started)
+            for key, resources in built.items():
+                self.cache.set_snapshot(key, resources, changed_at=first)
+            self.builds += 1
+
+    async def _build_group(self, key: str) -> None:
+        async with self._lock:
+            group = self._groups[key]
+            built = await asyncio.to_thread(self._compute, self._view, set(), {key: group})
+            self.cache.set_snapshot(key, built[key])
+
+    def _compute(
+        self,
+        view: Mapping[ServiceKey, ServiceEntry],
+        dirty: set[ServiceKey],
+        groups: Mapping[str, ProxyGroup],
+    ) -> dict[str, Resources]:
+        """Runs in a worker thread, under the lock: nothing else touches the memos."""
+        self._view = dict(view)
+        for key in dirty:
+            entry = view.get(key)
+            if entry is None:
+                self._clusters.pop(key, None)
+                self._endpoints.pop(key, None)
+                continue
+            held = self._clusters.get(key)
+            if held is None or held[0] != entry.service:
+                built = _resources(types.CLUSTER, service_clusters(entry.service))
+                self._clusters[key] = (entry.service, built)
+            held_eps = self._endpoints.get(key)
+            if held_eps is None or held_eps[0] != entry:
+                built = _resources(types.ENDPOINT, service_load_assignments(entry))
+                self._endpoints[key] = (entry, built)
+        return {key: self._group_snapshot(key, group) for key, group in groups.items()}
+
+    def _group_snapshot(self, key: str, group: ProxyGroup) -> Resources:
+        entries = in_scope(self._view, group)
+        clusters: list[Resource] = []
+        endpoints: list[Resource] = []
+        for e in entries:
+            clusters.extend(self._clusters[e.key][1])
+            endpoints.extend(self._endpoints[e.key][1])
+        services = tuple(e.service for e in entries)
+        out = self._outputs.get(key)
+        if out is None or out.services != services:
+            listeners, routes, skipped = group_resources(services, group)
+            out = _GroupOutput(
+                services,
+                _resources(types.LISTENER, listeners),
+                _resources(types.ROUTE, routes),
+                skipped,
+            )
+            self._outputs[key] = out
+            metrics.TRANSLATE_SKIPPED.labels(key).set(len(skipped))
+            for s in skipped:
+                if s not in self._skipped_logged:
+                    self._skipped_logged.add(s)
+                    log.warning("group %s: skipped %s", key, s)
+        return {
+            types.CLUSTER: clusters,
+            types.ENDPOINT: endpoints,
+            types.LISTENER: out.listeners,
+            types.ROUTE: out.routes,
+        }
+
+    def skipped(self) -> dict[str, list[str]]:
+        return {k: [str(s) for s in o.skipped] for k, o in sorted(self._outputs.items())}

@@ -1,0 +1,209 @@
+"""`xdsctl`: the operator's view of a running xds-server, through its admin HTTP API.
+
+Kept light (stdlib HTTP, no protobuf imports) so it starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+import click
+
+DEFAULT_SERVER = "http://127.0.0.1:19000"
+TYPES = ("clusters", "endpoints", "listeners", "routes")
+TYPE_COLUMNS = (("CDS", "clusters"), ("EDS", "endpoints"), ("LDS", "listeners"), ("RDS", "routes"))
+ERROR_WIDTH = 160
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"xdsctl: {message}", err=True)
+    sys.exit(2)
+
+
+def _one_line(text: str, width: int = ERROR_WIDTH) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+class Client:
+    def __init__(self, server: str, timeout: float) -> None:
+        server = server.strip().rstrip("/")
+        if "://" not in server:
+            server = "http://" + server
+        self.server = server
+        self.timeout = timeout
+
+    def get(self, path: str, **params: str | None) -> Any:
+        query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+        url = f"{self.server}{path}" + (f"?{query}" if query else "")
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout) as resp:
+                body = resp.read()
+        except urllib.error.HTTPError as exc:
+            _fail(_http_error(exc))
+        except urllib.error.URLError as exc:
+            reason = exc.reason
+            text = reason.strerror or str(reason) if isinstance(reason, OSError) else str(reason)
+            _fail(f"cannot reach xds-server at {self.server}: {text}")
+        except (OSError, ValueError) as exc:  # timeouts mid-read, reset, malformed URL
+            text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            _fail(f"cannot reach xds-server at {self.server}: {text}")
+        try:
+            return json.loads(body)
+        except ValueError:
+            _fail(f"unexpected (non-JSON) answer from {url}")
+
+
+def _http_error(exc: urllib.error.HTTPError) -> str:
+    try:
+        body = exc.read().decode(errors="replace")
+    except OSError:
+        body = ""
+    try:
+        doc = json.loads(body)
+        if isinstance(doc, dict) and "error" in doc:
+            return _one_line(doc["error"], 500)
+    except ValueError:
+        pass
+    return _one_line(body, 500) or f"HTTP {exc.code} {exc.reason}"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns two spaces apart; the last column is not padded."""
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=True)]
+    lines = []
+    for row in (headers, *rows):
+        cells = [str(c).ljust(w) for c, w in zip(row, widths, strict=True)]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple | dict | set):
+        return str(len(value))
+    return _one_line(str(value), 60) or "-"
+
+
+def _dump(doc: Any, output: str) -> None:
+    if output == "yaml":
+        import yaml
+
+        click.echo(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False), nl=False)
+    else:
+        click.echo(json.dumps(doc, indent=2))
+
+
+def _fetch(client: Client, path: str, output: str, empty: str = "", **params: str | None) -> Any:
+    """GET `path`. For -o json/yaml print the answer whole and return None; for a table
+    return it, except that an empty answer prints `empty` (if given) and returns None."""
+    doc = client.get(path, **params)
+    if output != "table":
+        _dump(doc, output)
+        return None
+    if not doc and empty:
+        click.echo(empty)
+        return None
+    return doc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--server",
+    envvar="XDSCTL_SERVER",
+    default=DEFAULT_SERVER,
+    show_default=True,
+    show_envvar=True,
+    help="Admin URL of the xds-server.",
+)
+@click.option("--timeout", type=float, default=5.0, show_default=True, help="HTTP timeout (s).")
+@click.pass_context
+def main(ctx: click.Context, server: str, timeout: float) -> None:
+    """Inspect a running xds-server: snapshots, connected proxies, sources."""
+    ctx.obj = Client(server, timeout)
+
+
+def _command(*outputs: str) -> Callable[[Callable[..., None]], click.Command]:
+    """A subcommand taking the client and an `-o/--output` among `outputs`."""
+    output = click.option(
+        "-o", "--output", type=click.Choice(outputs), default="table", show_default=True
+    )
+
+    def wrap(fn: Callable[..., None]) -> click.Command:
+        return main.command()(output(click.pass_obj(fn)))
+
+    return wrap
+
+
+@_command("table", "json", "yaml")
+@click.option("--node", help="Node id of a connected proxy: show its group's snapshot.")
+@click.option("--group", help="Proxy group key (default: the server's default group).")
+@click.option("--type", "type_", type=click.Choice(TYPES), help="Only this resource type.")
+def snapshot(
+    client: Client, node: str | None, group: str | None, type_: str | None, output: str
+) -> None:
+    """What the server would send a proxy (group) now."""
+    if node is not None and group is not None:
+        raise click.UsageError("--node and --group are mutually exclusive")
+    doc = _fetch(client, "/debug/snapshot", output, node=node, group=group, type=type_)
+    if doc is None:
+        return
+    versions = " ".join(f"{t}={v[:12]}" for t, v in doc.get("versions", {}).items())
+    click.echo(f"GROUP {doc.get('group', '')}  {versions}".rstrip())
+    resources = doc.get("resources", [])
+    if not resources:
+        click.echo("no resources")
+        return
+    rows = [(r["type"], r["name"], str(r["version"])[:12]) for r in resources]
+    click.echo(table(("TYPE", "NAME", "VERSION"), rows))
+
+
+@_command("table", "json")
+def proxies(client: Client, output: str) -> None:
+    """Connected proxies and whether each resource type is in sync."""
+    doc = _fetch(client, "/debug/proxies", output, "no proxies connected")
+    if doc is None:
+        return
+    headers = ("NODE", "CLUSTER", "GROUP", "STREAM", "PEER", *(c for c, _ in TYPE_COLUMNS))
+    rows: list[tuple[str, ...]] = []
+    notes: dict[int, list[str]] = {}  # row index -> NACK lines under it
+    for p in doc:
+        tstates = p.get("types", {})
+        states = []
+        for column, short in TYPE_COLUMNS:
+            ts = tstates.get(short)
+            state = ts.get("state", "NOT_SENT") if ts else "NOT_SENT"
+            states.append(state)
+            if state == "NACKED":
+                version = str(ts.get("error_version") or "")[:12]
+                what = f"{column} NACKED {version}".rstrip()
+                error = _one_line(ts.get("last_error") or "(no error detail)")
+                notes.setdefault(len(rows), []).append(f"    {what}: {error}")
+        row = (p.get("node_id"), p.get("cluster"), p.get("group"), p.get("kind"), p.get("peer"))
+        rows.append((*(_cell(v) for v in row), *states))
+    lines = table(headers, rows).split("\n")
+    click.echo(lines[0])
+    for i, line in enumerate(lines[1:]):
+        click.echo(line)
+        for note in notes.get(i, ()):
+            click.echo(note)
+
+
+@_command("table", "json")
+def sources(client: Client, output: str) -> None:
+    """Service registry sources: synced, stale (serving last good state), errors."""
+    doc = _fetch(client, "/debug/sources", output, "no sources configured")
+    if doc is None:
+        return
+    keys = ("name", "kind", "synced", "stale", "services", "rejected", "error")
+    rows = [[_cell(s.get(k)) for k in keys] for s in doc]
+    click.echo(table([k.upper() for k in keys], rows))
