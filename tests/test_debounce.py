@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.harness.waiting import running_task
 from xds_server.debounce import Debouncer
 
 
@@ -27,28 +26,19 @@ class Recorder:
                 await self.event.wait()
 
 
-@contextlib.asynccontextmanager
-async def running(d: Debouncer) -> AsyncIterator[Debouncer]:
-    task = asyncio.create_task(d.run())
-    try:
-        yield d
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 async def test_a_lone_change_runs_at_once_not_after_the_quiet_period() -> None:
     rec = Recorder()
     # A quiet period far longer than the test: only the leading edge can make it pass.
-    async with running(Debouncer(rec, quiet=30, max_delay=60)) as d:
+    d = Debouncer(rec, quiet=30, max_delay=60)
+    async with running_task(d.run()):
         d.notify()
         await rec.wait_runs(1, timeout=5)
 
 
 async def test_a_burst_after_the_leading_edge_is_coalesced_into_one_run() -> None:
     rec = Recorder()
-    async with running(Debouncer(rec, quiet=0.3, max_delay=10)) as d:
+    d = Debouncer(rec, quiet=0.3, max_delay=10)
+    async with running_task(d.run()):
         d.notify()
         await rec.wait_runs(1)
         for _ in range(20):
@@ -62,7 +52,8 @@ async def test_a_burst_after_the_leading_edge_is_coalesced_into_one_run() -> Non
 
 async def test_changes_that_never_stop_are_pushed_at_the_maximum_delay() -> None:
     rec = Recorder()
-    async with running(Debouncer(rec, quiet=0.2, max_delay=0.5)) as d:
+    d = Debouncer(rec, quiet=0.2, max_delay=0.5)
+    async with running_task(d.run()):
         d.notify()
         await rec.wait_runs(1)
         loop = asyncio.get_running_loop()
@@ -85,7 +76,8 @@ async def test_a_failing_rebuild_does_not_stop_the_debouncer() -> None:
             raise RuntimeError("boom")
         done.set()
 
-    async with running(Debouncer(action, quiet=0.05, max_delay=0.2)) as d:
+    d = Debouncer(action, quiet=0.05, max_delay=0.2)
+    async with running_task(d.run()):
         d.notify()
         await asyncio.sleep(0.1)
         d.notify()

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from textwrap import dedent
 
 import pytest
 
 from sources.file import FileRegistryError, FileSource, parse_registry
-from tests.harness.waiting import async_wait_for
+from tests.harness.waiting import async_wait_for, running_task
 from xds_server.model import Endpoint, Locality, Port, Service, ServiceEntry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -383,18 +382,6 @@ async def settle(polls: int = 6) -> None:
     await asyncio.sleep(0.05 * polls)
 
 
-@contextlib.asynccontextmanager
-async def running(source: FileSource) -> AsyncIterator[FileSource]:
-    task = asyncio.create_task(source.run())
-    try:
-        yield source
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        assert task.cancelled()  # it ran until cancelled, never died of an exception
-
-
 async def wait(predicate: object, message: str) -> None:
     await async_wait_for(predicate, timeout=3.0, interval=0.02, message=message)  # type: ignore[arg-type]
 
@@ -423,7 +410,7 @@ async def test_publishes_edits_and_skips_identical_rewrites(reg: Path) -> None:
     catalog = FakeCatalog()
     source = FileSource(reg, catalog, interval=0.05)
     assert catalog.calls == [("register", "file", "file")]
-    async with running(source):
+    async with running_task(source.run()):
         await wait(lambda: catalog.states, "initial publish")
         assert catalog.ips() == ["10.0.0.1"]
 
@@ -445,7 +432,7 @@ async def test_error_keeps_last_good_state_until_fixed(
     catalog = FakeCatalog()
     source = FileSource(reg, catalog, interval=0.05)
     caplog.set_level(logging.INFO, logger="sources.file")
-    async with running(source):
+    async with running_task(source.run()):
         await wait(lambda: catalog.states, "initial publish")
 
         write_in_place(reg, BROKEN)  # e.g. a half-written file
@@ -475,7 +462,7 @@ async def test_error_keeps_last_good_state_until_fixed(
 async def test_deleted_file_is_an_error_and_coming_back_clears_it(reg: Path) -> None:
     catalog = FakeCatalog()
     source = FileSource(reg, catalog, interval=0.05)
-    async with running(source):
+    async with running_task(source.run()):
         await wait(lambda: catalog.states, "initial publish")
         await asyncio.to_thread(reg.unlink)
         await wait(lambda: catalog.errors, "missing file reported")
@@ -491,7 +478,7 @@ async def test_deleted_file_is_an_error_and_coming_back_clears_it(reg: Path) -> 
 async def test_atomic_rename_is_picked_up(reg: Path) -> None:
     catalog = FakeCatalog()
     source = FileSource(reg, catalog, interval=0.05)
-    async with running(source):
+    async with running_task(source.run()):
         await wait(lambda: catalog.states, "initial publish")
         write_by_rename(reg, WEB2)
         await wait(lambda: len(catalog.states) == 2, "renamed file published")
@@ -501,7 +488,7 @@ async def test_atomic_rename_is_picked_up(reg: Path) -> None:
 async def test_same_size_same_mtime_rewrite_is_picked_up(reg: Path) -> None:
     catalog = FakeCatalog()
     source = FileSource(reg, catalog, interval=0.05)
-    async with running(source):
+    async with running_task(source.run()):
         await wait(lambda: catalog.states, "initial publish")
         st = await asyncio.to_thread(reg.stat)
         write_in_place(reg, WEB2)  # same size

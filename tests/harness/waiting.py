@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -76,3 +77,16 @@ async def async_wait_for(
         if loop.time() >= deadline:
             raise AssertionError(_failure(message, timeout, last_exc, last))
         await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def running_task(coro: Coroutine[Any, Any, Any]) -> AsyncIterator[asyncio.Task[Any]]:
+    """Run ``coro`` as a task for the block; cancel it after and check it did not die."""
+    task = asyncio.create_task(coro)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert task.cancelled()  # it ran until cancelled, never died of an exception

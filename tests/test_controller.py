@@ -1,0 +1,128 @@
+"""The controller: catalog changes become group snapshots, rebuilding only what changed."""
+
+from __future__ import annotations
+
+import pytest
+from envoy.config.core.v3 import base_pb2
+from google.protobuf import struct_pb2
+
+from tests.harness.waiting import async_wait_for
+from xds_server import types
+from xds_server.cache import SnapshotCache
+from xds_server.catalog import Catalog
+from xds_server.controller import Controller
+from xds_server.model import Endpoint, Port, Service, ServiceEntry
+
+
+def entry(name: str, *ips: str, protocol: str = "http", port: int = 80) -> ServiceEntry:
+    return ServiceEntry(
+        Service(name, ports=(Port(protocol, port, protocol),)),  # type: ignore[arg-type]
+        tuple(Endpoint(ip, 8080, protocol) for ip in ips),
+    )
+
+
+def node(node_id: str, agent: str = "envoy", **metadata: object) -> base_pb2.Node:
+    md = struct_pb2.Struct()
+    md.update(metadata)
+    return base_pb2.Node(id=node_id, user_agent_name=agent, metadata=md)
+
+
+@pytest.fixture
+def setup() -> tuple[Catalog, SnapshotCache, Controller]:
+    catalog = Catalog()
+    catalog.register("f", "file")
+    cache = SnapshotCache()
+    controller = Controller(catalog, cache)
+    cache.group_of = controller.group_of
+    return catalog, cache, controller
+
+
+async def wait_group(cache: SnapshotCache, key: str) -> None:
+    await async_wait_for(lambda: key in cache.groups(), timeout=5, message=f"group {key}")
+
+
+async def test_endpoint_change_reencodes_only_that_load_assignment(
+    setup: tuple[Catalog, SnapshotCache, Controller],
+) -> None:
+    catalog, cache, controller = setup
+    assert controller.not_ready() == ["resources not built yet"]
+    assert cache.group_of(node("e1")) == "envoy"
+    catalog.replace("f", [entry("web", "10.0.0.1"), entry("api", "10.0.0.2")])
+    await controller.rebuild()
+    assert controller.not_ready() == []
+    before = cache.get("envoy")
+    assert sorted(before.get(types.CLUSTER).resources) == ["api.default:80", "web.default:80"]
+    assert sorted(before.get(types.LISTENER).resources) == ["http_10000"]
+
+    catalog.replace("f", [entry("web", "10.0.0.1", "10.0.0.3"), entry("api", "10.0.0.2")])
+    await controller.rebuild()
+    after = cache.get("envoy")
+    assert after.changed_at is not None
+    for t in (types.CLUSTER, types.LISTENER, types.ROUTE):
+        assert after.get(t) is before.get(t)  # untouched types keep their identity
+    eds_before, eds_after = before.get(types.ENDPOINT), after.get(types.ENDPOINT)
+    assert eds_after.resources["api.default:80"] is eds_before.resources["api.default:80"]
+    assert eds_after.resources["web.default:80"] is not eds_before.resources["web.default:80"]
+
+
+async def test_new_service_changes_clusters_and_routes(
+    setup: tuple[Catalog, SnapshotCache, Controller],
+) -> None:
+    catalog, cache, controller = setup
+    cache.group_of(node("e1"))
+    catalog.replace("f", [entry("web", "10.0.0.1")])
+    await controller.rebuild()
+    before = cache.get("envoy")
+    db = entry("db", "10.0.0.9", protocol="tcp", port=5432)
+    catalog.replace("f", [entry("web", "10.0.0.1"), db])
+    await controller.rebuild()
+    after = cache.get("envoy")
+    assert sorted(after.get(types.CLUSTER).resources) == ["db.default:5432", "web.default:80"]
+    assert sorted(after.get(types.LISTENER).resources) == ["http_10000", "tcp_5432"]
+    cla = after.get(types.ENDPOINT).resources["web.default:80"]
+    assert cla is before.get(types.ENDPOINT).resources["web.default:80"]
+
+
+async def test_groups_from_node_metadata_are_built_when_a_proxy_arrives(
+    setup: tuple[Catalog, SnapshotCache, Controller],
+) -> None:
+    catalog, cache, controller = setup
+    catalog.replace("f", [entry("web", "10.0.0.1"), entry("api", "10.0.0.2")])
+    await controller.rebuild()
+    key = cache.group_of(node("e2", dependencies=["web"], http_listener_port=10001))
+    assert key == "envoy;deps=web;port=10001"
+    await wait_group(cache, key)
+    snap = cache.get(key)
+    assert list(snap.get(types.CLUSTER).resources) == ["web.default:80"]
+    assert list(snap.get(types.LISTENER).resources) == ["http_10001"]
+    grpc_key = cache.group_of(node("g1", agent="gRPC Python"))
+    assert grpc_key == "grpc"
+    await wait_group(cache, grpc_key)
+    assert "web" in cache.get(grpc_key).get(types.LISTENER).resources
+    assert controller.groups() == ["envoy;deps=web;port=10001", "grpc"]
+    # A later change reaches every known group.
+    catalog.replace("f", [entry("web", "10.0.0.1", "10.0.0.5"), entry("api", "10.0.0.2")])
+    await controller.rebuild()
+    for k in controller.groups():
+        cla = cache.get(k).get(types.ENDPOINT).resources["web.default:80"]
+        assert len(cla.message().endpoints[0].lb_endpoints) == 2
+
+
+async def test_snapshot_for_builds_a_group_no_proxy_has_asked_for(
+    setup: tuple[Catalog, SnapshotCache, Controller],
+) -> None:
+    catalog, _, controller = setup
+    catalog.replace("f", [entry("web", "10.0.0.1"), entry("api", "10.0.0.2")])
+    await controller.rebuild()
+    snap = await controller.snapshot_for("envoy;deps=api")
+    assert list(snap.get(types.CLUSTER).resources) == ["api.default:80"]
+    with pytest.raises(ValueError, match="bad proxy group key"):
+        await controller.snapshot_for("istio")
+
+
+async def test_bad_node_metadata_is_ignored_with_a_warning(
+    setup: tuple[Catalog, SnapshotCache, Controller], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, cache, _ = setup
+    assert cache.group_of(node("e3", http_listener_port="eighty")) == "envoy"
+    assert "http_listener_port" in caplog.text and "e3" in caplog.text
