@@ -62,6 +62,7 @@ class Controller:
         self._outputs: dict[str, _GroupOutput] = {}
         self._skipped_logged: set[Skipped] = set()
         self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.builds = 0
 
     # -- proxy groups -------------------------------------------------------------
@@ -75,7 +76,10 @@ class Controller:
         if key not in self._groups:
             self._groups[key] = group
             log.info("new proxy group %s (first proxy: node %r)", key, node.id)
-            asyncio.get_running_loop().create_task(self._build_group(key))
+            task = asyncio.get_running_loop().create_task(self._build_group(key))
+            # The loop keeps only weak references to tasks.
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return key
 
     async def snapshot_for(self, key: str) -> Snapshot:

@@ -16,6 +16,7 @@ import pytest
 from .backends import GrpcBackend, HttpBackend, RequestLoop
 from .envoy import EnvoyProcess
 from .grpc_xds import GrpcXdsClient
+from .server_proc import XdsServerProcess
 
 EnvoyFactory = Callable[..., EnvoyProcess]
 
@@ -119,6 +120,28 @@ def grpc_xds_client_factory(tmp_path: Path) -> Iterator[Callable[..., GrpcXdsCli
         started.append(client)
         stack.callback(client.close)
         return client.start()
+
+    with stack:  # runs every stop even if one raises
+        yield start
+
+
+@pytest.fixture
+def xds_server_factory(tmp_path: Path) -> Iterator[Callable[..., XdsServerProcess]]:
+    """``start(*args, name="xds-server", **kwargs) -> XdsServerProcess`` (started, ready).
+
+    ``args`` are xds-server flags (the xDS and admin addresses are added on free ports);
+    ``kwargs`` go to :class:`XdsServerProcess`. Logs in ``tmp_path/<name>-<n>.log``;
+    all stopped at teardown.
+    """
+    started: list[XdsServerProcess] = []
+    stack = contextlib.ExitStack()
+
+    def start(*args: str, name: str = "xds-server", **kwargs: Any) -> XdsServerProcess:
+        kwargs.setdefault("log_path", tmp_path / f"{name}-{len(started) + 1}.log")
+        server = XdsServerProcess(*args, **kwargs)
+        started.append(server)
+        stack.callback(server.stop)
+        return server.start()
 
     with stack:  # runs every stop even if one raises
         yield start
