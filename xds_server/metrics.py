@@ -1,8 +1,15 @@
-"""Prometheus metrics of the serving core (exposed by the admin server)."""
+"""Prometheus metrics of the server (exposed by the admin server on /metrics)."""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
+
+_SECONDS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+def _latency(name: str, doc: str) -> Histogram:
+    return Histogram(name, doc, ["type"], buckets=_SECONDS)
+
 
 CONNECTED = Gauge("xds_connected_proxies", "Open xDS streams by stream kind", ["kind"])
 PUSHES = Counter("xds_pushes_total", "Responses sent to proxies, by resource type", ["type"])
@@ -10,26 +17,19 @@ PUSH_BYTES = Counter("xds_push_bytes_total", "Bytes of responses sent, by resour
 NACKS = Counter(
     "xds_nacks_total", "Responses rejected by proxies (NACK), by resource type", ["type"]
 )
-ACK_LATENCY = Histogram(
-    "xds_ack_latency_seconds",
-    "Time from sending a response to its ACK or NACK",
-    ["type"],
-    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+ACK_LATENCY = _latency(
+    "xds_ack_latency_seconds", "Time from sending a response to its ACK or NACK"
 )
 STREAMS_REJECTED = Counter(
     "xds_streams_rejected_total", "Streams refused or ended by the server, by reason", ["reason"]
 )
-PUSH_LATENCY = Histogram(
+PUSH_LATENCY = _latency(
     "xds_push_latency_seconds",
     "Time from a registry change being seen to a response carrying it being sent",
-    ["type"],
-    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-CONVERGENCE_LATENCY = Histogram(
+CONVERGENCE_LATENCY = _latency(
     "xds_convergence_latency_seconds",
     "Time from a registry change being seen to its ACK by a proxy",
-    ["type"],
-    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
 # Registry side (sources, catalog, debouncer).
@@ -62,9 +62,7 @@ DEBOUNCE_PUSHES = Counter(
     ["trigger"],
 )
 TRANSLATE_SECONDS = Histogram(
-    "xds_translate_seconds",
-    "Time to rebuild resources after a debounced change",
-    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    "xds_translate_seconds", "Time to rebuild resources after a debounced change", buckets=_SECONDS
 )
 TRANSLATE_SKIPPED = Gauge(
     "xds_translate_skipped",
