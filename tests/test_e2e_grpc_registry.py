@@ -103,6 +103,10 @@ def test_registry_edit_moves_grpc_traffic_and_xdsctl_shows_the_client(
 
     row = wait_for(synced, timeout=10, message="gRPC client SYNCED in xdsctl proxies")
     assert " grpc " in f" {row} "  # the proxyless group
+    # The edit's journey was measured: registry change seen → pushed → ACKed.
+    metrics = srv.metrics()
+    for name in ("xds_push_latency_seconds", "xds_convergence_latency_seconds"):
+        assert metrics[f'{name}_count{{type="endpoints"}}'] >= 1, name
     snap = srv.xdsctl("snapshot", "--node", "grpc-edit", "--type", "listeners", "-o", "json")
     names = {r["name"] for r in yaml.safe_load(snap.stdout)["resources"]}
     assert {"echo", "echo:50051", "echo.default", "echo.example.com"} <= names

@@ -83,6 +83,17 @@ class XdsServerProcess:
         with urllib.request.urlopen(self.admin_url + path, timeout=5) as r:
             return json.loads(r.read())
 
+    def metrics(self) -> dict[str, float]:
+        """/metrics as {'name{labels}': value} (Prometheus text format)."""
+        with urllib.request.urlopen(self.admin_url + "/metrics", timeout=5) as r:
+            text = r.read().decode()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                out[key] = float(value)
+        return out
+
     def xdsctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         res = subprocess.run(
             [script("xdsctl"), "--server", self.admin_url, *args],
