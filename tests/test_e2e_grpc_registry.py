@@ -7,7 +7,7 @@ GRPC_XDS_BOOTSTRAP. The target names a client may dial (`<name>`, `<name>:<port>
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -41,23 +41,15 @@ def registry(*backends: GrpcBackend, health: str = "healthy") -> str:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Callable[[str], XdsServerProcess]]:
-    procs: list[XdsServerProcess] = []
-
+def server(
+    tmp_path: Path, xds_server_factory: Callable[..., XdsServerProcess]
+) -> Callable[[str], XdsServerProcess]:
     def start(text: str) -> XdsServerProcess:
         path = tmp_path / "registry.yaml"
         path.write_text(text)
-        proc = XdsServerProcess(
-            "--file", str(path), "--file-interval", "0.1", log_path=tmp_path / "xds-server.log"
-        )
-        procs.append(proc)
-        return proc.start()
+        return xds_server_factory("--file", str(path), "--file-interval", "0.1")
 
-    try:
-        yield start
-    finally:
-        for p in procs:
-            p.stop()
+    return start
 
 
 @pytest.mark.parametrize("target", ["echo", "echo:50051", "echo.default", "echo.example.com"])
