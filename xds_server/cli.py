@@ -49,33 +49,57 @@ def _parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     p.add_argument("--version", action="version", version=f"xds-server {__version__}")
-    p.add_argument("--config", type=Path, help="YAML/JSON file of settings (XDS_SERVER_CONFIG)")
-    p.add_argument("--xds-address", help="gRPC xDS listen address (default 0.0.0.0:18000)")
     p.add_argument(
-        "--admin-address", help="admin HTTP listen address: health, metrics, debug "
-        "(default 127.0.0.1:19000)"
-    )
-    p.add_argument("--file", help="file registry: YAML/JSON services, watched for changes")
-    p.add_argument("--file-interval", help="how often the file is checked (default 1s)")
-    p.add_argument(
-        "--debounce-quiet", help="coalesce changes until none arrived for this long (100ms)"
+        "--config", type=Path, metavar="PATH", help="YAML/JSON file of settings (XDS_SERVER_CONFIG)"
     )
     p.add_argument(
-        "--debounce-max-delay", help="push coalesced changes at the latest after this (1s)"
+        "--xds-address", metavar="HOST:PORT", help="gRPC xDS listen address (default 0.0.0.0:18000)"
+    )
+    p.add_argument(
+        "--admin-address",
+        metavar="HOST:PORT",
+        help="admin HTTP listen address: health, metrics, debug (default 127.0.0.1:19000)",
+    )
+    p.add_argument(
+        "--file", metavar="PATH", help="file registry: YAML/JSON services, watched for changes"
+    )
+    p.add_argument(
+        "--file-interval", metavar="DURATION", help="how often the file is checked (default 1s)"
+    )
+    p.add_argument(
+        "--debounce-quiet",
+        metavar="DURATION",
+        help="coalesce changes until none arrived for this long (100ms)",
+    )
+    p.add_argument(
+        "--debounce-max-delay",
+        metavar="DURATION",
+        help="push coalesced changes at the latest after this (1s)",
     )
     p.add_argument(
         "--http-listener-port",
+        metavar="PORT",
         help="Envoy HTTP listener port (default 10000; node metadata http_listener_port "
         "overrides it per proxy)",
     )
-    p.add_argument("--keepalive-time", help="gRPC keepalive ping interval (default 30s)")
     p.add_argument(
-        "--max-connection-age", help="ask proxies to reconnect after this long (rebalancing)"
+        "--keepalive-time", metavar="DURATION", help="gRPC keepalive ping interval (default 30s)"
     )
-    p.add_argument("--new-streams-per-second", help="admission rate of new xDS streams (200)")
-    p.add_argument("--shutdown-grace", help="time to drain streams on SIGTERM (default 5s)")
-    p.add_argument("--log-level", help="debug, info, warning or error (default info)")
-    p.add_argument("--log-format", help="text or json (default text)")
+    p.add_argument(
+        "--max-connection-age",
+        metavar="DURATION",
+        help="ask proxies to reconnect after this long (rebalancing)",
+    )
+    p.add_argument(
+        "--new-streams-per-second", metavar="N", help="admission rate of new xDS streams (200)"
+    )
+    p.add_argument(
+        "--shutdown-grace", metavar="DURATION", help="time to drain streams on SIGTERM (default 5s)"
+    )
+    p.add_argument(
+        "--log-level", metavar="LEVEL", help="debug, info, warning or error (default info)"
+    )
+    p.add_argument("--log-format", metavar="FORMAT", help="text or json (default text)")
     return p
 
 
@@ -158,9 +182,7 @@ async def serve(settings: Settings) -> int:
         await server.stop(0)
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
         return _fail(f"cannot listen on {settings.admin_address} (admin): {reason}")
-    log.info(
-        "serving xDS on %s, admin on %s", settings.xds_address, settings.admin_address
-    )
+    log.info("serving xDS on %s, admin on %s", settings.xds_address, settings.admin_address)
 
     debouncer = Debouncer(
         controller.rebuild, quiet=settings.debounce_quiet, max_delay=settings.debounce_max_delay
