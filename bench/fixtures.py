@@ -7,7 +7,8 @@ with one virtual host per service.
 
 An *endpoint change* replaces one endpoint of one cluster (as when a pod is
 rescheduled to a new address). ``cla_marker`` fingerprints a ClusterLoadAssignment's
-endpoint set so the simulated proxies can report which version of a cluster's endpoints
+endpoint set (and ``route_marker`` a RouteConfiguration's virtual hosts) so the
+simulated proxies can report which version of a cluster's endpoints (or of the routes)
 they acknowledged, independently of how the server encodes or versions it.
 """
 
@@ -106,16 +107,29 @@ def changed_load_assignment(
     return r.load_assignment(service_name(i), eps)
 
 
+def _fingerprint(name: str, items: list[str]) -> str:
+    digest = hashlib.blake2b("|".join(sorted(items)).encode(), digest_size=6).hexdigest()
+    return f"{name}/{digest}"
+
+
 def cla_marker(cla: endpoint_pb2.ClusterLoadAssignment) -> str:
-    """``name/fingerprint`` of the endpoint addresses and health (order-insensitive)."""
-    addrs = sorted(
-        f"{lb.endpoint.address.socket_address.address}:"
-        f"{lb.endpoint.address.socket_address.port_value}/{lb.health_status}"
-        for loc in cla.endpoints
-        for lb in loc.lb_endpoints
+    """``name/fingerprint`` of the endpoint addresses, health and weights
+    (order-insensitive)."""
+    return _fingerprint(
+        cla.cluster_name,
+        [
+            f"{lb.endpoint.address.socket_address.address}:"
+            f"{lb.endpoint.address.socket_address.port_value}/{lb.health_status}"
+            f"/{lb.load_balancing_weight.value}"
+            for loc in cla.endpoints
+            for lb in loc.lb_endpoints
+        ],
     )
-    digest = hashlib.blake2b("|".join(addrs).encode(), digest_size=6).hexdigest()
-    return f"{cla.cluster_name}/{digest}"
+
+
+def route_marker(rc: route_pb2.RouteConfiguration) -> str:
+    """``name/fingerprint`` of a RouteConfiguration's virtual host names (order-insensitive)."""
+    return _fingerprint(rc.name, [vh.name for vh in rc.virtual_hosts])
 
 
 def sizes(resources: Mapping[str, Sequence[Message]]) -> dict[str, int]:

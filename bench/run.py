@@ -22,62 +22,45 @@ No thresholds are enforced: the targets are printed with met/missed.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
-import multiprocessing
-import os
-import platform
 import queue
 import random
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
-from multiprocessing.process import BaseProcess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import IO, Any, ClassVar
 
-from bench import sim
-
-MB = 1024 * 1024
+from bench.common import (
+    MB,
+    BenchError,
+    MachineMeter,
+    RunOptions,
+    Workers,
+    add_run_arguments,
+    dist_ms,
+    fmt,
+    machine_cpu,
+    options_from,
+    parser,
+    percentile,
+    print_rows,
+    run_and_report,
+    server_log,
+    tail,
+)
 
 TARGET_CHANGE_P99_MS = 500.0
 TARGET_LATE_MS = 250.0
 TARGET_RSS_MB = 300.0
-
-
-class BenchError(Exception):
-    pass
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100); NaN for no values."""
-    if not values:
-        return math.nan
-    s = sorted(values)
-    k = max(0, min(len(s) - 1, math.ceil(q / 100.0 * len(s)) - 1))
-    return s[k]
-
-
-def dist_ms(values_s: Sequence[float]) -> dict[str, float]:
-    ms = [v * 1000.0 for v in values_s]
-    return {
-        "n": len(ms),
-        "p50": percentile(ms, 50),
-        "p90": percentile(ms, 90),
-        "p99": percentile(ms, 99),
-        "max": max(ms) if ms else math.nan,
-    }
 
 
 # -- the server process ---------------------------------------------------------------
@@ -206,216 +189,32 @@ class PySpy:
 # -- the simulated proxies ------------------------------------------------------------
 
 
-@dataclass
-class Collected:
-    results: dict[str, dict[str, Any]] = field(default_factory=dict)
-    updates: list[dict[str, Any]] = field(default_factory=list)
-    ended: list[dict[str, Any]] = field(default_factory=list)
-    client_cpu: dict[int, float] = field(default_factory=dict)
-
-
-class Workers:
-    """``bench.sim`` worker processes and their pipes."""
-
-    def __init__(self, count: int, port: int, delta: bool, streams_per_channel: int):
-        ctx = multiprocessing.get_context("spawn")
-        self.conns: list[Connection] = []
-        self.procs: list[BaseProcess] = []
-        self.data = Collected()
-        for i in range(count):
-            parent, child = ctx.Pipe()
-            p = ctx.Process(
-                target=sim.worker_main,
-                args=(child, port, delta, streams_per_channel),
-                name=f"sim-{i}",
-                daemon=True,
-            )
-            p.start()
-            child.close()
-            self.conns.append(parent)
-            self.procs.append(p)
-        self.hello: set[int] = set()
-        self.open = set(range(count))
-
-    def _handle(self, i: int, msg: tuple[Any, ...]) -> None:
-        kind = msg[0]
-        if kind == "hello":
-            self.hello.add(i)
-        elif kind == "full":
-            for r in msg[1]:
-                self.data.results[r["node_id"]] = r
-        elif kind == "update":
-            self.data.updates.extend(msg[1])
-        elif kind == "ended":
-            self.data.ended.extend(msg[1])
-        elif kind == "bye":
-            self.data.client_cpu[i] = float(msg[1])
-
-    def pump(self, timeout: float) -> None:
-        """Drain whatever the workers sent, waiting up to `timeout` for something."""
-        live = [self.conns[i] for i in self.open]
-        if not live:
-            time.sleep(timeout)
-            return
-        for conn in wait(live, timeout):
-            assert isinstance(conn, Connection)
-            i = self.conns.index(conn)
-            try:
-                while conn.poll():
-                    self._handle(i, conn.recv())
-            except (EOFError, OSError):
-                self.open.discard(i)
-
-    def pump_for(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            self.pump(min(left, 0.1))
-
-    def pump_until(self, done: Any, timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while not done():
-            left = end - time.monotonic()
-            if left <= 0:
-                return False
-            self.pump(min(left, 0.1))
-        return True
-
-    def send(self, i: int, msg: tuple[Any, ...]) -> None:
-        self.conns[i].send(msg)
-
-    def close(self) -> None:
-        for i in list(self.open):
-            with contextlib.suppress(Exception):
-                self.conns[i].send(("stop",))
-        with contextlib.suppress(Exception):
-            self.pump_until(lambda: len(self.data.client_cpu) >= len(self.procs), 15.0)
-        for p in self.procs:
-            p.join(timeout=5)
-            if p.is_alive():
-                p.terminate()
-                p.join(timeout=5)
-            if p.is_alive():
-                p.kill()
-                p.join(timeout=5)
-        for c in self.conns:
-            c.close()
-
-
 # -- one benchmark run ----------------------------------------------------------------
 
 
 @dataclass
-class Options:
-    proxies: int
+class Options(RunOptions):
     clusters: int
     endpoints: int
     changes: int
-    workers: int
-    streams_per_channel: int
-    ramp_rate: float
     late: int
     change_interval: float
-    settle: float
-    timeout: float
-    seed: int
     server_cprofile: str | None
     py_spy: str | None
     py_spy_phase: str
     py_spy_format: str
     py_spy_native: bool
-    keep_logs: bool
-
-
-def machine_cpu() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
-    with open("/proc/stat", encoding="ascii") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    hz = os.sysconf("SC_CLK_TCK")
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    total = sum(fields[:8])  # guest time is already counted in user
-    return (total - idle) / hz, total / hz
-
-
-def machine_info() -> dict[str, Any]:
-    """What the figures were measured on (for docs/benchmarks.md)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    def pkg(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "?"
-
-    model = "?"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    mem_kb = 0
-    with contextlib.suppress(OSError), open("/proc/meminfo", encoding="ascii") as f:
-        mem_kb = int(f.readline().split()[1])
-    root = Path(__file__).resolve().parent.parent
-    rev = "?"
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        rev = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--", "xds_server", "translators"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        if dirty:
-            rev += " (xds_server/translators modified in the work tree)"
-    return {
-        "cpus": len(os.sched_getaffinity(0)),
-        "cpu_model": model,
-        "ram_gb": round(mem_kb / 1024 / 1024, 1),
-        "python": platform.python_version(),
-        "grpcio": pkg("grpcio"),
-        "protobuf": pkg("protobuf"),
-        "kernel": platform.release(),
-        "git": rev,
-    }
 
 
 def _cpu(stats: dict[str, Any]) -> float:
     return float(stats["cpu_user"]) + float(stats["cpu_system"])
 
 
-@contextlib.contextmanager
-def _server_log(keep: bool, mode: str) -> Iterator[IO[bytes]]:
-    f = tempfile.NamedTemporaryFile(prefix=f"bench-server-{mode}-", suffix=".log", delete=False)
-    try:
-        yield f
-    finally:
-        f.close()
-        if keep:
-            print(f"server log: {f.name}", file=sys.stderr)
-        else:
-            with contextlib.suppress(OSError):
-                os.unlink(f.name)
-
-
-def _tail(path: str, lines: int = 30) -> str:
-    with contextlib.suppress(OSError), open(path, errors="replace") as f:
-        return "".join(f.readlines()[-lines:])
-    return ""
-
-
 def run_mode(mode: str, o: Options) -> dict[str, Any]:
     delta = mode == "delta"
     out: dict[str, Any] = {"mode": mode}
-    busy0, total0 = machine_cpu()
-    own0 = os.times()
-    with _server_log(o.keep_logs, mode) as log:
+    meter = MachineMeter()
+    with server_log(o.keep_logs, mode) as log:
         server: ServerProc | None = None
         workers: Workers | None = None
         spy: PySpy | None = None
@@ -433,7 +232,7 @@ def run_mode(mode: str, o: Options) -> dict[str, Any]:
                 raise BenchError("simulator workers did not start within 60 s")
             out.update(_measure(o, server, w, ready, spy.enter if spy else lambda _p: None))
         except BenchError:
-            print(_tail(log.name), file=sys.stderr)
+            print(tail(log.name), file=sys.stderr)
             raise
         finally:
             if workers is not None:
@@ -446,21 +245,9 @@ def run_mode(mode: str, o: Options) -> dict[str, Any]:
             out["client_cpu_s"] = round(sum(workers.data.client_cpu.values()), 2)
         if server is not None and server.final_stats is not None:
             out["server_process_cpu_s"] = round(_cpu(server.final_stats), 2)
-    busy1, total1 = machine_cpu()
-    own1 = os.times()
-    ours = (
-        out.get("server_process_cpu_s", 0.0)
-        + out.get("client_cpu_s", 0.0)
-        + (own1.user + own1.system - own0.user - own0.system)
+    out["machine"] = meter.result(
+        out.get("server_process_cpu_s", 0.0) + out.get("client_cpu_s", 0.0)
     )
-    out["machine"] = {
-        "busy_cpu_s": round(busy1 - busy0, 2),
-        "capacity_cpu_s": round(total1 - total0, 2),
-        # Busy CPU not accounted to the server, the workers or this process: other
-        # processes on the (shared) machine, plus kernel work not charged to a process.
-        "other_processes_cpu_s": round(max(0.0, busy1 - busy0 - ours), 2),
-        "loadavg_end": os.getloadavg()[0],
-    }
     return out
 
 
@@ -642,16 +429,6 @@ def _measure(
 # -- reporting ------------------------------------------------------------------------
 
 
-def _fmt(v: Any, unit: str = "") -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "—"
-    if isinstance(v, float):
-        if unit == " s":
-            return f"{v:,.2f}{unit}"
-        return f"{v:,.1f}{unit}" if abs(v) < 1e5 else f"{v:,.0f}{unit}"
-    return f"{v}{unit}"
-
-
 def _median_or_none(values: Sequence[float | None]) -> float | None:
     if not values or any(v is None for v in values):
         return None
@@ -687,7 +464,7 @@ def print_table(results: list[dict[str, Any]], o: Options, info: dict[str, Any])
     rows: list[tuple[str, list[str]]] = []
 
     def row(label: str, fn: Any, unit: str = "") -> None:
-        rows.append((label, [_fmt(fn(r), unit) for r in results]))
+        rows.append((label, [fmt(fn(r), unit) for r in results]))
 
     row("ramp: proxies with full config", lambda r: r["ramp"]["full_config"])
     row("ramp: all streams answered", lambda r: r["ramp"]["all_connected_s"], " s")
@@ -752,65 +529,28 @@ def print_table(results: list[dict[str, Any]], o: Options, info: dict[str, Any])
         cells = []
         for r in results:
             t = r["targets"][key]
-            cells.append(f"{'met' if t['met'] else 'MISSED'} ({_fmt(t['value'], unit)})")
+            cells.append(f"{'met' if t['met'] else 'MISSED'} ({fmt(t['value'], unit)})")
         rows.append((label, cells))
 
-    width = max(len(label) for label, _ in rows) + 2
-    cols = [max(len(m), *(len(c[i]) for _, c in rows)) + 2 for i, m in enumerate(modes)]
-    print()
-    print(
+    heading = (
         f"xds-server serving core: {o.proxies} proxies x {o.clusters} clusters x "
-        f"{o.endpoints} endpoints, {o.workers} client workers, "
-        f"{o.streams_per_channel} streams/channel"
+        f"{o.endpoints} endpoints"
     )
-    print(
-        f"machine: {info['cpus']} CPUs ({info['cpu_model']}), {info['ram_gb']} GB RAM, "
-        f"Python {info['python']}, grpcio {info['grpcio']}, protobuf {info['protobuf']}, "
-        f"code {info['git']}"
-    )
-    print("".ljust(width) + "".join(m.rjust(w) for m, w in zip(modes, cols, strict=True)))
-    for label, cells in rows:
-        print(label.ljust(width) + "".join(c.rjust(w) for c, w in zip(cells, cols, strict=True)))
+    print_rows(heading, o, info, modes, rows)
     for r in results:
         errs = r["ramp"]["errors"] or r["unexpected"]["ended_errors"]
         if errs:
             print(f"{r['mode']} stream errors: {errs}")
 
 
-def _on_sigterm(_sig: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.run", description=(__doc__ or "").splitlines()[0]
-    )
-    p.add_argument("--proxies", type=int, default=1000)
+    p = parser("python -m bench.run", __doc__)
     p.add_argument("--clusters", type=int, default=1000)
     p.add_argument("--endpoints", type=int, default=10)
-    p.add_argument("--mode", choices=("sotw", "delta", "both"), default="both")
     p.add_argument("--changes", type=int, default=5)
     p.add_argument("--change-interval", type=float, default=1.0, help="seconds between changes")
     p.add_argument("--late", type=int, default=5, help="late proxies, one at a time")
-    p.add_argument("--workers", type=int, default=3, help="client worker processes")
-    p.add_argument("--streams-per-channel", type=int, default=50)
-    p.add_argument(
-        "--ramp-rate",
-        type=float,
-        default=0.0,
-        help="new proxies per second during the ramp (0 = all at once)",
-    )
-    p.add_argument("--settle", type=float, default=3.0, help="idle seconds after the ramp")
-    p.add_argument("--timeout", type=float, default=180.0, help="limit for each phase (s)")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument(
-        "--json",
-        nargs="?",
-        const="-",
-        default=None,
-        metavar="PATH",
-        help="also write the figures as JSON to PATH (default stdout)",
-    )
+    add_run_arguments(p, 0.0, "new proxies per second during the ramp (0 = all at once)")
     p.add_argument(
         "--server-cprofile", metavar="PREFIX", help="cProfile the server into PREFIX-<mode>.prof"
     )
@@ -822,53 +562,15 @@ def main(argv: list[str] | None = None) -> int:
         "--py-spy-format", choices=tuple(PySpy.SUFFIX), default="flamegraph", help="py-spy format"
     )
     p.add_argument("--py-spy-native", action="store_true", help="include native (C) frames")
-    p.add_argument("--keep-logs", action="store_true", help="keep the server's stderr log")
     a = p.parse_args(argv)
-    o = Options(
-        proxies=a.proxies,
-        clusters=a.clusters,
-        endpoints=a.endpoints,
-        changes=a.changes,
-        workers=max(1, a.workers),
-        streams_per_channel=a.streams_per_channel,
-        ramp_rate=a.ramp_rate,
-        late=a.late,
-        change_interval=a.change_interval,
-        settle=a.settle,
-        timeout=a.timeout,
-        seed=a.seed,
-        server_cprofile=a.server_cprofile,
-        py_spy=a.py_spy,
-        py_spy_phase=a.py_spy_phase,
-        py_spy_format=a.py_spy_format,
-        py_spy_native=a.py_spy_native,
-        keep_logs=a.keep_logs,
-    )
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
-    modes = ["sotw", "delta"] if a.mode == "both" else [a.mode]
-    results = []
-    try:
-        for mode in modes:
-            print(f"running {mode} …", file=sys.stderr, flush=True)
-            r = run_mode(mode, o)
-            r["targets"] = targets(r)
-            results.append(r)
-    except KeyboardInterrupt:
-        print("interrupted; child processes stopped", file=sys.stderr)
-        return 130
-    except BenchError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    info = machine_info()
-    doc = {"argv": sys.argv, "options": vars(o), "machine": info, "results": results}
-    text = json.dumps(doc, indent=2, default=str)
-    if a.json and a.json != "-":
-        Path(a.json).write_text(text + "\n")
-    print_table(results, o, info)
-    if a.json == "-":
-        print(text)
-    return 0
+    o = options_from(Options, a)
+
+    def one(mode: str) -> dict[str, Any]:
+        r = run_mode(mode, o)
+        r["targets"] = targets(r)
+        return r
+
+    return run_and_report(a, o, one, print_table)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ Each simulated proxy opens one ADS stream and behaves like Envoy's xDS client:
 A proxy has its *full configuration* when it has ACKed CDS, EDS, LDS and RDS and holds
 every cluster's endpoints and every referenced route configuration. After that, every
 response it receives is an *update*: it is reported with its receive and ACK times and,
-for EDS, the ``fixtures.cla_marker`` of every ClusterLoadAssignment it carries, so the
-parent can tell which endpoint change it delivered.
+for EDS, the ``fixtures.cla_marker`` of every ClusterLoadAssignment it carries (for RDS,
+the ``fixtures.route_marker`` of every RouteConfiguration), so the parent can tell which
+change it delivered.
 
 Every proxy of a worker receives the same large initial pushes, so a worker decodes
 each of them once and caches the result (keyed by version, size and first/last names);
@@ -136,8 +137,10 @@ def _route_names(listener_values: Iterable[bytes]) -> list[str]:
     return sorted(names)
 
 
-def _route_config_names(values: Iterable[bytes]) -> list[str]:
-    return [route_pb2.RouteConfiguration.FromString(v).name for v in values]
+def _route_configs(
+    resp: discovery_pb2.DeltaDiscoveryResponse,
+) -> list[route_pb2.RouteConfiguration]:
+    return [route_pb2.RouteConfiguration.FromString(r.resource.value) for r in resp.resources]
 
 
 def _sotw_parse(resp: discovery_pb2.DiscoveryResponse) -> Any:
@@ -158,7 +161,7 @@ def _sotw_parse(resp: discovery_pb2.DiscoveryResponse) -> Any:
     elif t == LDS:
         result = _route_names(values)
     elif t == RDS:
-        result = _route_config_names(values)
+        result = [route_pb2.RouteConfiguration.FromString(v) for v in values]
     else:
         result = []
     if n > _CACHE_MIN:
@@ -398,7 +401,9 @@ class SimProxy:
                     routes_have &= set(route_names)
                     followups.append(_sotw_resubscribe(RDS, route_names, subscribed, last))
             elif t == RDS:
-                routes_have.update(parsed)
+                routes_have.update(rc.name for rc in parsed)
+                if was_full:
+                    markers = [fixtures.route_marker(rc) for rc in parsed]
             await call.write(_sotw_request(t, subscribed.get(t, []), resp.version_info, resp.nonce))
             complete = (
                 bool(eds_names)
@@ -469,6 +474,8 @@ class SimProxy:
             elif t == RDS:
                 routes_have.update(parsed)
                 routes_have.difference_update(resp.removed_resources)
+                if was_full:
+                    markers = [fixtures.route_marker(rc) for rc in _route_configs(resp)]
             await call.write(
                 discovery_pb2.DeltaDiscoveryRequest(type_url=t, response_nonce=resp.nonce)
             )

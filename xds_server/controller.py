@@ -86,8 +86,8 @@ class Controller:
         """A group's snapshot for `xdsctl`, built now if no proxy of it has connected."""
         group = ProxyGroup.from_key(key)  # ValueError for a bad key
         key = group.key
-        if key not in self._groups:
-            self._groups[key] = group
+        self._groups.setdefault(key, group)
+        if key not in self.cache.groups():  # new, or its first build is still queued
             await self._build_group(key)
         return self.cache.get(key)
 

@@ -9,8 +9,9 @@ decision carries a reason for the log, the metrics and `xdsctl sources`.
 
 from __future__ import annotations
 
-import ipaddress
+import functools
 import re
+import socket
 from dataclasses import dataclass, replace
 
 from xds_server.model import HEALTH_VALUES, PROTOCOLS, Endpoint, ServiceEntry
@@ -71,10 +72,21 @@ def _service_problem(entry: ServiceEntry) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=65536)
+def valid_ip(ip: str) -> bool:
+    """A literal IPv4 or IPv6 address, as Envoy parses one (inet_pton: no leading zeros,
+    no hostnames). Memoised: a registry republishes the same addresses over and over."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, ip)
+            return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
 def _endpoint_problem(ep: Endpoint, port_names: set[str]) -> str | None:
-    try:
-        ipaddress.ip_address(ep.ip)
-    except ValueError:
+    if not isinstance(ep.ip, str) or not valid_ip(ep.ip):
         return f"invalid IP address {ep.ip!r}"
     if not _port_ok(ep.port):
         return f"port {ep.port!r} outside 1-65535"
