@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test lint bench clean
+.PHONY: run demo test lint bench bench-registry clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run --proxies 1000 --clusters 1000 --endpoints 10 --mode both
+
+bench-registry: $(STAMP)
+	$(BIN)/python -m bench.registry --services 1000 --endpoints 10 --proxies 1000 --mode both --edits 5
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -5,9 +5,12 @@ Each simulated proxy opens one ADS stream and behaves like Envoy's xDS client:
 * SotW: a wildcard CDS request carrying the node (unique id, cluster ``bench``); every
   response is ACKed with its ``version_info`` and ``nonce`` and the current subscription;
   after a CDS response, an EDS request naming every EDS cluster of that response (the
-  ``Cluster`` Anys are decoded); after the first EDS ACK, a wildcard LDS request; after an
-  LDS response, an RDS request for the route names found in the listeners' HTTP
-  connection managers.
+  ``Cluster`` Anys are decoded); after the first EDS response, a wildcard LDS request;
+  after an LDS response, an RDS request for the route names found in the listeners' HTTP
+  connection managers. As in Envoy, such a new subscription is sent *before* the ACK of
+  the response that caused it (Envoy's mux pauses the dependent type while a response is
+  applied and queues the ACK behind the resumed requests), so a server sees a new
+  cluster's EDS subscription before that cluster's CDS ACK.
 * Delta: the same sequence with ``DeltaDiscoveryRequest`` (``resource_names_subscribe`` /
   ``_unsubscribe``, ACK by ``response_nonce``).
 
@@ -404,6 +407,10 @@ class SimProxy:
                 routes_have.update(rc.name for rc in parsed)
                 if was_full:
                     markers = [fixtures.route_marker(rc) for rc in parsed]
+            # Like Envoy's mux (the dependent type is paused while the response is
+            # applied, the ACK queued behind it): new subscriptions first, then the ACK.
+            for req in followups:
+                await call.write(req)
             await call.write(_sotw_request(t, subscribed.get(t, []), resp.version_info, resp.nonce))
             complete = (
                 bool(eds_names)
@@ -414,8 +421,6 @@ class SimProxy:
             ack = self._acked_now(t, complete)
             if was_full:
                 self._update(t, len(resp.resources), 0, recv, ack, markers)
-            for req in followups:
-                await call.write(req)
 
     # -- delta -----------------------------------------------------------------------
 
@@ -476,6 +481,8 @@ class SimProxy:
                 routes_have.difference_update(resp.removed_resources)
                 if was_full:
                     markers = [fixtures.route_marker(rc) for rc in _route_configs(resp)]
+            for req in followups:  # as in SotW: new subscriptions before the ACK
+                await call.write(req)
             await call.write(
                 discovery_pb2.DeltaDiscoveryRequest(type_url=t, response_nonce=resp.nonce)
             )
@@ -487,8 +494,6 @@ class SimProxy:
                 self._update(
                     t, len(resp.resources), len(resp.removed_resources), recv, ack, markers
                 )
-            for req in followups:
-                await call.write(req)
 
 
 class Worker:
