@@ -51,6 +51,7 @@ Two kinds of problem, handled differently:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
@@ -220,8 +221,9 @@ def _at(filename: str, mark: yaml.Mark | None, path: _Path, reason: str) -> File
 class _Nodes:
     """Every value node and key node of a composed document, by the path pydantic reports."""
 
-    def __init__(self, loader: yaml.SafeLoader, root: yaml.Node, filename: str) -> None:
-        self._loader = loader
+    def __init__(self, root: yaml.Node, filename: str) -> None:
+        # Keys are constructed from their nodes alone; any loader's constructor will do.
+        self._loader = yaml.SafeLoader("")
         self._filename = filename
         self.by_path: dict[_Path, yaml.Node] = {}
         self._walk(root, (), set())
@@ -260,9 +262,85 @@ class _Nodes:
         return None
 
 
-def _compose(text: str, filename: str) -> tuple[Any, _Nodes]:
+class _DuplicateKey(Exception):
+    """A mapping repeats a key; the _Nodes walk then reports it with its path."""
+
+
+class _NoDuplicateKeys:
+    """Refuses a mapping that repeats a key (PyYAML would silently keep the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Any:
+        seen: set[tuple[str, str]] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != MERGE_TAG:
+                ident = (key_node.tag, key_node.value)
+                if ident in seen:
+                    raise _DuplicateKey
+                seen.add(ident)
+        return super().construct_mapping(node, deep)  # type: ignore[misc]
+
+
+class _PyLoader(_NoDuplicateKeys, yaml.SafeLoader):
+    """PyYAML's own parser: its syntax errors say the most."""
+
+
+class _CLoader(_NoDuplicateKeys, getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """libyaml's parser when PyYAML has it: 2-3x faster on big files. Its syntax error
+    messages are terser, so a file it rejects is parsed again by _PyLoader to explain."""
+
+
+class _Document:
+    """A parsed document and its nodes; the path → node index is built only when an
+    error needs a line number (walking every node costs as much as parsing)."""
+
+    def __init__(self, filename: str, root: yaml.Node | None = None, text: str = "") -> None:
+        self._root = root
+        self._text = text  # composed on demand when `root` is not given (JSON input)
+        self._filename = filename
+        self._nodes: _Nodes | None = None
+
+    def mark(self, path: _Path) -> yaml.Mark | None:
+        if self._nodes is None:
+            root = self._root or _PyLoader(self._text).get_single_node()
+            if root is None:
+                return None
+            self._nodes = _Nodes(root, self._filename)
+        return self._nodes.mark(path)
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("duplicate key")  # the YAML path reports it with its line
+    return out
+
+
+def _construct(loader: Any, root: yaml.Node, filename: str) -> Any:
     try:
-        loader = yaml.SafeLoader(text)
+        return loader.construct_document(root)
+    except _DuplicateKey:
+        _Nodes(root, filename)  # raises the duplicate, with its path and line
+        raise
+
+
+def _compose(text: str, filename: str, fast: bool = True) -> tuple[Any, _Document]:
+    if fast and text.lstrip().startswith("{"):
+        # JSON is YAML, and json parses it ~50x faster; anything it refuses (including
+        # duplicate keys) goes down the YAML path, which explains the problem.
+        try:
+            return json.loads(text, object_pairs_hook=_unique_pairs), _Document(filename, text=text)
+        except ValueError:
+            pass
+    if fast:
+        fast_loader = _CLoader(text)
+        try:
+            root = fast_loader.get_single_node()
+        except yaml.YAMLError:
+            return _compose(text, filename, fast=False)  # raises, in PyYAML's words
+        if root is not None:
+            return _construct(fast_loader, root, filename), _Document(filename, root)
+    try:
+        loader = _PyLoader(text)
     except yaml.reader.ReaderError as exc:  # a character YAML does not allow
         line = text.count("\n", 0, exc.position)
         column = exc.position - (text.rfind("\n", 0, exc.position) + 1)
@@ -275,8 +353,8 @@ def _compose(text: str, filename: str) -> tuple[Any, _Nodes]:
             raise FileRegistryError(
                 f"{filename}: empty document; expected a mapping with a 'services' list"
             )
-        nodes = _Nodes(loader, root, filename)
-        data = loader.construct_document(root)
+        data = _construct(loader, root, filename)
+        nodes = _Document(filename, root)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         reason = exc.problem or exc.context or "not valid YAML"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from collections.abc import Iterable
@@ -10,6 +11,7 @@ from pathlib import Path
 from textwrap import dedent
 
 import pytest
+import yaml
 
 from sources.file import FileRegistryError, FileSource, parse_registry
 from tests.harness.waiting import async_wait_for, running_task
@@ -522,3 +524,27 @@ def test_not_utf8_is_a_file_error(reg: Path) -> None:
         FileRegistryError, match=r"registry\.yaml: not UTF-8: invalid continuation byte at byte 18"
     ):
         FileSource(reg, FakeCatalog()).load_once()
+
+
+def test_json_and_yaml_forms_of_a_file_mean_the_same_and_errors_have_lines() -> None:
+    """JSON takes a fast path (json), YAML the libyaml one; both agree, and a JSON file's
+    errors still name the line and column."""
+    doc = {
+        "services": [
+            {
+                "name": "web",
+                "ports": [{"name": "http", "port": 80}],
+                "endpoints": [{"address": "10.0.0.1", "port": 8080, "zone": "z1"}],
+            }
+        ]
+    }
+    as_json = json.dumps(doc, indent=2)
+    assert parse_registry(as_json, "r.json", "file") == parse_registry(
+        yaml.safe_dump(doc), "r.yaml", "file"
+    )
+    where = r"^r.json:14:19: services\[0\].endpoints\[0\].port"
+    with pytest.raises(FileRegistryError, match=where):
+        parse_registry(as_json.replace('"port": 8080', '"port": "8080"'), "r.json", "file")
+    dup = '{"services": [], "services": []}'
+    with pytest.raises(FileRegistryError, match=r"^r.json:1:\d+: services: duplicate key"):
+        parse_registry(dup, "r.json", "file")
