@@ -170,6 +170,3 @@ class Controller:
             types.LISTENER: out.listeners,
             types.ROUTE: out.routes,
         }
-
-    def skipped(self) -> dict[str, list[str]]:
-        return {k: [str(s) for s in o.skipped] for k, o in sorted(self._outputs.items())}
