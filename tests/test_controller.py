@@ -126,3 +126,37 @@ async def test_bad_node_metadata_is_ignored_with_a_warning(
     _, cache, _ = setup
     assert cache.group_of(node("e3", http_listener_port="eighty")) == "envoy"
     assert "http_listener_port" in caplog.text and "e3" in caplog.text
+
+
+async def test_groups_without_proxies_are_forgotten_after_the_idle_time() -> None:
+    catalog = Catalog()
+    catalog.register("f", "file")
+    cache = SnapshotCache()
+    now = [1000.0]
+    controller = Controller(catalog, cache, group_idle=600, clock=lambda: now[0])
+    cache.group_of = controller.group_of
+    catalog.replace("f", [entry("web", "10.0.0.1"), entry("api", "10.0.0.2")])
+    await controller.rebuild()
+    watched = cache.group_of(node("e1", dependencies=["web"]))
+    await controller.snapshot_for("envoy;deps=api")  # asked for once by xdsctl
+    await wait_group(cache, watched)
+    watch = cache.watch(watched, lambda _snap: None)  # a connected stream
+
+    now[0] += 601
+    catalog.replace("f", [entry("web", "10.0.0.1", "10.0.0.3"), entry("api", "10.0.0.2")])
+    await controller.rebuild()
+    assert controller.groups() == [watched]
+    assert "envoy;deps=api" not in cache.groups()
+
+    # The stream goes away: its group is kept for the idle time, then forgotten.
+    watch.cancel()
+    now[0] += 300
+    await controller.rebuild()
+    assert controller.groups() == [watched]
+    now[0] += 301
+    await controller.rebuild()
+    assert controller.groups() == [] and cache.groups() == []
+    # A proxy of it coming back gets it built again.
+    assert cache.group_of(node("e2", dependencies=["web"])) == watched
+    await wait_group(cache, watched)
+    assert list(cache.get(watched).get(types.CLUSTER).resources) == ["web.default:80"]

@@ -53,6 +53,10 @@ class SnapshotCache:
     def groups(self) -> list[str]:
         return sorted(self._snapshots)
 
+    def watched(self, group: str) -> bool:
+        """Whether any stream currently watches `group`."""
+        return bool(self._watchers.get(group))
+
     def watch(self, group: str, callback: Watcher) -> Watch:
         w = Watch(self, group, callback)
         self._watchers.setdefault(group, set()).add(w)

@@ -12,9 +12,10 @@ snapshots are then installed on the loop, where the sessions live.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from envoy.config.core.v3 import base_pb2
@@ -32,6 +33,9 @@ from xds_server.snapshot import Resource, Snapshot
 log = logging.getLogger(__name__)
 
 Resources = dict[str, list[Resource]]
+# A group no proxy has watched for this long is no longer built (a proxy of it coming
+# back gets it rebuilt on arrival, like any new group).
+GROUP_IDLE_SECONDS = 600.0
 
 
 @dataclass(slots=True)
@@ -50,9 +54,18 @@ def _resources(type_url: str, messages: Sequence[Message]) -> list[Resource]:
 
 class Controller:
     def __init__(
-        self, catalog: Catalog, cache: SnapshotCache, *, http_listener_port: int = 10000
+        self,
+        catalog: Catalog,
+        cache: SnapshotCache,
+        *,
+        http_listener_port: int = 10000,
+        group_idle: float = GROUP_IDLE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.catalog = catalog
+        self.group_idle = group_idle
+        self.clock = clock
+        self._last_used: dict[str, float] = {}
         self.cache = cache
         self.http_listener_port = http_listener_port
         self._groups: dict[str, ProxyGroup] = {}
@@ -73,6 +86,7 @@ class Controller:
         for w in warnings:
             log.warning("node %r: %s", node.id, w)
         key = group.key
+        self._last_used[key] = self.clock()
         if key not in self._groups:
             self._groups[key] = group
             log.info("new proxy group %s (first proxy: node %r)", key, node.id)
@@ -86,6 +100,7 @@ class Controller:
         """A group's snapshot for `xdsctl`, built now if no proxy of it has connected."""
         group = ProxyGroup.from_key(key)  # ValueError for a bad key
         key = group.key
+        self._last_used[key] = self.clock()
         self._groups.setdefault(key, group)
         if key not in self.cache.groups():  # new, or its first build is still queued
             await self._build_group(key)
@@ -103,6 +118,7 @@ class Controller:
         """Apply the catalog's pending changes to every group (the debouncer's action)."""
         async with self._lock:
             view, dirty, first = self.catalog.take_changes()
+            self._forget_idle_groups()
             groups = dict(self._groups)
             started = time.perf_counter()
             built = await asyncio.to_thread(self._compute, view, dirty, groups)
@@ -111,9 +127,27 @@ class Controller:
                 self.cache.set_snapshot(key, resources, changed_at=first)
             self.builds += 1
 
+    def _forget_idle_groups(self) -> None:
+        """Stop building groups no proxy has used for `group_idle` seconds: proxies with
+        ever-new dependency lists must not make every rebuild slower forever."""
+        now = self.clock()
+        for key in list(self._groups):
+            if self.cache.watched(key):
+                self._last_used[key] = now
+            elif now - self._last_used.get(key, now) > self.group_idle:
+                log.info("forgetting proxy group %s: no proxy for %.0fs", key, self.group_idle)
+                del self._groups[key]
+                self._last_used.pop(key, None)
+                self._outputs.pop(key, None)
+                with contextlib.suppress(KeyError):  # never built
+                    metrics.TRANSLATE_SKIPPED.remove(key)
+                self.cache.clear(key)
+
     async def _build_group(self, key: str) -> None:
         async with self._lock:
-            group = self._groups[key]
+            group = self._groups.get(key)
+            if group is None:  # forgotten while the build was queued
+                return
             built = await asyncio.to_thread(self._compute, self._view, set(), {key: group})
             self.cache.set_snapshot(key, built[key])
 
