@@ -52,54 +52,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--config", type=Path, metavar="PATH", help="YAML/JSON file of settings (XDS_SERVER_CONFIG)"
     )
-    p.add_argument(
-        "--xds-address", metavar="HOST:PORT", help="gRPC xDS listen address (default 0.0.0.0:18000)"
-    )
-    p.add_argument(
-        "--admin-address",
-        metavar="HOST:PORT",
-        help="admin HTTP listen address: health, metrics, debug (default 127.0.0.1:19000)",
-    )
-    p.add_argument(
-        "--file", metavar="PATH", help="file registry: YAML/JSON services, watched for changes"
-    )
-    p.add_argument(
-        "--file-interval", metavar="DURATION", help="how often the file is checked (default 1s)"
-    )
-    p.add_argument(
-        "--debounce-quiet",
-        metavar="DURATION",
-        help="coalesce changes until none arrived for this long (100ms)",
-    )
-    p.add_argument(
-        "--debounce-max-delay",
-        metavar="DURATION",
-        help="push coalesced changes at the latest after this (1s)",
-    )
-    p.add_argument(
-        "--http-listener-port",
-        metavar="PORT",
-        help="Envoy HTTP listener port (default 10000; node metadata http_listener_port "
-        "overrides it per proxy)",
-    )
-    p.add_argument(
-        "--keepalive-time", metavar="DURATION", help="gRPC keepalive ping interval (default 30s)"
-    )
-    p.add_argument(
-        "--max-connection-age",
-        metavar="DURATION",
-        help="ask proxies to reconnect after this long (rebalancing)",
-    )
-    p.add_argument(
-        "--new-streams-per-second", metavar="N", help="admission rate of new xDS streams (200)"
-    )
-    p.add_argument(
-        "--shutdown-grace", metavar="DURATION", help="time to drain streams on SIGTERM (default 5s)"
-    )
-    p.add_argument(
-        "--log-level", metavar="LEVEL", help="debug, info, warning or error (default info)"
-    )
-    p.add_argument("--log-format", metavar="FORMAT", help="text or json (default text)")
+    for key, field in Settings.model_fields.items():
+        extra = field.json_schema_extra
+        assert isinstance(extra, dict)
+        default = field.default
+        if default is None:
+            default = "off"
+        elif extra["metavar"] == "DURATION":
+            default = f"{default * 1000:g}ms" if default < 1 else f"{default:g}s"
+        p.add_argument(
+            "--" + key.replace("_", "-"),
+            metavar=str(extra["metavar"]),
+            help=f"{field.description} (default {default})",
+        )
     return p
 
 

@@ -41,22 +41,41 @@ Duration = Annotated[float, BeforeValidator(_duration), Field(ge=0)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
+def _setting(default: Any, metavar: str, help: str, **constraints: Any) -> Any:
+    """A setting's default, and how `xds-server --help` presents it."""
+    return Field(default, description=help, json_schema_extra={"metavar": metavar}, **constraints)
+
+
 class Settings(BaseModel):
+    """Every setting; `xds-server` derives its flags and their help from these fields."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    xds_address: str = "0.0.0.0:18000"
-    admin_address: str = "127.0.0.1:19000"
-    file: Path | None = None
-    file_interval: Duration = 1.0
-    debounce_quiet: Duration = 0.1
-    debounce_max_delay: Duration = 1.0
-    http_listener_port: Port = 10000
-    keepalive_time: Duration = 30.0
-    max_connection_age: Duration | None = None
-    new_streams_per_second: float = Field(default=200.0, gt=0)
-    shutdown_grace: Duration = 5.0
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["text", "json"] = "text"
+    xds_address: str = _setting("0.0.0.0:18000", "HOST:PORT", "gRPC xDS listen address")
+    admin_address: str = _setting(
+        "127.0.0.1:19000", "HOST:PORT", "admin HTTP listen address: health, metrics, debug"
+    )
+    file: Path | None = _setting(None, "PATH", "file registry: YAML/JSON services, watched")
+    file_interval: Duration = _setting(1.0, "DURATION", "how often the file is checked")
+    debounce_quiet: Duration = _setting(
+        0.1, "DURATION", "after a change, coalesce more until none arrived for this long"
+    )
+    debounce_max_delay: Duration = _setting(
+        1.0, "DURATION", "push coalesced changes at the latest after this"
+    )
+    http_listener_port: Port = _setting(
+        10000, "PORT", "Envoy HTTP listener port (node metadata http_listener_port overrides it)"
+    )
+    keepalive_time: Duration = _setting(30.0, "DURATION", "gRPC keepalive ping interval")
+    max_connection_age: Duration | None = _setting(
+        None, "DURATION", "ask proxies to reconnect after this long (rebalancing)"
+    )
+    new_streams_per_second: float = _setting(200.0, "N", "admission rate of new streams", gt=0)
+    shutdown_grace: Duration = _setting(5.0, "DURATION", "time to drain streams on SIGTERM")
+    log_level: Literal["debug", "info", "warning", "error"] = _setting(
+        "info", "LEVEL", "debug, info, warning or error"
+    )
+    log_format: Literal["text", "json"] = _setting("text", "FORMAT", "text or json")
 
 
 KEYS: tuple[str, ...] = tuple(Settings.model_fields)
