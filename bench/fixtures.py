@@ -25,6 +25,7 @@ from google.protobuf.message import Message
 
 from translators import resources as r
 from xds_server import types
+from xds_server.model import Endpoint, Locality
 
 GROUP = "bench"
 LISTENER_NAME = "http"
@@ -43,9 +44,9 @@ def endpoint_ip(i: int, j: int) -> str:
     return f"127.{(n >> 16) & 0xFF}.{(n >> 8) & 0xFF}.{n & 0xFF or 1}"
 
 
-def base_endpoints(i: int, endpoints: int) -> list[r.Endpoint]:
+def base_endpoints(i: int, endpoints: int) -> list[Endpoint]:
     return [
-        r.Endpoint(ip=endpoint_ip(i, j), port=BASE_PORT + j, zone=f"z{j % 3}", region="local")
+        Endpoint(endpoint_ip(i, j), BASE_PORT + j, locality=Locality("local", f"z{j % 3}"))
         for j in range(endpoints)
     ]
 
@@ -98,11 +99,10 @@ def changed_load_assignment(
     """
     eps = base_endpoints(i, endpoints)
     first = eps[0]
-    eps[0] = r.Endpoint(
-        ip=f"127.255.{(generation >> 8) & 0xFF}.{generation & 0xFF or 1}",
-        port=20000 + generation % 10000,
-        zone=first.zone,
-        region=first.region,
+    eps[0] = Endpoint(
+        f"127.255.{(generation >> 8) & 0xFF}.{generation & 0xFF or 1}",
+        20000 + generation % 10000,
+        locality=first.locality,
     )
     return r.load_assignment(service_name(i), eps)
 

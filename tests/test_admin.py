@@ -14,7 +14,6 @@ import aiohttp
 import pytest
 
 from translators.resources import (
-    Endpoint,
     VirtualHost,
     eds_cluster,
     http_listener,
@@ -24,6 +23,7 @@ from translators.resources import (
 from xds_server import admin, types
 from xds_server.admin import AdminServer, envoy_json, parse_address
 from xds_server.cache import SnapshotCache
+from xds_server.model import Endpoint, Locality
 from xds_server.snapshot import Snapshot
 from xds_server.status import ProxyRegistry, ProxyStatus
 
@@ -51,7 +51,9 @@ class Fixture:
                 types.CLUSTER: [eds_cluster("backend"), eds_cluster("api")],
                 types.ENDPOINT: [
                     load_assignment("backend", [Endpoint("10.0.0.1", 8080)]),
-                    load_assignment("api", [Endpoint("10.0.0.2", 9090, zone="z1")]),
+                    load_assignment(
+                        "api", [Endpoint("10.0.0.2", 9090, locality=Locality(zone="z1"))]
+                    ),
                 ],
                 types.LISTENER: [http_listener("http", 10000, "local")],
                 types.ROUTE: [route_configuration("local", [VirtualHost("all", ["*"], "backend")])],

@@ -36,6 +36,7 @@ from tests.harness.xds import XdsServerThread
 from translators import resources as rb
 from xds_server import types
 from xds_server.cache import SnapshotCache
+from xds_server.model import Endpoint
 
 pytest_plugins = ["tests.harness.fixtures"]
 
@@ -74,7 +75,7 @@ def mesh(
     127.0.0.1:``port`` whose RDS route config maps each domain to a cluster."""
     return {
         CDS: [rb.eds_cluster(name) for name in clusters],
-        EDS: [rb.load_assignment(n, [rb.Endpoint("127.0.0.1", p)]) for n, p in clusters.items()],
+        EDS: [rb.load_assignment(n, [Endpoint("127.0.0.1", p)]) for n, p in clusters.items()],
         LDS: [rb.http_listener(LISTENER, port, ROUTE, address="127.0.0.1"), *listeners],
         RDS: [
             rb.route_configuration(ROUTE, [rb.VirtualHost(d, [d], c) for d, c in domains.items()])
@@ -220,7 +221,7 @@ def test_endpoint_change_moves_real_traffic(
 
     mark = loop.mark()
     assert srv.set_snapshot(
-        GROUP, {EDS: [rb.load_assignment("c1", [rb.Endpoint("127.0.0.1", b2.port)])]}
+        GROUP, {EDS: [rb.load_assignment("c1", [Endpoint("127.0.0.1", b2.port)])]}
     )
     first_b2 = loop.wait_for_body("b2", WAIT, since=mark)
     loop.wait_for_requests(20, WAIT)
@@ -275,7 +276,7 @@ def test_rejected_resource_is_recorded_not_resent_and_next_version_applies(
         bad_cluster = rb.eds_cluster("c2", lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED)
         bad = {
             CDS: [rb.eds_cluster("c1"), bad_cluster],
-            EDS: [*good[EDS], rb.load_assignment("c2", [rb.Endpoint("127.0.0.1", b2.port)])],
+            EDS: [*good[EDS], rb.load_assignment("c2", [Endpoint("127.0.0.1", b2.port)])],
         }
         # The fix: a valid c2, and the route moves to it.
         fixed = mesh(port, {"c1": b1.port, "c2": b2.port}, {"*": "c2"})
@@ -401,7 +402,7 @@ def test_server_restart_loses_no_request_and_resends_nothing(
     # The new stream is live: an endpoint change goes through and is counted once.
     mark = loop.mark()
     changed = content()
-    changed[EDS] = [rb.load_assignment("c1", [rb.Endpoint("127.0.0.1", b2.port)])]
+    changed[EDS] = [rb.load_assignment("c1", [Endpoint("127.0.0.1", b2.port)])]
     assert second.set_snapshot(GROUP, changed)
     loop.wait_for_body("b2", WAIT, since=mark)
     assert counters(env, *watched) == {**before, eds_ok("c1"): before[eds_ok("c1")] + 1}  # type: ignore[operator]

@@ -29,7 +29,6 @@ from tests.harness.grpc_xds import GrpcXdsClient, grpc_bootstrap
 from tests.harness.waiting import wait_for
 from tests.harness.xds import XdsServerThread
 from translators.resources import (
-    Endpoint,
     VirtualHost,
     api_listener,
     eds_cluster,
@@ -37,6 +36,7 @@ from translators.resources import (
     route_configuration,
 )
 from xds_server import types
+from xds_server.model import Endpoint, Locality
 
 pytest_plugins = ["tests.harness.fixtures"]
 
@@ -80,7 +80,7 @@ def service(
 def cla(cluster: str, backends: Sequence[GrpcBackend]) -> Message:
     return load_assignment(
         cluster,
-        [Endpoint("127.0.0.1", b.port, region="local", zone="z1") for b in backends],
+        [Endpoint("127.0.0.1", b.port, locality=Locality("local", "z1")) for b in backends],
     )
 
 

@@ -6,6 +6,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from tests.xds_util import CDS, EDS, cla, cluster, make_cache, set_types
 from translators import resources as rb
+from xds_server.model import Endpoint, Locality
 from xds_server.snapshot import Resource
 
 
@@ -50,9 +51,9 @@ def test_4_12_every_locality_has_a_locality_and_a_weight() -> None:
     a = rb.load_assignment(
         "web",
         [
-            rb.Endpoint("10.0.0.1", 80, zone="z1"),
-            rb.Endpoint("10.0.0.2", 80, zone="z2", weight=3),
-            rb.Endpoint("10.0.0.3", 80),
+            Endpoint("10.0.0.1", 80, locality=Locality(zone="z1")),
+            Endpoint("10.0.0.2", 80, locality=Locality(zone="z2"), weight=3),
+            Endpoint("10.0.0.3", 80),
         ],
     )
     assert len(a.endpoints) == 3

@@ -12,6 +12,7 @@ from google.rpc import status_pb2
 from translators import resources as rb
 from xds_server import types
 from xds_server.cache import SnapshotCache
+from xds_server.model import Endpoint
 from xds_server.session import DeltaSession, Response, SotwSession
 
 GROUP = "g"
@@ -25,7 +26,7 @@ def cluster(name: str, timeout: float = 1.0) -> cluster_pb2.Cluster:
 
 
 def cla(name: str, *ports: int):  # type: ignore[no-untyped-def]
-    return rb.load_assignment(name, [rb.Endpoint("127.0.0.1", p) for p in ports or (80,)])
+    return rb.load_assignment(name, [Endpoint("127.0.0.1", p) for p in ports or (80,)])
 
 
 def routes(name: str, *clusters: str):  # type: ignore[no-untyped-def]

@@ -23,6 +23,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
+from xds_server.model import Endpoint, Locality
+
 HCM = hcm_pb2.HttpConnectionManager
 _HEALTH = {
     "healthy": health_check_pb2.HEALTHY,
@@ -82,40 +84,22 @@ def eds_cluster(
     return c
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    ip: str
-    port: int
-    health: str = "healthy"
-    weight: int = 1
-    region: str = ""
-    zone: str = ""
-    subzone: str = ""
-
-
-@dataclass(frozen=True)
-class _LocalityKey:
-    region: str
-    zone: str
-    subzone: str
-
-
 def load_assignment(name: str, endpoints: Iterable[Endpoint]) -> endpoint_pb2.ClusterLoadAssignment:
     """Endpoints grouped by locality; each locality has a locality and a weight (§4.12)."""
-    groups: dict[_LocalityKey, list[Endpoint]] = {}
+    groups: dict[Locality, list[Endpoint]] = {}
     for ep in endpoints:
-        groups.setdefault(_LocalityKey(ep.region, ep.zone, ep.subzone), []).append(ep)
+        groups.setdefault(ep.locality, []).append(ep)
     cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
-    for key in sorted(groups, key=lambda k: (k.region, k.zone, k.subzone)):
-        eps = sorted(groups[key], key=lambda e: (e.ip, e.port))
-        loc = cla.endpoints.add(
-            locality=base_pb2.Locality(region=key.region, zone=key.zone, sub_zone=key.subzone),
+    for loc in sorted(groups):
+        eps = sorted(groups[loc], key=lambda e: (e.ip, e.port))
+        group = cla.endpoints.add(
+            locality=base_pb2.Locality(region=loc.region, zone=loc.zone, sub_zone=loc.subzone),
             load_balancing_weight=wrappers_pb2.UInt32Value(
                 value=max(1, sum(max(1, e.weight) for e in eps))
             ),
         )
         for ep in eps:
-            loc.lb_endpoints.append(
+            group.lb_endpoints.append(
                 endpoint_components_pb2.LbEndpoint(
                     endpoint=endpoint_components_pb2.Endpoint(
                         address=socket_address(ep.ip, ep.port)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 
-from xds_server.model import Service, ServiceEntry
+from xds_server.model import Endpoint, Service, ServiceEntry
 
 from . import resources as rb
 from .names import cluster_name
@@ -39,14 +39,11 @@ def service_load_assignments(entry: ServiceEntry) -> list[endpoint_pb2.ClusterLo
     Endpoints naming no port of the service are left out.
     """
     service = entry.service
-    by_port: dict[str, list[rb.Endpoint]] = {port.name: [] for port in service.ports}
+    by_port: dict[str, list[Endpoint]] = {port.name: [] for port in service.ports}
     for ep in entry.endpoints:
         bucket = by_port.get(ep.port_name)
         if bucket is not None:
-            loc = ep.locality
-            bucket.append(
-                rb.Endpoint(ep.ip, ep.port, ep.health, ep.weight, loc.region, loc.zone, loc.subzone)
-            )
+            bucket.append(ep)
     return [
         rb.load_assignment(cluster_name(service, port), by_port[port.name])
         for port in service.ports

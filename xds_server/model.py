@@ -58,7 +58,7 @@ class Endpoint:
 
     ip: str
     port: int
-    port_name: str
+    port_name: str = ""
     health: Health = "healthy"
     locality: Locality = Locality()
     weight: int = 1
