@@ -155,6 +155,9 @@ def run(args: argparse.Namespace) -> int:
             say("\n".join(log.read_text(errors="replace").splitlines()[-15:]))
         return 1
     finally:
+        # Ctrl-C reaches the whole process group, and impatient users press it twice:
+        # finish stopping everything regardless.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if envoy is not None:
             envoy.stop()
         if server is not None:
