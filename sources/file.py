@@ -56,15 +56,16 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from sources.base import Catalog
 from xds_server import model
 from xds_server.model import Endpoint, Locality, Port, Service, ServiceEntry
 
@@ -78,16 +79,6 @@ _RACY_NS = 2_000_000_000
 
 class FileRegistryError(ValueError):
     """The registry file cannot be used; the message is one line naming file, place, reason."""
-
-
-class Catalog(Protocol):
-    """What a source needs from the catalog."""
-
-    def register(self, source: str, kind: str) -> None: ...
-
-    def replace(self, source: str, entries: Iterable[ServiceEntry]) -> None: ...
-
-    def set_error(self, source: str, error: str) -> None: ...
 
 
 # --- schema ------------------------------------------------------------------------

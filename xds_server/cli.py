@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
+from sources.consul import ConsulConfig, ConsulConfigError, ConsulSource
 from sources.file import FileRegistryError, FileSource
 from translators import ProxyGroup
 from xds_server import __version__
@@ -55,16 +56,22 @@ def _parser() -> argparse.ArgumentParser:
     for key, field in Settings.model_fields.items():
         extra = field.json_schema_extra
         assert isinstance(extra, dict)
+        flag = "--" + key.replace("_", "-")
+        if field.annotation is bool:
+            # A switch: given means true (XDS_SERVER_<NAME>=true or the file say the same).
+            p.add_argument(flag, action="store_const", const=True, help=field.description)
+            continue
         default = field.default
+        if isinstance(default, tuple):
+            default = ",".join(default) or "none"
         if default is None:
             default = "off"
         elif extra["metavar"] == "DURATION":
             default = f"{default * 1000:g}ms" if default < 1 else f"{default:g}s"
-        p.add_argument(
-            "--" + key.replace("_", "-"),
-            metavar=str(extra["metavar"]),
-            help=f"{field.description} (default {default})",
-        )
+        help = str(field.description)
+        if "(else " not in help:  # the help already says what applies when it is not set
+            help += f" (default {default})"
+        p.add_argument(flag, metavar=str(extra["metavar"]), help=help)
     return p
 
 
@@ -113,8 +120,27 @@ async def serve(settings: Settings) -> int:
             file_source.load_once()
         except FileRegistryError as exc:
             return _fail(str(exc))
-    else:
-        log.warning("no registry configured (--file): proxies will receive no services")
+    consul_source = None
+    if settings.consul:
+        try:
+            consul_config = ConsulConfig.resolve(
+                os.environ,
+                address=settings.consul_address,
+                token=settings.consul_token,
+                cacert=settings.consul_cacert,
+                client_cert=settings.consul_client_cert,
+                client_key=settings.consul_client_key,
+                datacenter=settings.consul_datacenter,
+                services=settings.consul_services,
+                tags=settings.consul_tags,
+                wait=settings.consul_wait,
+                watch_rate=settings.consul_watch_rate,
+            )
+        except ConsulConfigError as exc:
+            return _fail(str(exc))
+        consul_source = ConsulSource(catalog, consul_config)
+    if file_source is None and consul_source is None:
+        log.warning("no registry configured (--file, --consul): proxies will receive no services")
     await controller.rebuild()
 
     server = XdsServer(
@@ -156,6 +182,8 @@ async def serve(settings: Settings) -> int:
     tasks = [asyncio.create_task(debouncer.run(), name="debouncer")]
     if file_source is not None:
         tasks.append(asyncio.create_task(file_source.run(), name="file-source"))
+    if consul_source is not None:
+        tasks.append(asyncio.create_task(consul_source.run(), name="consul-source"))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

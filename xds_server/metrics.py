@@ -69,3 +69,13 @@ TRANSLATE_SKIPPED = Gauge(
     "Items (domains, listeners) currently left out because they conflict, by proxy group",
     ["group"],
 )
+CONSUL_WATCHES = Gauge(
+    "xds_consul_watches",
+    "Consul blocking queries the source keeps running (the catalog's and one per service)",
+    ["source"],
+)
+CONSUL_INDEX_RESETS = Counter(
+    "xds_consul_index_resets_total",
+    "Consul watches started over because the index went backwards",
+    ["source"],
+)

@@ -37,8 +37,16 @@ def _duration(value: Any) -> Any:
     return value
 
 
+def _names(value: Any) -> Any:
+    """A list, or the same as one comma-separated string (how flags and env vars give it)."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
 Duration = Annotated[float, BeforeValidator(_duration), Field(ge=0)]
 Port = Annotated[int, Field(ge=1, le=65535)]
+Names = Annotated[tuple[str, ...], BeforeValidator(_names)]
 
 
 def _setting(default: Any, metavar: str, help: str, **constraints: Any) -> Any:
@@ -57,6 +65,37 @@ class Settings(BaseModel):
     )
     file: Path | None = _setting(None, "PATH", "file registry: YAML/JSON services, watched")
     file_interval: Duration = _setting(1.0, "DURATION", "how often the file is checked")
+    consul: bool = _setting(False, "", "watch Consul's catalog and health (blocking queries)")
+    consul_address: str | None = _setting(
+        None, "URL", "Consul HTTP API address (else CONSUL_HTTP_ADDR, else http://127.0.0.1:8500)"
+    )
+    consul_token: str | None = _setting(
+        None, "TOKEN", "Consul ACL token (else CONSUL_HTTP_TOKEN or CONSUL_HTTP_TOKEN_FILE)"
+    )
+    consul_cacert: Path | None = _setting(
+        None, "PATH", "CA bundle for Consul's TLS certificate (else CONSUL_CACERT)"
+    )
+    consul_client_cert: Path | None = _setting(
+        None, "PATH", "client certificate for Consul mTLS (else CONSUL_CLIENT_CERT)"
+    )
+    consul_client_key: Path | None = _setting(
+        None, "PATH", "client key for Consul mTLS (else CONSUL_CLIENT_KEY)"
+    )
+    consul_datacenter: str | None = _setting(
+        None, "DC", "Consul datacenter to watch, if not the agent's own"
+    )
+    consul_services: Names = _setting(
+        ("*",), "PATTERNS", "Consul services to watch: comma-separated name globs"
+    )
+    consul_tags: Names = _setting(
+        (), "TAGS", "only Consul instances carrying all these tags (comma-separated)"
+    )
+    consul_wait: Duration = _setting(
+        60.0, "DURATION", "Consul blocking-query wait (Consul caps it at 10m)", le=600
+    )
+    consul_watch_rate: float = _setting(
+        500.0, "N", "new Consul blocking queries per second when many watches start", gt=0
+    )
     debounce_quiet: Duration = _setting(
         0.1, "DURATION", "after a change, coalesce more until none arrived for this long"
     )
