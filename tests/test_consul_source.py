@@ -1,0 +1,334 @@
+"""The Consul source against the Consul HTTP API emulator (no Envoy): watches, health,
+outages, index rules, ACLs and filters, observed through the catalog it publishes to.
+
+Registrations go through py-consul's own (requests) client, as an operator's tooling
+would, in a worker thread so the source's event loop keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import consul
+import pytest
+
+from sources.consul import ConsulConfig, ConsulSource
+from tests.consul_emulator import ConsulEmulator
+from xds_server import metrics
+from xds_server.catalog import Catalog
+from xds_server.model import ServiceEntry, ServiceKey
+
+pytestmark = pytest.mark.timeout(60)
+
+WAIT = 10.0
+
+
+@pytest.fixture
+def emulator() -> Iterator[ConsulEmulator]:
+    with ConsulEmulator() as emu:
+        yield emu
+
+
+def agent(emu: ConsulEmulator, token: str | None = None) -> consul.Consul:
+    return consul.Consul(host="127.0.0.1", port=emu.port, token=token)
+
+
+def put(emu: ConsulEmulator, path: str, body: dict[str, Any]) -> None:
+    request = urllib.request.Request(emu.url + path, data=json.dumps(body).encode(), method="PUT")
+    with urllib.request.urlopen(request, timeout=WAIT) as response:
+        assert response.status == 200
+
+
+async def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+async def register(
+    emu: ConsulEmulator,
+    name: str,
+    port: int,
+    *,
+    sid: str | None = None,
+    status: str = "passing",
+    token: str | None = None,
+    **kwargs: Any,
+) -> str:
+    sid = sid or f"{name}-{port}"
+    check = {"CheckID": f"service:{sid}", "TTL": "30s", "Status": status}
+    await call(
+        agent(emu, token).agent.service.register,
+        name,
+        service_id=sid,
+        address="127.0.0.1",
+        port=port,
+        check=check,
+        **kwargs,
+    )
+    return sid
+
+
+class Watched:
+    """A running ConsulSource and the catalog it publishes to."""
+
+    def __init__(self, emu: ConsulEmulator, **config: Any) -> None:
+        self.catalog = Catalog()
+        self.changes = 0
+        self.catalog.on_change(self._changed)
+        config.setdefault("wait", 2.0)
+        self.source = ConsulSource(self.catalog, ConsulConfig(address=emu.url, **config))
+
+    def _changed(self) -> None:
+        self.changes += 1
+
+    @property
+    def status(self) -> dict[str, Any]:
+        (status,) = self.catalog.sources()
+        return status.as_dict()
+
+    def entry(self, name: str) -> ServiceEntry | None:
+        return self.catalog.merged().get(ServiceKey("default", name))
+
+    def health(self, name: str) -> dict[int, tuple[str, int]]:
+        entry = self.entry(name)
+        return {ep.port: (ep.health, ep.weight) for ep in entry.endpoints} if entry else {}
+
+
+async def until(predicate: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def running(emu: ConsulEmulator, **config: Any) -> AsyncIterator[Watched]:
+    watched = Watched(emu, **config)
+    task = asyncio.create_task(watched.source.run())
+    try:
+        yield watched
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, WAIT)
+
+
+async def synced(watched: Watched) -> None:
+    await until(lambda: watched.status["synced"], f"first sync: {watched.status}")
+
+
+def metric(counter: Any, *labels: str) -> float:
+    return float(counter.labels(*labels)._value.get())
+
+
+# --------------------------------------------------------------------------- tests
+
+
+async def test_first_sync_publishes_every_service_at_once_and_makes_the_source_ready(
+    emulator: ConsulEmulator,
+) -> None:
+    await register(emulator, "web", 8081)
+    await register(emulator, "web", 8082)
+    await register(emulator, "api", 9000, meta={"protocol": "grpc"})
+    async with running(emulator) as w:
+        await synced(w)
+        assert w.changes == 1  # one publication of the whole state, not one per service
+        assert w.catalog.not_ready() == []
+        assert w.health("web") == {8081: ("healthy", 1), 8082: ("healthy", 1)}
+        api = w.entry("api")
+        assert api is not None and api.service.ports[0].protocol == "grpc"
+        # Consul's own servers' service is not routed to.
+        assert w.entry("consul") is None
+
+
+async def test_health_flips_are_followed(emulator: ConsulEmulator) -> None:
+    sid = await register(emulator, "web", 8081, weights={"passing": 10, "warning": 2})
+    await register(emulator, "web", 8082)
+    a = agent(emulator)
+    async with running(emulator) as w:
+        await synced(w)
+        assert w.health("web")[8081] == ("healthy", 10)
+        await call(a.agent.check.ttl_warn, f"service:{sid}")
+        await until(lambda: w.health("web")[8081] == ("healthy", 2), "warning → weight 2")
+        await call(a.agent.check.ttl_fail, f"service:{sid}")
+        await until(lambda: w.health("web")[8081][0] == "unhealthy", "critical → unhealthy")
+        # The service keeps its cluster when no instance is healthy.
+        await call(a.agent.check.ttl_fail, "service:web-8082")
+        await until(lambda: set(w.health("web").values()) == {("unhealthy", 10), ("unhealthy", 1)},
+                    "all unhealthy")  # fmt: skip
+        assert w.entry("web") is not None
+        await call(a.agent.check.ttl_pass, f"service:{sid}")
+        await until(lambda: w.health("web")[8081] == ("healthy", 10), "passing again")
+
+
+async def test_registration_and_deregistration(emulator: ConsulEmulator) -> None:
+    await register(emulator, "web", 8081)
+    async with running(emulator) as w:
+        await synced(w)
+        sid = await register(emulator, "billing", 7000, tags=["v1"])
+        await until(lambda: w.entry("billing"), "billing registered")
+        await call(agent(emulator).agent.service.deregister, sid)
+        await until(lambda: w.entry("billing") is None, "billing deregistered")
+        assert w.entry("web") is not None
+
+
+async def test_outage_keeps_the_last_good_state_and_recovery_repushes_nothing(
+    emulator: ConsulEmulator,
+) -> None:
+    for port in (8081, 8082):
+        await register(emulator, "web", port)
+    await register(emulator, "api", 9000)
+    async with running(emulator) as w:
+        await synced(w)
+        before = dict(w.catalog.merged())
+        changes = w.changes
+        emulator.pause()
+        await until(lambda: w.status["stale"], "stale while Consul is down")
+        assert "cannot reach Consul at" in w.status["error"]
+        assert metric(metrics.SOURCE_STALE, "consul") == 1
+        await asyncio.sleep(1.0)  # retries keep failing; nothing is dropped meanwhile
+        assert dict(w.catalog.merged()) == before
+        emulator.clear_request_log()
+        emulator.resume()
+        await until(lambda: not w.status["stale"], "fresh again once Consul answers")
+        await asyncio.sleep(0.5)
+        assert w.changes == changes, "recovery re-published the same state"
+        assert dict(w.catalog.merged()) == before
+        # The watches resumed from the index they had, as blocking queries.
+        health = [r for r in emulator.request_log() if r.path.startswith("/v1/health/service/")]
+        assert health and all(int(r.query["index"][0]) > 1 for r in health), health
+
+
+async def test_no_leader_marks_the_source_stale_with_consuls_error(
+    emulator: ConsulEmulator,
+) -> None:
+    await register(emulator, "web", 8081)
+    async with running(emulator) as w:
+        await synced(w)
+        changes = w.changes
+        emulator.set_no_leader(True)
+        # Blocking queries only see it when they return: make them return now.
+        await register(emulator, "web", 8082)
+        await until(lambda: w.status["stale"], "stale without a leader")
+        assert "No cluster leader" in w.status["error"]
+        emulator.set_no_leader(False)
+        await until(lambda: not w.status["stale"], "fresh with a leader again")
+        await until(lambda: len(w.health("web")) == 2, "the registration made meanwhile")
+        assert w.changes == changes + 1
+
+
+async def test_index_going_backwards_restarts_the_watch_without_a_push(
+    emulator: ConsulEmulator,
+) -> None:
+    await register(emulator, "web", 8081)
+    async with running(emulator) as w:
+        await synced(w)
+        changes = w.changes
+        resets = metric(metrics.CONSUL_INDEX_RESETS, "consul")
+        emulator.clear_request_log()
+        emulator.reset_index(1)
+        await until(
+            lambda: metric(metrics.CONSUL_INDEX_RESETS, "consul") >= resets + 2,
+            "both watches saw the index go backwards",
+        )
+        # Each watch started over with a query that does not block (no index).
+        await until(
+            lambda: (
+                {
+                    r.path
+                    for r in emulator.request_log()
+                    if "index" not in r.query and r.path.startswith("/v1/")
+                }
+                >= {"/v1/catalog/services", "/v1/health/service/web"}
+            ),
+            "non-blocking re-reads",
+        )
+        await asyncio.sleep(0.3)
+        assert w.changes == changes
+        assert not w.status["stale"]
+
+
+async def test_index_zero_is_clamped_to_one(emulator: ConsulEmulator) -> None:
+    await register(emulator, "web", 8081)
+    # The first answers carry index 0 (a Consul bug clients must survive): the next
+    # queries use index=1, which blocks once the real index is known, not index=0,
+    # which would never block.
+    emulator.zero_index_next(2)
+    async with running(emulator) as w:
+        await synced(w)
+        await register(emulator, "web", 8082)
+        await until(lambda: len(w.health("web")) == 2, "second instance")
+        log = emulator.request_log()
+        assert any(r.query.get("index") == ["1"] for r in log), log
+        assert not any(r.query.get("index") == ["0"] for r in log)
+
+
+async def test_transient_errors_are_retried(emulator: ConsulEmulator) -> None:
+    await register(emulator, "web", 8081)
+    errors = metric(metrics.SOURCE_ERRORS, "consul")
+    emulator.fail_next(2, 500, "rpc error", path_prefix="/v1/health/")
+    emulator.drop_next(1, path_prefix="/v1/health/")
+    async with running(emulator) as w:
+        await synced(w)
+        health = [r for r in emulator.request_log() if r.path == "/v1/health/service/web"]
+        assert [r.status for r in health[:3]] == [0, 500, 500], health
+        # aiohttp itself retries a GET whose reused connection was dropped, so the drop
+        # may not reach the source; the two 500s do.
+        assert metric(metrics.SOURCE_ERRORS, "consul") >= errors + 2
+        assert not w.status["stale"]
+        assert w.health("web") == {8081: ("healthy", 1)}
+
+
+async def test_wait_plus_jitter_never_hits_the_read_timeout(emulator: ConsulEmulator) -> None:
+    await register(emulator, "web", 8081)
+    async with running(emulator, wait=0.5) as w:
+        await synced(w)
+        errors = metric(metrics.SOURCE_ERRORS, "consul")
+        await asyncio.sleep(2.0)  # several blocking rounds, each up to wait * 17/16
+        assert metric(metrics.SOURCE_ERRORS, "consul") == errors
+        assert not w.status["stale"]
+
+
+async def test_acl_token() -> None:
+    with ConsulEmulator(acl_tokens={"s3cret"}) as emu:
+        await register(emu, "web", 8081, token="s3cret")
+        async with running(emu, token="s3cret") as w:
+            await synced(w)
+            assert w.entry("web") is not None
+        async with running(emu, token="wrong") as w:
+            await until(lambda: w.status["error"], "an error")
+            assert not w.status["synced"]
+            assert "ACL not found" in w.status["error"]
+            assert "CONSUL_HTTP_TOKEN" in w.status["error"]
+            assert "ACL not found" in " ".join(w.catalog.not_ready())
+
+
+async def test_service_patterns_tags_and_kinds_select_what_is_watched(
+    emulator: ConsulEmulator,
+) -> None:
+    await register(emulator, "web", 8081, tags=["public"])
+    await register(emulator, "web-admin", 8082, tags=["internal"])
+    await register(emulator, "api", 9000, tags=["public"])
+    # A Connect sidecar of web: a service kind, not an ordinary service.
+    sidecar = {
+        "Name": "web-sidecar-proxy",
+        "Kind": "connect-proxy",
+        "Port": 21000,
+        "Tags": ["public"],
+        "Proxy": {"DestinationServiceName": "web"},
+    }
+    await call(put, emulator, "/v1/agent/service/register", sidecar)
+    async with running(emulator, services=("web*",), tags=("public",)) as w:
+        await synced(w)
+        assert sorted(k.name for k in w.catalog.merged()) == ["web"]
+        watched = {r.path for r in emulator.request_log() if r.path.startswith("/v1/health/")}
+        assert "/v1/health/service/api" not in watched
+        assert "/v1/health/service/web-admin" not in watched
