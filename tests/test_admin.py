@@ -62,6 +62,7 @@ class Fixture:
         self.cache.set_snapshot(OTHER, {types.CLUSTER: [eds_cluster("jobs")]})
         self.registry = ProxyRegistry()
         self.reasons: list[str] = ["source k8s has not synced yet"]
+        self.warnings: list[str] = []
         self.snap = self.cache.get(GROUP)
 
         # envoy-1: clusters and endpoints acked at the current snapshot, listeners NACKed.
@@ -106,6 +107,7 @@ class Fixture:
             sources=lambda: SOURCES,
             snapshot_for=self.snapshot_for,
             default_group=GROUP,
+            warnings=lambda: list(self.warnings),
         )
 
     def connect(self) -> None:
@@ -176,6 +178,15 @@ async def test_readyz_flips_when_reasons_clear(fx: Fixture, client: Client) -> N
     fx.reasons.clear()
     assert (await client.get("/readyz"))[::2] == (200, "ready\n")
     assert await client.json("/readyz", verbose="1") == {"ready": True, "reasons": []}
+
+
+async def test_a_stale_source_is_a_warning_not_unreadiness(fx: Fixture, client: Client) -> None:
+    fx.reasons.clear()
+    fx.warnings.append("source consul (consul) is stale, serving its last good state: down")
+    status, _, text = await client.get("/readyz")
+    assert (status, text.splitlines()) == (200, ["ready", f"warning: {fx.warnings[0]}"])
+    verbose = await client.json("/readyz", verbose="")
+    assert verbose == {"ready": True, "reasons": [], "warnings": fx.warnings}
 
 
 async def test_metrics(client: Client) -> None:

@@ -164,3 +164,17 @@ def test_errors_keep_the_last_good_state_and_readiness_waits_for_first_sync() ->
     assert cat.not_ready() == []  # stale but synced once: still serving
     cat.replace("c1", [entry("web", ("10.0.0.1", 80))])
     assert not cat.sources()[0].stale and gauge("xds_source_stale", "c1") == 0
+
+
+def test_stale_lists_synced_sources_that_fail_now() -> None:
+    catalog = Catalog()
+    catalog.register("consul", "consul")
+    catalog.set_error("consul", "cannot reach Consul")
+    assert catalog.stale() == []  # never synced: that is unreadiness, not staleness
+    catalog.replace("consul", [])
+    catalog.set_error("consul", "cannot reach Consul")
+    assert catalog.stale() == [
+        "source consul (consul) is stale, serving its last good state: cannot reach Consul"
+    ]
+    catalog.mark_synced("consul")
+    assert catalog.stale() == []

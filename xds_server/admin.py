@@ -36,7 +36,8 @@ TYPE_ALIASES: Final[dict[str, str]] = {
 
 INDEX: Final = """xds-server admin
   /healthz          process is alive
-  /readyz           ready to serve (503 and the reasons when not; ?verbose for JSON)
+  /readyz           ready to serve (503 and the reasons when not; ?verbose for JSON);
+                    200 with warnings while a source serves its last good state
   /metrics          Prometheus metrics
   /debug/snapshot   what the server would send: ?node=ID or ?group=KEY, &type=clusters|...
   /debug/proxies    connected proxies and their per-type sync state
@@ -104,6 +105,7 @@ class AdminServer:
         sources: Callable[[], list[dict[str, Any]]],
         snapshot_for: Callable[[str], Awaitable[Snapshot]],
         default_group: str,
+        warnings: Callable[[], list[str]] = list,
     ) -> None:
         self.host, self.port = parse_address(address)
         self.cache = cache
@@ -112,6 +114,7 @@ class AdminServer:
         self.sources = sources
         self.snapshot_for = snapshot_for
         self.default_group = default_group
+        self.warnings = warnings
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
@@ -155,10 +158,18 @@ class AdminServer:
 
     async def _readyz(self, request: web.Request) -> web.Response:
         reasons = list(self.readiness())
+        # A stale source does not make the server unready: its last good state is still
+        # served, and taking every replica out of rotation during a registry outage
+        # would cut proxies off from config they can still use.
+        warnings = list(self.warnings())
         status = 503 if reasons else 200
         if "verbose" in request.query:
-            return _json({"ready": not reasons, "reasons": reasons}, status)
+            doc: dict[str, Any] = {"ready": not reasons, "reasons": reasons}
+            if warnings:
+                doc["warnings"] = warnings
+            return _json(doc, status)
         text = "".join(f"{r}\n" for r in reasons) if reasons else "ready\n"
+        text += "".join(f"warning: {w}\n" for w in warnings)
         return web.Response(text=text, status=status)
 
     async def _metrics(self, request: web.Request) -> web.Response:

@@ -205,6 +205,14 @@ class Catalog:
     def sources(self) -> list[SourceStatus]:
         return list(self._status.values())
 
+    def stale(self) -> list[str]:
+        """Sources serving their last good state because their registry fails."""
+        return [
+            f"source {s.name} ({s.kind}) is stale, serving its last good state: {s.error}"
+            for s in self._status.values()
+            if s.synced and s.error is not None
+        ]
+
     def not_ready(self) -> list[str]:
         """Why the catalog is not ready yet: sources that have not synced once."""
         return [

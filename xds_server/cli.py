@@ -159,6 +159,7 @@ async def serve(settings: Settings) -> int:
         cache=cache,
         registry=registry,
         readiness=lambda: catalog.not_ready() + controller.not_ready(),
+        warnings=catalog.stale,
         sources=lambda: [s.as_dict() for s in catalog.sources()],
         snapshot_for=controller.snapshot_for,
         default_group=ProxyGroup(http_listener_port=settings.http_listener_port).key,
