@@ -227,3 +227,42 @@ def test_consul_not_reachable_at_startup_is_not_ready_then_syncs(
     wait_for(server.ready, 20.0, message="ready once Consul answers")
     (src,) = server.get("/debug/sources")
     assert src["services"] == 1 and src["error"] is None, src
+
+
+def test_consul_and_file_registries_combine(
+    emulator: ConsulEmulator,
+    xds_server_factory: Callable[..., XdsServerProcess],
+    http_backend_factory,
+    tmp_path,
+) -> None:
+    in_consul: HttpBackend = http_backend_factory("web-consul")
+    in_file: HttpBackend = http_backend_factory("web-file")
+    api: HttpBackend = http_backend_factory("api")
+    ConsulMesh(emulator, None, 0).register("web", in_consul)  # type: ignore[arg-type]
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(
+        "services:\n"
+        f"  - name: web\n    ports: [{{port: {in_consul.port}}}]\n"
+        f"    endpoints: [{{address: 127.0.0.1, port: {in_file.port}}}]\n"
+        "  - name: api\n    ports: [{port: 80}]\n"
+        f"    endpoints: [{{address: 127.0.0.1, port: {api.port}}}]\n"
+    )
+    server = xds_server_factory(
+        "--file", str(registry), "--consul", "--consul-address", emulator.url
+    )
+    sources = {s["name"]: s for s in server.get("/debug/sources")}
+    assert sources["file"]["services"] == 2 and sources["consul"]["services"] == 1, sources
+    snap = json.loads(server.xdsctl("snapshot", "--type", "endpoints", "-o", "json").stdout)
+    ports = {
+        r["name"]: sorted(
+            lb["endpoint"]["address"]["socket_address"]["port_value"]
+            for locality in r["resource"]["endpoints"]
+            for lb in locality["lb_endpoints"]
+        )
+        for r in snap["resources"]
+    }
+    # One service "web" with the endpoints of both registries.
+    assert ports == {
+        f"web.default:{in_consul.port}": sorted([in_consul.port, in_file.port]),
+        "api.default:80": [api.port],
+    }, ports
