@@ -8,9 +8,7 @@ COPY pyproject.toml README.md ./
 COPY xds_server ./xds_server
 COPY sources ./sources
 COPY translators ./translators
-# py-consul is the Consul source's client (sources/consul.py imports `consul`); named
-# here as well so the image has it whether or not pyproject's dependencies list it.
-RUN pip install --no-cache-dir . "py-consul>=1.8" \
+RUN pip install --no-cache-dir . \
  && useradd --system --no-create-home xds
 USER xds
 EXPOSE 18000 19000
