@@ -35,36 +35,26 @@ No thresholds are enforced.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import random
-import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
-
-import psutil
-from prometheus_client.parser import text_string_to_metric_families
+from typing import Any
 
 from bench import fixtures
 from bench.common import (
     MB,
-    ROOT,
     BenchError,
     MachineMeter,
+    RealServer,
     RunOptions,
+    Samples,
     Workers,
     add_run_arguments,
     dist_ms,
@@ -203,135 +193,6 @@ class Registry:
             _, configs, _ = group_resources([e.service for e in ordered], ProxyGroup())
             routes = [fixtures.route_marker(rc) for rc in configs]
         return what, clas, routes
-
-
-# -- the server -------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _xds_server_exe() -> str:
-    exe = Path(sys.executable).with_name("xds-server")
-    found = str(exe) if exe.exists() else shutil.which("xds-server")
-    if not found:
-        raise BenchError("xds-server not found (pip install -e . in the venv)")
-    return found
-
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-class RealServer:
-    """``xds-server --file …`` in a child process, watched with psutil and its admin API."""
-
-    def __init__(self, registry_file: Path, file_interval: float, log: IO[bytes]):
-        self.xds_port = _free_port()
-        self.admin = f"http://127.0.0.1:{_free_port()}"
-        cmd = [
-            _xds_server_exe(),
-            "--file",
-            str(registry_file),
-            "--file-interval",
-            str(file_interval),
-            "--xds-address",
-            f"127.0.0.1:{self.xds_port}",
-            "--admin-address",
-            self.admin.removeprefix("http://"),
-            "--shutdown-grace",
-            "1",
-        ]
-        self.log_path = log.name
-        self.log_offset = 0
-        self.started = time.time()
-        self.proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,  # Ctrl-C is ours to handle; we stop it in order
-            cwd=str(ROOT),
-        )
-        self.ps = psutil.Process(self.proc.pid)
-
-    def get(self, path: str, timeout: float = 10.0) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(self.admin + path, timeout=timeout) as resp:
-                return int(resp.status), resp.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode(errors="replace")
-
-    def wait_ready(self, timeout: float) -> float:
-        """Seconds from process start to /readyz answering 200."""
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise BenchError(f"xds-server exited with {self.proc.returncode}")
-            with contextlib.suppress(OSError):
-                if self.get("/readyz", timeout=2.0)[0] == 200:
-                    return time.time() - self.started
-            time.sleep(0.05)
-        raise BenchError(f"xds-server not ready within {timeout} s")
-
-    def metrics(self) -> Samples:
-        status, text = self.get("/metrics")
-        if status != 200:
-            raise BenchError(f"/metrics answered {status}")
-        return {
-            (s.name, frozenset(s.labels.items())): float(s.value)
-            for fam in text_string_to_metric_families(text)
-            for s in fam.samples
-        }
-
-    def stats(self) -> dict[str, float]:
-        """RSS, peak RSS (VmHWM) and CPU seconds of the server process."""
-        t = self.ps.cpu_times()
-        peak = 0
-        with open(f"/proc/{self.proc.pid}/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    peak = int(line.split()[1]) * 1024
-        return {
-            "rss": float(self.ps.memory_info().rss),
-            "peak_rss": float(peak),
-            "cpu": t.user + t.system,
-            "time": time.time(),
-        }
-
-    def published_since(self, since: float) -> float | None:
-        """When the file source last logged "published …" at or after `since` (the log's
-        clock has millisecond resolution), reading the log from where it stopped."""
-        found = None
-        with open(self.log_path, "rb") as f:
-            f.seek(self.log_offset)
-            chunk = f.read()
-        complete = chunk.rfind(b"\n") + 1
-        self.log_offset += complete
-        for line in chunk[:complete].decode(errors="replace").splitlines():
-            if "sources.file:" not in line or ": published " not in line:
-                continue
-            with contextlib.suppress(ValueError):
-                at = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
-                if at >= since - 0.001 and found is None:
-                    found = at
-        return found
-
-    def close(self) -> float | None:
-        """Stop the server (SIGTERM, then SIGKILL); its CPU seconds just before."""
-        cpu = None
-        if self.proc.poll() is None:
-            with contextlib.suppress(psutil.Error):
-                cpu = self.stats()["cpu"]
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        return cpu
 
 
 # -- /metrics ---------------------------------------------------------------------------
@@ -517,7 +378,7 @@ def run_mode(mode: str, o: Options) -> dict[str, Any]:
         server: RealServer | None = None
         workers: Workers | None = None
         try:
-            server = RealServer(path, o.file_interval, log)
+            server = RealServer(["--file", str(path), "--file-interval", str(o.file_interval)], log)
             ready_s = server.wait_ready(o.timeout)
             workers = Workers(o.workers, server.xds_port, mode == "delta", o.streams_per_channel)
             w = workers
