@@ -217,6 +217,7 @@ class ConsulSource:
         self._watches: dict[str, _Watch] = {}
         self._failing: dict[str, str] = {}  # watch ("catalog" or a service) → its error
         self._catalog_answered = False
+        self._unanswered = 0  # watches that have not answered once (a count: O(1) per answer)
         self._synced = False
         self._pacer = Pacer(config.watch_rate)
         self._up = asyncio.Event()  # Consul answered the catalog watch's last query
@@ -317,6 +318,7 @@ class ConsulSource:
     def _start_watch(self, client: consul.aio.Consul, name: str) -> None:
         task = asyncio.create_task(self._watch_service(client, name), name=f"consul:{name}")
         self._watches[name] = _Watch(task)
+        self._unanswered += 1
         metrics.CONSUL_WATCHES.labels(self.name).set(len(self._watches) + 1)
 
     def _stop_watch(self, name: str, deregistered: bool = False) -> None:
@@ -324,6 +326,8 @@ class ConsulSource:
         if watch is None:
             return
         watch.task.cancel()
+        if not watch.answered:
+            self._unanswered -= 1
         self._clear_failure(name)
         metrics.CONSUL_WATCHES.labels(self.name).set(len(self._watches) + 1)
         if deregistered and self._synced and watch.published is not None:
@@ -377,7 +381,9 @@ class ConsulSource:
             datacenter=self.config.datacenter or "",
             previous_port=watch.port,
         )
-        watch.answered = True
+        if not watch.answered:
+            watch.answered = True
+            self._unanswered -= 1
         if entry is None:  # only sidecars/gateways, or nothing matching the tags
             if watch.published is not None and self._synced:
                 self.catalog.remove(self.name, entry_key(name))
@@ -415,7 +421,7 @@ class ConsulSource:
     def _maybe_synced(self) -> None:
         if self._synced or not self._catalog_answered:
             return
-        if not all(w.answered for w in self._watches.values()):
+        if self._unanswered:
             return
         # The first full state in one piece: proxies get every service at once.
         self._synced = True
