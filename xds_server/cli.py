@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from sources.file import FileRegistryError, FileSource
+from sources.kube_config import KubeConfigError
+from sources.kube_config import resolve as kube_connection
+from sources.kubernetes import KubernetesSource
 from translators import ProxyGroup
 from xds_server import __version__
 from xds_server.admin import AdminServer
@@ -55,13 +58,17 @@ def _parser() -> argparse.ArgumentParser:
     for key, field in Settings.model_fields.items():
         extra = field.json_schema_extra
         assert isinstance(extra, dict)
+        flag = "--" + key.replace("_", "-")
+        if field.annotation is bool:  # a switch: given means true (env/config: true/false)
+            p.add_argument(flag, action="store_const", const=True, help=field.description)
+            continue
         default = field.default
-        if default is None:
+        if default is None or default == ():
             default = "off"
         elif extra["metavar"] == "DURATION":
             default = f"{default * 1000:g}ms" if default < 1 else f"{default:g}s"
         p.add_argument(
-            "--" + key.replace("_", "-"),
+            flag,
             metavar=str(extra["metavar"]),
             help=f"{field.description} (default {default})",
         )
@@ -113,7 +120,20 @@ async def serve(settings: Settings) -> int:
             file_source.load_once()
         except FileRegistryError as exc:
             return _fail(str(exc))
-    else:
+    kube_source = None
+    if settings.kubernetes:
+        try:
+            connection = kube_connection(settings.kubeconfig, settings.context)
+        except KubeConfigError as exc:
+            return _fail(str(exc))
+        log.info("kubernetes: API server %s (%s)", connection.server, connection.origin)
+        kube_source = KubernetesSource(
+            connection,
+            catalog,
+            namespaces=settings.namespaces,
+            label_selector=settings.label_selector,
+        )
+    if settings.file is None and kube_source is None:
         log.warning("no registry configured (--file): proxies will receive no services")
     await controller.rebuild()
 
@@ -156,6 +176,8 @@ async def serve(settings: Settings) -> int:
     tasks = [asyncio.create_task(debouncer.run(), name="debouncer")]
     if file_source is not None:
         tasks.append(asyncio.create_task(file_source.run(), name="file-source"))
+    if kube_source is not None:
+        tasks.append(asyncio.create_task(kube_source.run(), name="kubernetes-source"))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -69,3 +69,21 @@ TRANSLATE_SKIPPED = Gauge(
     "Items (domains, listeners) currently left out because they conflict, by proxy group",
     ["group"],
 )
+
+# Kubernetes source (sources/kubernetes.py).
+KUBE_RELISTS = Counter(
+    "xds_kubernetes_relists_total",
+    "Full lists of a Kubernetes resource after the first (410 Gone, or an error before the "
+    "first watch)",
+    ["source", "resource"],
+)
+KUBE_WATCH_RESTARTS = Counter(
+    "xds_kubernetes_watch_restarts_total",
+    "Kubernetes watches started again, by reason (closed, gone, error)",
+    ["source", "resource", "reason"],
+)
+KUBE_SKIPPED_SERVICES = Gauge(
+    "xds_kubernetes_skipped_services",
+    "Kubernetes Services currently not published (ExternalName, no TCP port)",
+    ["source"],
+)

@@ -41,6 +41,18 @@ Duration = Annotated[float, BeforeValidator(_duration), Field(ge=0)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
+def _names(value: Any) -> Any:
+    """A comma-separated string (flag, environment) or a list (config file)."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+Names = Annotated[tuple[str, ...], BeforeValidator(_names)]
+
+
 def _setting(default: Any, metavar: str, help: str, **constraints: Any) -> Any:
     """A setting's default, and how `xds-server --help` presents it."""
     return Field(default, description=help, json_schema_extra={"metavar": metavar}, **constraints)
@@ -57,6 +69,15 @@ class Settings(BaseModel):
     )
     file: Path | None = _setting(None, "PATH", "file registry: YAML/JSON services, watched")
     file_interval: Duration = _setting(1.0, "DURATION", "how often the file is checked")
+    kubernetes: bool = _setting(False, "", "Kubernetes registry: watch Services and EndpointSlices")
+    kubeconfig: Path | None = _setting(
+        None, "PATH", "kubeconfig; off: $KUBECONFIG, ~/.kube/config, else in-cluster"
+    )
+    context: str | None = _setting(None, "NAME", "kubeconfig context; off: its current-context")
+    namespaces: Names = _setting((), "NS[,NS...]", "Kubernetes namespaces to watch; off: all")
+    label_selector: str | None = _setting(
+        None, "SELECTOR", "only Kubernetes Services matching this label selector"
+    )
     debounce_quiet: Duration = _setting(
         0.1, "DURATION", "after a change, coalesce more until none arrived for this long"
     )
@@ -136,9 +157,5 @@ def load(
         msg = err["msg"].removeprefix("Value error, ")
         raise SettingsError(
             f"invalid {key} from {origin.get(key, 'defaults')}: {msg}"
-            + (
-                f" (got {err['input']!r})"
-                if err["type"] != "value_error" and key in values
-                else ""
-            )
+            + (f" (got {err['input']!r})" if err["type"] != "value_error" and key in values else "")
         ) from exc
