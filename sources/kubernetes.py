@@ -91,7 +91,7 @@ class Timing:
     watch_timeout: float = 240.0  # timeoutSeconds is drawn from [this, 2 x this]
     watch_read_grace: float = 30.0  # a watch read waits timeoutSeconds + this
     backoff_initial: float = 0.5
-    backoff_max: float = 10.0
+    backoff_max: float = 5.0
     page_size: int = 500
 
 

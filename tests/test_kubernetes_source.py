@@ -18,6 +18,7 @@ from tests.harness.kubeapi import (
     SERVICES,
     SLICES,
     TOKEN,
+    FirstWatch,
     KubeApi,
     endpoint,
     endpoint_slice,
@@ -83,28 +84,6 @@ def watches(api: KubeApi, kind: str) -> list[dict[str, str]]:
 
 def lists(api: KubeApi, kind: str) -> list[dict[str, str]]:
     return [r["query"] for r in gets(api, kind) if not r["query"].get("watch")]
-
-
-class FirstWatch:
-    """A kmock criterion matching only the first watch of `kind` that arrives after it is
-    armed (kmock also asks criteria about requests it served earlier)."""
-
-    def __init__(self, kind: str, armed: bool = True) -> None:
-        self.kind, self.armed = kind, armed
-        self.chosen: Any = None
-        self.seen: set[int] = set()
-
-    def __call__(self, req: Any) -> bool:
-        if req is self.chosen:
-            return True
-        fresh = id(req) not in self.seen  # requests live on in kmock's history: ids stay
-        self.seen.add(id(req))
-        if not (fresh and self.armed and req.url.path.endswith(self.kind)):
-            return False
-        if not req.params.get("watch"):
-            return False
-        self.armed, self.chosen = False, req
-        return True
 
 
 def web_slice(*endpoints: dict[str, Any], name: str = "web-1") -> dict[str, Any]:

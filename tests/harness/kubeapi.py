@@ -88,6 +88,28 @@ def _path(obj_or_kind: dict[str, Any] | str, namespace: str, name: str | None = 
     return f"{base}/namespaces/{namespace}/{plural}" + (f"/{name}" if name else "")
 
 
+class FirstWatch:
+    """A kmock criterion matching only the first watch of `kind` that arrives after it is
+    armed (kmock also asks criteria about requests it served earlier)."""
+
+    def __init__(self, kind: str, armed: bool = True) -> None:
+        self.kind, self.armed = kind, armed
+        self.chosen: Any = None
+        self.seen: set[int] = set()
+
+    def __call__(self, req: Any) -> bool:
+        if req is self.chosen:
+            return True
+        fresh = id(req) not in self.seen  # requests live on in kmock's history: ids stay
+        self.seen.add(id(req))
+        if not (fresh and self.armed and req.url.path.endswith(self.kind)):
+            return False
+        if not req.params.get("watch"):
+            return False
+        self.armed, self.chosen = False, req
+        return True
+
+
 class KubeApi:
     def __init__(self) -> None:
         self.port = free_port()
