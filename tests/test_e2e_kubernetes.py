@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from tests.harness.waiting import wait_for
 from tests.test_e2e_envoy import CDS_REJECTED, outcomes, runs, wait_for_status
 from tests.test_e2e_file_registry import only
 
-pytest_plugins = ["tests.harness.fixtures"]
+pytest_plugins = ["tests.harness.fixtures", "tests.harness.kubeapi"]
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -65,27 +65,18 @@ def backend_slice(b: HttpBackend, **conditions: bool) -> dict[str, Any]:
     return endpoint_slice(f"web-{b.name}", "web", [endpoint(**conditions)], [("http", b.port)])
 
 
-@pytest.fixture(name="api_fixture")
-def api() -> Iterator[KubeApi]:
-    server = KubeApi().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def mesh_factory(
-    tmp_path: Path, api_fixture: KubeApi, xds_server_factory: Callable[..., XdsServerProcess]
+    tmp_path: Path, kube_api: KubeApi, xds_server_factory: Callable[..., XdsServerProcess]
 ) -> Callable[..., Mesh]:
     def start(*extra: str) -> Mesh:
-        config = api_fixture.kubeconfig(tmp_path / "kubeconfig")
+        config = kube_api.kubeconfig(tmp_path / "kubeconfig")
         port = free_port()
         server = xds_server_factory(
             "--kubernetes", "--kubeconfig", str(config), "--http-listener-port", str(port),
             *extra,
         )  # fmt: skip
-        return Mesh(api_fixture, server, port)
+        return Mesh(kube_api, server, port)
 
     return start
 
@@ -156,12 +147,11 @@ def test_services_and_slices_drive_real_traffic(
 
 
 def test_gone_mid_watch_relists_without_pushing(
-    api_fixture: KubeApi,
-    mesh_factory, envoy_factory, http_backend_factory, request_loop_factory
+    kube_api: KubeApi, mesh_factory, envoy_factory, http_backend_factory, request_loop_factory
 ) -> None:
     v1: HttpBackend = http_backend_factory("v1")
     v2: HttpBackend = http_backend_factory("v2")
-    api: KubeApi = api_fixture
+    api: KubeApi = kube_api
     api.create(service("web"))
     api.create(backend_slice(v1))
 

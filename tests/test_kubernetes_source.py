@@ -6,7 +6,6 @@ in a thread, behind a proxy that can be cut) and publishes to the real Catalog.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +34,12 @@ FAST = Timing(connect_timeout=2, request_timeout=5, backoff_initial=0.05, backof
 WEB = ServiceKey("default", "web")
 
 
+pytest_plugins = ["tests.harness.kubeapi"]
+
+
 @pytest.fixture
-def api() -> Iterator[KubeApi]:
-    server = KubeApi().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def api(kube_api: KubeApi) -> KubeApi:
+    return kube_api
 
 
 class Recorder:
