@@ -28,7 +28,7 @@ from tests.harness.waiting import wait_for
 from tests.test_e2e_envoy import CDS_REJECTED, outcomes, runs, wait_for_status
 from tests.test_e2e_file_registry import only
 
-pytest_plugins = ["tests.harness.fixtures", "tests.harness.kubeapi"]
+pytest_plugins = ["tests.harness.fixtures", "tests.harness.kube_fixtures"]
 
 pytestmark = pytest.mark.timeout(90)
 

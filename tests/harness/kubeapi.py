@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
 import aiohttp
 import kmock
-import pytest
 import yaml
 
 from tests.harness.ports import free_port
@@ -274,14 +273,3 @@ class KubeApi:
             ]
 
         return self.call(collect())
-
-
-@pytest.fixture
-def kube_api() -> Iterator[KubeApi]:
-    """A started `KubeApi`, stopped at teardown (use with
-    ``pytest_plugins = ["tests.harness.kubeapi"]``)."""
-    server = KubeApi().start()
-    try:
-        yield server
-    finally:
-        server.stop()
