@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test lint bench bench-registry clean
+.PHONY: run demo test lint bench bench-registry bench-kubernetes clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ bench: $(STAMP)
 
 bench-registry: $(STAMP)
 	$(BIN)/python -m bench.registry --services 1000 --endpoints 10 --proxies 1000 --mode both --edits 5
+
+bench-kubernetes: $(STAMP)
+	$(BIN)/python -m bench.kubernetes --services 5000 --endpoints 5 --proxies 100 --mode both --edits 5
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

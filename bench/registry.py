@@ -228,15 +228,20 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 class RealServer:
     """``xds-server --file …`` in a child process, watched with psutil and its admin API."""
 
-    def __init__(self, registry_file: Path, file_interval: float, log: IO[bytes]):
+    def __init__(
+        self,
+        registry_file: Path | None,
+        file_interval: float,
+        log: IO[bytes],
+        source_args: list[str] | None = None,  # instead of the file registry's
+    ):
         self.xds_port = _free_port()
         self.admin = f"http://127.0.0.1:{_free_port()}"
+        if source_args is None:
+            source_args = ["--file", str(registry_file), "--file-interval", str(file_interval)]
         cmd = [
             _xds_server_exe(),
-            "--file",
-            str(registry_file),
-            "--file-interval",
-            str(file_interval),
+            *source_args,
             "--xds-address",
             f"127.0.0.1:{self.xds_port}",
             "--admin-address",
