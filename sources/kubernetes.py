@@ -219,7 +219,7 @@ class KubernetesSource:
                 metrics.KUBE_WATCH_RESTARTS.labels(self.name, res.kind, "error").inc()
                 self._failed(res, _describe(exc))
                 await asyncio.sleep(backoff.next())
-            except ValueError as exc:  # undecodable JSON: resume, relist if it persists
+            except ValueError as exc:  # undecodable JSON: the store may have missed an event
                 metrics.KUBE_WATCH_RESTARTS.labels(self.name, res.kind, "error").inc()
                 self._failed(res, f"invalid JSON from the API server: {exc}")
                 need_list = True
@@ -463,8 +463,9 @@ async def _check(resp: aiohttp.ClientResponse, what: str) -> None:
     hint = {
         401: " (check the token or client certificate)",
         403: " (the account needs get/list/watch on services and endpointslices)",
-        404: " (discovery.k8s.io/v1 EndpointSlices need Kubernetes 1.21+)",
     }.get(resp.status, "")
+    if resp.status == 404 and "endpointslices" in what:
+        hint = " (discovery.k8s.io/v1 EndpointSlices need Kubernetes 1.21+)"
     raise _ApiError(f"{what}: HTTP {resp.status}{': ' + message if message else ''}{hint}")
 
 

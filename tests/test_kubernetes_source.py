@@ -301,3 +301,18 @@ async def test_bearer_token_is_sent(api: KubeApi, tmp_path: Path) -> None:
         await async_wait_for(lambda: len(watches(api, "services")) >= 1, WAIT, message="watch")
     tokens = {r["headers"].get("Authorization") for r in gets(api, "services")}
     assert tokens == {f"Bearer {TOKEN}"}
+
+
+async def test_watch_lines_bigger_than_aiohttp_line_limit(api: KubeApi, tmp_path: Path) -> None:
+    rec = Recorder()
+    source = make_source(api, tmp_path, rec)
+    async with running_task(source.run()):
+        await async_wait_for(lambda: not rec.catalog.not_ready(), WAIT, message="synced")
+        big = service("web", labels={"app": "web"})
+        big["metadata"]["annotations"] = {"last-applied": "x" * 300_000}  # one 300 KB line
+        api.create(big)
+        api.create(web_slice(endpoint("10.0.0.1")))
+        await async_wait_for(
+            lambda: addresses(rec.entry()) == [("10.0.0.1", 8080, "healthy")], WAIT
+        )
+        assert not rec.status()["stale"]
