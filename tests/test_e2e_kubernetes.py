@@ -26,7 +26,7 @@ from tests.harness.ports import free_port
 from tests.harness.server_proc import XdsServerProcess
 from tests.harness.waiting import wait_for
 from tests.test_e2e_envoy import CDS_REJECTED, outcomes, runs, wait_for_status
-from tests.test_e2e_file_registry import only
+from tests.test_e2e_file_registry import only, wait_synced
 
 pytest_plugins = ["tests.harness.fixtures", "tests.harness.kube_fixtures"]
 
@@ -48,6 +48,10 @@ class Mesh:
     def envoy(self, envoy_factory: Callable[..., EnvoyProcess]) -> EnvoyProcess:
         boot = bootstrap(self.server.xds_port, free_port(), NODE)
         return envoy_factory(boot, name=NODE, wait="ready", timeout=WAIT)
+
+    def proxy(self, node: str = NODE) -> dict[str, Any] | None:
+        mine = [p for p in self.server.get("/debug/proxies") if p["node_id"] == node]
+        return mine[0] if len(mine) == 1 else None
 
     def source(self) -> dict[str, Any]:
         (kube,) = self.server.get("/debug/sources")
@@ -167,7 +171,7 @@ def test_gone_mid_watch_relists_without_pushing(
     web: RequestLoop = request_loop_factory(mesh.url, "web")
     web.wait_for_body("v1", WAIT, since=0)
     wait_for(lambda: first.chosen is not None, WAIT, message="the scripted watch")
-    time.sleep(0.5)  # let the initial pushes' ACKs settle before taking the baseline
+    wait_synced(mesh, NODE)  # all pushes ACKed: a complete baseline
     pushes = mesh.pushes()
     relists = 'xds_kubernetes_relists_total{resource="endpointslices",source="kubernetes"}'
 
@@ -200,7 +204,7 @@ def test_api_unreachable_for_10s_keeps_traffic_flowing(
     web: RequestLoop = request_loop_factory(mesh.url, "web")
     web.wait_for_body("v1", WAIT, since=0)
     web.wait_for_body("v2", WAIT, since=0)
-    time.sleep(0.5)  # let the initial pushes' ACKs settle before taking the baseline
+    wait_synced(mesh, NODE)  # all pushes ACKed: a complete baseline
     pushes = mesh.pushes()
     stale = 'xds_source_stale{source="kubernetes"}'
 
