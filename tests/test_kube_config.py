@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from sources.kube_config import KubeConfigError, from_kubeconfig, resolve
-from xds_server.cli import _parser
+from xds_server.cli import _parser, main
 from xds_server.settings import SettingsError, load
 
 
@@ -133,3 +133,13 @@ def test_settings_switch_and_lists(tmp_path: Path) -> None:
         load({}, environ={"XDS_SERVER_KUBERNETES": "maybe"})
     with pytest.raises(SystemExit):
         _parser().parse_args(["--kubernetes", "yes"])
+
+
+def test_xds_server_refuses_a_bad_kubeconfig_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = kubeconfig(tmp_path / "config", {"exec": {"command": "aws"}})
+    code = main(["--kubernetes", "--kubeconfig", str(path), "--admin-address", "127.0.0.1:0"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert err.startswith("xds-server: ") and "exec credential plugin" in err
