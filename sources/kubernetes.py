@@ -130,7 +130,7 @@ class _Resource:
         return self.namespace is None or key[0] == self.namespace
 
 
-def _paths(kind: Kind, namespace: str | None) -> str:
+def _path(kind: Kind, namespace: str | None) -> str:
     base = "/api/v1" if kind == "services" else "/apis/discovery.k8s.io/v1"
     return f"{base}/namespaces/{namespace}/{kind}" if namespace else f"{base}/{kind}"
 
@@ -156,7 +156,7 @@ class KubernetesSource:
         self.timing = timing
         scopes: list[str | None] = list(dict.fromkeys(namespaces)) or [None]
         self.resources = [
-            _Resource(kind, ns, _paths(kind, ns), label_selector if kind == "services" else None)
+            _Resource(kind, ns, _path(kind, ns), label_selector if kind == "services" else None)
             for kind in ("services", "endpointslices")
             for ns in scopes
         ]
@@ -168,10 +168,6 @@ class KubernetesSource:
         self._synced = False
         self._session: aiohttp.ClientSession | None = None
         catalog.register(name, KIND)
-
-    @property
-    def synced(self) -> bool:
-        return self._synced
 
     async def run(self) -> None:
         """Forever: every list+watch loop, each with its own retries."""
