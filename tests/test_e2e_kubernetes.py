@@ -241,3 +241,36 @@ def _slice_lists(api: KubeApi) -> list[dict[str, Any]]:
         if r["method"] == "GET" and r["path"].endswith("endpointslices")
         and not r["query"].get("watch")
     ]  # fmt: skip
+
+
+def test_combines_with_the_file_registry(
+    tmp_path: Path, kube_api: KubeApi, xds_server_factory: Callable[..., XdsServerProcess]
+) -> None:
+    kube_api.create(service("web"))
+    kube_api.create(endpoint_slice("web-1", "web", [endpoint("10.0.0.1")], [("http", 8080)]))
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(
+        "services:\n"
+        "  - {name: web, ports: [{port: 80}], endpoints: [{address: 10.0.0.2, port: 9090}]}\n"
+        "  - {name: api, ports: [{port: 80}], endpoints: [{address: 10.0.0.3, port: 9090}]}\n"
+    )
+    config = kube_api.kubeconfig(tmp_path / "kubeconfig")
+    server = xds_server_factory(
+        "--file", str(registry), "--kubernetes", "--kubeconfig", str(config)
+    )
+    sources = {s["name"]: s for s in server.get("/debug/sources")}
+    assert sources["file"]["synced"] and sources["kubernetes"]["synced"]
+    snapshot = json.loads(server.xdsctl("snapshot", "--type", "endpoints", "-o", "json").stdout)
+    endpoints = {
+        r["name"]: sorted(
+            (lb["endpoint"]["address"]["socket_address"]["address"])
+            for loc in r["resource"]["endpoints"]
+            for lb in loc["lb_endpoints"]
+        )
+        for r in snapshot["resources"]
+    }
+    # web: one service with the endpoints of both registries; api: the file's alone.
+    assert endpoints == {
+        "web.default:80": ["10.0.0.1", "10.0.0.2"],
+        "api.default:80": ["10.0.0.3"],
+    }
