@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test lint bench bench-registry bench-consul clean
+.PHONY: run demo test lint bench bench-registry bench-consul bench-kubernetes clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ bench-registry: $(STAMP)
 
 bench-consul: $(STAMP)
 	$(BIN)/python -m bench.consul --services 2000 --instances 5 --proxies 1000 --mode both --flips 5
+
+bench-kubernetes: $(STAMP)
+	$(BIN)/python -m bench.kubernetes --services 5000 --endpoints 5 --proxies 100 --mode both --edits 5
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

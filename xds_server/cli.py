@@ -20,6 +20,9 @@ from typing import Any, NoReturn
 
 from sources.consul import ConsulConfig, ConsulConfigError, ConsulSource
 from sources.file import FileRegistryError, FileSource
+from sources.kube_config import KubeConfigError
+from sources.kube_config import resolve as kube_connection
+from sources.kubernetes import KubernetesSource
 from translators import ProxyGroup
 from xds_server import __version__
 from xds_server.admin import AdminServer
@@ -139,8 +142,24 @@ async def serve(settings: Settings) -> int:
         except ConsulConfigError as exc:
             return _fail(str(exc))
         consul_source = ConsulSource(catalog, consul_config)
-    if file_source is None and consul_source is None:
-        log.warning("no registry configured (--file, --consul): proxies will receive no services")
+    kube_source = None
+    if settings.kubernetes:
+        try:
+            connection = kube_connection(settings.kubeconfig, settings.context)
+        except KubeConfigError as exc:
+            return _fail(str(exc))
+        log.info("kubernetes: API server %s (%s)", connection.server, connection.origin)
+        kube_source = KubernetesSource(
+            connection,
+            catalog,
+            namespaces=settings.namespaces,
+            label_selector=settings.label_selector,
+        )
+    if file_source is None and consul_source is None and kube_source is None:
+        log.warning(
+            "no registry configured (--file, --consul, --kubernetes): proxies will receive"
+            " no services"
+        )
     await controller.rebuild()
 
     server = XdsServer(
@@ -185,6 +204,8 @@ async def serve(settings: Settings) -> int:
         tasks.append(asyncio.create_task(file_source.run(), name="file-source"))
     if consul_source is not None:
         tasks.append(asyncio.create_task(consul_source.run(), name="consul-source"))
+    if kube_source is not None:
+        tasks.append(asyncio.create_task(kube_source.run(), name="kubernetes-source"))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

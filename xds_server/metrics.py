@@ -69,6 +69,8 @@ TRANSLATE_SKIPPED = Gauge(
     "Items (domains, listeners) currently left out because they conflict, by proxy group",
     ["group"],
 )
+
+# Consul source (sources/consul.py).
 CONSUL_WATCHES = Gauge(
     "xds_consul_watches",
     "Consul blocking queries the source keeps running (the catalog's and one per service)",
@@ -77,5 +79,23 @@ CONSUL_WATCHES = Gauge(
 CONSUL_INDEX_RESETS = Counter(
     "xds_consul_index_resets_total",
     "Consul watches started over because the index went backwards",
+    ["source"],
+)
+
+# Kubernetes source (sources/kubernetes.py).
+KUBE_RELISTS = Counter(
+    "xds_kubernetes_relists_total",
+    "Full lists of a Kubernetes resource after the first (410 Gone, or an error before the "
+    "first watch)",
+    ["source", "resource"],
+)
+KUBE_WATCH_RESTARTS = Counter(
+    "xds_kubernetes_watch_restarts_total",
+    "Kubernetes watches started again, by reason (closed, gone, error)",
+    ["source", "resource", "reason"],
+)
+KUBE_SKIPPED_SERVICES = Gauge(
+    "xds_kubernetes_skipped_services",
+    "Kubernetes Services currently not published (ExternalName, no TCP port)",
     ["source"],
 )

@@ -39,6 +39,8 @@ def _duration(value: Any) -> Any:
 
 def _names(value: Any) -> Any:
     """A list, or the same as one comma-separated string (how flags and env vars give it)."""
+    if value is None:
+        return ()
     if isinstance(value, str):
         return tuple(part.strip() for part in value.split(",") if part.strip())
     return value
@@ -95,6 +97,17 @@ class Settings(BaseModel):
     )
     consul_watch_rate: float = _setting(
         500.0, "N", "new Consul blocking queries per second when many watches start", gt=0
+    )
+    kubernetes: bool = _setting(False, "", "Kubernetes registry: watch Services and EndpointSlices")
+    kubeconfig: Path | None = _setting(
+        None, "PATH", "kubeconfig file (else KUBECONFIG, ~/.kube/config, else in-cluster)"
+    )
+    context: str | None = _setting(None, "NAME", "kubeconfig context (else its current-context)")
+    namespaces: Names = _setting(
+        (), "NS[,NS...]", "Kubernetes namespaces to watch, comma-separated (else all)"
+    )
+    label_selector: str | None = _setting(
+        None, "SELECTOR", "only Kubernetes Services matching this label selector"
     )
     debounce_quiet: Duration = _setting(
         0.1, "DURATION", "after a change, coalesce more until none arrived for this long"
@@ -175,9 +188,5 @@ def load(
         msg = err["msg"].removeprefix("Value error, ")
         raise SettingsError(
             f"invalid {key} from {origin.get(key, 'defaults')}: {msg}"
-            + (
-                f" (got {err['input']!r})"
-                if err["type"] != "value_error" and key in values
-                else ""
-            )
+            + (f" (got {err['input']!r})" if err["type"] != "value_error" and key in values else "")
         ) from exc

@@ -1,0 +1,275 @@
+"""A Kubernetes API for tests: kmock's emulator on loopback, behind a proxy that can be cut.
+
+`KubeApi` runs `kmock.KubernetesEmulator` (a real HTTP server speaking the Kubernetes
+API: list, watch, create, patch, delete) on its own event loop in a background
+thread, so sync end-to-end tests and async unit tests use it alike. Clients (the
+`xds-server` under test) reach it through a small TCP proxy on a fixed loopback port:
+`cut()` closes every connection and stops listening (the API server is unreachable:
+connection refused), `restore()` listens again on the same port.
+
+What the emulator does not do, the tests script with kmock's reactions
+(`script(...)`): 410 Gone, BOOKMARK and ERROR events, watches that end. Note what it
+does not emulate: resourceVersions (the list says "...", objects have none), label
+selectors, `timeoutSeconds`; and a watch starts by replaying every object as ADDED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, Self, TypeVar
+
+import aiohttp
+import kmock
+import yaml
+
+from tests.harness.ports import free_port
+
+T = TypeVar("T")
+
+SERVICES = "v1/services"
+SLICES = "discovery.k8s.io/v1/endpointslices"
+TOKEN = "test-token"
+
+
+def service(
+    name: str,
+    ports: list[dict[str, Any]] | None = None,
+    namespace: str = "default",
+    **spec: Any,
+) -> dict[str, Any]:
+    """A Service object; `ports` default to one `http` port 80."""
+    labels = spec.pop("labels", None)
+    meta: dict[str, Any] = {"name": name, "namespace": namespace}
+    if labels:
+        meta["labels"] = labels
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta,
+        "spec": {"ports": ports if ports is not None else [{"name": "http", "port": 80}], **spec},
+    }
+
+
+def endpoint(ip: str = "127.0.0.1", zone: str | None = None, **conditions: bool) -> dict[str, Any]:
+    ep: dict[str, Any] = {"addresses": [ip], "conditions": conditions}
+    if zone:
+        ep["zone"] = zone
+    return ep
+
+
+def endpoint_slice(
+    name: str,
+    service_name: str,
+    endpoints: list[dict[str, Any]],
+    ports: list[tuple[str, int]],
+    namespace: str = "default",
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"kubernetes.io/service-name": service_name},
+        },
+        "addressType": "IPv4",
+        "ports": [{"name": n, "port": p, "protocol": "TCP"} for n, p in ports],
+        "endpoints": endpoints,
+    }
+
+
+def _path(obj_or_kind: dict[str, Any] | str, namespace: str, name: str | None = None) -> str:
+    kind = obj_or_kind if isinstance(obj_or_kind, str) else obj_or_kind["kind"]
+    base = "/api/v1" if kind in ("Service", "services") else "/apis/discovery.k8s.io/v1"
+    plural = "services" if kind in ("Service", "services") else "endpointslices"
+    return f"{base}/namespaces/{namespace}/{plural}" + (f"/{name}" if name else "")
+
+
+class FirstWatch:
+    """A kmock criterion matching only the first watch of `kind` that arrives after it is
+    armed (kmock also asks criteria about requests it served earlier)."""
+
+    def __init__(self, kind: str, armed: bool = True) -> None:
+        self.kind, self.armed = kind, armed
+        self.chosen: Any = None
+        self.seen: set[int] = set()
+
+    def __call__(self, req: Any) -> bool:
+        if req is self.chosen:
+            return True
+        fresh = id(req) not in self.seen  # requests live on in kmock's history: ids stay
+        self.seen.add(id(req))
+        if not (fresh and self.armed and req.url.path.endswith(self.kind)):
+            return False
+        if not req.params.get("watch"):
+            return False
+        self.armed, self.chosen = False, req
+        return True
+
+
+class KubeApi:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.handler: kmock.KubernetesEmulator | None = None
+        self._server: kmock.Server | None = None
+        self._proxy: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._session: aiohttp.ClientSession | None = None
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> Self:
+        self._thread.start()
+        self.call(self._start())
+        return self
+
+    async def _start(self) -> None:
+        self.handler = kmock.KubernetesEmulator()
+        await self.handler.__aenter__()
+        self._server = kmock.Server(self.handler)
+        await self._server.__aenter__()
+        self.handler.resources[SERVICES] = {}
+        self.handler.resources[SLICES] = {}
+        self._session = aiohttp.ClientSession(
+            base_url=f"http://127.0.0.1:{self._server.port}",
+            timeout=aiohttp.ClientTimeout(total=10),
+        )
+        await self._listen()
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+        try:
+            self.call(self._stop(), timeout=10)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+
+    async def _stop(self) -> None:
+        await self._cut()
+        if self._session is not None:
+            await self._session.close()
+        if self._server is not None:
+            await self._server.__aexit__(None, None, None)
+        if self.handler is not None:
+            await self.handler.__aexit__(None, None, None)
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
+        """Run `coro` on the emulator's loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def script(self, fn: Callable[[kmock.KubernetesEmulator], Any]) -> Any:
+        """Run `fn(handler)` on the emulator's loop (to add reactions)."""
+
+        async def run() -> Any:
+            assert self.handler is not None
+            return fn(self.handler)
+
+        return self.call(run())
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def kubeconfig(self, path: Path, namespace: str = "default") -> Path:
+        doc = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "kmock", "cluster": {"server": self.url}}],
+            "users": [{"name": "tester", "user": {"token": TOKEN}}],
+            "contexts": [
+                {
+                    "name": "kmock",
+                    "context": {"cluster": "kmock", "user": "tester", "namespace": namespace},
+                }
+            ],
+            "current-context": "kmock",
+        }
+        path.write_text(yaml.safe_dump(doc))
+        return path
+
+    # --- the proxy -----------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        self._proxy = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert self._server is not None
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._server.port)
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.close()
+
+        try:
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        finally:
+            self._writers -= {writer, up_writer}
+
+    async def _cut(self) -> None:
+        if self._proxy is not None:
+            self._proxy.close()
+            self._proxy = None
+        for w in list(self._writers):
+            w.transport.abort()
+        self._writers.clear()
+
+    def cut(self) -> None:
+        """The API server becomes unreachable: connections reset, new ones refused."""
+        self.call(self._cut())
+
+    def restore(self) -> None:
+        self.call(self._listen())
+
+    # --- objects -------------------------------------------------------------------
+
+    async def _request(self, method: str, path: str, body: Any = None) -> Any:
+        assert self._session is not None
+        async with self._session.request(method, path, json=body) as resp:
+            data = await resp.json(content_type=None)
+            if resp.status >= 300:
+                raise AssertionError(f"{method} {path}: {resp.status} {data}")
+            return data
+
+    def create(self, obj: dict[str, Any]) -> Any:
+        ns = obj["metadata"].get("namespace", "default")
+        return self.call(self._request("POST", _path(obj, ns), obj))
+
+    def patch(self, kind: str, name: str, patch: dict[str, Any], namespace: str = "default") -> Any:
+        return self.call(self._request("PATCH", _path(kind, namespace, name), patch))
+
+    def delete(self, kind: str, name: str, namespace: str = "default") -> Any:
+        return self.call(self._request("DELETE", _path(kind, namespace, name)))
+
+    def requests(self) -> list[dict[str, Any]]:
+        """Every request the emulator received, in order: method, path, query, headers."""
+
+        async def collect() -> list[dict[str, Any]]:
+            assert self.handler is not None
+            return [
+                {
+                    "method": str(r.method.value).upper(),
+                    "path": r.url.path,
+                    "query": dict(r.params),
+                    "headers": dict(r.headers),
+                }
+                for r in self.handler
+            ]
+
+        return self.call(collect())
