@@ -22,8 +22,10 @@ Mapping (DESIGN §6):
 - an address in several slices is kept once (the healthiest state wins: the endpoint
   slice controller moves endpoints between slices non-atomically);
 - `zone` → locality zone (regions would need the Nodes, which are not watched);
-- headless Services work like any other (their endpoints are pod IPs); ExternalName
-  Services are skipped with a reason (the translators build EDS clusters only).
+- headless Services work like any other (their endpoints are pod IPs); an ExternalName
+  Service becomes a service with that external name: a DNS cluster per port, which
+  Envoy resolves itself, reachable by the Service's names like any other (one without
+  ports is skipped with a reason: there is nothing to connect to).
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class KubeService:
     ports: tuple[KubePort, ...] = ()
     labels: model.Labels = ()
     skip: str | None = None  # why this Service is not published, if it is not
+    external_name: str = ""  # spec.externalName of an ExternalName Service
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,10 +129,11 @@ def parse_service(obj: dict[str, Any]) -> KubeService:
     )
     spec = obj.get("spec")
     spec = spec if isinstance(spec, dict) else {}
+    external = ""
     if spec.get("type") == "ExternalName":
-        target = spec.get("externalName") or "?"
-        reason = f"ExternalName service (-> {target}) is not supported: only EDS clusters"
-        return KubeService(namespace, name, labels=labels, skip=reason)
+        external = str(spec.get("externalName") or "").rstrip(".")
+        if not external:
+            return KubeService(namespace, name, labels=labels, skip="ExternalName without a name")
     ports: list[KubePort] = []
     raw_ports = spec.get("ports")
     for p in raw_ports if isinstance(raw_ports, list) else []:
@@ -142,8 +146,9 @@ def parse_service(obj: dict[str, Any]) -> KubeService:
         protocol = protocol_of(kube_name, p.get("appProtocol"))
         ports.append(KubePort(kube_name, Port(kube_name or protocol, number, protocol)))
     if not ports:
-        return KubeService(namespace, name, labels=labels, skip="no TCP ports")
-    return KubeService(namespace, name, tuple(ports), labels)
+        reason = f"ExternalName ({external}) without TCP ports" if external else "no TCP ports"
+        return KubeService(namespace, name, labels=labels, skip=reason)
+    return KubeService(namespace, name, tuple(ports), labels, external_name=external)
 
 
 def _health(conditions: Any) -> model.Health:
@@ -219,6 +224,9 @@ def build_entry(
         hostnames=hostnames(svc.namespace, svc.name, cluster_domain),
         labels=svc.labels,
         source=source,
+        external_name=svc.external_name,
     )
+    if svc.external_name:
+        return ServiceEntry(service)  # Envoy resolves the name: no endpoints
     endpoints = tuple(best[k] for k in sorted(best, key=lambda k: (k[2], k[0], k[1])))
     return ServiceEntry(service, endpoints)

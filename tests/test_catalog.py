@@ -29,6 +29,14 @@ def test_bad_service_values_are_skipped_with_a_reason() -> None:
         (ServiceEntry(Service("web")), "no ports"),
         (ServiceEntry(Service("web", ports=(Port("a", 80), Port("a", 81)))), "duplicate port"),
         (ServiceEntry(Service("web", ports=(Port("a", 80, "udp"),))), "unknown protocol"),  # type: ignore[arg-type]
+        (
+            ServiceEntry(Service("db", ports=(Port("a", 80),), external_name="*.example.com")),
+            "invalid external name",
+        ),
+        (
+            ServiceEntry(Service("db", ports=(Port("a", 80),), external_name="not a host")),
+            "invalid external name",
+        ),
     ]
     for e, reason in bad:
         clean, rejections = check_entry("file", e)

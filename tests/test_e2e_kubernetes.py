@@ -274,3 +274,24 @@ def test_combines_with_the_file_registry(
         "web.default:80": ["10.0.0.1", "10.0.0.2"],
         "api.default:80": ["10.0.0.3"],
     }
+
+
+def test_external_name_service_is_resolved_by_envoy(
+    mesh_factory, envoy_factory, http_backend_factory, request_loop_factory
+) -> None:
+    # `localhost` keeps the traffic on loopback; Envoy resolves it itself (LOGICAL_DNS).
+    backend: HttpBackend = http_backend_factory("outside")
+    mesh = mesh_factory()
+    mesh.api.create(
+        service("ext", [{"name": "http", "port": backend.port}], type="ExternalName",
+                externalName="localhost")
+    )  # fmt: skip
+    env = mesh.envoy(envoy_factory)
+    ext: RequestLoop = request_loop_factory(mesh.url, "ext.default.svc.cluster.local")
+    ext.wait_for_body("outside", WAIT, since=0)
+    dump = json.loads(env.admin_get("/config_dump?resource=dynamic_active_clusters"))
+    (cluster,) = [c["cluster"] for c in dump["configs"]]
+    assert cluster["name"] == f"ext.default:{backend.port}"
+    assert cluster["type"] == "LOGICAL_DNS"
+    summary = ext.stop()
+    assert summary.failed == 0, summary

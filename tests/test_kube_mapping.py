@@ -112,9 +112,18 @@ def test_service_labels_and_headless() -> None:
     assert [x.ip for x in e.endpoints] == ["10.1.2.3"]
 
 
+def test_external_name_is_a_service_envoy_resolves_itself() -> None:
+    svc = service("db", [{"name": "tcp-pg", "port": 5432}], type="ExternalName",
+                  externalName="db.example.com.")  # fmt: skip
+    e = entry(svc)
+    assert e.service.external_name == "db.example.com"
+    assert [(p.name, p.port, p.protocol) for p in e.service.ports] == [("tcp-pg", 5432, "tcp")]
+    assert e.endpoints == ()
+
+
 def test_skipped_services_say_why() -> None:
-    ext = parse_service(service("ext", type="ExternalName", externalName="db.example.com"))
-    assert ext.skip is not None and "ExternalName" in ext.skip and "db.example.com" in ext.skip
+    ext = parse_service(service("ext", [], type="ExternalName", externalName="db.example.com"))
+    assert ext.skip == "ExternalName (db.example.com) without TCP ports"
     udp = parse_service(service("dns", [{"name": "dns", "port": 53, "protocol": "UDP"}]))
     assert udp.skip == "no TCP ports"
     assert parse_service(service("web")).skip is None

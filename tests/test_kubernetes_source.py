@@ -281,17 +281,20 @@ async def test_namespaces_and_label_selector(api: KubeApi, tmp_path: Path) -> No
     assert all("labelSelector" not in q for q in lists(api, "endpointslices"))
 
 
-async def test_external_name_is_skipped_with_a_reason(
+async def test_external_name_becomes_a_service_without_endpoints(
     api: KubeApi, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     api.create(service("web"))
     api.create(service("ext", type="ExternalName", externalName="db.example.com"))
+    api.create(service("noports", [], type="ExternalName", externalName="x.example.com"))
     rec = Recorder()
     source = make_source(api, tmp_path, rec)
     async with running_task(source.run()):
         await async_wait_for(lambda: rec.entry(), WAIT, message="state")
-        assert ServiceKey("default", "ext") not in rec.catalog.merged()
-    assert "ext.default skipped: ExternalName service (-> db.example.com)" in caplog.text
+        ext = rec.catalog.merged()[ServiceKey("default", "ext")]
+        assert ext.service.external_name == "db.example.com" and ext.endpoints == ()
+        assert ServiceKey("default", "noports") not in rec.catalog.merged()
+    assert "noports.default skipped: ExternalName (x.example.com) without TCP ports" in caplog.text
 
 
 async def test_bearer_token_is_sent(api: KubeApi, tmp_path: Path) -> None:

@@ -127,7 +127,20 @@ def grpc_catalog() -> Catalog:
     )
 
 
+def external() -> Catalog:
+    """A service Envoy resolves by DNS (Kubernetes ExternalName) beside an EDS one."""
+    ext = Service(
+        "payments",
+        "shop",
+        ports=(Port("http", 443), Port("grpc", 8443, "grpc"), Port("pg", 5432, "tcp")),
+        hostnames=("payments.shop.svc",),
+        external_name="api.payments.example.com",
+    )
+    return catalog(ServiceEntry(ext), *single().values())
+
+
 CASES: dict[str, tuple[Callable[[], Catalog], str]] = {
+    "external": (external, "envoy"),
     "single": (single, "envoy"),
     "multi": (multi, "envoy"),
     "tcp": (tcp, "envoy"),
@@ -197,8 +210,14 @@ def test_translation_is_deterministic_and_names_unique(case: str) -> None:
     for type_url, messages in first.resources.items():
         names = [types.resource_name(type_url, m) for m in messages]
         assert names == sorted(set(names)), type_url
-    # Every cluster has its assignment; every route config is used by a listener.
-    assert names_of(first, types.CLUSTER) == names_of(first, types.ENDPOINT)
+    # Every EDS cluster has its assignment (DNS clusters carry their address themselves);
+    # every route config is used by a listener.
+    eds = {
+        c.name
+        for c in first.resources[types.CLUSTER]
+        if c.WhichOneof("cluster_discovery_type") and c.type == c.EDS
+    }
+    assert eds == names_of(first, types.ENDPOINT)
     assert names_of(first, types.ROUTE) <= {
         name for name in names_of(first, types.LISTENER) if not name.startswith("tcp_")
     }
@@ -403,6 +422,10 @@ def static_config(result: Translation) -> dict[str, Any]:
     routes = {r["name"]: r for r in map(to_dict, result.resources[types.ROUTE])}
     clusters = []
     for cluster in map(to_dict, result.resources[types.CLUSTER]):
+        if cluster["type"] == "LOGICAL_DNS":  # carries its own address
+            assert cluster["name"] not in assignments
+            clusters.append(cluster)
+            continue
         assert cluster.pop("type") == "EDS"
         assert cluster.pop("eds_cluster_config") == {
             "eds_config": {"ads": {}, "resource_api_version": "V3"}
@@ -441,7 +464,7 @@ def static_config(result: Translation) -> dict[str, Any]:
     return {"clusters": clusters, "listeners": listeners}
 
 
-@pytest.mark.parametrize("case", ["multi", "tcp", "conflict", "port", "grpc"])
+@pytest.mark.parametrize("case", ["multi", "tcp", "conflict", "port", "grpc", "external"])
 def test_envoy_accepts_translation(case: str, tmp_path: Path) -> None:
     make, key = CASES[case]
     static = static_config(translate(make(), ProxyGroup.from_key(key)))

@@ -71,17 +71,46 @@ def eds_cluster(
         lb_policy=lb_policy,
     )
     if http2:
-        from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
-
-        opts = hpo.HttpProtocolOptions(
-            explicit_http_config=hpo.HttpProtocolOptions.ExplicitHttpConfig(
-                http2_protocol_options={}
-            )
-        )
-        c.typed_extension_protocol_options[
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-        ].CopyFrom(_any(opts))
+        _use_http2(c)
     return c
+
+
+def dns_cluster(
+    name: str, host: str, port: int, *, connect_timeout: float = 1.0, http2: bool = False
+) -> cluster_pb2.Cluster:
+    """A cluster Envoy resolves itself: LOGICAL_DNS on `host`:`port`, IPv4 preferred.
+
+    LOGICAL_DNS, not STRICT_DNS: it is the DNS type proxyless gRPC accepts too (gRFC A37),
+    and for a name outside the mesh connecting to the first address is what clients
+    of that name do anyway.
+    """
+    c = cluster_pb2.Cluster(
+        name=name,
+        type=cluster_pb2.Cluster.LOGICAL_DNS,
+        dns_lookup_family=cluster_pb2.Cluster.V4_PREFERRED,
+        connect_timeout=duration_pb2.Duration(
+            seconds=int(connect_timeout), nanos=int((connect_timeout % 1) * 1e9)
+        ),
+        lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
+    )
+    c.load_assignment.cluster_name = name
+    c.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.CopyFrom(
+        socket_address(host, port)
+    )
+    if http2:
+        _use_http2(c)
+    return c
+
+
+def _use_http2(c: cluster_pb2.Cluster) -> None:
+    from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
+
+    opts = hpo.HttpProtocolOptions(
+        explicit_http_config=hpo.HttpProtocolOptions.ExplicitHttpConfig(http2_protocol_options={})
+    )
+    c.typed_extension_protocol_options[
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    ].CopyFrom(_any(opts))
 
 
 def load_assignment(name: str, endpoints: Iterable[Endpoint]) -> endpoint_pb2.ClusterLoadAssignment:

@@ -20,7 +20,19 @@ HTTP2_PROTOCOLS = frozenset({"http2", "grpc"})
 
 
 def service_clusters(service: Service, connect_timeout: float = 1.0) -> list[cluster_pb2.Cluster]:
-    """One EDS cluster (over ADS, round robin) per service port, in port order."""
+    """One EDS cluster (over ADS, round robin) per service port, in port order; for a
+    service with an external name, one DNS cluster per port on that name instead."""
+    if service.external_name:
+        return [
+            rb.dns_cluster(
+                cluster_name(service, port),
+                service.external_name.rstrip("."),
+                port.port,
+                connect_timeout=connect_timeout,
+                http2=port.protocol in HTTP2_PROTOCOLS,
+            )
+            for port in service.ports
+        ]
     return [
         rb.eds_cluster(
             cluster_name(service, port),
@@ -36,9 +48,12 @@ def service_load_assignments(entry: ServiceEntry) -> list[endpoint_pb2.ClusterLo
     whose `port_name` is that port's name, grouped by locality (DESIGN §4.12).
 
     A port without endpoints gets an empty assignment, so its cluster still warms.
-    Endpoints naming no port of the service are left out.
+    Endpoints naming no port of the service are left out. A service with an external
+    name has none: its DNS clusters carry their own address.
     """
     service = entry.service
+    if service.external_name:
+        return []
     by_port: dict[str, list[Endpoint]] = {port.name: [] for port in service.ports}
     for ep in entry.endpoints:
         bucket = by_port.get(ep.port_name)

@@ -96,6 +96,6 @@ KUBE_WATCH_RESTARTS = Counter(
 )
 KUBE_SKIPPED_SERVICES = Gauge(
     "xds_kubernetes_skipped_services",
-    "Kubernetes Services currently not published (ExternalName, no TCP port)",
+    "Kubernetes Services currently not published (no TCP port)",
     ["source"],
 )

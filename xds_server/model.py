@@ -67,7 +67,12 @@ class Endpoint:
 
 @dataclass(frozen=True, slots=True)
 class Service:
-    """A service as one source sees it. `hostnames` are the registry's FQDNs for it."""
+    """A service as one source sees it. `hostnames` are the registry's FQDNs for it.
+
+    `external_name` (a Kubernetes ExternalName) makes it a service outside the registry:
+    Envoy resolves that DNS name itself and connects to it on each port; such a service
+    has no endpoints.
+    """
 
     name: str
     namespace: str = DEFAULT_NAMESPACE
@@ -75,6 +80,7 @@ class Service:
     hostnames: tuple[str, ...] = ()
     labels: Labels = ()
     source: str = ""
+    external_name: str = ""
 
     @property
     def key(self) -> ServiceKey:

@@ -40,6 +40,10 @@ class Rejection:
         return f"{self.source}: {self.subject}: {self.reason}"
 
 
+def _dns_name(host: str) -> bool:
+    return not host.startswith("*") and len(host) <= 253 and bool(_HOSTNAME.match(host))
+
+
 def _port_ok(port: object) -> bool:
     return isinstance(port, int) and not isinstance(port, bool) and 1 <= port <= 65535
 
@@ -52,6 +56,8 @@ def _service_problem(entry: ServiceEntry) -> str | None:
         return f"invalid service name {svc.name!r} (letters, digits, '.', '_', '-')"
     if not _NAMESPACE.match(svc.namespace):
         return f"invalid namespace {svc.namespace!r} (one DNS label)"
+    if svc.external_name and not _dns_name(svc.external_name):
+        return f"invalid external name {svc.external_name!r} (a DNS name)"
     if not svc.ports:
         return "no ports"
     names: set[str] = set()
