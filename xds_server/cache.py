@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2
@@ -39,6 +40,14 @@ class Watch:
 
     def cancel(self) -> None:
         self._cache._watchers.get(self.group, set()).discard(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A group's next types, and the snapshot they were prepared from (None: none yet)."""
+
+    base: Snapshot | None
+    types: dict[str, TypeSnapshot]
 
 
 class SnapshotCache:
@@ -73,11 +82,25 @@ class SnapshotCache:
         Raises ValueError for duplicate or empty names: a snapshot that would make a
         response repeat a name is refused whole, and the previous one stays.
         """
-        current = self.get(group)
-        new_types: dict[str, TypeSnapshot] = dict(current.types)
+        prepared = self.prepare(group, resources)
+        if prepared is None:
+            return False
+        self.install(group, prepared, changed_at)
+        return True
+
+    def prepare(
+        self, group: str, resources: Mapping[str, Iterable[Message | Resource]]
+    ) -> Prepared | None:
+        """The work of `set_snapshot` without publishing: the group's new types, or None
+        if nothing changed. It only reads the current snapshot, so a writer can run it in
+        a worker thread and `install` the result on the event loop; it is O(resources),
+        which at thousands of services is too long to hold the loop (DESIGN §5)."""
+        current = self._snapshots.get(group)
+        base = current if current is not None else EMPTY_SNAPSHOT
+        new_types: dict[str, TypeSnapshot] = dict(base.types)
         changed = False
         for type_url, items in resources.items():
-            old = current.types.get(type_url)
+            old = base.types.get(type_url)
             ts = _build_type(type_url, items, old)
             if ts is not old:
                 changed = True
@@ -85,12 +108,18 @@ class SnapshotCache:
                     new_types[type_url] = ts
                 else:
                     new_types.pop(type_url, None)
-        if not changed and group in self._snapshots:
-            return False
-        snap = Snapshot(new_types, changed_at)
+        if not changed and current is not None:
+            return None
+        return Prepared(current, new_types)
+
+    def install(self, group: str, prepared: Prepared, changed_at: float | None = None) -> None:
+        """Publish what `prepare` built. The group's snapshot must not have been replaced
+        in between (one writer per group: the controller, under its lock)."""
+        if self._snapshots.get(group) is not prepared.base:
+            raise RuntimeError(f"snapshot of group {group!r} replaced while being prepared")
+        snap = Snapshot(prepared.types, changed_at)
         self._snapshots[group] = snap
         self._notify(group, snap)
-        return True
 
     def clear(self, group: str) -> None:
         if self._snapshots.pop(group, None) is not None:

@@ -23,9 +23,9 @@ from google.protobuf.message import Message
 
 from translators import ProxyGroup, Skipped
 from translators.services import service_clusters, service_load_assignments
-from translators.translate import group_resources, in_scope
+from translators.translate import group_resources
 from xds_server import metrics, types
-from xds_server.cache import SnapshotCache
+from xds_server.cache import Prepared, SnapshotCache
 from xds_server.catalog import Catalog
 from xds_server.model import Service, ServiceEntry, ServiceKey
 from xds_server.snapshot import Resource, Snapshot
@@ -73,6 +73,12 @@ class Controller:
         self._clusters: dict[ServiceKey, tuple[Service, list[Resource]]] = {}
         self._endpoints: dict[ServiceKey, tuple[ServiceEntry, list[Resource]]] = {}
         self._outputs: dict[str, _GroupOutput] = {}
+        # Bumped when a service (not just its endpoints) appears, changes or goes: until
+        # then every group's scope, clusters, listeners and routes stay as built, and an
+        # endpoint change touches only the ClusterLoadAssignments.
+        self._generation = 0
+        self._order: list[ServiceKey] = []  # every key of the view, in (namespace, name) order
+        self._scopes: dict[str, tuple[int, list[ServiceKey]]] = {}
         self._skipped_logged: set[Skipped] = set()
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -123,8 +129,9 @@ class Controller:
             started = time.perf_counter()
             built = await asyncio.to_thread(self._compute, view, dirty, groups)
             metrics.TRANSLATE_SECONDS.observe(time.perf_counter() - started)
-            for key, resources in built.items():
-                self.cache.set_snapshot(key, resources, changed_at=first)
+            for key, prepared in built.items():
+                if prepared is not None:
+                    self.cache.install(key, prepared, changed_at=first)
             self.builds += 1
 
     def _forget_idle_groups(self) -> None:
@@ -139,6 +146,7 @@ class Controller:
                 del self._groups[key]
                 self._last_used.pop(key, None)
                 self._outputs.pop(key, None)
+                self._scopes.pop(key, None)
                 with contextlib.suppress(KeyError):  # never built
                     metrics.TRANSLATE_SKIPPED.remove(key)
                 self.cache.clear(key)
@@ -149,40 +157,72 @@ class Controller:
             if group is None:  # forgotten while the build was queued
                 return
             built = await asyncio.to_thread(self._compute, self._view, set(), {key: group})
-            self.cache.set_snapshot(key, built[key])
+            prepared = built[key]
+            if prepared is not None:
+                self.cache.install(key, prepared)
 
     def _compute(
         self,
         view: Mapping[ServiceKey, ServiceEntry],
         dirty: set[ServiceKey],
         groups: Mapping[str, ProxyGroup],
-    ) -> dict[str, Resources]:
-        """Runs in a worker thread, under the lock: nothing else touches the memos."""
+    ) -> dict[str, Prepared | None]:
+        """Runs in a worker thread, under the lock: nothing else touches the memos or
+        writes these groups' snapshots, so what it prepares can be installed as is."""
         self._view = dict(view)
+        services_changed = False
         for key in dirty:
             entry = view.get(key)
             if entry is None:
                 self._clusters.pop(key, None)
                 self._endpoints.pop(key, None)
+                services_changed = True
                 continue
             held = self._clusters.get(key)
             if held is None or held[0] != entry.service:
                 built = _resources(types.CLUSTER, service_clusters(entry.service))
                 self._clusters[key] = (entry.service, built)
+                services_changed = True
             held_eps = self._endpoints.get(key)
             if held_eps is None or held_eps[0] != entry:
                 built = _resources(types.ENDPOINT, service_load_assignments(entry))
                 self._endpoints[key] = (entry, built)
-        return {key: self._group_snapshot(key, group) for key, group in groups.items()}
+        if services_changed:
+            self._generation += 1
+            self._order = sorted(self._view, key=lambda k: (k.namespace, k.name))
+        return {
+            key: self.cache.prepare(key, self._group_snapshot(key, group, dirty))
+            for key, group in groups.items()
+        }
 
-    def _group_snapshot(self, key: str, group: ProxyGroup) -> Resources:
-        entries = in_scope(self._view, group)
-        clusters: list[Resource] = []
+    def _scope(self, key: str, group: ProxyGroup) -> tuple[list[ServiceKey], bool]:
+        """The keys of the services `group` sees, in order, and whether that list (or
+        any service in it) changed since the group was last built."""
+        held = self._scopes.get(key)
+        if held is not None and held[0] == self._generation:
+            return held[1], False
+        view = self._view
+        keys = [k for k in self._order if group.wants(view[k].service)]
+        self._scopes[key] = (self._generation, keys)
+        return keys, True
+
+    def _group_snapshot(self, key: str, group: ProxyGroup, dirty: set[ServiceKey]) -> Resources:
+        """The group's resources of the types that may have changed (the cache keeps
+        the other types as they are)."""
+        keys, fresh = self._scope(key, group)
+        view = self._view
+        touched = fresh or any(k in view and group.wants(view[k].service) for k in dirty)
+        if not touched:
+            return {}
         endpoints: list[Resource] = []
-        for e in entries:
-            clusters.extend(self._clusters[e.key][1])
-            endpoints.extend(self._endpoints[e.key][1])
-        services = tuple(e.service for e in entries)
+        for k in keys:
+            endpoints.extend(self._endpoints[k][1])
+        if not fresh:
+            return {types.ENDPOINT: endpoints}
+        clusters: list[Resource] = []
+        for k in keys:
+            clusters.extend(self._clusters[k][1])
+        services = tuple(view[k].service for k in keys)
         out = self._outputs.get(key)
         if out is None or out.services != services:
             listeners, routes, skipped = group_resources(services, group)
