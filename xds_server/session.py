@@ -169,28 +169,15 @@ _names_keys: weakref.WeakValueDictionary[bytes, _NamesKey] = weakref.WeakValueDi
 
 
 def _names_key(req: discovery_pb2.DiscoveryRequest) -> bytes:
-    """`resource_names` serialised (a C-level copy, against ~140 µs per 1,000 names to
-    build and intern a frozenset of them)."""
+    """`resource_names` serialised (a C-level copy, ~15 µs for 1,000 names, against
+    ~140 µs to build and intern a frozenset of them)."""
     if not req.resource_names:
         return b""
-    if req.HasField("node") or req.HasField("error_detail"):
-        # A first request or a NACK (rare): copy, and clear the copy.
-        probe = discovery_pb2.DiscoveryRequest()
-        probe.CopyFrom(req)
-        for name in _KEY_CLEAR:
-            probe.ClearField(name)
-        key: bytes = probe.SerializeToString()
-        return key
-    # A plain ACK, the bulk of SotW traffic: CopyFrom would duplicate every name into a
-    # second arena (~200 µs and as many bytes again per 5,000-name EDS ACK, piling up
-    # while a burst of ACKs waits). Blank the three strings in place and put them back
-    # before returning; nothing else runs in between.
-    version, type_url, nonce = req.version_info, req.type_url, req.response_nonce
-    try:
-        req.version_info = req.type_url = req.response_nonce = ""
-        key = req.SerializeToString()
-    finally:
-        req.version_info, req.type_url, req.response_nonce = version, type_url, nonce
+    probe = discovery_pb2.DiscoveryRequest()
+    probe.CopyFrom(req)
+    for name in _KEY_CLEAR:
+        probe.ClearField(name)
+    key: bytes = probe.SerializeToString()
     return key
 
 
