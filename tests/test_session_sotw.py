@@ -398,3 +398,27 @@ def test_4_9_named_cluster_client_keeps_old_cluster_until_new_one_arrives() -> N
     # Once b is held, a can go.
     out = ack(s, eds, ["a", "b"])
     assert sotw_names(one(out, CDS)) == ["b"]
+
+
+def test_streams_with_the_same_subscription_share_one_names_key() -> None:
+    # DESIGN §5: an Envoy's EDS ACK repeats every cluster name; the per-stream record
+    # of the last request's names is one shared object, not a copy per stream.
+    names = [f"c{i}" for i in range(50)]
+    cache = make_cache(cds=[cluster(n) for n in names], eds=[cla(n) for n in names])
+    a, b = sotw(cache), sotw(cache)
+    for s in (a, b):
+        s.on_request(sreq(EDS, names, node=NODE))
+        eds = s.states[EDS]
+        req = sreq(EDS, names, nonce=eds.nonce, version=eds.last_version or "")
+        s.on_request(req)
+        # The ACK is read, not changed.
+        assert (req.response_nonce, req.version_info, req.type_url) == (
+            eds.nonce,
+            eds.last_version,
+            EDS,
+        )
+    assert a.states[EDS].names_key is b.states[EDS].names_key
+    # A stream whose names change gets its own key; the other keeps the shared one.
+    a.on_request(sreq(EDS, names[:10], nonce=a.states[EDS].nonce))
+    assert a.states[EDS].names_key is not b.states[EDS].names_key
+    assert a.states[EDS].names == frozenset(names[:10])

@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,7 +124,7 @@ class TypeState:
     force: set[str] = field(default_factory=set)
     told_absent: set[str] = field(default_factory=set)
     held: tuple[View, View, View] | None = None  # (base, known, merged) memo
-    names_key: bytes = b""  # SotW: the last request's resource_names, serialised
+    names_key: _NamesKey | None = None  # SotW: the last request's resource_names
 
 
 # Interning subscription name sets lets thousands of streams with the same
@@ -145,6 +146,28 @@ def _intern(names: Iterable[str]) -> frozenset[str]:
 _KEY_CLEAR = ("version_info", "node", "type_url", "response_nonce", "error_detail")
 
 
+class _NamesKey:
+    """A SotW subscription's `resource_names`, serialised, shared by every stream that
+    sent the same names.
+
+    Every stream keeps the key of its last request to tell, per ACK, whether the
+    subscription changed. An Envoy's EDS key names every cluster (~130 KB for 5,000),
+    so one copy per stream was the bulk of SotW's per-stream memory; the streams of a
+    group send equal names, and interning makes them hold one object. The table is
+    weak-valued, so a key lives only while some stream uses it (bytes cannot be weakly
+    referenced, hence this holder).
+    """
+
+    __slots__ = ("__weakref__", "data")
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+
+_NO_NAMES = _NamesKey(b"")
+_names_keys: weakref.WeakValueDictionary[bytes, _NamesKey] = weakref.WeakValueDictionary()
+
+
 def _names_key(req: discovery_pb2.DiscoveryRequest) -> bytes:
     """`resource_names` serialised (a C-level copy, ~15 µs for 1,000 names, against
     ~140 µs to build and intern a frozenset of them)."""
@@ -155,6 +178,17 @@ def _names_key(req: discovery_pb2.DiscoveryRequest) -> bytes:
     for name in _KEY_CLEAR:
         probe.ClearField(name)
     key: bytes = probe.SerializeToString()
+    return key
+
+
+def _intern_key(data: bytes) -> _NamesKey:
+    """The shared holder of `data`: hashing it is paid only when a stream's names
+    change, never on a plain ACK (which compares against the held bytes)."""
+    if not data:
+        return _NO_NAMES
+    key = _names_keys.get(data)
+    if key is None:
+        key = _names_keys[data] = _NamesKey(data)
     return key
 
 
@@ -511,10 +545,10 @@ class SotwSession(Session):
                 self._ack(ts, req.error_detail.message if req.HasField("error_detail") else None)
         first = not ts.subscribed
         key = _names_key(req)
-        if first or key != ts.names_key:
+        if first or ts.names_key is None or key != ts.names_key.data:
             # A SotW ACK repeats the whole subscription (thousands of EDS names for an
             # Envoy); compare it as bytes rather than rebuild a set per ACK (DESIGN §5).
-            ts.names_key = key
+            ts.names_key = _intern_key(key)
             self._subscribe(ts, req.resource_names, first)
         if first and req.version_info:
             # A reconnecting proxy names the version it holds (§4.11): equal content
