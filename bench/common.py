@@ -130,6 +130,11 @@ class Workers:
         while (left := end - time.monotonic()) > 0:
             self.pump(min(left, 0.1))
 
+    def wait_started(self, timeout: float = 60.0) -> None:
+        """Every worker has said hello (its interpreter and gRPC are up)."""
+        if not self.pump_until(lambda: len(self.hello) == len(self.procs), timeout):
+            raise BenchError(f"simulator workers did not start within {timeout:g} s")
+
     def pump_until(self, done: Any, timeout: float) -> bool:
         end = time.monotonic() + timeout
         while not done():
@@ -383,13 +388,20 @@ class RealServer:
         if self.proc.poll() is None:
             with contextlib.suppress(psutil.Error):
                 cpu = self.stats()["cpu"]
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+            stop_process(self.proc)
         return cpu
+
+
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 10 s."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
 
 
 class MachineMeter:

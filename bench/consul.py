@@ -49,7 +49,6 @@ import json
 import math
 import random
 import selectors
-import signal
 import subprocess
 import sys
 import time
@@ -80,6 +79,7 @@ from bench.common import (
     print_rows,
     run_and_report,
     server_log,
+    stop_process,
     tail,
 )
 from bench.registry import Edit, Tracker, server_breakdown
@@ -203,13 +203,7 @@ class Emulator:
         return time.perf_counter() - t0
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 
@@ -381,8 +375,7 @@ def _measure(
     # 3. ramp
     w = Workers(o.workers, server.xds_port, mode == "delta", o.streams_per_channel)
     holder["workers"] = w
-    if not w.pump_until(lambda: len(w.hello) == o.workers, 60.0):
-        raise BenchError("simulator workers did not start within 60 s")
+    w.wait_started()
     data = w.data
     ids = [f"proxy-{i:05d}" for i in range(o.proxies)]
     t_ramp = time.time()

@@ -146,8 +146,7 @@ def run_mode(mode: str, o: Options) -> dict[str, Any]:
                     o.workers, server.xds_port, mode == "delta", o.streams_per_channel
                 )
                 w = workers
-                if not w.pump_until(lambda: len(w.hello) == o.workers, 60.0):
-                    raise BenchError("simulator workers did not start within 60 s")
+                w.wait_started()
                 out.update(_measure(o, cluster, server, w, ready_s))
             except BenchError:
                 print(tail(log.name), file=sys.stderr)

@@ -63,7 +63,8 @@ async def run(services: int, endpoints: int, edits: int) -> None:
             longest = max(longest, now - last)
             last = now
 
-    walls, held = [], []
+    walls: list[float] = []
+    held: list[float] = []
     for edit in range(1, edits + 1):
         catalog.replace("bench", entries(services, endpoints, edit))  # not timed
         tick = asyncio.create_task(ticker())
@@ -74,11 +75,14 @@ async def run(services: int, endpoints: int, edits: int) -> None:
         walls.append(time.perf_counter() - t)
         tick.cancel()
         held.append(longest)
-    ms = lambda xs: ", ".join(f"{x * 1000:.1f}" for x in xs)  # noqa: E731
     print(
         f"endpoint change → rebuilt: {ms(walls)} ms (median {statistics.median(walls) * 1000:.1f})"
     )
     print(f"longest event-loop hold per rebuild: {ms(held)} ms")
+
+
+def ms(values: list[float]) -> str:
+    return ", ".join(f"{v * 1000:.1f}" for v in values)
 
 
 def main() -> None:

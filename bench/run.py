@@ -228,8 +228,7 @@ def run_mode(mode: str, o: Options) -> dict[str, Any]:
                 )
             workers = Workers(o.workers, server.port, delta, o.streams_per_channel)
             w = workers
-            if not w.pump_until(lambda: len(w.hello) == o.workers, 60.0):
-                raise BenchError("simulator workers did not start within 60 s")
+            w.wait_started()
             out.update(_measure(o, server, w, ready, spy.enter if spy else lambda _p: None))
         except BenchError:
             print(tail(log.name), file=sys.stderr)
