@@ -8,6 +8,7 @@ The embedded default registry. The file looks like::
         ports: [{name: http, port: 80, protocol: http}]
         hostnames: [web.example.com]          # optional extra FQDNs
         labels: {team: shop}                  # optional
+        # external_name: api.example.com      # instead of endpoints: Envoy resolves it
         endpoints:
           - {address: 127.0.0.1, port: 8081, zone: z1, labels: {version: v1}}
           - {address: 127.0.0.1, ports: {http: 8082}, region: eu, zone: z2,
@@ -20,7 +21,9 @@ Mapping to the model (`xds_server.model`):
   service's first port), `ports: {port name: N, ...}` (one Endpoint per entry, in
   file order), or neither (one Endpoint per service port, on the service port's
   number, like a Kubernetes targetPort left out). Giving both is a schema error;
-- `region`/`zone`/`subzone` default to "", `health` to "healthy", `weight` to 1.
+- `region`/`zone`/`subzone` default to "", `health` to "healthy", `weight` to 1;
+- `external_name` (a DNS name, like a Kubernetes ExternalName) makes the service one
+  Envoy resolves itself: a DNS cluster per port on that name, and no endpoints.
 
 Two kinds of problem, handled differently:
 
@@ -132,6 +135,16 @@ class _ServiceSpec(_Schema):
     hostnames: list[str] = Field(default_factory=list)
     labels: dict[str, str] = Field(default_factory=dict)
     endpoints: list[_EndpointSpec] = Field(default_factory=list)
+    external_name: str | None = None
+
+    @model_validator(mode="after")
+    def _external_has_no_endpoints(self) -> _ServiceSpec:
+        if self.external_name is not None and self.endpoints:
+            raise PydanticCustomError(
+                "external_with_endpoints",
+                "a service with external_name has no endpoints (Envoy resolves the name)",
+            )
+        return self
 
 
 class _RegistrySpec(_Schema):
@@ -177,6 +190,7 @@ def _entry(spec: _ServiceSpec, source: str) -> ServiceEntry:
         hostnames=tuple(spec.hostnames),
         labels=model.labels(spec.labels),
         source=source,
+        external_name=spec.external_name or "",
     )
     return ServiceEntry(service=service, endpoints=tuple(endpoints))
 

@@ -31,8 +31,7 @@ def registry(*backends: GrpcBackend, health: str = "healthy") -> str:
                     "ports": [{"name": "grpc", "port": 50051, "protocol": "grpc"}],
                     "hostnames": ["echo.example.com"],
                     "endpoints": [
-                        {"address": "127.0.0.1", "port": b.port, "health": health}
-                        for b in backends
+                        {"address": "127.0.0.1", "port": b.port, "health": health} for b in backends
                     ],
                 }
             ]
@@ -102,3 +101,31 @@ def test_registry_edit_moves_grpc_traffic_and_xdsctl_shows_the_client(
     snap = srv.xdsctl("snapshot", "--node", "grpc-edit", "--type", "listeners", "-o", "json")
     names = {r["name"] for r in yaml.safe_load(snap.stdout)["resources"]}
     assert {"echo", "echo:50051", "echo.default", "echo.example.com"} <= names
+
+
+def test_grpc_client_reaches_a_service_by_its_external_name(
+    server: Callable[[str], XdsServerProcess],
+    grpc_backend_factory: Callable[..., GrpcBackend],
+    grpc_xds_client_factory: Callable[..., GrpcXdsClient],
+) -> None:
+    # A LOGICAL_DNS cluster (gRFC A37) on `localhost`: loopback only.
+    g1 = grpc_backend_factory("outside")
+    srv = server(
+        yaml.safe_dump(
+            {
+                "services": [
+                    {
+                        "name": "ext",
+                        "ports": [{"name": "grpc", "port": g1.port, "protocol": "grpc"}],
+                        "external_name": "localhost",
+                    }
+                ]
+            }
+        )
+    )
+    client = grpc_xds_client_factory(
+        grpc_bootstrap(srv.xds_port, "grpc-ext"), "xds:///ext", interval=0.05
+    )
+    first = client.wait_for_body("outside", timeout=30)
+    client.wait_for_calls(5, timeout=10)
+    assert client.errors_since(first) == []

@@ -106,6 +106,29 @@ def test_defaults() -> None:
     )
 
 
+def test_external_name_is_a_service_envoy_resolves_itself() -> None:
+    (entry,) = parse(
+        """
+        services:
+          - name: payments
+            ports: [{port: 443}]
+            external_name: api.payments.example.com
+        """
+    )
+    assert entry.service.external_name == "api.payments.example.com"
+    assert entry.endpoints == ()
+    message = error_of(
+        """
+        services:
+          - name: payments
+            ports: [{port: 443}]
+            external_name: api.payments.example.com
+            endpoints: [{address: 10.0.0.1}]
+        """
+    )
+    assert message.startswith("reg.yaml:3:5: services[0]: a service with external_name"), message
+
+
 def test_empty_services_list_is_a_valid_empty_registry() -> None:
     assert parse("services: []\n") == []
 
