@@ -59,6 +59,17 @@ class ConsulMesh:
         )
         return sid
 
+    def wait_endpoints(self, service: str, count: int) -> None:
+        """Until the server's snapshot holds `count` endpoints of `service`: registrations
+        take a blocking query's return to arrive, and a proxy started before that would
+        rightly answer 404 for a while."""
+
+        def held() -> bool:
+            counts = self.server.endpoint_counts()
+            return count == sum(n for c, n in counts.items() if c.startswith(f"{service}.default:"))
+
+        wait_for(held, WAIT, message=f"{count} endpoints of {service} in the snapshot")
+
     def source(self) -> dict[str, Any]:
         (src,) = self.server.get("/debug/sources")
         return dict(src)
@@ -107,6 +118,7 @@ def test_consul_registrations_and_health_move_real_traffic(
     api: HttpBackend = http_backend_factory("api")
     mesh: ConsulMesh = consul_mesh()
     web_v1 = mesh.register("web", v1)
+    mesh.wait_endpoints("web", 1)
     env = mesh.envoy(envoy_factory, delta)
     web: RequestLoop = request_loop_factory(mesh.url, "web")
     web.wait_for_body("web-v1", WAIT, since=0)
@@ -161,6 +173,7 @@ def test_consul_outage_serves_the_last_good_state_and_recovery_repushes_nothing(
     mesh: ConsulMesh = consul_mesh()
     mesh.register("web", v1)
     mesh.register("web", v2)
+    mesh.wait_endpoints("web", 2)
     env = mesh.envoy(envoy_factory)
     web: RequestLoop = request_loop_factory(mesh.url, "web")
     web.wait_for_body("web-v1", WAIT, since=0)

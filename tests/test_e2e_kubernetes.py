@@ -200,6 +200,9 @@ def test_api_unreachable_for_10s_keeps_traffic_flowing(
     api.create(service("web"))
     api.create(backend_slice(v1))
     api.create(backend_slice(v2))
+    # Created after the server's first list: they arrive by the watch. A proxy started
+    # before that would rightly answer 404 for a while.
+    wait_for(lambda: mesh.server.endpoint_counts().get(CLUSTER) == 2, WAIT, message="web")
     env = mesh.envoy(envoy_factory)
     web: RequestLoop = request_loop_factory(mesh.url, "web")
     web.wait_for_body("v1", WAIT, since=0)
@@ -286,6 +289,8 @@ def test_external_name_service_is_resolved_by_envoy(
         service("ext", [{"name": "http", "port": backend.port}], type="ExternalName",
                 externalName="localhost")
     )  # fmt: skip
+    cluster = f"ext.default:{backend.port}"
+    wait_for(lambda: cluster in mesh.server.cluster_names(), WAIT, message=cluster)
     env = mesh.envoy(envoy_factory)
     ext: RequestLoop = request_loop_factory(mesh.url, "ext.default.svc.cluster.local")
     ext.wait_for_body("outside", WAIT, since=0)

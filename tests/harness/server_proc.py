@@ -66,9 +66,7 @@ class XdsServerProcess:
                 env=self.env,
             )
         if wait_ready:
-            wait_for(
-                self.ready, timeout=timeout, message=lambda: f"xds-server ready\n{self.log()}"
-            )
+            wait_for(self.ready, timeout=timeout, message=lambda: f"xds-server ready\n{self.log()}")
         return self
 
     def log(self) -> str:
@@ -82,6 +80,19 @@ class XdsServerProcess:
                 return bool(r.status == 200)
         except (urllib.error.URLError, OSError):
             return False
+
+    def endpoint_counts(self) -> dict[str, int]:
+        """Endpoints per cluster in the default group's snapshot: what a proxy gets."""
+        doc = self.get("/debug/snapshot?type=endpoints")
+        return {
+            r["name"]: sum(
+                len(loc.get("lb_endpoints", [])) for loc in r["resource"].get("endpoints", [])
+            )
+            for r in doc["resources"]
+        }
+
+    def cluster_names(self) -> list[str]:
+        return [r["name"] for r in self.get("/debug/snapshot?type=clusters")["resources"]]
 
     def get(self, path: str) -> Any:
         with urllib.request.urlopen(self.admin_url + path, timeout=5) as r:
