@@ -235,9 +235,11 @@ class ConsulSource:
         try:
             await self._watch_catalog(self._client)
         finally:
-            for name in list(self._watches):
-                self._stop_watch(name)
-            await asyncio.gather(*(w.task for w in self._watches.values()), return_exceptions=True)
+            # Stopping is not deregistering: cancel the watches and publish nothing.
+            tasks = [w.task for w in self._watches.values()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             self._watches.clear()
             metrics.CONSUL_WATCHES.labels(self.name).set(0)
             await self._client.close()

@@ -332,3 +332,17 @@ async def test_service_patterns_tags_and_kinds_select_what_is_watched(
         watched = {r.path for r in emulator.request_log() if r.path.startswith("/v1/health/")}
         assert "/v1/health/service/api" not in watched
         assert "/v1/health/service/web-admin" not in watched
+
+
+async def test_stopping_before_the_first_sync_publishes_nothing_and_ends_every_watch(
+    emulator: ConsulEmulator,
+) -> None:
+    await register(emulator, "web", 8081)
+    await register(emulator, "api", 9000)
+    emulator.fail_next(1000, 500, "rpc error", path_prefix="/v1/health/service/api")
+    async with running(emulator) as w:
+        await until(lambda: w.status["error"], "api's watch failing")
+        assert not w.status["synced"]
+    assert not w.status["synced"] and dict(w.catalog.merged()) == {}
+    left = [t for t in asyncio.all_tasks() if t.get_name().startswith("consul:")]
+    assert left == []
