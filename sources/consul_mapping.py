@@ -100,7 +100,11 @@ def service_port(instances: Sequence[Instance], previous: int | None) -> int | N
     ports = {p for i in instances if (p := _int((i.get("Service") or {}).get("Port"), 0)) > 0}
     if previous is not None and (previous in ports or not ports):
         return previous
-    return min(ports) if ports else None
+    if ports:
+        return min(ports)
+    # Instances registered without a port: 0, so catalog validation skips the service
+    # with a reason operators see (`xdsctl sources`) instead of it vanishing silently.
+    return 0 if instances else None
 
 
 def to_entry(

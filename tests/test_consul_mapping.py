@@ -220,3 +220,14 @@ def test_blocking_index_rules() -> None:
     # 0 (a Consul bug) is clamped to 1, so the next query still blocks.
     assert index.update("0") and index.value == 1
     assert not index.update(None) and index.value == 0
+
+
+def test_instances_without_a_port_are_skipped_by_the_catalog_with_a_reason() -> None:
+    catalog = Catalog()
+    catalog.register("consul", "consul")
+    entry = to_entry("monitor", [instance("m", 0)], source="consul")
+    assert entry is not None
+    catalog.upsert("consul", entry)
+    assert not catalog.merged()
+    (status,) = catalog.sources()
+    assert [r.reason for r in status.rejections] == ["port 0 outside 1-65535"]
