@@ -21,7 +21,12 @@ node's own and the instance's). Output is one ServiceEntry:
 - labels: the instance's service meta, and each tag as a label with an empty value;
 - hostnames `<name>.service.consul` and `<name>.service.<dc>.consul` (Consul DNS);
 - Connect sidecars and gateways (`Service.Kind` set) are not ordinary instances and
-  are left out; a service that has only those is not a service for us.
+  are left out; a service that has only those is not a service for us;
+- an external service (consul-esm's pattern: a node whose address is a DNS name, e.g.
+  `api.example.com`) whose instances all name the same host and port becomes a service
+  with that external name: Envoy resolves it itself (a DNS cluster). Its checks cannot
+  be expressed on a DNS cluster and are not applied. Instances naming several hosts
+  are left as they are, and validation skips each non-IP address with a reason.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from xds_server.model import (
     ServiceEntry,
     labels,
 )
+from xds_server.validation import dns_name, valid_ip
 
 DEFAULT_PROTOCOL = "http"
 # Service kinds of Consul's service mesh (connect-proxy, mesh-gateway, ...); "typical"
@@ -118,7 +124,8 @@ def to_entry(
     """The service as the model sees it, or None when it has no ordinary instance and
     no port known from before (nothing to build a cluster for)."""
     kept = ordinary(instances)
-    port = service_port(kept, previous_port)
+    external = _external_target(kept)
+    port = external[1] if external else service_port(kept, previous_port)
     if port is None:
         return None
     protocol = protocol_of(kept)
@@ -135,7 +142,7 @@ def to_entry(
     for inst in sorted(kept, key=_order):
         svc = inst.get("Service") or {}
         node = inst.get("Node") or {}
-        ip = str(svc.get("Address") or node.get("Address") or "")
+        ip = _address(inst)
         inst_port = _int(svc.get("Port"), 0)
         if (ip, inst_port) in seen:  # the same instance registered twice (two agents)
             continue
@@ -163,8 +170,29 @@ def to_entry(
         ports=(Port(port_name, port, cast(Protocol, protocol)),),
         hostnames=hostnames,
         source=source,
+        external_name=external[0] if external else "",
     )
-    return ServiceEntry(service, tuple(endpoints))
+    return ServiceEntry(service, () if external else tuple(endpoints))
+
+
+def _address(instance: Instance) -> str:
+    return str(
+        (instance.get("Service") or {}).get("Address")
+        or (instance.get("Node") or {}).get("Address")
+        or ""
+    )
+
+
+def _external_target(instances: Sequence[Instance]) -> tuple[str, int] | None:
+    """(host, port) when every instance names the same DNS host and port (an external
+    service), else None."""
+    targets = {(_address(i), _int((i.get("Service") or {}).get("Port"), 0)) for i in instances}
+    if len(targets) != 1:
+        return None
+    ((host, port),) = targets
+    if port <= 0 or valid_ip(host) or not dns_name(host):
+        return None
+    return host.rstrip("."), port
 
 
 def _order(instance: Instance) -> tuple[str, str]:

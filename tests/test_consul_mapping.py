@@ -231,3 +231,18 @@ def test_instances_without_a_port_are_skipped_by_the_catalog_with_a_reason() -> 
     assert not catalog.merged()
     (status,) = catalog.sources()
     assert [r.reason for r in status.rejections] == ["port 0 outside 1-65535"]
+
+
+def test_an_external_service_on_one_dns_name_is_resolved_by_envoy() -> None:
+    # consul-esm's pattern: a node whose address is a DNS name.
+    ext = instance("search", 443, node="google", node_address="www.example.com")
+    entry = to_entry("search", [ext], source="consul")
+    assert entry is not None
+    assert entry.service.external_name == "www.example.com"
+    assert entry.service.ports[0].port == 443 and entry.endpoints == ()
+    # Two different hosts cannot be one DNS cluster: left to validation, which drops
+    # each non-IP address with a reason. A malformed IP is not a DNS name.
+    two = [ext, instance("s2", 443, node="b", node_address="www2.example.com")]
+    assert to_entry("search", two, source="consul").service.external_name == ""  # type: ignore[union-attr]
+    bad_ip = instance("x", 80, node_address="10.0.0.300")
+    assert to_entry("x", [bad_ip], source="consul").service.external_name == ""  # type: ignore[union-attr]

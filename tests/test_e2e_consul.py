@@ -279,3 +279,25 @@ def test_consul_and_file_registries_combine(
         f"web.default:{in_consul.port}": sorted([in_consul.port, in_file.port]),
         "api.default:80": [api.port],
     }, ports
+
+
+def test_an_external_service_in_consul_is_resolved_by_envoy(
+    consul_mesh, envoy_factory, http_backend_factory, request_loop_factory
+) -> None:
+    # Registered as consul-esm does: a node whose address is a DNS name (`localhost`
+    # keeps the traffic on loopback).
+    backend: HttpBackend = http_backend_factory("outside")
+    mesh: ConsulMesh = consul_mesh()
+    mesh.agent.catalog.register(
+        "external-node", "localhost", service={"Service": "outside", "Port": backend.port}
+    )
+    cluster = f"outside.default:{backend.port}"
+    wait_for(lambda: cluster in mesh.server.cluster_names(), WAIT, message=cluster)
+    env = mesh.envoy(envoy_factory)
+    loop: RequestLoop = request_loop_factory(mesh.url, "outside.service.consul")
+    loop.wait_for_body("outside", WAIT, since=0)
+    dump = json.loads(env.admin_get("/config_dump?resource=dynamic_active_clusters"))
+    (held,) = [c["cluster"] for c in dump["configs"]]
+    assert held["type"] == "LOGICAL_DNS"
+    summary = loop.stop()
+    assert summary.failed == 0, summary

@@ -40,8 +40,16 @@ class Rejection:
         return f"{self.source}: {self.subject}: {self.reason}"
 
 
-def _dns_name(host: str) -> bool:
-    return not host.startswith("*") and len(host) <= 253 and bool(_HOSTNAME.match(host))
+def dns_name(host: str) -> bool:
+    """A DNS name a resolver can look up: no wildcard, and not a malformed IP address
+    (a top-level label is never all digits)."""
+    labels = host.rstrip(".").rsplit(".", 1)
+    return (
+        not host.startswith("*")
+        and len(host) <= 253
+        and bool(_HOSTNAME.match(host))
+        and not labels[-1].isdigit()
+    )
 
 
 def _port_ok(port: object) -> bool:
@@ -56,7 +64,7 @@ def _service_problem(entry: ServiceEntry) -> str | None:
         return f"invalid service name {svc.name!r} (letters, digits, '.', '_', '-')"
     if not _NAMESPACE.match(svc.namespace):
         return f"invalid namespace {svc.namespace!r} (one DNS label)"
-    if svc.external_name and not _dns_name(svc.external_name):
+    if svc.external_name and not dns_name(svc.external_name):
         return f"invalid external name {svc.external_name!r} (a DNS name)"
     if not svc.ports:
         return "no ports"
