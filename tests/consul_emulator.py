@@ -70,7 +70,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from aiohttp import web
@@ -909,17 +909,25 @@ class ConsulEmulator:
                 out[name] = union
         return out
 
-    def _health_service(
-        self, name: str, tags: tuple[str, ...], node_meta: tuple[str, ...], passing: bool
-    ) -> list[dict[str, Any]]:
+    def _matching(
+        self, name: str, tags: tuple[str, ...], node_meta: tuple[str, ...]
+    ) -> Iterator[tuple[_Service, _Node]]:
+        """The instances of `name` (with their nodes) that carry every tag and node meta."""
         st = self._state
-        out = []
         for svc in st.instances(name):
             node = st.nodes[svc.node]
             if tags and not all(t in svc.tags for t in tags):
                 continue
             if node_meta and not self._node_meta_ok(node, node_meta):
                 continue
+            yield svc, node
+
+    def _health_service(
+        self, name: str, tags: tuple[str, ...], node_meta: tuple[str, ...], passing: bool
+    ) -> list[dict[str, Any]]:
+        st = self._state
+        out = []
+        for svc, node in self._matching(name, tags, node_meta):
             checks = st.checks_for(svc.node, svc.id)
             if passing and any(c.status != PASSING for c in checks):
                 continue
@@ -933,14 +941,8 @@ class ConsulEmulator:
     def _catalog_service(
         self, name: str, tags: tuple[str, ...], node_meta: tuple[str, ...]
     ) -> list[dict[str, Any]]:
-        st = self._state
         out = []
-        for svc in st.instances(name):
-            node = st.nodes[svc.node]
-            if tags and not all(t in svc.tags for t in tags):
-                continue
-            if node_meta and not self._node_meta_ok(node, node_meta):
-                continue
+        for svc, node in self._matching(name, tags, node_meta):
             out.append({
                 "ID": node.id, "Node": node.name, "Address": node.address,
                 "Datacenter": node.datacenter, "TaggedAddresses": node.tagged_addresses,
