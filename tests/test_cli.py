@@ -4,63 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from envoy.service.discovery.v3 import discovery_pb2
 
 from tests.ads_client import AdsClient
 from tests.harness.ports import free_port
+from tests.harness.server_proc import ServerExited, XdsServerProcess
 from tests.xds_util import CDS, NODE
 
+pytest_plugins = ["tests.harness.fixtures"]
 pytestmark = pytest.mark.timeout(60)
 EXAMPLE = Path(__file__).parent.parent / "examples" / "registry.yaml"
-
-
-def _start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    if not any(a.startswith("--admin-address") for a in args):
-        args = (*args, "--admin-address", f"127.0.0.1:{free_port()}")
-    return subprocess.Popen(
-        [sys.executable, "-m", "xds_server", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def _wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"server did not listen on {port}")
+Start = Callable[..., XdsServerProcess]
 
 
 @pytest.fixture
-def running(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int, Path]]:
+def running(tmp_path: Path, xds_server_factory: Start) -> tuple[XdsServerProcess, Path]:
     path = tmp_path / "registry.yaml"
     path.write_text(EXAMPLE.read_text())
-    port = free_port()
-    proc = _start(
-        "--file", str(path), "--xds-address", f"127.0.0.1:{port}", "--file-interval", "0.1"
-    )
-    try:
-        _wait_port(port)
-        yield proc, port, path
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(5)
+    return xds_server_factory("--file", str(path), "--file-interval", "0.1"), path
 
 
 async def _clusters(port: int) -> tuple[AdsClient, discovery_pb2.DiscoveryResponse]:
@@ -70,10 +38,10 @@ async def _clusters(port: int) -> tuple[AdsClient, discovery_pb2.DiscoveryRespon
 
 
 async def test_serves_the_registry_file_and_follows_edits(
-    running: tuple[subprocess.Popen[str], int, Path],
+    running: tuple[XdsServerProcess, Path],
 ) -> None:
-    proc, port, path = running
-    c, resp = await _clusters(port)
+    server, path = running
+    c, resp = await _clusters(server.xds_port)
     assert len(resp.resources) == 2  # web and api
     await c.send(
         discovery_pb2.DiscoveryRequest(
@@ -92,89 +60,92 @@ async def test_serves_the_registry_file_and_follows_edits(
     assert resp2.version_info != resp.version_info
     assert len(resp2.resources) == 3
     await c.close()
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=10)
-    assert proc.returncode == 0
+    assert server.stop() == 0
     # The reason names the file, the line and the bad value.
+    out = server.log()
     assert f"{path}:3:" in out and "services[0].ports[0].port" in out
 
 
 async def test_sigterm_ends_streams_with_unavailable(
-    running: tuple[subprocess.Popen[str], int, Path],
+    running: tuple[XdsServerProcess, Path],
 ) -> None:
-    import grpc
-
-    proc, port, _ = running
-    c, _resp = await _clusters(port)
-    proc.send_signal(signal.SIGTERM)
+    server, _ = running
+    c, _resp = await _clusters(server.xds_port)
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGTERM)
     assert await c.expect_status(timeout=10) == grpc.StatusCode.UNAVAILABLE
     await c.close()
-    assert proc.wait(10) == 0
+    assert server.wait(10) == 0
 
 
-def test_busy_port_is_one_clear_line_and_exit_2() -> None:
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A loopback port something else is listening on."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
-        port = s.getsockname()[1]
-        proc = _start("--xds-address", f"127.0.0.1:{port}")
-        out, _ = proc.communicate(timeout=20)
-    assert proc.returncode == 2
-    assert f"cannot listen on 127.0.0.1:{port}" in out
+        yield int(s.getsockname()[1])
 
 
-def test_busy_admin_port_is_one_clear_line_and_exit_2() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        port = s.getsockname()[1]
-        proc = _start(
-            "--xds-address", f"127.0.0.1:{free_port()}", "--admin-address", f"127.0.0.1:{port}"
-        )
-        out, _ = proc.communicate(timeout=20)
-    assert proc.returncode == 2
-    assert out.strip().splitlines()[-1] == (
-        f"xds-server: cannot listen on 127.0.0.1:{port} (admin): Address already in use"
+# (flags, environment, how the last line begins) for startup errors: each ends with one clear
+# line (after any log lines of what had started) and exit code 2, never a traceback.
+# "{port}" is the busy port, "{dir}" the test's tmp dir.
+EXIT_2: dict[str, tuple[list[str], dict[str, str], str]] = {
+    "busy xDS port": (
+        ["--xds-address", "127.0.0.1:{port}"],
+        {},
+        # The rest of the line is gRPC's own reason.
+        "xds-server: cannot listen on 127.0.0.1:{port} (xDS): Failed to bind to address",
+    ),
+    "busy admin port": (
+        ["--admin-address", "127.0.0.1:{port}"],
+        {},
+        "xds-server: cannot listen on 127.0.0.1:{port} (admin): Address already in use",
+    ),
+    "unreadable registry file": (
+        ["--file", "{dir}/nope.yaml"],
+        {},
+        "xds-server: {dir}/nope.yaml: cannot read: No such file or directory",
+    ),
+    "unknown flag": (
+        ["--no-such-flag"],
+        {},
+        "xds-server: unrecognized arguments: --no-such-flag (see --help)",
+    ),
+    "bad environment value": (
+        [],
+        {"XDS_SERVER_DEBOUNCE_QUIET": "soon"},
+        "xds-server: invalid debounce_quiet from environment variable "
+        "XDS_SERVER_DEBOUNCE_QUIET: not a duration: 'soon' (e.g. 100ms, 1s, 2m)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", EXIT_2)
+def test_startup_error_is_one_line_and_exit_2(
+    case: str, busy_port: int, tmp_path: Path, xds_server_factory: Start
+) -> None:
+    flags, env, line = EXIT_2[case]
+    fill = {"port": str(busy_port), "dir": str(tmp_path)}
+    server = xds_server_factory(
+        *(f.format(**fill) for f in flags), env=env, wait_ready=False
     )
+    assert server.wait(20) == 2
+    out = server.log()
+    assert out.strip().splitlines()[-1].startswith(line.format(**fill)), out
+    assert "Traceback" not in out
 
 
-def test_bad_registry_file_at_start_is_refused(tmp_path: Path) -> None:
+def test_bad_registry_file_at_start_is_refused(tmp_path: Path, xds_server_factory: Start) -> None:
     bad = tmp_path / "r.yaml"
     bad.write_text("services:\n  - {name: a, ports: [{port: eighty}]}\n")
-    proc = _start("--file", str(bad), "--xds-address", f"127.0.0.1:{free_port()}")
-    out, _ = proc.communicate(timeout=20)
-    assert proc.returncode == 2
+    server = xds_server_factory("--file", str(bad), wait_ready=False)
+    assert server.wait(20) == 2
+    out = server.log()
     assert f"{bad}:2:" in out and "services[0].ports[0].port" in out
 
 
-def test_unreadable_registry_file_is_refused(tmp_path: Path) -> None:
-    missing = tmp_path / "nope.yaml"
-    proc = _start("--file", str(missing), "--xds-address", f"127.0.0.1:{free_port()}")
-    out, _ = proc.communicate(timeout=20)
-    assert proc.returncode == 2
-    assert out.strip() == f"xds-server: {missing}: cannot read: No such file or directory"
-
-
-def test_unknown_flag_is_one_line() -> None:
-    proc = _start("--no-such-flag")
-    out, _ = proc.communicate(timeout=20)
-    assert proc.returncode == 2
-    assert out.strip().splitlines() == [
-        "xds-server: unrecognized arguments: --no-such-flag (see --help)"
-    ]
-
-
-def test_bad_environment_value_names_the_variable() -> None:
-    proc = _start(env={"XDS_SERVER_DEBOUNCE_QUIET": "soon"})
-    out, _ = proc.communicate(timeout=20)
-    assert proc.returncode == 2
-    assert out.strip() == (
-        "xds-server: invalid debounce_quiet from environment variable "
-        "XDS_SERVER_DEBOUNCE_QUIET: not a duration: 'soon' (e.g. 100ms, 1s, 2m)"
-    )
-
-
-def test_config_file_and_json_logs(tmp_path: Path) -> None:
+def test_config_file_and_json_logs(tmp_path: Path, xds_server_factory: Start) -> None:
     registry = tmp_path / "registry.yaml"
     registry.write_text(EXAMPLE.read_text())
     xds, admin = free_port(), free_port()
@@ -183,17 +154,22 @@ def test_config_file_and_json_logs(tmp_path: Path) -> None:
         f"xds_address: 127.0.0.1:{xds}\nadmin-address: 127.0.0.1:{admin}\n"
         f"file: {registry}\nlog_format: json\n"
     )
-    proc = _start("--config", str(cfg), "--admin-address", f"127.0.0.1:{admin}")
-    try:
-        _wait_port(admin)
-        _wait_port(xds)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=15)
-    assert proc.returncode == 0, out
-    lines = [json.loads(line) for line in out.strip().splitlines()]
+    # Only the config file names the addresses: the server must take them from it.
+    server = xds_server_factory(
+        "--config", str(cfg), addresses=False, admin_port=admin, xds_port=xds
+    )
+    with socket.create_connection(("127.0.0.1", xds), timeout=5):
+        pass
+    assert server.stop(15) == 0, server.log()
+    lines = [json.loads(line) for line in server.log().strip().splitlines()]
     assert any(f"127.0.0.1:{xds}" in doc["message"] for doc in lines)
     assert {"time", "level", "logger", "message"} <= set(lines[0])
 
 
-os.environ.setdefault("PYTHONUNBUFFERED", "1")
+def test_a_dead_server_ends_the_wait_at_once(tmp_path: Path, xds_server_factory: Start) -> None:
+    """The harness itself: waiting for a server that died fails with its exit code and log
+    tail as soon as the process is gone, not after the whole timeout."""
+    with pytest.raises(ServerExited) as err:
+        xds_server_factory("--no-such-flag", timeout=60)
+    assert "exited with code 2" in str(err.value)
+    assert "unrecognized arguments: --no-such-flag" in str(err.value)

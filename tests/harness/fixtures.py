@@ -127,7 +127,7 @@ def grpc_xds_client_factory(tmp_path: Path) -> Iterator[Callable[..., GrpcXdsCli
 
 @pytest.fixture
 def xds_server_factory(tmp_path: Path) -> Iterator[Callable[..., XdsServerProcess]]:
-    """``start(*args, name="xds-server", wait_ready=True, **kwargs) -> XdsServerProcess``.
+    """``start(*args, name="xds-server", wait_ready=True, timeout=20, **kwargs)``.
 
     ``args`` are xds-server flags (the xDS and admin addresses are added on free ports);
     ``kwargs`` go to :class:`XdsServerProcess`. Logs in ``tmp_path/<name>-<n>.log``;
@@ -137,13 +137,17 @@ def xds_server_factory(tmp_path: Path) -> Iterator[Callable[..., XdsServerProces
     stack = contextlib.ExitStack()
 
     def start(
-        *args: str, name: str = "xds-server", wait_ready: bool = True, **kwargs: Any
+        *args: str,
+        name: str = "xds-server",
+        wait_ready: bool = True,
+        timeout: float = 20.0,
+        **kwargs: Any,
     ) -> XdsServerProcess:
         kwargs.setdefault("log_path", tmp_path / f"{name}-{len(started) + 1}.log")
         server = XdsServerProcess(*args, **kwargs)
         started.append(server)
         stack.callback(server.stop)
-        return server.start(wait_ready=wait_ready)
+        return server.start(timeout=timeout, wait_ready=wait_ready)
 
     with stack:  # runs every stop even if one raises
         yield start

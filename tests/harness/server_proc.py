@@ -1,8 +1,9 @@
 """The real `xds-server` as a user runs it: a subprocess on free loopback ports.
 
-Used by the end-to-end tests of the registries, `xdsctl` and the demo: start it with
-flags, wait until `/readyz` says ready, read its admin API, run `xdsctl` against it,
-and stop it (SIGTERM, then kill) at teardown.
+The one way tests and benchmarks start the server: with flags, on free ports, waiting
+until `/readyz` says ready (or failing at once, with the exit code and the log's tail,
+if the process dies first), reading its admin API, running `xdsctl` against it, and
+stopping it (SIGTERM, then kill). `run_xdsctl` is the one way to run the `xdsctl` CLI.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ import sys
 import sysconfig
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from tests.harness.ports import free_port
-from tests.harness.waiting import wait_for
+from tests.harness.waiting import GiveUp, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def script(name: str) -> str:
@@ -27,59 +31,126 @@ def script(name: str) -> str:
     for d in (Path(sys.executable).parent, Path(sysconfig.get_path("scripts"))):
         if (d / name).exists():
             return str(d / name)
-    raise FileNotFoundError(f"{name} is not installed next to {sys.executable}")
+    raise FileNotFoundError(f"{name} is not installed next to {sys.executable} (pip install -e .)")
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> int:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout`; its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
+
+
+def run_xdsctl(
+    *args: str,
+    server: str | None = None,
+    env: Mapping[str, str] | None = None,
+    check: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """`xdsctl [--server URL] ARGS` with XDSCTL_SERVER unset unless `env` sets it."""
+    environ = {k: v for k, v in os.environ.items() if k != "XDSCTL_SERVER"}
+    cmd = [script("xdsctl"), *(["--server", server] if server else []), *args]
+    res = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=30, env={**environ, **(env or {})}
+    )
+    if check and res.returncode != 0:
+        raise AssertionError(f"xdsctl {' '.join(args)} exited {res.returncode}: {res.stderr}")
+    return res
+
+
+class ServerExited(GiveUp):
+    """The server process ended while something waited for it."""
 
 
 class XdsServerProcess:
+    """``xds-server ARGS`` in a child process with its output in `log_path`.
+
+    Unless ``addresses=False`` the xDS and admin addresses are set to free loopback ports
+    (given ones, or new ones) ahead of ``args``, so a later flag in ``args`` still wins.
+    ``new_session`` puts it in its own process group (benchmarks handle Ctrl-C themselves).
+    """
+
     def __init__(
         self,
         *args: str,
         log_path: Path,
-        env: dict[str, str] | None = None,
+        env: Mapping[str, str] | None = None,
         xds_port: int = 0,
         admin_port: int = 0,
+        addresses: bool = True,
+        new_session: bool = False,
     ):
         self.xds_port = xds_port or free_port()
         self.admin_port = admin_port or free_port()
-        self.args = [
-            "--xds-address",
-            f"127.0.0.1:{self.xds_port}",
-            "--admin-address",
-            f"127.0.0.1:{self.admin_port}",
-            *args,
+        own = [
+            *("--xds-address", f"127.0.0.1:{self.xds_port}"),
+            *("--admin-address", f"127.0.0.1:{self.admin_port}"),
         ]
-        self.log_path = log_path
+        self.args = [*(own if addresses else []), *args]
+        self.log_path = Path(log_path)
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.new_session = new_session
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.admin_port}"
 
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "not started"
+        return self.proc.pid
+
     def start(self, timeout: float = 20.0, wait_ready: bool = True) -> XdsServerProcess:
         """Start the process; unless told otherwise, wait until /readyz says ready."""
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [script("xds-server"), *self.args],
+                stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env,
+                cwd=ROOT,
+                start_new_session=self.new_session,
             )
         if wait_ready:
-            wait_for(self.ready, timeout=timeout, message=lambda: f"xds-server ready\n{self.log()}")
+            self.wait_ready(timeout)
         return self
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        wait_for(self.ready, timeout=timeout, message=lambda: f"xds-server ready\n{self.tail()}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def ready(self) -> bool:
+    def tail(self, lines: int = 40) -> str:
+        """The last `lines` lines of the log, for failure messages."""
+        return "\n".join(self.log().splitlines()[-lines:])
+
+    def check_running(self) -> None:
+        """Raise ServerExited (ends any wait at once) if the process has exited."""
         if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"xds-server exited with {self.proc.returncode}:\n{self.log()}")
+            raise ServerExited(
+                f"xds-server exited with code {self.proc.returncode}; log tail:\n{self.tail()}"
+            )
+
+    def ready(self) -> bool:
+        self.check_running()
         try:
             with urllib.request.urlopen(self.admin_url + "/readyz", timeout=2) as r:
                 return bool(r.status == 200)
         except (urllib.error.URLError, OSError):
             return False
+
+    def wait(self, timeout: float = 20.0) -> int:
+        """Wait for the process to exit by itself; its exit code."""
+        assert self.proc is not None, "not started"
+        return self.proc.wait(timeout)
 
     def endpoint_counts(self) -> dict[str, int]:
         """Endpoints per cluster in the default group's snapshot: what a proxy gets."""
@@ -94,14 +165,23 @@ class XdsServerProcess:
     def cluster_names(self) -> list[str]:
         return [r["name"] for r in self.get("/debug/snapshot?type=clusters")["resources"]]
 
+    def get_text(self, path: str, timeout: float = 5.0) -> tuple[int, str]:
+        """GET an admin path: (status, body), also for error statuses."""
+        try:
+            with urllib.request.urlopen(self.admin_url + path, timeout=timeout) as r:
+                return int(r.status), r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(errors="replace")
+
     def get(self, path: str) -> Any:
+        """GET an admin path that must answer 200 with JSON."""
         with urllib.request.urlopen(self.admin_url + path, timeout=5) as r:
             return json.loads(r.read())
 
     def metrics(self) -> dict[str, float]:
         """/metrics as {'name{labels}': value} (Prometheus text format)."""
-        with urllib.request.urlopen(self.admin_url + "/metrics", timeout=5) as r:
-            text = r.read().decode()
+        status, text = self.get_text("/metrics")
+        assert status == 200, f"/metrics answered {status}"
         out: dict[str, float] = {}
         for line in text.splitlines():
             if line and not line.startswith("#"):
@@ -110,24 +190,7 @@ class XdsServerProcess:
         return out
 
     def xdsctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        res = subprocess.run(
-            [script("xdsctl"), "--server", self.admin_url, *args],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        if check and res.returncode != 0:
-            raise AssertionError(f"xdsctl {' '.join(args)} failed: {res.stderr}")
-        return res
+        return run_xdsctl(*args, server=self.admin_url, check=check)
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
+        return None if self.proc is None else stop_process(self.proc, timeout)

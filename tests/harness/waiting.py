@@ -1,4 +1,9 @@
-"""Polling helpers with hard timeouts for sync and async tests."""
+"""Polling helpers with hard timeouts for sync and async tests.
+
+A predicate's exception means "not yet", except :class:`GiveUp`: a predicate raises it
+when waiting longer cannot help (the process it waits for has exited), and the helpers
+re-raise it at once instead of spending the whole timeout.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+Message = str | Callable[[], str]
 
 
-def _failure(message: str, timeout: float, last_exc: BaseException | None, last: object) -> str:
-    text = f"timed out after {timeout:.1f}s: {message}"
+class GiveUp(AssertionError):
+    """Raised by a predicate when the condition can no longer come true; ends the wait."""
+
+
+def _failure(
+    message: Message, timeout: float, last_exc: BaseException | None, last: object
+) -> str:
+    text = f"timed out after {timeout:.1f}s: {message() if callable(message) else message}"
     if last_exc is not None:
         text += f" (last exception: {type(last_exc).__name__}: {last_exc})"
     elif last is not None:
@@ -25,12 +37,13 @@ def wait_for(
     predicate: Callable[[], T],
     timeout: float,
     interval: float = 0.05,
-    message: str = "condition not met",
+    message: Message = "condition not met",
 ) -> T:
     """Call ``predicate`` until it returns a truthy value and return that value.
 
-    Exceptions raised by ``predicate`` count as "not yet". On timeout raise
-    AssertionError naming ``message`` and the last exception or falsy value.
+    Exceptions raised by ``predicate`` count as "not yet", except :class:`GiveUp`, which
+    is re-raised at once. On timeout raise AssertionError naming ``message`` (a string,
+    or a callable giving one, evaluated only then) and the last exception or falsy value.
     """
     deadline = time.monotonic() + timeout
     last_exc: BaseException | None = None
@@ -38,6 +51,8 @@ def wait_for(
     while True:
         try:
             value = predicate()
+        except GiveUp:
+            raise
         except Exception as exc:
             last_exc = exc
         else:
@@ -53,7 +68,7 @@ async def async_wait_for(
     predicate: Callable[[], T | Awaitable[T]],
     timeout: float,
     interval: float = 0.05,
-    message: str = "condition not met",
+    message: Message = "condition not met",
 ) -> T:
     """Async twin of :func:`wait_for`; ``predicate`` may be sync or async."""
     loop = asyncio.get_running_loop()
@@ -68,6 +83,8 @@ async def async_wait_for(
                 value: T = await asyncio.wait_for(result, remaining)
             else:
                 value = result
+        except GiveUp:
+            raise
         except Exception as exc:
             last_exc = exc
         else:
