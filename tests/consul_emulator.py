@@ -76,6 +76,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from tests.harness.loop_thread import LoopThread
+
 __all__ = ["ConsulEmulator", "Request", "parse_duration"]
 
 DEFAULT_WAIT = 300.0
@@ -507,7 +509,7 @@ class ConsulEmulator:
         self._abandon = 0
         self._cache: dict[tuple[Any, ...], tuple[int, bytes]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._thread: LoopThread | None = None
         self._web: web.Server | None = None
         self._server: asyncio.AbstractServer | None = None
         self._state.begin()
@@ -518,41 +520,25 @@ class ConsulEmulator:
     def start(self) -> ConsulEmulator:
         if self._thread is not None:
             raise RuntimeError("already started")
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        started = threading.Event()
-        error: list[BaseException] = []
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self._listen())
-            except BaseException as exc:
-                error.append(exc)
-                started.set()
-                return
-            started.set()
-            loop.run_forever()
-            loop.run_until_complete(self._shutdown())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="consul-emulator", daemon=True)
-        self._thread.start()
-        started.wait()
-        if error:
-            self._thread.join()
-            self._thread = None
-            raise error[0]
+        thread = LoopThread("consul-emulator").start()
+        try:
+            thread.run(self._listen())
+        except BaseException:
+            thread.stop()
+            raise
+        self._thread, self._loop = thread, thread.loop
         return self
 
     def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
+        thread = self._thread
+        if thread is None:
             return
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        self._thread = None
-        self._loop = None
+        try:
+            thread.run(self._shutdown())
+        finally:
+            thread.stop()
+            self._thread = None
+            self._loop = None
 
     def __enter__(self) -> ConsulEmulator:
         return self.start()

@@ -1,8 +1,4 @@
-"""The admin HTTP server over real loopback HTTP: health, readiness, metrics, debug views.
-
-`Fixture` (a filled cache, a registry with hand-made proxy statuses, the callbacks) is
-shared with test_xdsctl.py.
-"""
+"""The admin HTTP server over real loopback HTTP: health, readiness, metrics, debug views."""
 
 from __future__ import annotations
 
@@ -13,110 +9,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from translators.resources import (
-    VirtualHost,
-    eds_cluster,
-    http_listener,
-    load_assignment,
-    route_configuration,
-)
+from tests.harness.admin_state import GROUP, NACK_ERROR, OTHER, SOURCES, AdminState
+from translators.resources import eds_cluster, load_assignment
 from xds_server import admin, types
-from xds_server.admin import AdminServer, envoy_json, parse_address
-from xds_server.cache import SnapshotCache
-from xds_server.model import Endpoint, Locality
+from xds_server.admin import envoy_json, parse_address
+from xds_server.model import Endpoint
 from xds_server.snapshot import Snapshot
-from xds_server.status import ProxyRegistry, ProxyStatus
 
 pytestmark = pytest.mark.timeout(30)
-
-GROUP = "web"
-OTHER = "batch"
-NACK_ERROR = "Proto constraint validation failed: listener 'http': port_value must be > 0"
-SOURCES = [
-    {"name": "consul", "kind": "consul", "synced": True, "stale": False, "error": None,
-     "services": 2, "rejected": []},
-    {"name": "k8s", "kind": "kubernetes", "synced": False, "stale": True,
-     "error": "watch failed: connection reset", "services": 1, "rejected": ["bad-svc"]},
-]  # fmt: skip
-
-
-class Fixture:
-    """Server state as the admin server sees it: cache, registry and callbacks."""
-
-    def __init__(self) -> None:
-        self.cache = SnapshotCache()
-        self.cache.set_snapshot(
-            GROUP,
-            {
-                types.CLUSTER: [eds_cluster("backend"), eds_cluster("api")],
-                types.ENDPOINT: [
-                    load_assignment("backend", [Endpoint("10.0.0.1", 8080)]),
-                    load_assignment(
-                        "api", [Endpoint("10.0.0.2", 9090, locality=Locality(zone="z1"))]
-                    ),
-                ],
-                types.LISTENER: [http_listener("http", 10000, "local")],
-                types.ROUTE: [route_configuration("local", [VirtualHost("all", ["*"], "backend")])],
-            },
-        )
-        self.cache.set_snapshot(OTHER, {types.CLUSTER: [eds_cluster("jobs")]})
-        self.registry = ProxyRegistry()
-        self.reasons: list[str] = ["source k8s has not synced yet"]
-        self.warnings: list[str] = []
-        self.snap = self.cache.get(GROUP)
-
-        # envoy-1: clusters and endpoints acked at the current snapshot, listeners NACKed.
-        p1 = ProxyStatus(kind="ads-sotw", peer="ipv4:127.0.0.1:40001", node_id="envoy-1")
-        p1.cluster, p1.group = "web-cluster", GROUP
-        cds = p1.type_status(types.CLUSTER)
-        cds.wildcard = True
-        cds.sent_version = cds.acked_version = self.version(types.CLUSTER)
-        eds = p1.type_status(types.ENDPOINT)
-        eds.subscribed, eds.names = 2, frozenset({"backend", "api"})
-        eds.sent_version = eds.acked_version = self.version(types.ENDPOINT)
-        lds = p1.type_status(types.LISTENER)
-        lds.wildcard = True
-        lds.sent_version = lds.error_version = self.version(types.LISTENER)
-        lds.acked_version = "0000000000000000"
-        lds.last_error, lds.nacks = NACK_ERROR, 1
-        # envoy-2: acked what it was sent, but the snapshot has moved on since.
-        p2 = ProxyStatus(kind="ads-delta", peer="ipv4:127.0.0.1:40002", node_id="envoy-2")
-        p2.cluster, p2.group = "batch-cluster", OTHER
-        cds2 = p2.type_status(types.CLUSTER)
-        cds2.wildcard = True
-        cds2.sent_version = cds2.acked_version = "1111111111111111"
-        self.proxies = [p1, p2]
-
-    def version(self, type_url: str) -> str:
-        return self.snap.get(type_url).version
-
-    async def snapshot_for(self, key: str) -> Snapshot:
-        if key not in self.cache.groups():
-            raise ValueError(f"unknown proxy group {key!r}")
-        return self.cache.get(key)
-
-    def readiness(self) -> list[str]:
-        return list(self.reasons)
-
-    def server(self, address: str = "127.0.0.1:0") -> AdminServer:
-        return AdminServer(
-            address,
-            cache=self.cache,
-            registry=self.registry,
-            readiness=self.readiness,
-            sources=lambda: SOURCES,
-            snapshot_for=self.snapshot_for,
-            default_group=GROUP,
-            warnings=lambda: list(self.warnings),
-        )
-
-    def connect(self) -> None:
-        for p in self.proxies:
-            self.registry.add(p)
-
-    def disconnect(self) -> None:
-        for p in self.proxies:
-            self.registry.remove(p)
 
 
 class Client:
@@ -140,14 +40,14 @@ class Client:
 
 @pytest.fixture
 def fx() -> Any:
-    f = Fixture()
+    f = AdminState()
     f.connect()
     yield f
     f.disconnect()
 
 
 @pytest.fixture
-async def client(fx: Fixture) -> AsyncIterator[Client]:
+async def client(fx: AdminState) -> AsyncIterator[Client]:
     server = fx.server()
     port = await server.start()
     assert port > 0
@@ -168,7 +68,7 @@ async def test_healthz_and_index(client: Client) -> None:
     assert status == 404
 
 
-async def test_readyz_flips_when_reasons_clear(fx: Fixture, client: Client) -> None:
+async def test_readyz_flips_when_reasons_clear(fx: AdminState, client: Client) -> None:
     fx.reasons.append("no snapshot built yet")
     status, _, text = await client.get("/readyz")
     assert status == 503
@@ -180,7 +80,7 @@ async def test_readyz_flips_when_reasons_clear(fx: Fixture, client: Client) -> N
     assert await client.json("/readyz", verbose="1") == {"ready": True, "reasons": []}
 
 
-async def test_a_stale_source_is_a_warning_not_unreadiness(fx: Fixture, client: Client) -> None:
+async def test_a_stale_source_is_a_warning_not_unreadiness(fx: AdminState, client: Client) -> None:
     fx.reasons.clear()
     fx.warnings.append("source consul (consul) is stale, serving its last good state: down")
     status, _, text = await client.get("/readyz")
@@ -197,7 +97,7 @@ async def test_metrics(client: Client) -> None:
     assert "# TYPE xds_nacks_total counter" in text
 
 
-async def test_snapshot_default_group_in_push_order(fx: Fixture, client: Client) -> None:
+async def test_snapshot_default_group_in_push_order(fx: AdminState, client: Client) -> None:
     doc = await client.json("/debug/snapshot")
     assert doc["group"] == GROUP
     assert doc["versions"] == {
@@ -235,7 +135,7 @@ async def test_snapshot_default_group_in_push_order(fx: Fixture, client: Client)
 
 
 @pytest.mark.parametrize("type_param", ["endpoints", "EDS", types.ENDPOINT])
-async def test_snapshot_type_filter(fx: Fixture, client: Client, type_param: str) -> None:
+async def test_snapshot_type_filter(fx: AdminState, client: Client, type_param: str) -> None:
     doc = await client.json("/debug/snapshot", type=type_param)
     assert doc["versions"] == {"endpoints": fx.version(types.ENDPOINT)}
     assert [(r["type"], r["name"]) for r in doc["resources"]] == [
@@ -244,7 +144,7 @@ async def test_snapshot_type_filter(fx: Fixture, client: Client, type_param: str
     ]
 
 
-async def test_snapshot_by_group_and_node(fx: Fixture, client: Client) -> None:
+async def test_snapshot_by_group_and_node(fx: AdminState, client: Client) -> None:
     doc = await client.json("/debug/snapshot", group=OTHER)
     assert doc["group"] == OTHER
     assert [r["name"] for r in doc["resources"]] == ["jobs"]
@@ -273,7 +173,7 @@ async def test_snapshot_errors(client: Client) -> None:
 
 
 async def test_snapshot_of_many_resources_renders_off_the_loop(
-    fx: Fixture, client: Client, monkeypatch: pytest.MonkeyPatch
+    fx: AdminState, client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     names = [f"svc-{i:04d}" for i in range(1000)]
     fx.cache.set_snapshot(
@@ -301,7 +201,7 @@ async def test_snapshot_of_many_resources_renders_off_the_loop(
     assert rendered_in and threading.get_ident() not in rendered_in  # a worker thread
 
 
-async def test_proxies_state_against_current_snapshot(fx: Fixture, client: Client) -> None:
+async def test_proxies_state_against_current_snapshot(fx: AdminState, client: Client) -> None:
     doc = await client.json("/debug/proxies")
     assert [(p["node_id"], p["group"], p["kind"]) for p in doc] == [
         ("envoy-1", GROUP, "ads-sotw"),
@@ -336,7 +236,7 @@ async def test_sources(client: Client) -> None:
     assert await client.json("/debug/sources") == SOURCES
 
 
-async def test_busy_port_raises_and_stop_frees_it(fx: Fixture) -> None:
+async def test_busy_port_raises_and_stop_frees_it(fx: AdminState) -> None:
     first = fx.server()
     port = await first.start()
     try:

@@ -13,6 +13,7 @@ import pytest
 from envoy.service.discovery.v3 import discovery_pb2
 
 from tests.ads_client import AdsClient
+from tests.harness.waiting import async_wait_for
 from tests.xds_util import CDS, EDS, NODE, cla, cluster
 from xds_server.cache import SnapshotCache
 from xds_server.grpc_server import ServerOptions, XdsServer
@@ -111,11 +112,11 @@ async def test_client_disconnecting_mid_stream_is_cleaned_up(server: XdsServer) 
     assert len(server.registry) == 1
     c.call.cancel()
     await c.channel.close()
-    for _ in range(100):
-        if len(server.registry) == 0 and server.stream_count == 0:
-            break
-        await asyncio.sleep(0.02)
-    assert len(server.registry) == 0 and server.stream_count == 0
+    await async_wait_for(
+        lambda: len(server.registry) == 0 and server.stream_count == 0,
+        timeout=5,
+        message="the cancelled stream is removed from the registry and the stream count",
+    )
     # The server still serves new streams.
     good = await _healthy_client(server)
     await good.close()

@@ -2,77 +2,37 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
-from concurrent.futures import Future
-from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.harness.admin_state import GROUP, NACK_ERROR, OTHER, AdminState, serving
 from tests.harness.ports import free_port
-from tests.test_admin import GROUP, NACK_ERROR, OTHER, Fixture
+from tests.harness.server_proc import run_xdsctl
 from xds_server import types
 from xds_server.admin import envoy_json
 
 pytestmark = pytest.mark.timeout(60)
-XDSCTL = str(Path(sys.executable).parent / "xdsctl")
-
-
-class AdminThread:
-    """The admin server on its own event loop in a background thread."""
-
-    def __init__(self, fx: Fixture) -> None:
-        self.fx = fx
-        self.loop = asyncio.new_event_loop()
-        self.server = fx.server()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        started: Future[int] = asyncio.run_coroutine_threadsafe(self.server.start(), self.loop)
-        return f"http://127.0.0.1:{started.result(10)}"
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 @pytest.fixture(scope="module")
-def fx() -> Iterator[Fixture]:
-    f = Fixture()
+def fx() -> Iterator[AdminState]:
+    f = AdminState()
     f.connect()
     yield f
     f.disconnect()
 
 
 @pytest.fixture(scope="module")
-def url(fx: Fixture) -> Iterator[str]:
-    with AdminThread(fx) as base:
+def url(fx: AdminState) -> Iterator[str]:
+    with serving(fx) as base:
         yield base
 
 
-def xdsctl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if k != "XDSCTL_SERVER"}
-    return subprocess.run(
-        [XDSCTL, *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**environ, **(env or {})},
-        check=False,
-    )
-
-
 def ok(*args: str, env: dict[str, str] | None = None) -> str:
-    proc = xdsctl(*args, env=env)
+    proc = run_xdsctl(*args, env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     return proc.stdout
@@ -82,7 +42,7 @@ def rows(text: str) -> list[list[str]]:
     return [line.split() for line in text.splitlines()]
 
 
-def test_snapshot_table(fx: Fixture, url: str) -> None:
+def test_snapshot_table(fx: AdminState, url: str) -> None:
     lines = rows(ok("--server", url, "snapshot"))
     assert lines[0][:2] == ["GROUP", GROUP]
     assert f"clusters={fx.version(types.CLUSTER)[:12]}" in lines[0]
@@ -98,7 +58,7 @@ def test_snapshot_table(fx: Fixture, url: str) -> None:
     ]
 
 
-def test_snapshot_json_and_yaml_carry_envoy_json(fx: Fixture, url: str) -> None:
+def test_snapshot_json_and_yaml_carry_envoy_json(fx: AdminState, url: str) -> None:
     backend = fx.snap.get(types.CLUSTER).resources["backend"]
     for fmt, parse in (("json", json.loads), ("yaml", yaml.safe_load)):
         doc = parse(ok("--server", url, "snapshot", "--group", GROUP, "-o", fmt))
@@ -126,16 +86,16 @@ def test_snapshot_type_filter_and_node(url: str) -> None:
 
 
 def test_snapshot_errors(url: str) -> None:
-    proc = xdsctl("--server", url, "snapshot", "--node", "ghost")
+    proc = run_xdsctl("--server", url, "snapshot", "--node", "ghost")
     assert (proc.returncode, proc.stdout) == (2, "")
     assert proc.stderr == "xdsctl: no connected proxy with node id 'ghost'\n"
-    proc = xdsctl("--server", url, "snapshot", "--group", "nope")
+    proc = run_xdsctl("--server", url, "snapshot", "--group", "nope")
     assert proc.returncode == 2
     assert proc.stderr == "xdsctl: unknown proxy group 'nope'\n"
-    proc = xdsctl("--server", url, "snapshot", "--node", "a", "--group", "b")
+    proc = run_xdsctl("--server", url, "snapshot", "--node", "a", "--group", "b")
     assert proc.returncode == 2
     assert "--node and --group are mutually exclusive" in proc.stderr
-    proc = xdsctl("--server", url, "snapshot", "--type", "secrets")
+    proc = run_xdsctl("--server", url, "snapshot", "--type", "secrets")
     assert proc.returncode == 2
     assert "Invalid value for '--type'" in proc.stderr
 
@@ -164,8 +124,8 @@ def test_proxies_json_and_empty(url: str) -> None:
     doc = json.loads(ok("--server", url, "proxies", "-o", "json"))
     assert [p["node_id"] for p in doc] == ["envoy-1", "envoy-2"]
     assert doc[0]["types"]["listeners"]["last_error"] == NACK_ERROR
-    fx2 = Fixture()  # nothing connected
-    with AdminThread(fx2) as other:
+    fx2 = AdminState()  # nothing connected
+    with serving(fx2) as other:
         assert ok("--server", other, "proxies") == "no proxies connected\n"
 
 
@@ -190,14 +150,14 @@ def test_unreachable_server_one_line_exit_2() -> None:
     server = f"http://127.0.0.1:{port}"
     for env in ({}, {"XDSCTL_SERVER": server}):
         args = () if env else ("--server", server)
-        proc = xdsctl(*args, "proxies", env=env)
+        proc = run_xdsctl(*args, "proxies", env=env)
         assert proc.returncode == 2
         assert proc.stdout == ""
         assert proc.stderr == f"xdsctl: cannot reach xds-server at {server}: Connection refused\n"
 
 
 def test_default_server_address() -> None:
-    proc = xdsctl("--help")
+    proc = run_xdsctl("--help")
     assert proc.returncode == 0
     assert "http://127.0.0.1:19000" in proc.stdout
     assert "XDSCTL_SERVER" in proc.stdout

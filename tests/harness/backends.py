@@ -23,6 +23,8 @@ from typing import Any, Self
 
 import grpc
 
+from .waiting import wait_for
+
 ECHO_SERVICE = "xdstest.Echo"
 WHOAMI_METHOD = f"/{ECHO_SERVICE}/Whoami"
 
@@ -419,28 +421,29 @@ class RequestLoop:
     def wait_for_body(self, body: str, timeout: float, since: int | None = None) -> int:
         """Wait until a 2xx response with ``body`` arrives (after ``since``); return its index."""
         start = self.mark() if since is None else since
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def found() -> int | None:
             with self._lock:
                 for i in range(start, len(self._results)):
                     r = self._results[i]
                     if r.status is not None and 200 <= r.status < 300 and r.text == body:
-                        return i
-            if time.monotonic() >= deadline:
-                raise AssertionError(
-                    f"no {body!r} response within {timeout:.1f}s; "
-                    f"since mark: {self.snapshot(start)}"
-                )
-            time.sleep(0.02)
+                        return i + 1  # 1-based so that index 0 is truthy
+            return None
+
+        def missing() -> str:
+            return f"no {body!r} response; since mark: {self.snapshot(start)}"
+
+        return wait_for(found, timeout, interval=0.02, message=missing) - 1
 
     def wait_for_requests(self, n: int, timeout: float) -> None:
         """Wait until ``n`` more requests have completed."""
         target = self.mark() + n
-        deadline = time.monotonic() + timeout
-        while self.mark() < target:
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"request loop made no progress: {self.snapshot()}")
-            time.sleep(0.02)
+        wait_for(
+            lambda: self.mark() >= target,
+            timeout,
+            interval=0.02,
+            message=lambda: f"request loop made no progress: {self.snapshot()}",
+        )
 
     def results(self, since: int = 0) -> list[tuple[float, int | None, str]]:
         """(monotonic start time, status or None for an error, body or error text)."""

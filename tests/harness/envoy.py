@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
-from .waiting import wait_for
+from .waiting import GiveUp, wait_for
 
 XDS_CLUSTER = "xds_cluster"
 """Name of the static cluster that points Envoy at the xDS server."""
@@ -259,6 +259,10 @@ class EnvoyError(RuntimeError):
     """Envoy failed to start or exited unexpectedly."""
 
 
+class EnvoyExited(EnvoyError, GiveUp):
+    """Envoy's process has ended: ends any wait for it at once."""
+
+
 _LIVE: set[EnvoyProcess] = set()
 
 
@@ -371,7 +375,7 @@ class EnvoyProcess:
             raise EnvoyError("Envoy not started")
         rc = self.proc.poll()
         if rc is not None:
-            raise EnvoyError(f"Envoy exited with code {rc}; log tail:\n{self.log_tail(40)}")
+            raise EnvoyExited(f"Envoy exited with code {rc}; log tail:\n{self.log_tail(40)}")
 
     def stop(self, timeout: float = 5.0) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout`` s; remove its shm segment. Idempotent."""
@@ -454,17 +458,13 @@ class EnvoyProcess:
         self._wait(live, timeout, "Envoy did not become LIVE")
 
     def _wait(self, predicate: Callable[[], bool], timeout: float, message: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():  # EnvoyError (process exited) propagates at once
-            if time.monotonic() >= deadline:
-                state = "unknown"
-                with contextlib.suppress(Exception):
-                    state = self.server_state()
-                raise AssertionError(
-                    f"timed out after {timeout:.1f}s: {message}; state={state}; "
-                    f"log tail:\n{self.log_tail(30)}"
-                )
-            time.sleep(0.05)
+        def failure() -> str:
+            state = "unknown"
+            with contextlib.suppress(Exception):
+                state = self.server_state()
+            return f"{message}; state={state}; log tail:\n{self.log_tail(30)}"
+
+        wait_for(predicate, timeout, message=failure)  # EnvoyExited ends it at once
 
     # ---- admin
 

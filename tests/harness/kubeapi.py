@@ -16,7 +16,6 @@ selectors, `timeoutSeconds`; and a watch starts by replaying every object as ADD
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -25,6 +24,7 @@ import aiohttp
 import kmock
 import yaml
 
+from tests.harness.loop_thread import LoopThread
 from tests.harness.ports import free_port
 
 T = TypeVar("T")
@@ -113,8 +113,8 @@ class FirstWatch:
 class KubeApi:
     def __init__(self) -> None:
         self.port = free_port()
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread = LoopThread("kube-api")
+        self.loop = self._thread.loop
         self.handler: kmock.KubernetesEmulator | None = None
         self._server: kmock.Server | None = None
         self._proxy: asyncio.Server | None = None
@@ -125,7 +125,7 @@ class KubeApi:
 
     def start(self) -> Self:
         self._thread.start()
-        self.call(self._start())
+        self._thread.run(self._start())
         return self
 
     async def _start(self) -> None:
@@ -142,13 +142,12 @@ class KubeApi:
         await self._listen()
 
     def stop(self) -> None:
-        if not self._thread.is_alive():
+        if not self._thread.running:
             return
         try:
-            self.call(self._stop(), timeout=10)
+            self._thread.run(self._stop(), timeout=10)
         finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(10)
+            self._thread.stop()
 
     async def _stop(self) -> None:
         await self._cut()
@@ -161,7 +160,7 @@ class KubeApi:
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
         """Run `coro` on the emulator's loop and return its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        return self._thread.run(coro, timeout)
 
     def script(self, fn: Callable[[kmock.KubernetesEmulator], Any]) -> Any:
         """Run `fn(handler)` on the emulator's loop (to add reactions)."""
