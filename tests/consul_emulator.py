@@ -474,6 +474,18 @@ class _State:
 # The emulator
 
 
+def _check_definitions(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The non-empty check definitions of a registration: its `Check` and its `Checks`."""
+    defs: list[dict[str, Any]] = []
+    one = _get(data, "Check")
+    if isinstance(one, dict) and one:
+        defs.append(one)
+    many = _get(data, "Checks")
+    if isinstance(many, list):
+        defs.extend(d for d in many if isinstance(d, dict) and d)
+    return defs
+
+
 class ConsulEmulator:
     """A Consul HTTP API emulator serving from a background thread; see the module doc."""
 
@@ -1046,13 +1058,7 @@ class ConsulEmulator:
         if not name:
             raise _HTTPError(400, "Missing service name")
         svc = self._service_from(data, self.node, name)
-        defs: list[dict[str, Any]] = []
-        one = _get(data, "Check")
-        if isinstance(one, dict) and one:
-            defs.append(one)
-        many = _get(data, "Checks")
-        if isinstance(many, list):
-            defs.extend(d for d in many if isinstance(d, dict) and d)
+        defs = _check_definitions(data)
         st.put_service(svc)
         wanted: set[str] = set()
         for i, defn in enumerate(defs):
@@ -1129,13 +1135,7 @@ class ConsulEmulator:
                 raise _HTTPError(400, "Invalid service: missing service name")
             svc = self._service_from(svc_data, nname, sname)
             st.put_service(svc)
-        defs: list[dict[str, Any]] = []
-        one = _get(data, "Check")
-        if isinstance(one, dict) and one:
-            defs.append(one)
-        many = _get(data, "Checks")
-        if isinstance(many, list):
-            defs.extend(d for d in many if isinstance(d, dict) and d)
+        defs = _check_definitions(data)
         for defn in defs:
             cid = _get(defn, "CheckID", "ID") or _get(defn, "Name")
             if not cid:

@@ -18,11 +18,11 @@ from collections import Counter
 from concurrent import futures
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, Self
 
 import grpc
 
+from .lifecycle import StartStop
 from .waiting import wait_for
 
 ECHO_SERVICE = "xdstest.Echo"
@@ -103,7 +103,7 @@ class _BackendServer(ThreadingHTTPServer):
                 conn.shutdown(socket.SHUT_RDWR)
 
 
-class HttpBackend:
+class HttpBackend(StartStop):
     """HTTP/1.1 server on 127.0.0.1 answering every request with body = ``name``.
 
     ``status`` can be changed at any time (e.g. 503 to fake a broken backend).
@@ -169,17 +169,6 @@ class HttpBackend:
     def running(self) -> bool:
         return self._server is not None
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def __repr__(self) -> str:
         return f"HttpBackend({self.name!r}, port={self._port})"
 
@@ -187,7 +176,7 @@ class HttpBackend:
 # ------------------------------------------------------------------------------ gRPC
 
 
-class GrpcBackend:
+class GrpcBackend(StartStop):
     """gRPC server on 127.0.0.1 whose unary ``/xdstest.Echo/Whoami`` returns ``name``.
 
     Uses the generic-handler API with raw bytes (no .proto). Threaded server, so
@@ -240,17 +229,6 @@ class GrpcBackend:
         server, self._server = self._server, None
         if server is not None:
             server.stop(grace).wait(5)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"GrpcBackend({self.name!r}, port={self._port})"
@@ -323,7 +301,7 @@ class _Result:
     text: str  # body, or error description
 
 
-class RequestLoop:
+class RequestLoop(StartStop):
     """Background thread sending GETs to ``url`` every ``interval`` s and counting outcomes.
 
     With ``keep_alive=True`` (default) one connection is reused; if a *reused*
@@ -375,17 +353,6 @@ class RequestLoop:
             self._thread = None
         self._close()
         return self.snapshot()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # ---- results
 

@@ -6,7 +6,6 @@ package name (DESIGN.md §3). The binary is found as an executable instead.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import http.client
 import json
@@ -23,9 +22,9 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any, Self
 
+from .lifecycle import Leftovers
 from .waiting import GiveUp, wait_for
 
 XDS_CLUSTER = "xds_cluster"
@@ -263,15 +262,7 @@ class EnvoyExited(EnvoyError, GiveUp):
     """Envoy's process has ended: ends any wait for it at once."""
 
 
-_LIVE: set[EnvoyProcess] = set()
-
-
-@atexit.register
-def _stop_leftovers() -> None:
-    """Safety net: stop anything a crashed test forgot (normal interpreter exit only)."""
-    for item in list(_LIVE):
-        with contextlib.suppress(Exception):
-            item.stop()
+_LIVE = Leftovers()
 
 
 class EnvoyProcess:
@@ -419,14 +410,9 @@ class EnvoyProcess:
                 Path(f"/dev/shm/envoy_shared_memory_{base + epoch}").unlink()
 
     def __enter__(self) -> Self:
-        return self
+        return self  # started with a bootstrap and a log path: start(...) inside the block
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # ---- waiting

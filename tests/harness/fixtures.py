@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -18,7 +18,28 @@ from .envoy import EnvoyProcess
 from .grpc_xds import GrpcXdsClient
 from .server_proc import XdsServerProcess
 
+T = TypeVar("T")
 EnvoyFactory = Callable[..., EnvoyProcess]
+
+
+class Started:
+    """What one factory fixture started: every stop runs at teardown even if one raises."""
+
+    def __init__(self, stack: contextlib.ExitStack) -> None:
+        self.stack = stack
+        self.count = 0
+
+    def keep(self, thing: T, stop: Callable[[], object]) -> T:
+        """Register `stop` before the thing starts, so a failed start is cleaned up too."""
+        self.count += 1
+        self.stack.callback(stop)
+        return thing
+
+
+@contextlib.contextmanager
+def started() -> Iterator[Started]:
+    with contextlib.ExitStack() as stack:
+        yield Started(stack)
 
 
 @pytest.fixture
@@ -28,8 +49,6 @@ def envoy_factory(tmp_path: Path) -> Iterator[EnvoyFactory]:
     ``opts`` go to :class:`EnvoyProcess` (``log_level``, ``extra_args``, ...).
     Logs land in ``tmp_path/<name>-<n>.log``; all Envoys are stopped at teardown.
     """
-    started: list[EnvoyProcess] = []
-    stack = contextlib.ExitStack()
 
     def start(
         bootstrap: dict[str, Any],
@@ -39,9 +58,8 @@ def envoy_factory(tmp_path: Path) -> Iterator[EnvoyFactory]:
         **opts: Any,
     ) -> EnvoyProcess:
         env = EnvoyProcess(**opts)
-        started.append(env)
-        stack.callback(env.stop)
-        env.start(bootstrap, tmp_path / f"{name}-{len(started)}.log")
+        kept.keep(env, env.stop)
+        env.start(bootstrap, tmp_path / f"{name}-{kept.count}.log")
         if wait == "admin":
             env.wait_admin(timeout)
         elif wait == "ready":
@@ -50,55 +68,43 @@ def envoy_factory(tmp_path: Path) -> Iterator[EnvoyFactory]:
             raise ValueError(f"wait must be 'admin', 'ready' or None, not {wait!r}")
         return env
 
-    with stack:  # runs every stop even if one raises
+    with started() as kept:
         yield start
 
 
 @pytest.fixture
 def http_backend_factory() -> Iterator[Callable[..., HttpBackend]]:
     """``start(name, **kwargs) -> HttpBackend`` (started); all stopped at teardown."""
-    started: list[HttpBackend] = []
-    stack = contextlib.ExitStack()
 
     def start(name: str, **kwargs: Any) -> HttpBackend:
         backend = HttpBackend(name, **kwargs)
-        started.append(backend)
-        stack.callback(backend.stop)
-        return backend.start()
+        return kept.keep(backend, backend.stop).start()
 
-    with stack:  # runs every stop even if one raises
+    with started() as kept:
         yield start
 
 
 @pytest.fixture
 def grpc_backend_factory() -> Iterator[Callable[..., GrpcBackend]]:
     """``start(name, **kwargs) -> GrpcBackend`` (started); all stopped at teardown."""
-    started: list[GrpcBackend] = []
-    stack = contextlib.ExitStack()
 
     def start(name: str, **kwargs: Any) -> GrpcBackend:
         backend = GrpcBackend(name, **kwargs)
-        started.append(backend)
-        stack.callback(backend.stop)
-        return backend.start()
+        return kept.keep(backend, backend.stop).start()
 
-    with stack:  # runs every stop even if one raises
+    with started() as kept:
         yield start
 
 
 @pytest.fixture
 def request_loop_factory() -> Iterator[Callable[..., RequestLoop]]:
     """``start(url, host_header=None, **kwargs) -> RequestLoop`` (running); stopped at teardown."""
-    started: list[RequestLoop] = []
-    stack = contextlib.ExitStack()
 
     def start(url: str, host_header: str | None = None, **kwargs: Any) -> RequestLoop:
         loop = RequestLoop(url, host_header, **kwargs)
-        started.append(loop)
-        stack.callback(loop.stop)
-        return loop.start()
+        return kept.keep(loop, loop.stop).start()
 
-    with stack:  # runs every stop even if one raises
+    with started() as kept:
         yield start
 
 
@@ -109,19 +115,15 @@ def grpc_xds_client_factory(tmp_path: Path) -> Iterator[Callable[..., GrpcXdsCli
     Each client is its own subprocess (gRPC caches the xDS bootstrap per
     process); logs in ``tmp_path/<name>-<n>.log``; all stopped at teardown.
     """
-    started: list[GrpcXdsClient] = []
-    stack = contextlib.ExitStack()
 
     def start(
         bootstrap: dict[str, Any], target: str, name: str = "grpc-client", **kwargs: Any
     ) -> GrpcXdsClient:
-        kwargs.setdefault("log_path", tmp_path / f"{name}-{len(started) + 1}.log")
+        kwargs.setdefault("log_path", tmp_path / f"{name}-{kept.count + 1}.log")
         client = GrpcXdsClient(bootstrap, target, **kwargs)
-        started.append(client)
-        stack.callback(client.close)
-        return client.start()
+        return kept.keep(client, client.close).start()
 
-    with stack:  # runs every stop even if one raises
+    with started() as kept:
         yield start
 
 
@@ -133,8 +135,6 @@ def xds_server_factory(tmp_path: Path) -> Iterator[Callable[..., XdsServerProces
     ``kwargs`` go to :class:`XdsServerProcess`. Logs in ``tmp_path/<name>-<n>.log``;
     all stopped at teardown.
     """
-    started: list[XdsServerProcess] = []
-    stack = contextlib.ExitStack()
 
     def start(
         *args: str,
@@ -143,11 +143,9 @@ def xds_server_factory(tmp_path: Path) -> Iterator[Callable[..., XdsServerProces
         timeout: float = 20.0,
         **kwargs: Any,
     ) -> XdsServerProcess:
-        kwargs.setdefault("log_path", tmp_path / f"{name}-{len(started) + 1}.log")
+        kwargs.setdefault("log_path", tmp_path / f"{name}-{kept.count + 1}.log")
         server = XdsServerProcess(*args, **kwargs)
-        started.append(server)
-        stack.callback(server.stop)
-        return server.start(timeout=timeout, wait_ready=wait_ready)
+        return kept.keep(server, server.stop).start(timeout=timeout, wait_ready=wait_ready)
 
-    with stack:  # runs every stop even if one raises
+    with started() as kept:
         yield start

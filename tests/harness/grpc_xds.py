@@ -8,7 +8,6 @@ caches it for the life of the process, so two clients with different node ids
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import os
@@ -20,8 +19,9 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any, Self
+
+from .lifecycle import Leftovers, StartStop
 
 CLIENT_MAIN = Path(__file__).with_name("grpc_client_main.py")
 
@@ -55,18 +55,10 @@ def grpc_bootstrap(
     }
 
 
-_LIVE: set[GrpcXdsClient] = set()
+_LIVE = Leftovers()
 
 
-@atexit.register
-def _stop_leftovers() -> None:
-    """Safety net: stop anything a crashed test forgot (normal interpreter exit only)."""
-    for item in list(_LIVE):
-        with contextlib.suppress(Exception):
-            item.stop()
-
-
-class GrpcXdsClient:
+class GrpcXdsClient(StartStop):
     """A subprocess calling ``/xdstest.Echo/Whoami`` on ``target`` (e.g. ``xds:///web``).
 
     Every call's outcome is kept as a dict (``ok``, ``body`` or ``code``/``error``,
@@ -201,16 +193,8 @@ class GrpcXdsClient:
             self._own_dir.cleanup()
             self._own_dir = None
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    def __exit__(self, *exc: object) -> None:
+        self.close()  # also removes the temporary log directory
 
     # ---- results
 

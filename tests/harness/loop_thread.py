@@ -12,10 +12,12 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, Self, TypeVar
 
+from tests.harness.lifecycle import StartStop
+
 T = TypeVar("T")
 
 
-class LoopThread:
+class LoopThread(StartStop):
     """A new event loop running forever on a daemon thread until `stop`."""
 
     def __init__(self, name: str) -> None:

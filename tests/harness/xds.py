@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
+from tests.harness.lifecycle import StartStop
 from tests.harness.loop_thread import LoopThread
 from xds_server.cache import SnapshotCache
 from xds_server.grpc_server import ServerOptions, XdsServer
@@ -17,7 +18,7 @@ from xds_server.status import ProxyRegistry
 T = TypeVar("T")
 
 
-class XdsServerThread:
+class XdsServerThread(StartStop):
     """An XdsServer on 127.0.0.1:port in a background thread. Restartable on the same port."""
 
     def __init__(self, port: int = 0, cache: SnapshotCache | None = None):
@@ -61,9 +62,3 @@ class XdsServerThread:
             thread.stop(timeout)
             self._thread = None
             self.server = None
-
-    def __enter__(self) -> XdsServerThread:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
