@@ -8,11 +8,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+from envoy.config.endpoint.v3 import endpoint_pb2
 
 from tests.harness.admin_state import GROUP, NACK_ERROR, OTHER, SOURCES, AdminState
 from translators.resources import eds_cluster, load_assignment
 from xds_server import admin, types
 from xds_server.admin import envoy_json, parse_address
+from xds_server.cache import SnapshotCache
 from xds_server.model import Endpoint
 from xds_server.snapshot import Snapshot
 
@@ -202,6 +204,19 @@ async def test_snapshot_of_many_resources_renders_off_the_loop(
 
 
 async def test_proxies_state_against_current_snapshot(fx: AdminState, client: Client) -> None:
+    # envoy-1 names one of the group's two endpoint sets and holds exactly that: its
+    # target is the version a group holding only those endpoints would have, not the
+    # whole set's version (which would make it look STALE).
+    held = fx.snap.get(types.ENDPOINT).resources["backend"]
+    only_backend = SnapshotCache()
+    only_backend.set_snapshot(
+        "only", {types.ENDPOINT: [endpoint_pb2.ClusterLoadAssignment.FromString(held.body)]}
+    )
+    subset_version = only_backend.get("only").get(types.ENDPOINT).version
+    assert subset_version != fx.version(types.ENDPOINT)
+    eds = fx.proxies[0].types[types.ENDPOINT]
+    eds.subscribed, eds.names = 1, frozenset({"backend"})
+    eds.sent_version = eds.acked_version = subset_version
     doc = await client.json("/debug/proxies")
     assert [(p["node_id"], p["group"], p["kind"]) for p in doc] == [
         ("envoy-1", GROUP, "ads-sotw"),
@@ -215,7 +230,7 @@ async def test_proxies_state_against_current_snapshot(fx: AdminState, client: Cl
     }
     assert t1["clusters"]["target_version"] == fx.version(types.CLUSTER)
     # A named subscription's target is the subset it names.
-    assert t1["endpoints"]["target_version"] == fx.version(types.ENDPOINT)
+    assert t1["endpoints"]["target_version"] == subset_version
     assert t1["listeners"]["last_error"] == NACK_ERROR
     assert t1["listeners"]["nacks"] == 1
     assert doc[0]["peer"] == "ipv4:127.0.0.1:40001"

@@ -82,16 +82,52 @@ def test_static_envoy_serves_traffic_without_failures(
     assert set(Path("/dev/shm").glob("envoy_shared_memory_*")) <= shm_before
 
 
+ENVOY_DEFAULT_XDS_BACKOFF = (0.5, 30.0)
+"""Envoy's own xDS reconnect backoff, base and cap in seconds (RetryInitialDelayMs and
+RetryMaxDelayMs in its grpc_stream.h): what a bootstrap without retry_policy gets."""
+
+XDS_RETRIES = 11
+"""Reconnects the retry test waits for. Under the harness policy eleven take at most
+8.5 s; under Envoy's default the last five are each drawn below 30 s, and all eleven
+fit the same bound plus slack with probability below 1e-6 (simulated)."""
+
+BACKOFF_SLACK = 3.0
+"""Seconds allowed beyond the policy's worst case: process start-up, polling, a busy machine."""
+
+
+def backoff_worst_case(base: float, cap: float, first: int, count: int) -> float:
+    """Longest time `count` reconnects can take from reconnect delay number `first` on.
+
+    Envoy's jittered exponential backoff draws delay k below min(base * 2**k, cap).
+    """
+    return sum(min(base * 2**k, cap) for k in range(first, first + count))
+
+
 def test_envoy_with_ads_waits_for_server(tmp_path: Path, envoy_factory) -> None:
-    """No xDS server: admin answers, Envoy stays initializing and keeps retrying fast."""
+    """No xDS server: admin answers, Envoy stays initializing and reconnects at the
+    harness's shortened backoff, a pace Envoy's default backoff cannot keep."""
     env: EnvoyProcess = envoy_factory(bootstrap(free_port(), free_port(), "node-1"))
     assert env.server_state() in {"PRE_INITIALIZING", "INITIALIZING"}
-    # Backoff is 0.1 s .. 1 s (retry_policy accepted by Envoy): several attempts quickly.
+    # The policy Envoy runs with, as Envoy reports it.
+    (boot,) = [c["bootstrap"] for c in env.config_dump()["configs"] if "bootstrap" in c]
+    (xds,) = boot["dynamic_resources"]["ads_config"]["grpc_services"]
+    back_off = xds["envoy_grpc"]["retry_policy"]["retry_back_off"]
+    base, cap = (float(back_off[k].removesuffix("s")) for k in ("base_interval", "max_interval"))
+    assert (base, cap) == (0.1, 1.0), back_off
+    assert base < ENVOY_DEFAULT_XDS_BACKOFF[0] and cap < ENVOY_DEFAULT_XDS_BACKOFF[1]
+
+    fails = "cluster.xds_cluster.upstream_cx_connect_fail"
+    seen = wait_for(lambda: env.stat(fails), timeout=10, message="Envoy never dialled xDS")
+    # Failure n is followed by reconnect delay number n - 1.
+    limit = backoff_worst_case(base, cap, seen - 1, XDS_RETRIES) + BACKOFF_SLACK
+    started = time.monotonic()
     wait_for(
-        lambda: (env.stat("cluster.xds_cluster.upstream_cx_connect_fail") or 0) >= 3,
-        timeout=10,
-        message="Envoy did not retry the xDS connection quickly",
+        lambda: (env.stat(fails) or 0) >= seen + XDS_RETRIES,
+        timeout=limit,
+        message=f"{XDS_RETRIES} xDS reconnects after failure {seen} took over {limit:.1f} s: "
+        f"not the {base:g} s .. {cap:g} s backoff the bootstrap configures",
     )
+    assert time.monotonic() - started <= limit
     with pytest.raises(AssertionError, match="did not become LIVE"):
         env.wait_ready(timeout=0.3)
 

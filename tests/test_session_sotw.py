@@ -65,11 +65,13 @@ def test_4_2_node_only_on_first_request_is_kept_for_the_stream() -> None:
     cache = make_cache(cds=[cluster("a")], eds=[cla("a")])
     s, first = started(cache)
     resp = one(first, CDS)
-    # Later requests carry no node; the stream still knows who it is.
+    # Later requests carry no node; the stream still knows who it is, so the first
+    # EDS request is answered at once from the node's group (types are independent:
+    # the CDS response need not be ACKed first).
     out = s.on_request(sreq(EDS, ["a"], nonce=""))
+    assert one(out, EDS).names == ["a"]
     ack(s, resp)
     assert s.status.node_id == "proxy-1" and s.group == "g"
-    assert one(out or s.on_request(sreq(EDS, ["a"])), EDS).names == ["a"]
 
 
 @pytest.mark.parametrize(
@@ -195,8 +197,18 @@ def test_4_8_lds_cds_carry_full_state_and_absence_deletes() -> None:
     cache = make_cache(cds=[cluster("a"), cluster("b")])
     s, first = started(cache)
     ack(s, one(first))
+    # Only a changes, yet the response carries b too: full state.
     set_types(cache, cds=[cluster("a", timeout=5.0), cluster("b")])
-    assert sotw_names(one(s.on_snapshot(cache.get("g")))) == ["a", "b"]
+    full = one(s.on_snapshot(cache.get("g")))
+    assert sotw_names(full) == ["a", "b"]
+    ack(s, full)
+    # b is removed and a is unchanged: the response still carries a, and b's absence
+    # is the deletion (SotW has no removed list; nothing else will tell the proxy).
+    set_types(cache, cds=[cluster("a", timeout=5.0)])
+    deleted = one(s.on_snapshot(cache.get("g")))
+    assert sotw_names(deleted) == ["a"]
+    ack(s, deleted)
+    assert set(s.states[CDS].known.resources) == {"a"}
 
 
 def test_4_8_eds_rds_carry_only_changed_resources() -> None:
@@ -253,6 +265,7 @@ def test_4_9_push_order_cds_eds_lds_rds() -> None:
         cds=[cluster("a")], eds=[cla("a")], lds=[listener("http")], rds=[routes("routes", "a")]
     )
     s = _envoy_like(cache)
+    old_eds_nonce = s.states[EDS].nonce
     # A change that touches every type at once.
     set_types(
         cache,
@@ -264,12 +277,14 @@ def test_4_9_push_order_cds_eds_lds_rds() -> None:
     sent = s.on_snapshot(cache.get("g"))
     assert [r.type_url for r in sent] == [CDS, EDS]  # EDS may follow CDS; LDS waits for ACKs
     cds, eds = sent
+    assert old_eds_nonce and eds.nonce != old_eds_nonce
     # Envoy's order: the CDS update pauses EDS; on resume it asks for the new cluster's
-    # endpoints (still carrying the previous EDS nonce), then ACKs CDS.
-    old_eds_nonce = s.states[EDS].nonce
-    assert s.on_request(sreq(EDS, ["a", "n"], nonce="1")) == []  # stale: ignored
+    # endpoints still carrying the previous EDS nonce (stale: ignored, so the
+    # subscription stays {a}), then ACKs CDS.
+    assert s.on_request(sreq(EDS, ["a", "n"], nonce=old_eds_nonce)) == []
+    assert s.states[EDS].names == frozenset({"a"})
     assert s.on_request(sreq(CDS, nonce=cds.nonce, version=cds.version)) == []
-    assert old_eds_nonce == eds.nonce
+    assert s.states[EDS].nonce == eds.nonce and s.states[EDS].inflight is not None
     # The EDS ACK names n; n is sent before any listener or route.
     out = s.on_request(sreq(EDS, ["a", "n"], nonce=eds.nonce, version=eds.version))
     assert [r.type_url for r in out] == [EDS] and sotw_names(out[0]) == ["n"]

@@ -1,8 +1,9 @@
 """Translators: golden files (the spec of what each catalog becomes), ProxyGroup parsing,
 and the real Envoy's ``--mode validate`` over translated resources.
 
-``UPDATE_GOLDEN=1 pytest tests/test_translators.py`` rewrites tests/golden/*.json; read
-the diff before committing it.
+``UPDATE_GOLDEN=1 pytest tests/test_translators.py`` rewrites tests/golden/*.json and
+fails every golden test ("goldens rewritten, review the diff"); read the diff, then run
+without it before committing.
 """
 
 from __future__ import annotations
@@ -178,21 +179,26 @@ def test_golden(case: str) -> None:
     group = ProxyGroup.from_key(key)
     text = render(group, translate(make(), group))
     path = GOLDEN / f"{case}.json"
+    expected = path.read_text() if path.exists() else ""
+    diff = "".join(
+        difflib.unified_diff(
+            expected.splitlines(keepends=True),
+            text.splitlines(keepends=True),
+            f"golden/{case}.json",
+            "translated",
+        )
+    )
     if os.environ.get("UPDATE_GOLDEN"):
+        # Rewriting compares nothing, so this mode never passes: a run with
+        # UPDATE_GOLDEN left set must not look like a green suite.
         GOLDEN.mkdir(exist_ok=True)
         path.write_text(text)
-        return
-    assert path.exists(), f"{path} is missing; run with UPDATE_GOLDEN=1 to create it"
-    expected = path.read_text()
-    if text != expected:
-        diff = "".join(
-            difflib.unified_diff(
-                expected.splitlines(keepends=True),
-                text.splitlines(keepends=True),
-                f"golden/{case}.json",
-                "translated",
-            )
+        pytest.fail(
+            f"goldens rewritten, review the diff (git diff {path}), then run without "
+            f"UPDATE_GOLDEN:\n{diff or f'golden/{case}.json: unchanged'}"
         )
+    assert path.exists(), f"{path} is missing; run with UPDATE_GOLDEN=1 to create it"
+    if diff:
         pytest.fail(
             f"translation differs from golden/{case}.json (UPDATE_GOLDEN=1 to accept):\n{diff}"
         )
