@@ -1,4 +1,4 @@
-"""The registry-neutral model: services, their ports and endpoints, as immutable values.
+"""Services, their ports and endpoints, as immutable values.
 
 Every source (file, Consul, Kubernetes) turns its registry into these values; the
 catalog merges them and the translators read them. They are frozen and hashable so
