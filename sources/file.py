@@ -57,7 +57,6 @@ import asyncio
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -69,6 +68,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from sources.base import Catalog
+from sources.yaml_positions import (
+    KEY,
+    CLoader,
+    DuplicateKey,
+    Nodes,
+    PyLoader,
+    YamlPath,
+    located,
+    unique_pairs,
+)
 from xds_server import model
 from xds_server.model import Endpoint, Locality, Port, Service, ServiceEntry
 
@@ -197,101 +206,8 @@ def _entry(spec: _ServiceSpec, source: str) -> ServiceEntry:
 
 # --- parsing with positions ----------------------------------------------------------
 
-_Path = tuple[Any, ...]
-_KEY = "[key]"  # pydantic's loc marker for a mapping key; also ours for key nodes
-MERGE_TAG = "tag:yaml.org,2002:merge"
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
-
-
-def _render(path: _Path) -> str:
-    out = ""
-    for part in path:
-        if part == _KEY:
-            out += " (key)"
-        elif isinstance(part, int) and not isinstance(part, bool):
-            out += f"[{part}]"
-        elif isinstance(part, str) and _IDENT.fullmatch(part):
-            out += f".{part}" if out else part
-        else:
-            out += f"[{part!r}]"
-    return out
-
-
-def _at(filename: str, mark: yaml.Mark | None, path: _Path, reason: str) -> FileRegistryError:
-    where = f"{filename}:{mark.line + 1}:{mark.column + 1}" if mark is not None else filename
-    what = f"{_render(path)}: " if path else ""
-    return FileRegistryError(f"{where}: {what}{reason}")
-
-
-class _Nodes:
-    """Every value node and key node of a composed document, by the path pydantic reports."""
-
-    def __init__(self, root: yaml.Node, filename: str) -> None:
-        # Keys are constructed from their nodes alone; any loader's constructor will do.
-        self._loader = yaml.SafeLoader("")
-        self._filename = filename
-        self.by_path: dict[_Path, yaml.Node] = {}
-        self._walk(root, (), set())
-
-    def _walk(self, node: yaml.Node, path: _Path, active: set[int]) -> None:
-        if id(node) in active:  # a recursive alias
-            return
-        self.by_path[path] = node
-        active = active | {id(node)}
-        if isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                self._walk(item, (*path, i), active)
-        elif isinstance(node, yaml.MappingNode):
-            first: dict[tuple[str, str], yaml.Node] = {}
-            for key_node, value_node in node.value:
-                # Merge keys are resolved by the constructor; complex keys fail there.
-                if key_node.tag == MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):
-                    continue
-                seen = first.setdefault((key_node.tag, key_node.value), key_node)
-                if seen is not key_node:
-                    raise _at(
-                        self._filename,
-                        key_node.start_mark,
-                        (*path, key_node.value),
-                        f"duplicate key (first at line {seen.start_mark.line + 1})",
-                    )
-                key = self._loader.construct_object(key_node, deep=True)
-                self.by_path[(*path, key, _KEY)] = key_node
-                self._walk(value_node, (*path, key), active)
-
-    def mark(self, path: _Path) -> yaml.Mark | None:
-        for n in range(len(path), -1, -1):
-            node = self.by_path.get(path[:n])
-            if node is not None:
-                return node.start_mark
-        return None
-
-
-class _DuplicateKey(Exception):
-    """A mapping repeats a key; the _Nodes walk then reports it with its path."""
-
-
-class _NoDuplicateKeys:
-    """Refuses a mapping that repeats a key (PyYAML would silently keep the last one)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Any:
-        seen: set[tuple[str, str]] = set()
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != MERGE_TAG:
-                ident = (key_node.tag, key_node.value)
-                if ident in seen:
-                    raise _DuplicateKey
-                seen.add(ident)
-        return super().construct_mapping(node, deep)  # type: ignore[misc]
-
-
-class _PyLoader(_NoDuplicateKeys, yaml.SafeLoader):
-    """PyYAML's own parser: its syntax errors say the most."""
-
-
-class _CLoader(_NoDuplicateKeys, getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """libyaml's parser when PyYAML has it: 2-3x faster on big files. Its syntax error
-    messages are terser, so a file it rejects is parsed again by _PyLoader to explain."""
+def _at(filename: str, mark: yaml.Mark | None, path: YamlPath, reason: str) -> FileRegistryError:
+    return FileRegistryError(located(filename, mark, path, reason))
 
 
 class _Document:
@@ -302,29 +218,22 @@ class _Document:
         self._root = root
         self._text = text  # composed on demand when `root` is not given (JSON input)
         self._filename = filename
-        self._nodes: _Nodes | None = None
+        self._nodes: Nodes | None = None
 
-    def mark(self, path: _Path) -> yaml.Mark | None:
+    def mark(self, path: YamlPath) -> yaml.Mark | None:
         if self._nodes is None:
-            root = self._root or _PyLoader(self._text).get_single_node()
+            root = self._root or PyLoader(self._text).get_single_node()
             if root is None:
                 return None
-            self._nodes = _Nodes(root, self._filename)
+            self._nodes = Nodes(root, self._filename, FileRegistryError)
         return self._nodes.mark(path)
-
-
-def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        raise ValueError("duplicate key")  # the YAML path reports it with its line
-    return out
 
 
 def _construct(loader: Any, root: yaml.Node, filename: str) -> Any:
     try:
         return loader.construct_document(root)
-    except _DuplicateKey:
-        _Nodes(root, filename)  # raises the duplicate, with its path and line
+    except DuplicateKey:
+        Nodes(root, filename, FileRegistryError)  # raises the duplicate, with its path and line
         raise
 
 
@@ -333,11 +242,11 @@ def _compose(text: str, filename: str, fast: bool = True) -> tuple[Any, _Documen
         # JSON is YAML, and json parses it ~50x faster; anything it refuses (including
         # duplicate keys) goes down the YAML path, which explains the problem.
         try:
-            return json.loads(text, object_pairs_hook=_unique_pairs), _Document(filename, text=text)
+            return json.loads(text, object_pairs_hook=unique_pairs), _Document(filename, text=text)
         except ValueError:
             pass
     if fast:
-        fast_loader = _CLoader(text)
+        fast_loader = CLoader(text)
         try:
             root = fast_loader.get_single_node()
         except yaml.YAMLError:
@@ -345,7 +254,7 @@ def _compose(text: str, filename: str, fast: bool = True) -> tuple[Any, _Documen
         if root is not None:
             return _construct(fast_loader, root, filename), _Document(filename, root)
     try:
-        loader = _PyLoader(text)
+        loader = PyLoader(text)
     except yaml.reader.ReaderError as exc:  # a character YAML does not allow
         line = text.count("\n", 0, exc.position)
         column = exc.position - (text.rfind("\n", 0, exc.position) + 1)
@@ -398,11 +307,11 @@ def parse_registry(text: str, filename: str, source: str) -> list[ServiceEntry]:
     except ValidationError as exc:
         errors = exc.errors()
         err = errors[0]
-        path: _Path = tuple(err["loc"])
+        path: YamlPath = tuple(err["loc"])
         mark = nodes.mark(path)
         if err["type"] == "unknown_field":
             path = (*path, err.get("ctx", {})["key"])
-            mark = nodes.mark((*path, _KEY))
+            mark = nodes.mark((*path, KEY))
         more = len(errors) - 1
         reason = _reason(err) + (f" (+{more} more error{'s' * (more > 1)})" if more else "")
         raise _at(filename, mark, path, reason) from None

@@ -347,3 +347,16 @@ class DestinationPolicy:
 
 
 Policy = RoutePolicy | DestinationPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyObject:
+    """One policy object as a source read it: the parsed `policy`, or `error` saying why
+    it was refused (then `policy` is None). `origin` says where it was read ("file:line").
+    `notices` name what it contains that is not applied (unsupported fields)."""
+
+    key: PolicyKey
+    origin: str
+    policy: Policy | None = None
+    error: str = ""
+    notices: tuple[str, ...] = ()
