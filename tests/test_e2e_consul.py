@@ -9,7 +9,6 @@ server's /readyz, /metrics and `xdsctl`.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,33 +18,33 @@ import pytest
 
 from tests.consul_emulator import ConsulEmulator
 from tests.harness.backends import HttpBackend, RequestLoop, http_get
-from tests.harness.envoy import EnvoyProcess, bootstrap
+from tests.harness.e2e import (
+    CDS_REJECTED,
+    LDS_REJECTED,
+    WAIT,
+    Mesh,
+    only,
+    wait_for_status,
+    wait_for_switch,
+)
 from tests.harness.ports import free_port
 from tests.harness.server_proc import XdsServerProcess
 from tests.harness.waiting import wait_for
-from tests.test_e2e_envoy import CDS_REJECTED, LDS_REJECTED, outcomes, runs, wait_for_status
-from tests.test_e2e_file_registry import only
 
 pytest_plugins = ["tests.harness.fixtures"]
 
 pytestmark = pytest.mark.timeout(120)
 
-WAIT = 10.0
 NODE = "envoy-consul"
 
 
-class ConsulMesh:
+class ConsulMesh(Mesh):
     """The emulator, an xds-server watching it, and the way to Envoy's listener."""
 
     def __init__(self, emu: ConsulEmulator, server: XdsServerProcess, listener_port: int):
+        super().__init__(server, listener_port, NODE)
         self.emu = emu
-        self.server = server
-        self.listener_port = listener_port
         self.agent = consul.Consul(host="127.0.0.1", port=emu.port)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.listener_port}/"
 
     def register(self, name: str, backend: HttpBackend, **kwargs: Any) -> str:
         sid = f"{name}-{backend.port}"
@@ -69,23 +68,6 @@ class ConsulMesh:
             return count == sum(n for c, n in counts.items() if c.startswith(f"{service}.default:"))
 
         wait_for(held, WAIT, message=f"{count} endpoints of {service} in the snapshot")
-
-    def source(self) -> dict[str, Any]:
-        (src,) = self.server.get("/debug/sources")
-        return dict(src)
-
-    def envoy(
-        self, envoy_factory: Callable[..., EnvoyProcess], delta: bool = False
-    ) -> EnvoyProcess:
-        boot = bootstrap(self.server.xds_port, free_port(), NODE, delta=delta)
-        return envoy_factory(boot, name=NODE, wait="ready", timeout=WAIT)
-
-    def pushes(self) -> float:
-        return sum(v for k, v in self.server.metrics().items() if k.startswith("xds_pushes_total{"))
-
-    def versions(self) -> dict[str, str]:
-        snap = json.loads(self.server.xdsctl("snapshot", "--node", NODE, "-o", "json").stdout)
-        return dict(snap["versions"])
 
 
 @pytest.fixture
@@ -146,14 +128,10 @@ def test_consul_registrations_and_health_move_real_traffic(
     wait_for_status(probe, 404, since=0)
     mark = probe.mark()
     api_id = mesh.register("api", api)
-    first_ok = probe.wait_for_body("api", WAIT, since=mark)
-    mark = probe.mark()
+    first_ok = wait_for_switch(probe, mark, 404, 200)
+    assert probe.snapshot(first_ok).bodies.keys() == {"api"}, probe.snapshot(first_ok)
     mesh.agent.agent.service.deregister(api_id)
-    first_404 = wait_for_status(probe, 404, since=mark)
-    probe.wait_for_requests(20, WAIT)
-    seen = outcomes(probe, first_ok)
-    assert set(seen) <= {200, 404}, runs(seen)
-    assert set(outcomes(probe, first_404)) == {404}, runs(seen)
+    wait_for_switch(probe, probe.mark(), 200, 404)
     wait_for(
         lambda: env.cluster_names(dynamic_only=True) == [f"web.default:{v1.port}"],
         WAIT,
@@ -240,64 +218,3 @@ def test_consul_not_reachable_at_startup_is_not_ready_then_syncs(
     wait_for(server.ready, 20.0, message="ready once Consul answers")
     (src,) = server.get("/debug/sources")
     assert src["services"] == 1 and src["error"] is None, src
-
-
-def test_consul_and_file_registries_combine(
-    emulator: ConsulEmulator,
-    xds_server_factory: Callable[..., XdsServerProcess],
-    http_backend_factory,
-    tmp_path,
-) -> None:
-    in_consul: HttpBackend = http_backend_factory("web-consul")
-    in_file: HttpBackend = http_backend_factory("web-file")
-    api: HttpBackend = http_backend_factory("api")
-    ConsulMesh(emulator, None, 0).register("web", in_consul)  # type: ignore[arg-type]
-    registry = tmp_path / "registry.yaml"
-    registry.write_text(
-        "services:\n"
-        f"  - name: web\n    ports: [{{port: {in_consul.port}}}]\n"
-        f"    endpoints: [{{address: 127.0.0.1, port: {in_file.port}}}]\n"
-        "  - name: api\n    ports: [{port: 80}]\n"
-        f"    endpoints: [{{address: 127.0.0.1, port: {api.port}}}]\n"
-    )
-    server = xds_server_factory(
-        "--file", str(registry), "--consul", "--consul-address", emulator.url
-    )
-    sources = {s["name"]: s for s in server.get("/debug/sources")}
-    assert sources["file"]["services"] == 2 and sources["consul"]["services"] == 1, sources
-    snap = json.loads(server.xdsctl("snapshot", "--type", "endpoints", "-o", "json").stdout)
-    ports = {
-        r["name"]: sorted(
-            lb["endpoint"]["address"]["socket_address"]["port_value"]
-            for locality in r["resource"]["endpoints"]
-            for lb in locality["lb_endpoints"]
-        )
-        for r in snap["resources"]
-    }
-    # One service "web" with the endpoints of both registries.
-    assert ports == {
-        f"web.default:{in_consul.port}": sorted([in_consul.port, in_file.port]),
-        "api.default:80": [api.port],
-    }, ports
-
-
-def test_an_external_service_in_consul_is_resolved_by_envoy(
-    consul_mesh, envoy_factory, http_backend_factory, request_loop_factory
-) -> None:
-    # Registered as consul-esm does: a node whose address is a DNS name (`localhost`
-    # keeps the traffic on loopback).
-    backend: HttpBackend = http_backend_factory("outside")
-    mesh: ConsulMesh = consul_mesh()
-    mesh.agent.catalog.register(
-        "external-node", "localhost", service={"Service": "outside", "Port": backend.port}
-    )
-    cluster = f"outside.default:{backend.port}"
-    wait_for(lambda: cluster in mesh.server.cluster_names(), WAIT, message=cluster)
-    env = mesh.envoy(envoy_factory)
-    loop: RequestLoop = request_loop_factory(mesh.url, "outside.service.consul")
-    loop.wait_for_body("outside", WAIT, since=0)
-    dump = json.loads(env.admin_get("/config_dump?resource=dynamic_active_clusters"))
-    (held,) = [c["cluster"] for c in dump["configs"]]
-    assert held["type"] == "LOGICAL_DNS"
-    summary = loop.stop()
-    assert summary.failed == 0, summary

@@ -20,48 +20,25 @@ from typing import Any
 import pytest
 
 from tests.harness.backends import HttpBackend, RequestLoop
-from tests.harness.envoy import EnvoyProcess, bootstrap
+from tests.harness.e2e import CDS_REJECTED, WAIT, Mesh, only, wait_for_switch
+from tests.harness.envoy import EnvoyProcess
 from tests.harness.kubeapi import SLICES, FirstWatch, KubeApi, endpoint, endpoint_slice, service
 from tests.harness.ports import free_port
 from tests.harness.server_proc import XdsServerProcess
 from tests.harness.waiting import wait_for
-from tests.test_e2e_envoy import CDS_REJECTED, outcomes, runs, wait_for_status
-from tests.test_e2e_file_registry import only, wait_synced
 
 pytest_plugins = ["tests.harness.fixtures", "tests.harness.kube_fixtures"]
 
 pytestmark = pytest.mark.timeout(90)
 
-WAIT = 10.0
 NODE = "envoy-kube"
 CLUSTER = "web.default:80"
 
 
-class Mesh:
+class KubeMesh(Mesh):
     def __init__(self, api: KubeApi, server: XdsServerProcess, listener_port: int) -> None:
-        self.api, self.server, self.listener_port = api, server, listener_port
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.listener_port}/"
-
-    def envoy(self, envoy_factory: Callable[..., EnvoyProcess]) -> EnvoyProcess:
-        boot = bootstrap(self.server.xds_port, free_port(), NODE)
-        return envoy_factory(boot, name=NODE, wait="ready", timeout=WAIT)
-
-    def proxy(self, node: str = NODE) -> dict[str, Any] | None:
-        mine = [p for p in self.server.get("/debug/proxies") if p["node_id"] == node]
-        return mine[0] if len(mine) == 1 else None
-
-    def source(self) -> dict[str, Any]:
-        (kube,) = self.server.get("/debug/sources")
-        return dict(kube)
-
-    def pushes(self) -> float:
-        return sum(v for k, v in self.server.metrics().items() if k.startswith("xds_pushes_total"))
-
-    def metric(self, name: str) -> float:
-        return self.server.metrics().get(name, 0.0)
+        super().__init__(server, listener_port, NODE)
+        self.api = api
 
 
 def backend_slice(b: HttpBackend, **conditions: bool) -> dict[str, Any]:
@@ -72,15 +49,15 @@ def backend_slice(b: HttpBackend, **conditions: bool) -> dict[str, Any]:
 @pytest.fixture
 def mesh_factory(
     tmp_path: Path, kube_api: KubeApi, xds_server_factory: Callable[..., XdsServerProcess]
-) -> Callable[..., Mesh]:
-    def start(*extra: str) -> Mesh:
+) -> Callable[..., KubeMesh]:
+    def start(*extra: str) -> KubeMesh:
         config = kube_api.kubeconfig(tmp_path / "kubeconfig")
         port = free_port()
         server = xds_server_factory(
             "--kubernetes", "--kubeconfig", str(config), "--http-listener-port", str(port),
             *extra,
         )  # fmt: skip
-        return Mesh(kube_api, server, port)
+        return KubeMesh(kube_api, server, port)
 
     return start
 
@@ -141,11 +118,7 @@ def test_services_and_slices_drive_real_traffic(
     # Delete the Service: 200 until 404, never a 503; the cluster is removed.
     mark = web.mark()
     api.delete("services", "web")
-    first_404 = wait_for_status(web, 404, since=mark)
-    web.wait_for_requests(20, WAIT)
-    seen = outcomes(web, mark)
-    assert set(seen) <= {200, 404}, runs(seen)
-    assert set(outcomes(web, first_404)) == {404}, runs(seen)
+    wait_for_switch(web, mark, 200, 404)
     wait_for(lambda: env.cluster_names(dynamic_only=True) == [], WAIT, message="cluster gone")
     assert env.stat(CDS_REJECTED) == 0
 
@@ -171,7 +144,7 @@ def test_gone_mid_watch_relists_without_pushing(
     web: RequestLoop = request_loop_factory(mesh.url, "web")
     web.wait_for_body("v1", WAIT, since=0)
     wait_for(lambda: first.chosen is not None, WAIT, message="the scripted watch")
-    wait_synced(mesh, NODE)  # all pushes ACKed: a complete baseline
+    mesh.wait_synced()  # all pushes ACKed: a complete baseline
     pushes = mesh.pushes()
     relists = 'xds_kubernetes_relists_total{resource="endpointslices",source="kubernetes"}'
 
@@ -207,7 +180,7 @@ def test_api_unreachable_for_10s_keeps_traffic_flowing(
     web: RequestLoop = request_loop_factory(mesh.url, "web")
     web.wait_for_body("v1", WAIT, since=0)
     web.wait_for_body("v2", WAIT, since=0)
-    wait_synced(mesh, NODE)  # all pushes ACKed: a complete baseline
+    mesh.wait_synced()  # all pushes ACKed: a complete baseline
     pushes = mesh.pushes()
     stale = 'xds_source_stale{source="kubernetes"}'
 
@@ -244,59 +217,3 @@ def _slice_lists(api: KubeApi) -> list[dict[str, Any]]:
         if r["method"] == "GET" and r["path"].endswith("endpointslices")
         and not r["query"].get("watch")
     ]  # fmt: skip
-
-
-def test_combines_with_the_file_registry(
-    tmp_path: Path, kube_api: KubeApi, xds_server_factory: Callable[..., XdsServerProcess]
-) -> None:
-    kube_api.create(service("web"))
-    kube_api.create(endpoint_slice("web-1", "web", [endpoint("10.0.0.1")], [("http", 8080)]))
-    registry = tmp_path / "registry.yaml"
-    registry.write_text(
-        "services:\n"
-        "  - {name: web, ports: [{port: 80}], endpoints: [{address: 10.0.0.2, port: 9090}]}\n"
-        "  - {name: api, ports: [{port: 80}], endpoints: [{address: 10.0.0.3, port: 9090}]}\n"
-    )
-    config = kube_api.kubeconfig(tmp_path / "kubeconfig")
-    server = xds_server_factory(
-        "--file", str(registry), "--kubernetes", "--kubeconfig", str(config)
-    )
-    sources = {s["name"]: s for s in server.get("/debug/sources")}
-    assert sources["file"]["synced"] and sources["kubernetes"]["synced"]
-    snapshot = json.loads(server.xdsctl("snapshot", "--type", "endpoints", "-o", "json").stdout)
-    endpoints = {
-        r["name"]: sorted(
-            (lb["endpoint"]["address"]["socket_address"]["address"])
-            for loc in r["resource"]["endpoints"]
-            for lb in loc["lb_endpoints"]
-        )
-        for r in snapshot["resources"]
-    }
-    # web: one service with the endpoints of both registries; api: the file's alone.
-    assert endpoints == {
-        "web.default:80": ["10.0.0.1", "10.0.0.2"],
-        "api.default:80": ["10.0.0.3"],
-    }
-
-
-def test_external_name_service_is_resolved_by_envoy(
-    mesh_factory, envoy_factory, http_backend_factory, request_loop_factory
-) -> None:
-    # `localhost` keeps the traffic on loopback; Envoy resolves it itself (LOGICAL_DNS).
-    backend: HttpBackend = http_backend_factory("outside")
-    mesh = mesh_factory()
-    mesh.api.create(
-        service("ext", [{"name": "http", "port": backend.port}], type="ExternalName",
-                externalName="localhost")
-    )  # fmt: skip
-    cluster = f"ext.default:{backend.port}"
-    wait_for(lambda: cluster in mesh.server.cluster_names(), WAIT, message=cluster)
-    env = mesh.envoy(envoy_factory)
-    ext: RequestLoop = request_loop_factory(mesh.url, "ext.default.svc.cluster.local")
-    ext.wait_for_body("outside", WAIT, since=0)
-    dump = json.loads(env.admin_get("/config_dump?resource=dynamic_active_clusters"))
-    (cluster,) = [c["cluster"] for c in dump["configs"]]
-    assert cluster["name"] == f"ext.default:{backend.port}"
-    assert cluster["type"] == "LOGICAL_DNS"
-    summary = ext.stop()
-    assert summary.failed == 0, summary
