@@ -19,6 +19,7 @@ import pytest
 
 from sources.consul import ConsulConfig, ConsulSource
 from tests.consul_emulator import ConsulEmulator
+from tests.harness.e2e import answered_rounds
 from tests.harness.waiting import async_wait_for
 from xds_server import metrics
 from xds_server.catalog import Catalog
@@ -194,14 +195,25 @@ async def test_outage_keeps_the_last_good_state_and_recovery_repushes_nothing(
         await async_wait_for(lambda: w.status["stale"], WAIT, message="stale while Consul is down")
         assert "cannot reach Consul at" in w.status["error"]
         assert metric(metrics.SOURCE_STALE, "consul") == 1
-        await asyncio.sleep(1.0)  # retries keep failing; nothing is dropped meanwhile
+        # Retries keep failing (each one counted); nothing is dropped meanwhile.
+        errors = metric(metrics.SOURCE_ERRORS, "consul")
+        await async_wait_for(
+            lambda: metric(metrics.SOURCE_ERRORS, "consul") >= errors + 2, WAIT, message="retries"
+        )
         assert dict(w.catalog.merged()) == before
         emulator.clear_request_log()
         emulator.resume()
         await async_wait_for(
             lambda: not w.status["stale"], WAIT, message="fresh again once Consul answers"
         )
-        await asyncio.sleep(0.5)
+        # Every watch has taken in an answer since (and asked again): had an answer
+        # looked like a change, it would have been published by now.
+        paths = ("/v1/catalog/services", "/v1/health/service/web", "/v1/health/service/api")
+        await async_wait_for(
+            lambda: all(answered_rounds(emulator.request_log(), p) for p in paths),
+            WAIT,
+            message="a round of each watch after the outage",
+        )
         assert w.changes == changes, "recovery re-published the same state"
         assert dict(w.catalog.merged()) == before
         # The watches resumed from the index they had, as blocking queries.
@@ -244,20 +256,18 @@ async def test_index_going_backwards_restarts_the_watch_without_a_push(
             WAIT,
             message="both watches saw the index go backwards",
         )
-        # Each watch started over with a query that does not block (no index).
+
+        # Each watch started over with a query that does not block (no index), took its
+        # answer in and asked again: only then does "nothing published" mean anything.
+        def reread(path: str) -> bool:
+            rounds = answered_rounds(emulator.request_log(), path)
+            return any("index" not in r.query for r in rounds)
+
         await async_wait_for(
-            lambda: (
-                {
-                    r.path
-                    for r in emulator.request_log()
-                    if "index" not in r.query and r.path.startswith("/v1/")
-                }
-                >= {"/v1/catalog/services", "/v1/health/service/web"}
-            ),
+            lambda: reread("/v1/catalog/services") and reread("/v1/health/service/web"),
             WAIT,
-            message="non-blocking re-reads",
+            message="non-blocking re-reads, taken in",
         )
-        await asyncio.sleep(0.3)
         assert w.changes == changes
         assert not w.status["stale"]
 
@@ -295,7 +305,14 @@ async def test_wait_plus_jitter_never_hits_the_read_timeout(emulator: ConsulEmul
     await register(emulator, "web", 8081)
     async with running(emulator, wait=0.5) as w:
         errors = metric(metrics.SOURCE_ERRORS, "consul")
-        await asyncio.sleep(2.0)  # several blocking rounds, each up to wait * 17/16
+        emulator.clear_request_log()
+        # Several blocking rounds, each one up to wait * 17/16, answered and taken in.
+        paths = ("/v1/catalog/services", "/v1/health/service/web")
+        await async_wait_for(
+            lambda: all(len(answered_rounds(emulator.request_log(), p)) >= 3 for p in paths),
+            WAIT,
+            message="three blocking rounds of each watch",
+        )
         assert metric(metrics.SOURCE_ERRORS, "consul") == errors
         assert not w.status["stale"]
 
