@@ -23,9 +23,11 @@ from tests.harness.e2e import (
     LDS_REJECTED,
     WAIT,
     Mesh,
+    answered_rounds,
     only,
     wait_for_status,
     wait_for_switch,
+    xds_updates,
 )
 from tests.harness.ports import free_port
 from tests.harness.server_proc import XdsServerProcess
@@ -164,8 +166,10 @@ def test_consul_outage_serves_the_last_good_state_and_recovery_repushes_nothing(
     web.wait_for_body("web-v1", WAIT, since=0)
     web.wait_for_body("web-v2", WAIT, since=0)
     wait_for(lambda: mesh.pushes() > 0 and mesh.server.ready(), WAIT)
+    mesh.wait_synced()  # every push ACKed: a complete baseline
     versions = mesh.versions()
     pushes = mesh.pushes()
+    updates = xds_updates(env)
 
     # Consul down for 10 s while requests keep flowing through Envoy.
     mark = web.mark()
@@ -183,14 +187,23 @@ def test_consul_outage_serves_the_last_good_state_and_recovery_repushes_nothing(
     during = web.snapshot(mark)
     assert during.failed == 0 and set(during.bodies) == {"web-v1", "web-v2"}, during
     assert mesh.versions() == versions
+    assert xds_updates(env) == updates
 
     # Consul back with what it had: the watches resume where they were (blocking
-    # queries from their last index) and nothing is pushed again.
+    # queries from their last index) and nothing is pushed again, to Envoy least of all.
     mesh.emu.clear_request_log()
     mesh.emu.resume()
     wait_for(lambda: not mesh.source()["stale"], 20.0, message="fresh again")
-    time.sleep(1.0)
+    # Each watch has taken in an answer since, and asked again.
+    paths = ("/v1/catalog/services", "/v1/health/service/web")
+    wait_for(
+        lambda: all(answered_rounds(mesh.emu.request_log(), p) for p in paths),
+        20.0,
+        message="a round of each watch after the outage",
+    )
+    time.sleep(1.0)  # room for any (wrong) push to reach Envoy and be counted
     assert mesh.pushes() == pushes
+    assert xds_updates(env) == updates, "Envoy was sent something again"
     assert mesh.versions() == versions
     health = [r for r in mesh.emu.request_log() if r.path == "/v1/health/service/web"]
     assert health and all(int(r.query["index"][0]) > 1 for r in health), health

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.harness.backends import HttpBackend, RequestLoop
-from tests.harness.e2e import CDS_REJECTED, WAIT, Mesh, only, wait_for_switch
+from tests.harness.e2e import CDS_REJECTED, WAIT, Mesh, only, wait_for_switch, xds_updates
 from tests.harness.envoy import EnvoyProcess
 from tests.harness.kubeapi import SLICES, FirstWatch, KubeApi, endpoint, endpoint_slice, service
 from tests.harness.ports import free_port
@@ -146,13 +146,16 @@ def test_gone_mid_watch_relists_without_pushing(
     wait_for(lambda: first.chosen is not None, WAIT, message="the scripted watch")
     mesh.wait_synced()  # all pushes ACKed: a complete baseline
     pushes = mesh.pushes()
+    updates = xds_updates(env)
     relists = 'xds_kubernetes_relists_total{resource="endpointslices",source="kubernetes"}'
 
     api.loop.call_soon_threadsafe(gate.set)
+    # Counted as the relist's result is applied (and published, had it changed anything).
     wait_for(lambda: mesh.metric(relists) == 1, WAIT, message="relisted after the 410")
-    wait_for(lambda: len(_slice_lists(api)) == 2, WAIT, message="second list")
-    web.wait_for_requests(20, WAIT)
+    assert len(_requests(api, "endpointslices", watch=False)) == 2
+    time.sleep(1.0)  # room for any (wrong) push to reach Envoy and be counted
     assert mesh.pushes() == pushes, "a relist of unchanged state pushed something"
+    assert xds_updates(env) == updates, "a relist of unchanged state reached Envoy"
     assert not mesh.source()["stale"]
 
     # The new watch follows changes again.
@@ -182,6 +185,7 @@ def test_api_unreachable_for_10s_keeps_traffic_flowing(
     web.wait_for_body("v2", WAIT, since=0)
     mesh.wait_synced()  # all pushes ACKed: a complete baseline
     pushes = mesh.pushes()
+    updates = xds_updates(env)
     stale = 'xds_source_stale{source="kubernetes"}'
 
     api.cut()
@@ -192,15 +196,25 @@ def test_api_unreachable_for_10s_keeps_traffic_flowing(
     assert mesh.server.ready()  # serving the last good state: still ready
     assert env.endpoints(CLUSTER) == sorted([("127.0.0.1", v1.port), ("127.0.0.1", v2.port)])
     time.sleep(max(0.0, 10.0 - (time.monotonic() - cut_at)))  # the outage lasts 10 s
+    assert xds_updates(env) == updates
+    watches = {kind: len(_requests(api, kind, watch=True)) for kind in KINDS}
     api.restore()
 
     wait_for(lambda: not mesh.source()["stale"], 15.0, message="recovered after the outage")
     assert mesh.metric(stale) == 0
+    # Both watches are back (each one's first events replay every object, unchanged).
+    wait_for(
+        lambda: all(len(_requests(api, kind, watch=True)) > watches[kind] for kind in KINDS),
+        WAIT,
+        message="both watches resumed",
+    )
+    time.sleep(1.0)  # room for any (wrong) push to reach Envoy and be counted
     web.wait_for_body("v1", WAIT)
     web.wait_for_body("v2", WAIT)
     summary = web.stop()
     assert summary.failed == 0, summary
     assert mesh.pushes() == pushes, "nothing changed, yet the recovery pushed"
+    assert xds_updates(env) == updates, "nothing changed, yet the recovery reached Envoy"
 
 
 # --- helpers -----------------------------------------------------------------------
@@ -210,10 +224,14 @@ async def _new_event() -> asyncio.Event:
     return asyncio.Event()  # made on the emulator's loop, which waits on it
 
 
-def _slice_lists(api: KubeApi) -> list[dict[str, Any]]:
+KINDS = ("services", "endpointslices")
+
+
+def _requests(api: KubeApi, kind: str, watch: bool) -> list[dict[str, Any]]:
+    """The server's GETs of ``kind``: its watches, or its lists."""
     return [
         r
         for r in api.requests()
-        if r["method"] == "GET" and r["path"].endswith("endpointslices")
-        and not r["query"].get("watch")
+        if r["method"] == "GET" and r["path"].endswith(kind)
+        and bool(r["query"].get("watch")) == watch
     ]  # fmt: skip
