@@ -130,7 +130,7 @@ def test_consul_registrations_and_health_move_real_traffic(
     # empty answer can reach Envoy one debounce period before the catalog watch's removal
     # of the service: "no healthy upstream" meanwhile (only seen when the deregistration
     # is not in the registration's burst; a known gap, not hidden here).
-    probe: RequestLoop = request_loop_factory(mesh.url, "api")
+    probe: RequestLoop = request_loop_factory(mesh.url, "api", interval=0.0)
     wait_for_status(probe, 404, since=0)
     mark = probe.mark()
     api_id = mesh.register("api", api)
