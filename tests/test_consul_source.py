@@ -247,8 +247,8 @@ async def test_index_going_backwards_restarts_the_watch_without_a_push(
 ) -> None:
     await register(emulator, "web", 8081)
     async with running(emulator) as w:
-        changes = w.changes
         resets = metric(metrics.CONSUL_INDEX_RESETS, "consul")
+        changes = w.changes
         emulator.clear_request_log()
         emulator.reset_index(1)
         await async_wait_for(

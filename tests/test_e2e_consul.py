@@ -17,18 +17,9 @@ import consul
 import pytest
 
 from tests.consul_emulator import ConsulEmulator
+from tests.harness import e2e
 from tests.harness.backends import HttpBackend, RequestLoop, http_get
-from tests.harness.e2e import (
-    CDS_REJECTED,
-    LDS_REJECTED,
-    WAIT,
-    Mesh,
-    answered_rounds,
-    only,
-    wait_for_status,
-    wait_for_switch,
-    xds_updates,
-)
+from tests.harness.e2e import WAIT, Mesh
 from tests.harness.ports import free_port
 from tests.harness.server_proc import XdsServerProcess
 from tests.harness.waiting import wait_for
@@ -97,9 +88,7 @@ def consul_mesh(
 def test_consul_registrations_and_health_move_real_traffic(
     delta: bool, consul_mesh, envoy_factory, http_backend_factory, request_loop_factory
 ) -> None:
-    v1: HttpBackend = http_backend_factory("web-v1")
-    v2: HttpBackend = http_backend_factory("web-v2")
-    api: HttpBackend = http_backend_factory("api")
+    v1, v2, api = e2e.backends(http_backend_factory, "web-v1", "web-v2", "api")
     mesh: ConsulMesh = consul_mesh()
     web_v1 = mesh.register("web", v1)
     mesh.wait_endpoints("web", 1)
@@ -116,13 +105,13 @@ def test_consul_registrations_and_health_move_real_traffic(
 
     # Health check critical → traffic avoids it; passing → back.
     mesh.agent.agent.check.ttl_fail(f"service:{web_v1}")
-    only(web, "web-v2")
+    e2e.only(web, "web-v2")
     mesh.agent.agent.check.ttl_pass(f"service:{web_v1}")
     web.wait_for_body("web-v1", WAIT)
 
     # Deregister → gone.
     mesh.agent.agent.service.deregister(web_v2)
-    only(web, "web-v1")
+    e2e.only(web, "web-v1")
     assert env.endpoints(f"web.default:{v1.port}") == [("127.0.0.1", v1.port)]
 
     # A new service: 404 until it exists, then 200; deregistered: 404. Never a 503 from
@@ -131,14 +120,14 @@ def test_consul_registrations_and_health_move_real_traffic(
     # of the service: "no healthy upstream" meanwhile (only seen when the deregistration
     # is not in the registration's burst; a known gap, not hidden here).
     probe: RequestLoop = request_loop_factory(mesh.url, "api", interval=0.0)
-    wait_for_status(probe, 404, since=0)
+    e2e.wait_for_status(probe, 404, since=0)
     mark = probe.mark()
     api_id = mesh.register("api", api)
-    first_ok = wait_for_switch(probe, mark, 404, 200)
+    first_ok = e2e.wait_for_switch(probe, mark, 404, 200)
     assert probe.snapshot(first_ok).bodies.keys() == {"api"}, probe.snapshot(first_ok)
     mark = probe.mark()
     mesh.agent.agent.service.deregister(api_id)
-    wait_for_switch(probe, mark, 200, 404, via=503)
+    e2e.wait_for_switch(probe, mark, 200, 404, via=503)
     unavailable = {text for _t, code, text in probe.results(mark) if code == 503}
     assert unavailable <= {"no healthy upstream"}, unavailable
     wait_for(
@@ -147,16 +136,13 @@ def test_consul_registrations_and_health_move_real_traffic(
         message=f"Envoy's clusters: {env.cluster_names(dynamic_only=True)}",
     )
 
-    summary = web.stop()
-    assert summary.failed == 0, summary
-    assert env.stat(CDS_REJECTED) == 0 and env.stat(LDS_REJECTED) == 0
+    e2e.finish(env, web)
 
 
 def test_consul_outage_serves_the_last_good_state_and_recovery_repushes_nothing(
     consul_mesh, envoy_factory, http_backend_factory, request_loop_factory
 ) -> None:
-    v1: HttpBackend = http_backend_factory("web-v1")
-    v2: HttpBackend = http_backend_factory("web-v2")
+    v1, v2 = e2e.backends(http_backend_factory, "web-v1", "web-v2")
     mesh: ConsulMesh = consul_mesh()
     mesh.register("web", v1)
     mesh.register("web", v2)
@@ -169,7 +155,7 @@ def test_consul_outage_serves_the_last_good_state_and_recovery_repushes_nothing(
     mesh.wait_synced()  # every push ACKed: a complete baseline
     versions = mesh.versions()
     pushes = mesh.pushes()
-    updates = xds_updates(env)
+    updates = e2e.xds_updates(env)
 
     # Consul down for 10 s while requests keep flowing through Envoy.
     mark = web.mark()
@@ -187,7 +173,7 @@ def test_consul_outage_serves_the_last_good_state_and_recovery_repushes_nothing(
     during = web.snapshot(mark)
     assert during.failed == 0 and set(during.bodies) == {"web-v1", "web-v2"}, during
     assert mesh.versions() == versions
-    assert xds_updates(env) == updates
+    assert e2e.xds_updates(env) == updates
 
     # Consul back with what it had: the watches resume where they were (blocking
     # queries from their last index) and nothing is pushed again, to Envoy least of all.
@@ -197,13 +183,13 @@ def test_consul_outage_serves_the_last_good_state_and_recovery_repushes_nothing(
     # Each watch has taken in an answer since, and asked again.
     paths = ("/v1/catalog/services", "/v1/health/service/web")
     wait_for(
-        lambda: all(answered_rounds(mesh.emu.request_log(), p) for p in paths),
+        lambda: all(e2e.answered_rounds(mesh.emu.request_log(), p) for p in paths),
         20.0,
         message="a round of each watch after the outage",
     )
     time.sleep(1.0)  # room for any (wrong) push to reach Envoy and be counted
     assert mesh.pushes() == pushes
-    assert xds_updates(env) == updates, "Envoy was sent something again"
+    assert e2e.xds_updates(env) == updates, "Envoy was sent something again"
     assert mesh.versions() == versions
     health = [r for r in mesh.emu.request_log() if r.path == "/v1/health/service/web"]
     assert health and all(int(r.query["index"][0]) > 1 for r in health), health
@@ -213,9 +199,7 @@ def test_consul_outage_serves_the_last_good_state_and_recovery_repushes_nothing(
     v3: HttpBackend = http_backend_factory("web-v3")
     mesh.register("web", v3)
     web.wait_for_body("web-v3", WAIT)
-    summary = web.stop()
-    assert summary.failed == 0, summary
-    assert env.stat(CDS_REJECTED) == 0
+    e2e.finish(env, web)
 
 
 def test_consul_not_reachable_at_startup_is_not_ready_then_syncs(

@@ -29,22 +29,9 @@ from typing import Any
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 
+from tests.harness import e2e
 from tests.harness.backends import HttpBackend, RequestLoop
-from tests.harness.e2e import (
-    CDS_OK,
-    CDS_REJECTED,
-    LDS_OK,
-    LDS_REJECTED,
-    WAIT,
-    counters,
-    eds_ok,
-    outcomes,
-    proxy_types,
-    runs,
-    wait_for_status,
-    wait_for_switch,
-    wait_synced,
-)
+from tests.harness.e2e import CDS_OK, CDS_REJECTED, LDS_OK, LDS_REJECTED, WAIT, counters, eds_ok
 from tests.harness.envoy import EnvoyProcess, bootstrap
 from tests.harness.ports import free_port
 from tests.harness.waiting import wait_for
@@ -123,12 +110,12 @@ def start_envoy(envoy_factory: Callable[..., EnvoyProcess], srv: XdsServerThread
 
 def stream_status(srv: XdsServerThread) -> dict[str, dict[str, Any]] | None:
     """The status of every type on our Envoy's one stream, or None if it is not connected."""
-    return proxy_types(srv.proxies(), NODE)
+    return e2e.proxy_types(srv.proxies(), NODE)
 
 
 def synced(srv: XdsServerThread) -> dict[str, dict[str, Any]]:
     """Until our Envoy has ACKed every push of ``srv``; its per-type status."""
-    return wait_synced(srv.proxies, NODE)
+    return e2e.wait_synced(srv.proxies, NODE)
 
 
 @dataclass
@@ -165,8 +152,7 @@ def one_cluster(
 def test_traffic_through_envoy_reaches_the_backend(delta: bool, one_cluster: OneCluster) -> None:
     b1, srv, env, loop = one_cluster.b1, one_cluster.srv, one_cluster.env, one_cluster.loop
     loop.wait_for_requests(20, WAIT)
-    summary = loop.stop()
-    assert summary.failed == 0, summary
+    summary = e2e.stop_served(loop)
     assert set(summary.bodies) == {"b1"}, summary
     assert b1.requests >= summary.ok
 
@@ -200,7 +186,7 @@ def test_endpoint_change_moves_real_traffic(one_cluster: OneCluster, http_backen
 
     assert summary.failed == 0, summary
     after_switch = [text for _t, _code, text in loop.results(first_b2)]
-    assert set(after_switch) == {"b2"}, runs(after_switch)
+    assert set(after_switch) == {"b2"}, e2e.runs(after_switch)
     assert env.endpoints("c1") == [("127.0.0.1", b2.port)]
     # Only EDS moved: one accepted EDS response, nothing else re-sent.
     assert counters(env, CDS_OK, eds_ok("c1"), LDS_OK, RDS_OK) == {
@@ -302,15 +288,13 @@ def test_rejected_resource_is_recorded_not_resent_and_next_version_applies(
     assert env.stat(rejected_stat) == 1
     status = synced(srv)
     assert status[short]["last_error"] is None and status[short]["nacks"] == 1, status[short]
-    summary = loop.stop()
-    assert summary.failed == 0, summary
+    e2e.stop_served(loop)
 
 
 def test_server_restart_loses_no_request_and_resends_nothing(
     delta: bool, envoy_factory, http_backend_factory, request_loop_factory, xds_factory
 ) -> None:
-    b1: HttpBackend = http_backend_factory("b1")
-    b2: HttpBackend = http_backend_factory("b2")
+    b1, b2 = e2e.backends(http_backend_factory, "b1", "b2")
     port = free_port()
 
     def content() -> dict[str, list[Any]]:  # fresh messages every call, same content
@@ -354,7 +338,7 @@ def test_server_restart_loses_no_request_and_resends_nothing(
     assert all(s["state"] == "SYNCED" for s in status.values()), status
     assert counters(env, *watched) == before
     assert counters(env, *versions) == versions
-    assert env.stat(CDS_REJECTED) == 0 and env.stat(LDS_REJECTED) == 0
+    assert e2e.rejected(env) == {}
 
     # The new stream is live: an endpoint change goes through and is counted once.
     mark = loop.mark()
@@ -364,8 +348,7 @@ def test_server_restart_loses_no_request_and_resends_nothing(
     loop.wait_for_body("b2", WAIT, since=mark)
     assert counters(env, *watched) == {**before, eds_ok("c1"): before[eds_ok("c1")] + 1}  # type: ignore[operator]
 
-    summary = loop.stop()
-    assert summary.failed == 0, summary
+    summary = e2e.stop_served(loop)
     assert summary.bodies.keys() == {"b1", "b2"}, summary
 
 
@@ -394,22 +377,22 @@ def test_cluster_and_route_added_or_removed_together_never_503(
         cluster, host = f"add{i}", f"add{i}.test"
         backend: HttpBackend = http_backend_factory(cluster)
         probe: RequestLoop = request_loop_factory(url(port), host, interval=0.0)
-        wait_for_status(probe, 404, since=0)  # hammering before the change
+        e2e.wait_for_status(probe, 404, since=0)  # hammering before the change
         mark = probe.mark()
         clusters[cluster] = backend.port
         domains[host] = cluster
         assert srv.set_snapshot(GROUP, mesh(port, clusters, domains))
-        first_ok = wait_for_switch(probe, mark, 404, 200)
+        first_ok = e2e.wait_for_switch(probe, mark, 404, 200)
         assert probe.snapshot(first_ok).bodies.keys() == {cluster}, probe.snapshot(first_ok)
         assert cluster in env.cluster_names(dynamic_only=True)
         added.append((cluster, host, probe))
 
     for cluster, host, probe in added:
         mark = probe.mark()
-        assert outcomes(probe, mark - 5)[:5] == [200] * 5, runs(outcomes(probe))
+        assert e2e.outcomes(probe, mark - 5)[:5] == [200] * 5, e2e.runs(e2e.outcomes(probe))
         del clusters[cluster], domains[host]
         assert srv.set_snapshot(GROUP, mesh(port, clusters, domains))
-        wait_for_switch(probe, mark, 200, 404)
+        e2e.wait_for_switch(probe, mark, 200, 404)
         probe.stop()
         # Make-before-break completes: the cluster goes once no route uses it.
         wait_for(
@@ -419,10 +402,9 @@ def test_cluster_and_route_added_or_removed_together_never_503(
         )
 
     assert env.cluster_names(dynamic_only=True) == ["c1"]
-    summary = old.stop()
-    assert summary.failed == 0, summary
+    summary = e2e.stop_served(old)
     assert summary.bodies.keys() == {"b1"}, summary
-    assert env.stat(CDS_REJECTED) == 0 and env.stat(LDS_REJECTED) == 0
+    assert e2e.rejected(env) == {}
 
 
 def test_changed_cluster_rewarms_with_unchanged_endpoints(one_cluster: OneCluster) -> None:
@@ -459,8 +441,7 @@ def test_changed_cluster_rewarms_with_unchanged_endpoints(one_cluster: OneCluste
     # ``cluster.c1.``.
     assert after[eds_ok("c1")] > before[eds_ok("c1")], (before, after)  # type: ignore[operator]
     assert (after[LDS_OK], after[RDS_OK]) == (before[LDS_OK], before[RDS_OK]), (before, after)
-    summary = loop.stop()
-    assert summary.failed == 0, summary
+    e2e.stop_served(loop)
 
 
 RESUME_ROUNDS = 3
@@ -513,11 +494,11 @@ def test_reconnect_to_a_replica_without_a_service(
         cache = SnapshotCache()
         cache.set_snapshot(GROUP, mesh(port, clusters, domains))
         srv = xds_factory(port=srv.port, cache=cache)
-        wait_for_switch(probe, 0, 200, 404, via=None if delta else 503)
+        e2e.wait_for_switch(probe, 0, 200, 404, via=None if delta else 503)
         probe.stop()
         status = synced(srv)
 
-        refused = outcomes(probe).count(503)  # 0 in delta: wait_for_switch allows none
+        refused = e2e.outcomes(probe).count(503)  # 0 in delta: wait_for_switch allows none
         resent = dict.fromkeys(map(eds_ok, clusters), 0 if delta else 1)
         expected = {CDS_OK: 1, LDS_OK: 0, RDS_OK: 1, no_cluster: refused, **resent}
         after = counters(env, *watched)
@@ -529,5 +510,4 @@ def test_reconnect_to_a_replica_without_a_service(
         assert int(sent[first]) < int(sent[then]), f"round {i}: {first} after {then}: {sent}"
 
     assert env.cluster_names(dynamic_only=True) == [f"s{RESUME_ROUNDS}"]
-    summary = keep.stop()
-    assert summary.failed == 0, summary
+    e2e.stop_served(keep)

@@ -22,17 +22,9 @@ import pytest
 import yaml
 
 from tests.consul_emulator import ConsulEmulator
+from tests.harness import e2e
 from tests.harness.backends import HttpBackend, RequestLoop, http_get
-from tests.harness.e2e import (
-    CDS_REJECTED,
-    LDS_REJECTED,
-    WAIT,
-    Mesh,
-    only,
-    snapshot_endpoints,
-    wait_for_status,
-    wait_for_switch,
-)
+from tests.harness.e2e import WAIT, Mesh
 from tests.harness.kubeapi import KubeApi, endpoint, endpoint_slice
 from tests.harness.kubeapi import service as kube_service
 from tests.harness.ports import free_port
@@ -120,10 +112,7 @@ def proxy_row(mesh: Mesh, node: str) -> dict[str, str]:
 def test_file_edits_move_real_traffic(
     delta: bool, mesh_factory, envoy_factory, http_backend_factory, request_loop_factory
 ) -> None:
-    v1: HttpBackend = http_backend_factory("web-v1")
-    v2: HttpBackend = http_backend_factory("web-v2")
-    api: HttpBackend = http_backend_factory("api")
-    new: HttpBackend = http_backend_factory("newsvc")
+    v1, v2, api, new = e2e.backends(http_backend_factory, "web-v1", "web-v2", "api", "newsvc")
     mesh = mesh_factory([service("web", v1), service("api", api)])
     env = mesh.envoy(envoy_factory, delta)
     web: RequestLoop = request_loop_factory(mesh.url, "web")
@@ -139,36 +128,34 @@ def test_file_edits_move_real_traffic(
     # Health: an unhealthy endpoint gets no traffic; healthy again, it gets traffic.
     sick = {"address": "127.0.0.1", "port": v1.port, "health": "unhealthy"}
     mesh.edit([service("web", sick, v2), service("api", api)])
-    only(web, "web-v2")
+    e2e.only(web, "web-v2")
     mesh.edit([service("web", v1, v2), service("api", api)])
     web.wait_for_body("web-v1", WAIT)
 
     # Remove an endpoint: it stops answering.
     mesh.edit([service("web", v1), service("api", api)])
-    only(web, "web-v1")
+    e2e.only(web, "web-v1")
     assert env.endpoints("web.default:80") == [("127.0.0.1", v1.port)]
 
     # A new service: its host goes from 404 (no virtual host) to 200, nothing else.
     probe: RequestLoop = request_loop_factory(mesh.url, "newsvc")
-    wait_for_status(probe, 404, since=0)
+    e2e.wait_for_status(probe, 404, since=0)
     mark = probe.mark()
     mesh.edit([service("web", v1), service("api", api), service("newsvc", new)])
-    first_ok = wait_for_switch(probe, mark, 404, 200)
+    first_ok = e2e.wait_for_switch(probe, mark, 404, 200)
     assert probe.snapshot(first_ok).bodies.keys() == {"newsvc"}, probe.snapshot(first_ok)
 
     # A removed service: 200 until 404, never a 503 (route to a missing cluster).
     mark = api_loop.mark()
     mesh.edit([service("web", v1), service("newsvc", new)])
-    wait_for_switch(api_loop, mark, 200, 404)
+    e2e.wait_for_switch(api_loop, mark, 200, 404)
     wait_for(
         lambda: env.cluster_names(dynamic_only=True) == ["newsvc.default:80", "web.default:80"],
         WAIT,
         message=f"Envoy's clusters never followed: {env.cluster_names(dynamic_only=True)}",
     )
 
-    summary = web.stop()
-    assert summary.failed == 0, summary
-    assert env.stat(CDS_REJECTED) == 0 and env.stat(LDS_REJECTED) == 0
+    e2e.finish(env, web)
     mesh.wait_synced()
 
 
@@ -192,8 +179,7 @@ WRONG_TYPE = """services:
 def test_invalid_file_keeps_traffic_on_last_good_state(
     mesh_factory, envoy_factory, http_backend_factory, request_loop_factory
 ) -> None:
-    v1: HttpBackend = http_backend_factory("web-v1")
-    v2: HttpBackend = http_backend_factory("web-v2")
+    v1, v2 = e2e.backends(http_backend_factory, "web-v1", "web-v2")
     mesh = mesh_factory([service("web", v1)])
     env = mesh.envoy(envoy_factory)
     web: RequestLoop = request_loop_factory(mesh.url, "web")
@@ -223,19 +209,16 @@ def test_invalid_file_keeps_traffic_on_last_good_state(
 
     # Fixed, with a change: the error clears and the change reaches Envoy.
     mesh.edit([service("web", v2)])
-    only(web, "web-v2")
+    e2e.only(web, "web-v2")
     source = mesh.source()
     assert source["error"] is None and source["stale"] is False, source
-    summary = web.stop()
-    assert summary.failed == 0, summary
-    assert env.stat(CDS_REJECTED) == 0 and env.stat(LDS_REJECTED) == 0
+    e2e.finish(env, web)
 
 
 def test_bad_entries_are_skipped_and_the_rest_applies(
     mesh_factory, envoy_factory, http_backend_factory, request_loop_factory
 ) -> None:
-    v1: HttpBackend = http_backend_factory("web-v1")
-    api: HttpBackend = http_backend_factory("api")
+    v1, api = e2e.backends(http_backend_factory, "web-v1", "api")
     bad_ip = {"address": "10.0.0.300", "port": 8080}
     mesh = mesh_factory(
         [
@@ -247,29 +230,28 @@ def test_bad_entries_are_skipped_and_the_rest_applies(
     )
     env = mesh.envoy(envoy_factory)
     web: RequestLoop = request_loop_factory(mesh.url, "web")
-    only(web, "web-v1")
+    e2e.only(web, "web-v1")
     assert http_get(mesh.url, host="api") == (200, "api")
     assert env.cluster_names(dynamic_only=True) == ["api.default:80", "web.default:80"]
     assert env.endpoints("web.default:80") == [("127.0.0.1", v1.port)]
 
     # Nothing reached Envoy that it would refuse.
-    assert env.stat(CDS_REJECTED) == 0 and env.stat(LDS_REJECTED) == 0
+    assert e2e.rejected(env) == {}
     mesh.wait_synced()
     assert [proxy_row(mesh, NODE)[t] for t in TYPE_STATES] == ["SYNCED"] * 4
 
     (source,) = json.loads(mesh.server.xdsctl("sources", "-o", "json").stdout)
-    rejected = source["rejected"]
-    assert len(rejected) == 3, rejected
+    skipped = source["rejected"]
+    assert len(skipped) == 3, skipped
     for reason in [
         "web.default endpoint 10.0.0.300:8080: invalid IP address",
         "bigport.default: port 70000 outside 1-65535",
         "empty service name",
     ]:
-        assert any(reason in r for r in rejected), (reason, rejected)
+        assert any(reason in r for r in skipped), (reason, skipped)
     assert source["services"] == 2 and source["error"] is None, source
     assert mesh.server.metrics()['xds_source_rejected_entries{source="file"}'] == 3
-    summary = web.stop()
-    assert summary.failed == 0, summary
+    e2e.stop_served(web)
 
 
 def _version(item: dict[str, Any]) -> str:
@@ -280,8 +262,7 @@ def _version(item: dict[str, Any]) -> str:
 def test_xdsctl_matches_what_envoy_holds(
     delta: bool, mesh_factory, envoy_factory, http_backend_factory
 ) -> None:
-    v1: HttpBackend = http_backend_factory("web-v1")
-    api: HttpBackend = http_backend_factory("api")
+    v1, api = e2e.backends(http_backend_factory, "web-v1", "api")
     mesh = mesh_factory([service("web", v1), service("api", api)])
     env = mesh.envoy(envoy_factory, delta)
     wait_for(lambda: http_get(mesh.url, host="web") == (200, "web-v1"), WAIT)
@@ -321,7 +302,7 @@ def test_xdsctl_matches_what_envoy_holds(
         mesh.server.xdsctl("snapshot", "--type", "endpoints", "-o", "yaml").stdout
     )
     assert {r["type"] for r in endpoints["resources"]} == {"endpoints"}
-    assert snapshot_endpoints(endpoints) == {
+    assert e2e.snapshot_endpoints(endpoints) == {
         "api.default:80": [("127.0.0.1", api.port)],
         "web.default:80": [("127.0.0.1", v1.port)],
     }
@@ -340,8 +321,7 @@ def test_xdsctl_matches_what_envoy_holds(
 def test_node_metadata_picks_the_proxy_group(
     mesh_factory, envoy_factory, http_backend_factory
 ) -> None:
-    v1: HttpBackend = http_backend_factory("web-v1")
-    api: HttpBackend = http_backend_factory("api")
+    v1, api = e2e.backends(http_backend_factory, "web-v1", "api")
     mesh = mesh_factory([service("web", v1), service("api", api)])
 
     # http_listener_port: the group is envoy;port=N, and Envoy serves on N.
@@ -463,7 +443,7 @@ def test_combines_with_the_file_registry(
     }, sources
     doc = json.loads(mesh.server.xdsctl("snapshot", "--type", "endpoints", "-o", "json").stdout)
     # One service "web" with the endpoints of both registries; "api" the file's alone.
-    assert snapshot_endpoints(doc) == {
+    assert e2e.snapshot_endpoints(doc) == {
         "web.default:8080": [("10.0.0.1", 8080), ("10.0.0.2", 9090)],
         "api.default:80": [("10.0.0.3", 9090)],
     }
@@ -489,5 +469,4 @@ def test_an_external_service_is_resolved_by_envoy(
     loop.wait_for_body("outside", WAIT, since=0)
     (held,) = [c["cluster"] for c in env.config_dump("dynamic_active_clusters")["configs"]]
     assert (held["name"], held["type"]) == (cluster, "LOGICAL_DNS"), held
-    summary = loop.stop()
-    assert summary.failed == 0, summary
+    e2e.stop_served(loop)

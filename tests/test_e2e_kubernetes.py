@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
+from tests.harness import e2e
 from tests.harness.backends import HttpBackend, RequestLoop
-from tests.harness.e2e import CDS_REJECTED, WAIT, Mesh, only, wait_for_switch, xds_updates
+from tests.harness.e2e import WAIT, Mesh
 from tests.harness.envoy import EnvoyProcess
 from tests.harness.kubeapi import SLICES, FirstWatch, KubeApi, endpoint, endpoint_slice, service
 from tests.harness.ports import free_port
@@ -44,6 +45,13 @@ class KubeMesh(Mesh):
 def backend_slice(b: HttpBackend, **conditions: bool) -> dict[str, Any]:
     """The EndpointSlice of one backend (named after it) for Service `web`, port `http`."""
     return endpoint_slice(f"web-{b.name}", "web", [endpoint(**conditions)], [("http", b.port)])
+
+
+def create_web(api: KubeApi, *backends: HttpBackend, **spec: Any) -> None:
+    """Service `web` (``spec`` as for ``service``) and one EndpointSlice per backend."""
+    api.create(service("web", **spec))
+    for b in backends:
+        api.create(backend_slice(b))
 
 
 @pytest.fixture
@@ -77,12 +85,10 @@ def eds_health(env: EnvoyProcess, cluster: str) -> dict[int, str]:
 def test_services_and_slices_drive_real_traffic(
     mesh_factory, envoy_factory, http_backend_factory, request_loop_factory
 ) -> None:
-    v1: HttpBackend = http_backend_factory("v1")
-    v2: HttpBackend = http_backend_factory("v2")
+    v1, v2 = e2e.backends(http_backend_factory, "v1", "v2")
     mesh = mesh_factory()
     api = mesh.api
-    api.create(service("web", [{"name": "http", "port": 80, "targetPort": "web"}]))
-    api.create(backend_slice(v1))
+    create_web(api, v1, ports=[{"name": "http", "port": 80, "targetPort": "web"}])
     env = mesh.envoy(envoy_factory)
     web: RequestLoop = request_loop_factory(mesh.url, "web")
     web.wait_for_body("v1", WAIT, since=0)
@@ -97,20 +103,20 @@ def test_services_and_slices_drive_real_traffic(
 
     # Not ready: no traffic. Ready again: traffic.
     api.patch("endpointslices", "web-v1", {"endpoints": [endpoint(ready=False)]})
-    only(web, "v2")
+    e2e.only(web, "v2")
     api.patch("endpointslices", "web-v1", {"endpoints": [endpoint(ready=True)]})
     web.wait_for_body("v1", WAIT)
 
     # Terminating but still serving: sent as draining, which Envoy gives no new requests.
     terminating = endpoint(ready=False, serving=True, terminating=True)
     api.patch("endpointslices", "web-v2", {"endpoints": [terminating]})
-    only(web, "v1")
+    e2e.only(web, "v1")
     assert eds_health(env, CLUSTER) == {v1.port: "HEALTHY", v2.port: "DRAINING"}
 
     # Scale down: the slice is gone, so is the endpoint.
     api.delete("endpointslices", "web-v2")
     wait_for(lambda: env.endpoints(CLUSTER) == [("127.0.0.1", v1.port)], WAIT, message="v2 gone")
-    only(web, "v1")
+    e2e.only(web, "v1")
 
     header, *rows = [line.split() for line in mesh.server.xdsctl("sources").stdout.splitlines()]
     assert rows and rows[0][0] == "kubernetes", (header, rows)
@@ -118,19 +124,17 @@ def test_services_and_slices_drive_real_traffic(
     # Delete the Service: 200 until 404, never a 503; the cluster is removed.
     mark = web.mark()
     api.delete("services", "web")
-    wait_for_switch(web, mark, 200, 404)
+    e2e.wait_for_switch(web, mark, 200, 404)
     wait_for(lambda: env.cluster_names(dynamic_only=True) == [], WAIT, message="cluster gone")
-    assert env.stat(CDS_REJECTED) == 0
+    assert e2e.rejected(env) == {}
 
 
 def test_gone_mid_watch_relists_without_pushing(
     kube_api: KubeApi, mesh_factory, envoy_factory, http_backend_factory, request_loop_factory
 ) -> None:
-    v1: HttpBackend = http_backend_factory("v1")
-    v2: HttpBackend = http_backend_factory("v2")
+    v1, v2 = e2e.backends(http_backend_factory, "v1", "v2")
     api: KubeApi = kube_api
-    api.create(service("web"))
-    api.create(backend_slice(v1))
+    create_web(api, v1)
 
     # The server's first EndpointSlice watch stays quiet until `gate` opens, then says
     # 410 Gone (as an API server does when its watch cache has moved on).
@@ -146,7 +150,7 @@ def test_gone_mid_watch_relists_without_pushing(
     wait_for(lambda: first.chosen is not None, WAIT, message="the scripted watch")
     mesh.wait_synced()  # all pushes ACKed: a complete baseline
     pushes = mesh.pushes()
-    updates = xds_updates(env)
+    updates = e2e.xds_updates(env)
     relists = 'xds_kubernetes_relists_total{resource="endpointslices",source="kubernetes"}'
 
     api.loop.call_soon_threadsafe(gate.set)
@@ -155,7 +159,7 @@ def test_gone_mid_watch_relists_without_pushing(
     assert len(_requests(api, "endpointslices", watch=False)) == 2
     time.sleep(1.0)  # room for any (wrong) push to reach Envoy and be counted
     assert mesh.pushes() == pushes, "a relist of unchanged state pushed something"
-    assert xds_updates(env) == updates, "a relist of unchanged state reached Envoy"
+    assert e2e.xds_updates(env) == updates, "a relist of unchanged state reached Envoy"
     assert not mesh.source()["stale"]
 
     # The new watch follows changes again.
@@ -163,19 +167,15 @@ def test_gone_mid_watch_relists_without_pushing(
     web.wait_for_body("v2", WAIT)
     assert mesh.pushes() > pushes
     assert web.snapshot().failed == 0
-    assert env.stat(CDS_REJECTED) == 0
+    assert e2e.rejected(env) == {}
 
 
 def test_api_unreachable_for_10s_keeps_traffic_flowing(
     mesh_factory, envoy_factory, http_backend_factory, request_loop_factory
 ) -> None:
-    v1: HttpBackend = http_backend_factory("v1")
-    v2: HttpBackend = http_backend_factory("v2")
+    v1, v2 = e2e.backends(http_backend_factory, "v1", "v2")
     mesh = mesh_factory()
-    api = mesh.api
-    api.create(service("web"))
-    api.create(backend_slice(v1))
-    api.create(backend_slice(v2))
+    create_web(mesh.api, v1, v2)
     # Created after the server's first list: they arrive by the watch. A proxy started
     # before that would rightly answer 404 for a while.
     wait_for(lambda: mesh.server.endpoint_counts().get(CLUSTER) == 2, WAIT, message="web")
@@ -185,10 +185,10 @@ def test_api_unreachable_for_10s_keeps_traffic_flowing(
     web.wait_for_body("v2", WAIT, since=0)
     mesh.wait_synced()  # all pushes ACKed: a complete baseline
     pushes = mesh.pushes()
-    updates = xds_updates(env)
+    updates = e2e.xds_updates(env)
     stale = 'xds_source_stale{source="kubernetes"}'
 
-    api.cut()
+    mesh.api.cut()
     cut_at = time.monotonic()
     source = wait_for(lambda: (s := mesh.source())["stale"] and s, WAIT, message="stale")
     assert source["synced"] and source["error"], source
@@ -196,25 +196,24 @@ def test_api_unreachable_for_10s_keeps_traffic_flowing(
     assert mesh.server.ready()  # serving the last good state: still ready
     assert env.endpoints(CLUSTER) == sorted([("127.0.0.1", v1.port), ("127.0.0.1", v2.port)])
     time.sleep(max(0.0, 10.0 - (time.monotonic() - cut_at)))  # the outage lasts 10 s
-    assert xds_updates(env) == updates
-    watches = {kind: len(_requests(api, kind, watch=True)) for kind in KINDS}
-    api.restore()
+    assert e2e.xds_updates(env) == updates
+    watches = {kind: len(_requests(mesh.api, kind, watch=True)) for kind in KINDS}
+    mesh.api.restore()
 
     wait_for(lambda: not mesh.source()["stale"], 15.0, message="recovered after the outage")
     assert mesh.metric(stale) == 0
     # Both watches are back (each one's first events replay every object, unchanged).
     wait_for(
-        lambda: all(len(_requests(api, kind, watch=True)) > watches[kind] for kind in KINDS),
+        lambda: all(len(_requests(mesh.api, kind, watch=True)) > watches[kind] for kind in KINDS),
         WAIT,
         message="both watches resumed",
     )
     time.sleep(1.0)  # room for any (wrong) push to reach Envoy and be counted
     web.wait_for_body("v1", WAIT)
     web.wait_for_body("v2", WAIT)
-    summary = web.stop()
-    assert summary.failed == 0, summary
+    e2e.stop_served(web)
     assert mesh.pushes() == pushes, "nothing changed, yet the recovery pushed"
-    assert xds_updates(env) == updates, "nothing changed, yet the recovery reached Envoy"
+    assert e2e.xds_updates(env) == updates, "nothing changed, yet the recovery reached Envoy"
 
 
 # --- helpers -----------------------------------------------------------------------

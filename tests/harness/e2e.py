@@ -1,11 +1,12 @@
 """What the end-to-end tests share: the server, Envoy and the traffic, seen from outside.
 
-* Traffic through Envoy (a :class:`RequestLoop` per host): ``outcomes``/``runs`` of its
-  answers, ``wait_for_status``, ``wait_for_switch`` (a host goes from one status to
-  another and never through a third: DESIGN §4.9, no 503 caused by ordering) and
-  ``only`` (every answer from these backends).
-* Envoy's own counters: the xDS update counter names, ``counters`` and ``xds_updates``
-  (every ``update_success``/``update_rejected``: "Envoy was sent nothing new").
+* Traffic through Envoy to ``backends`` (a :class:`RequestLoop` per host):
+  ``stop_served`` (all 2xx), ``finish``, ``outcomes``/``runs`` of its answers, ``wait_for_status``,
+  ``wait_for_switch`` (a host goes from one status to another and never through a third:
+  DESIGN §4.9, no 503 caused by ordering) and ``only`` (every answer from these backends).
+* Envoy's own counters: the xDS update counter names, ``counters``, ``xds_updates``
+  (every ``update_success``/``update_rejected``: "Envoy was sent nothing new") and
+  ``rejected`` (what Envoy refused).
 * The server's per-proxy status (in-process or subprocess alike): ``proxy_types``,
   ``all_synced``, ``wait_synced``; :class:`Mesh`, an `xds-server` subprocess with the
   HTTP listener its Envoys serve, and its sources, pushes and versions.
@@ -22,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from tests.consul_emulator import Request
-from tests.harness.backends import RequestLoop
+from tests.harness.backends import HttpBackend, LoopSummary, RequestLoop
 from tests.harness.envoy import EnvoyProcess, bootstrap
 from tests.harness.ports import free_port
 from tests.harness.server_proc import XdsServerProcess
@@ -57,7 +58,32 @@ def xds_updates(env: EnvoyProcess) -> dict[str, int]:
     return env.stats(r"\.update_(success|rejected)$")
 
 
+def rejected(env: EnvoyProcess) -> dict[str, int]:
+    """The xDS updates Envoy rejected (CDS, LDS, each RDS and EDS), by counter: {} if none."""
+    return {k: v for k, v in xds_updates(env).items() if k.endswith("_rejected") and v}
+
+
 # --------------------------------------------------------------------------- traffic
+
+
+def backends(factory: Callable[..., HttpBackend], *names: str) -> list[HttpBackend]:
+    """One started loopback HTTP backend per name (each answers with its name)."""
+    return [factory(name) for name in names]
+
+
+def stop_served(loop: RequestLoop) -> LoopSummary:
+    """Stop ``loop``; every request it made was answered with a 2xx."""
+    summary = loop.stop()
+    assert summary.failed == 0, f"{loop.host_header or loop.url}: {summary}"
+    return summary
+
+
+def finish(env: EnvoyProcess, *loops: RequestLoop) -> None:
+    """The end of a clean run: every request of ``loops`` answered 2xx (they are stopped),
+    and Envoy rejected no update."""
+    for loop in loops:
+        stop_served(loop)
+    assert rejected(env) == {}, rejected(env)
 
 
 def outcomes(loop: RequestLoop, since: int = 0) -> list[int | str]:
