@@ -1,9 +1,10 @@
 """What the end-to-end tests share: the server, Envoy and the traffic, seen from outside.
 
 * Traffic through Envoy to ``backends`` (a :class:`RequestLoop` per host):
-  ``stop_served`` (all 2xx), ``finish``, ``outcomes``/``runs`` of its answers, ``wait_for_status``,
-  ``wait_for_switch`` (a host goes from one status to another and never through a third:
-  DESIGN §4.9, no 503 caused by ordering) and ``only`` (every answer from these backends).
+  ``stop_served`` (all 2xx), ``finish`` (and Envoy rejected nothing), ``outcomes``/``runs``
+  of its answers, ``wait_for_status``, ``wait_for_switch`` (a host goes from one status to
+  another and never through a third: DESIGN §4.9, no 503 caused by ordering) and ``only``
+  (every answer from these backends).
 * Envoy's own counters: the xDS update counter names, ``counters``, ``xds_updates``
   (every ``update_success``/``update_rejected``: "Envoy was sent nothing new") and
   ``rejected`` (what Envoy refused).
@@ -49,6 +50,7 @@ def eds_ok(cluster: str) -> str:
 
 
 def counters(env: EnvoyProcess, *names: str) -> dict[str, int | None]:
+    """These stats of Envoy's (None for one it does not have)."""
     return {name: env.stat(name) for name in names}
 
 
@@ -111,12 +113,11 @@ def wait_for_status(loop: RequestLoop, status: int, since: int, timeout: float =
                 return since + i
         return None
 
-    wait_for(
-        lambda: find() is not None,  # an index of 0 is found, though falsy
-        timeout,
-        interval=0.01,
-        message=f"no HTTP {status} on {loop.host_header or loop.url}: {loop.snapshot(since)}",
-    )
+    try:
+        wait_for(lambda: find() is not None, timeout, interval=0.01)  # index 0 is falsy
+    except AssertionError:
+        where = loop.host_header or loop.url
+        raise AssertionError(f"no HTTP {status} on {where}: {loop.snapshot(since)}") from None
     index = find()
     assert index is not None
     return index
@@ -153,11 +154,15 @@ def only(loop: RequestLoop, *bodies: str, n: int = 10, timeout: float = WAIT) ->
     """Wait until the last ``n`` answers all come from ``bodies``, then check that the
     next 30 do too (round robin would have mixed in any other backend)."""
     want = set(bodies)
-    wait_for(
-        lambda: len(loop.last_bodies(n)) == n and set(loop.last_bodies(n)) <= want,
-        timeout,
-        message=f"answers only from {sorted(want)}: {loop.last_bodies(n)}",
-    )
+
+    def settled() -> bool:
+        last = loop.last_bodies(n)
+        return len(last) == n and set(last) <= want
+
+    try:
+        wait_for(settled, timeout)
+    except AssertionError:
+        raise AssertionError(f"not only {sorted(want)}: {loop.last_bodies(n)}") from None
     mark = loop.mark()
     loop.wait_for_requests(30, timeout)
     seen = loop.snapshot(mark)
