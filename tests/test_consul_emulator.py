@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from tests.consul_emulator import ConsulEmulator, parse_duration
+from tests.harness.waiting import wait_for
 
 
 @pytest.fixture
@@ -330,9 +331,15 @@ def test_pause_and_resume_keep_state_and_port(
         except BaseException as exc:
             errors.append(exc)
 
+    def blocking() -> bool:  # the query has arrived and is still open
+        return any(
+            r.path == "/v1/health/service/web" and r.query.get("index") == [str(idx)] and not r.end
+            for r in emu.request_log()
+        )
+
     t = threading.Thread(target=blocked)
     t.start()
-    time.sleep(0.2)
+    wait_for(blocking, 5.0, interval=0.01, message="the blocking query open in the emulator")
     emu.pause()
     t.join(5)
     assert not t.is_alive()

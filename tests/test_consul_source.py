@@ -19,6 +19,8 @@ import pytest
 
 from sources.consul import ConsulConfig, ConsulSource
 from tests.consul_emulator import ConsulEmulator
+from tests.harness.e2e import answered_rounds
+from tests.harness.waiting import async_wait_for
 from xds_server import metrics
 from xds_server.catalog import Catalog
 from xds_server.model import ServiceEntry, ServiceKey
@@ -98,31 +100,24 @@ class Watched:
         return {ep.port: (ep.health, ep.weight) for ep in entry.endpoints} if entry else {}
 
 
-async def until(predicate: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 @contextlib.asynccontextmanager
-async def running(emu: ConsulEmulator, **config: Any) -> AsyncIterator[Watched]:
+async def running(
+    emu: ConsulEmulator, *, synced: bool = True, **config: Any
+) -> AsyncIterator[Watched]:
+    """A ConsulSource on ``emu`` running for the block; by default the block starts once
+    it has synced (published its first full state)."""
     watched = Watched(emu, **config)
     task = asyncio.create_task(watched.source.run())
     try:
+        if synced:
+            await async_wait_for(
+                lambda: watched.status["synced"], WAIT, message=f"first sync: {watched.status}"
+            )
         yield watched
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, WAIT)
-
-
-async def synced(watched: Watched) -> None:
-    await until(lambda: watched.status["synced"], f"first sync: {watched.status}")
 
 
 def metric(counter: Any, *labels: str) -> float:
@@ -139,7 +134,6 @@ async def test_first_sync_publishes_every_service_at_once_and_makes_the_source_r
     await register(emulator, "web", 8082)
     await register(emulator, "api", 9000, meta={"protocol": "grpc"})
     async with running(emulator) as w:
-        await synced(w)
         assert w.changes == 1  # one publication of the whole state, not one per service
         assert w.catalog.not_ready() == []
         assert w.health("web") == {8081: ("healthy", 1), 8082: ("healthy", 1)}
@@ -154,29 +148,37 @@ async def test_health_flips_are_followed(emulator: ConsulEmulator) -> None:
     await register(emulator, "web", 8082)
     a = agent(emulator)
     async with running(emulator) as w:
-        await synced(w)
         assert w.health("web")[8081] == ("healthy", 10)
         await call(a.agent.check.ttl_warn, f"service:{sid}")
-        await until(lambda: w.health("web")[8081] == ("healthy", 2), "warning → weight 2")
+        await async_wait_for(
+            lambda: w.health("web")[8081] == ("healthy", 2), WAIT, message="warning → weight 2"
+        )
         await call(a.agent.check.ttl_fail, f"service:{sid}")
-        await until(lambda: w.health("web")[8081][0] == "unhealthy", "critical → unhealthy")
+        await async_wait_for(
+            lambda: w.health("web")[8081][0] == "unhealthy", WAIT, message="critical → unhealthy"
+        )
         # The service keeps its cluster when no instance is healthy.
         await call(a.agent.check.ttl_fail, "service:web-8082")
-        await until(lambda: set(w.health("web").values()) == {("unhealthy", 10), ("unhealthy", 1)},
-                    "all unhealthy")  # fmt: skip
+        all_unhealthy = {("unhealthy", 10), ("unhealthy", 1)}
+        await async_wait_for(
+            lambda: set(w.health("web").values()) == all_unhealthy, WAIT, message="all unhealthy"
+        )
         assert w.entry("web") is not None
         await call(a.agent.check.ttl_pass, f"service:{sid}")
-        await until(lambda: w.health("web")[8081] == ("healthy", 10), "passing again")
+        await async_wait_for(
+            lambda: w.health("web")[8081] == ("healthy", 10), WAIT, message="passing again"
+        )
 
 
 async def test_registration_and_deregistration(emulator: ConsulEmulator) -> None:
     await register(emulator, "web", 8081)
     async with running(emulator) as w:
-        await synced(w)
         sid = await register(emulator, "billing", 7000, tags=["v1"])
-        await until(lambda: w.entry("billing"), "billing registered")
+        await async_wait_for(lambda: w.entry("billing"), WAIT, message="billing registered")
         await call(agent(emulator).agent.service.deregister, sid)
-        await until(lambda: w.entry("billing") is None, "billing deregistered")
+        await async_wait_for(
+            lambda: w.entry("billing") is None, WAIT, message="billing deregistered"
+        )
         assert w.entry("web") is not None
 
 
@@ -187,19 +189,31 @@ async def test_outage_keeps_the_last_good_state_and_recovery_repushes_nothing(
         await register(emulator, "web", port)
     await register(emulator, "api", 9000)
     async with running(emulator) as w:
-        await synced(w)
         before = dict(w.catalog.merged())
         changes = w.changes
         emulator.pause()
-        await until(lambda: w.status["stale"], "stale while Consul is down")
+        await async_wait_for(lambda: w.status["stale"], WAIT, message="stale while Consul is down")
         assert "cannot reach Consul at" in w.status["error"]
         assert metric(metrics.SOURCE_STALE, "consul") == 1
-        await asyncio.sleep(1.0)  # retries keep failing; nothing is dropped meanwhile
+        # Retries keep failing (each one counted); nothing is dropped meanwhile.
+        errors = metric(metrics.SOURCE_ERRORS, "consul")
+        await async_wait_for(
+            lambda: metric(metrics.SOURCE_ERRORS, "consul") >= errors + 2, WAIT, message="retries"
+        )
         assert dict(w.catalog.merged()) == before
         emulator.clear_request_log()
         emulator.resume()
-        await until(lambda: not w.status["stale"], "fresh again once Consul answers")
-        await asyncio.sleep(0.5)
+        await async_wait_for(
+            lambda: not w.status["stale"], WAIT, message="fresh again once Consul answers"
+        )
+        # Every watch has taken in an answer since (and asked again): had an answer
+        # looked like a change, it would have been published by now.
+        paths = ("/v1/catalog/services", "/v1/health/service/web", "/v1/health/service/api")
+        await async_wait_for(
+            lambda: all(answered_rounds(emulator.request_log(), p) for p in paths),
+            WAIT,
+            message="a round of each watch after the outage",
+        )
         assert w.changes == changes, "recovery re-published the same state"
         assert dict(w.catalog.merged()) == before
         # The watches resumed from the index they had, as blocking queries.
@@ -212,16 +226,19 @@ async def test_no_leader_marks_the_source_stale_with_consuls_error(
 ) -> None:
     await register(emulator, "web", 8081)
     async with running(emulator) as w:
-        await synced(w)
         changes = w.changes
         emulator.set_no_leader(True)
         # Blocking queries only see it when they return: make them return now.
         await register(emulator, "web", 8082)
-        await until(lambda: w.status["stale"], "stale without a leader")
+        await async_wait_for(lambda: w.status["stale"], WAIT, message="stale without a leader")
         assert "No cluster leader" in w.status["error"]
         emulator.set_no_leader(False)
-        await until(lambda: not w.status["stale"], "fresh with a leader again")
-        await until(lambda: len(w.health("web")) == 2, "the registration made meanwhile")
+        await async_wait_for(
+            lambda: not w.status["stale"], WAIT, message="fresh with a leader again"
+        )
+        await async_wait_for(
+            lambda: len(w.health("web")) == 2, WAIT, message="the registration made meanwhile"
+        )
         assert w.changes == changes + 1
 
 
@@ -230,28 +247,27 @@ async def test_index_going_backwards_restarts_the_watch_without_a_push(
 ) -> None:
     await register(emulator, "web", 8081)
     async with running(emulator) as w:
-        await synced(w)
-        changes = w.changes
         resets = metric(metrics.CONSUL_INDEX_RESETS, "consul")
+        changes = w.changes
         emulator.clear_request_log()
         emulator.reset_index(1)
-        await until(
+        await async_wait_for(
             lambda: metric(metrics.CONSUL_INDEX_RESETS, "consul") >= resets + 2,
-            "both watches saw the index go backwards",
+            WAIT,
+            message="both watches saw the index go backwards",
         )
-        # Each watch started over with a query that does not block (no index).
-        await until(
-            lambda: (
-                {
-                    r.path
-                    for r in emulator.request_log()
-                    if "index" not in r.query and r.path.startswith("/v1/")
-                }
-                >= {"/v1/catalog/services", "/v1/health/service/web"}
-            ),
-            "non-blocking re-reads",
+
+        # Each watch started over with a query that does not block (no index), took its
+        # answer in and asked again: only then does "nothing published" mean anything.
+        def reread(path: str) -> bool:
+            rounds = answered_rounds(emulator.request_log(), path)
+            return any("index" not in r.query for r in rounds)
+
+        await async_wait_for(
+            lambda: reread("/v1/catalog/services") and reread("/v1/health/service/web"),
+            WAIT,
+            message="non-blocking re-reads, taken in",
         )
-        await asyncio.sleep(0.3)
         assert w.changes == changes
         assert not w.status["stale"]
 
@@ -263,9 +279,8 @@ async def test_index_zero_is_clamped_to_one(emulator: ConsulEmulator) -> None:
     # which would never block.
     emulator.zero_index_next(2)
     async with running(emulator) as w:
-        await synced(w)
         await register(emulator, "web", 8082)
-        await until(lambda: len(w.health("web")) == 2, "second instance")
+        await async_wait_for(lambda: len(w.health("web")) == 2, WAIT, message="second instance")
         log = emulator.request_log()
         assert any(r.query.get("index") == ["1"] for r in log), log
         assert not any(r.query.get("index") == ["0"] for r in log)
@@ -277,7 +292,6 @@ async def test_transient_errors_are_retried(emulator: ConsulEmulator) -> None:
     emulator.fail_next(2, 500, "rpc error", path_prefix="/v1/health/")
     emulator.drop_next(1, path_prefix="/v1/health/")
     async with running(emulator) as w:
-        await synced(w)
         health = [r for r in emulator.request_log() if r.path == "/v1/health/service/web"]
         assert [r.status for r in health[:3]] == [0, 500, 500], health
         # aiohttp itself retries a GET whose reused connection was dropped, so the drop
@@ -290,9 +304,15 @@ async def test_transient_errors_are_retried(emulator: ConsulEmulator) -> None:
 async def test_wait_plus_jitter_never_hits_the_read_timeout(emulator: ConsulEmulator) -> None:
     await register(emulator, "web", 8081)
     async with running(emulator, wait=0.5) as w:
-        await synced(w)
         errors = metric(metrics.SOURCE_ERRORS, "consul")
-        await asyncio.sleep(2.0)  # several blocking rounds, each up to wait * 17/16
+        emulator.clear_request_log()
+        # Several blocking rounds, each one up to wait * 17/16, answered and taken in.
+        paths = ("/v1/catalog/services", "/v1/health/service/web")
+        await async_wait_for(
+            lambda: all(len(answered_rounds(emulator.request_log(), p)) >= 3 for p in paths),
+            WAIT,
+            message="three blocking rounds of each watch",
+        )
         assert metric(metrics.SOURCE_ERRORS, "consul") == errors
         assert not w.status["stale"]
 
@@ -301,10 +321,9 @@ async def test_acl_token() -> None:
     with ConsulEmulator(acl_tokens={"s3cret"}) as emu:
         await register(emu, "web", 8081, token="s3cret")
         async with running(emu, token="s3cret") as w:
-            await synced(w)
             assert w.entry("web") is not None
-        async with running(emu, token="wrong") as w:
-            await until(lambda: w.status["error"], "an error")
+        async with running(emu, synced=False, token="wrong") as w:
+            await async_wait_for(lambda: w.status["error"], WAIT, message="an error")
             assert not w.status["synced"]
             assert "ACL not found" in w.status["error"]
             assert "CONSUL_HTTP_TOKEN" in w.status["error"]
@@ -327,7 +346,6 @@ async def test_service_patterns_tags_and_kinds_select_what_is_watched(
     }
     await call(put, emulator, "/v1/agent/service/register", sidecar)
     async with running(emulator, services=("web*",), tags=("public",)) as w:
-        await synced(w)
         assert sorted(k.name for k in w.catalog.merged()) == ["web"]
         watched = {r.path for r in emulator.request_log() if r.path.startswith("/v1/health/")}
         assert "/v1/health/service/api" not in watched
@@ -340,8 +358,8 @@ async def test_stopping_before_the_first_sync_publishes_nothing_and_ends_every_w
     await register(emulator, "web", 8081)
     await register(emulator, "api", 9000)
     emulator.fail_next(1000, 500, "rpc error", path_prefix="/v1/health/service/api")
-    async with running(emulator) as w:
-        await until(lambda: w.status["error"], "api's watch failing")
+    async with running(emulator, synced=False) as w:
+        await async_wait_for(lambda: w.status["error"], WAIT, message="api's watch failing")
         assert not w.status["synced"]
     assert not w.status["synced"] and dict(w.catalog.merged()) == {}
     left = [t for t in asyncio.all_tasks() if t.get_name().startswith("consul:")]

@@ -1,4 +1,5 @@
-"""End-to-end: `xds-server --file` (a real subprocess) driving real Envoys.
+"""End-to-end: `xds-server --file` (a real subprocess) driving real Envoys; and, for every
+registry alike (file, Consul, Kubernetes), external services and combining with the file.
 
 The registry is a YAML file each test writes and edits; what a user sees is asserted:
 real HTTP traffic through Envoy's listener (``--http-listener-port``, Host header =
@@ -12,25 +13,28 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import consul
 import pytest
 import yaml
 
+from tests.consul_emulator import ConsulEmulator
+from tests.harness import e2e
 from tests.harness.backends import HttpBackend, RequestLoop, http_get
-from tests.harness.envoy import EnvoyProcess, bootstrap
+from tests.harness.e2e import WAIT, Mesh
+from tests.harness.kubeapi import KubeApi, endpoint, endpoint_slice
+from tests.harness.kubeapi import service as kube_service
 from tests.harness.ports import free_port
 from tests.harness.server_proc import XdsServerProcess
 from tests.harness.waiting import wait_for
-from tests.test_e2e_envoy import CDS_REJECTED, LDS_REJECTED, outcomes, runs, wait_for_status
 
-pytest_plugins = ["tests.harness.fixtures"]
+pytest_plugins = ["tests.harness.fixtures", "tests.harness.kube_fixtures"]
 
 pytestmark = pytest.mark.timeout(90)
 
-WAIT = 10.0  # generous but finite wait for anything Envoy or the server must do
 NODE = "envoy-file"
 TYPE_STATES = ("CDS", "EDS", "LDS", "RDS")
 
@@ -60,47 +64,24 @@ def write(path: Path, content: str | list[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
-class Mesh:
+class FileMesh(Mesh):
     """An xds-server on a registry file, and the way to reach its Envoys' listener."""
 
     def __init__(self, server: XdsServerProcess, registry: Path, listener_port: int) -> None:
-        self.server = server
+        super().__init__(server, listener_port, NODE)
         self.registry = registry
-        self.listener_port = listener_port
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.listener_port}/"
 
     def edit(self, content: str | list[dict[str, Any]]) -> None:
         write(self.registry, content)
-
-    def source(self) -> dict[str, Any]:
-        (file_source,) = self.server.get("/debug/sources")
-        return dict(file_source)
-
-    def proxy(self, node: str = NODE) -> dict[str, Any] | None:
-        mine = [p for p in self.server.get("/debug/proxies") if p["node_id"] == node]
-        return mine[0] if len(mine) == 1 else None
-
-    def envoy(
-        self,
-        envoy_factory: Callable[..., EnvoyProcess],
-        delta: bool = False,
-        node: str = NODE,
-        metadata: dict[str, Any] | None = None,
-    ) -> EnvoyProcess:
-        boot = bootstrap(self.server.xds_port, free_port(), node, delta=delta, metadata=metadata)
-        return envoy_factory(boot, name=node, wait="ready", timeout=WAIT)
 
 
 @pytest.fixture
 def mesh_factory(
     tmp_path: Path, xds_server_factory: Callable[..., XdsServerProcess]
-) -> Callable[[list[dict[str, Any]]], Mesh]:
-    """``start(services) -> Mesh``: the registry written, xds-server started on it."""
+) -> Callable[[list[dict[str, Any]]], FileMesh]:
+    """``start(services) -> FileMesh``: the registry written, xds-server started on it."""
 
-    def start(services: list[dict[str, Any]]) -> Mesh:
+    def start(services: list[dict[str, Any]]) -> FileMesh:
         registry = tmp_path / "registry.yaml"
         write(registry, services)
         port = free_port()
@@ -108,37 +89,9 @@ def mesh_factory(
             "--file", str(registry), "--file-interval", "0.1",
             "--http-listener-port", str(port),
         )  # fmt: skip
-        return Mesh(server, registry, port)
+        return FileMesh(server, registry, port)
 
     return start
-
-
-def only(loop: RequestLoop, *bodies: str, n: int = 10) -> None:
-    """Wait until the last ``n`` answers all come from ``bodies``, then check that the
-    next 30 do too (round robin would have mixed in any other backend)."""
-    want = set(bodies)
-    wait_for(
-        lambda: len(loop.last_bodies(n)) == n and set(loop.last_bodies(n)) <= want,
-        WAIT,
-        message=f"answers only from {sorted(want)}: {loop.last_bodies(n)}",
-    )
-    mark = loop.mark()
-    loop.wait_for_requests(30, WAIT)
-    seen = loop.snapshot(mark)
-    assert seen.failed == 0 and set(seen.bodies) <= want, seen
-
-
-def all_synced(mesh: Mesh, node: str = NODE) -> dict[str, Any] | None:
-    proxy = mesh.proxy(node)
-    states = {t: s["state"] for t, s in proxy["types"].items()} if proxy else {}
-    return proxy if len(states) == 4 and set(states.values()) == {"SYNCED"} else None
-
-
-def wait_synced(mesh: Mesh, node: str = NODE) -> dict[str, Any]:
-    proxy: dict[str, Any] = wait_for(
-        lambda: all_synced(mesh, node), WAIT, message=f"{node} not synced: {mesh.proxy(node)}"
-    )
-    return proxy
 
 
 def xdsctl_table(mesh: Mesh, *args: str) -> list[list[str]]:
@@ -159,10 +112,7 @@ def proxy_row(mesh: Mesh, node: str) -> dict[str, str]:
 def test_file_edits_move_real_traffic(
     delta: bool, mesh_factory, envoy_factory, http_backend_factory, request_loop_factory
 ) -> None:
-    v1: HttpBackend = http_backend_factory("web-v1")
-    v2: HttpBackend = http_backend_factory("web-v2")
-    api: HttpBackend = http_backend_factory("api")
-    new: HttpBackend = http_backend_factory("newsvc")
+    v1, v2, api, new = e2e.backends(http_backend_factory, "web-v1", "web-v2", "api", "newsvc")
     mesh = mesh_factory([service("web", v1), service("api", api)])
     env = mesh.envoy(envoy_factory, delta)
     web: RequestLoop = request_loop_factory(mesh.url, "web")
@@ -178,44 +128,35 @@ def test_file_edits_move_real_traffic(
     # Health: an unhealthy endpoint gets no traffic; healthy again, it gets traffic.
     sick = {"address": "127.0.0.1", "port": v1.port, "health": "unhealthy"}
     mesh.edit([service("web", sick, v2), service("api", api)])
-    only(web, "web-v2")
+    e2e.only(web, "web-v2")
     mesh.edit([service("web", v1, v2), service("api", api)])
     web.wait_for_body("web-v1", WAIT)
 
     # Remove an endpoint: it stops answering.
     mesh.edit([service("web", v1), service("api", api)])
-    only(web, "web-v1")
+    e2e.only(web, "web-v1")
     assert env.endpoints("web.default:80") == [("127.0.0.1", v1.port)]
 
     # A new service: its host goes from 404 (no virtual host) to 200, nothing else.
     probe: RequestLoop = request_loop_factory(mesh.url, "newsvc")
-    wait_for_status(probe, 404, since=0)
+    e2e.wait_for_status(probe, 404, since=0)
     mark = probe.mark()
     mesh.edit([service("web", v1), service("api", api), service("newsvc", new)])
-    first_ok = probe.wait_for_body("newsvc", WAIT, since=mark)
-    probe.wait_for_requests(20, WAIT)
-    seen = outcomes(probe, mark)
-    assert set(seen) <= {200, 404}, runs(seen)
-    assert set(outcomes(probe, first_ok)) == {200}, runs(seen)
+    first_ok = e2e.wait_for_switch(probe, mark, 404, 200)
+    assert probe.snapshot(first_ok).bodies.keys() == {"newsvc"}, probe.snapshot(first_ok)
 
     # A removed service: 200 until 404, never a 503 (route to a missing cluster).
     mark = api_loop.mark()
     mesh.edit([service("web", v1), service("newsvc", new)])
-    first_404 = wait_for_status(api_loop, 404, since=mark)
-    api_loop.wait_for_requests(20, WAIT)
-    seen = outcomes(api_loop, mark)
-    assert set(seen) <= {200, 404}, runs(seen)
-    assert set(outcomes(api_loop, first_404)) == {404}, runs(seen)
+    e2e.wait_for_switch(api_loop, mark, 200, 404)
     wait_for(
         lambda: env.cluster_names(dynamic_only=True) == ["newsvc.default:80", "web.default:80"],
         WAIT,
         message=f"Envoy's clusters never followed: {env.cluster_names(dynamic_only=True)}",
     )
 
-    summary = web.stop()
-    assert summary.failed == 0, summary
-    assert env.stat(CDS_REJECTED) == 0 and env.stat(LDS_REJECTED) == 0
-    wait_synced(mesh)
+    e2e.finish(env, web)
+    mesh.wait_synced()
 
 
 # The faulty endpoint is on line 5 of each (the unclosed mapping's error surfaces on line 6).
@@ -238,8 +179,7 @@ WRONG_TYPE = """services:
 def test_invalid_file_keeps_traffic_on_last_good_state(
     mesh_factory, envoy_factory, http_backend_factory, request_loop_factory
 ) -> None:
-    v1: HttpBackend = http_backend_factory("web-v1")
-    v2: HttpBackend = http_backend_factory("web-v2")
+    v1, v2 = e2e.backends(http_backend_factory, "web-v1", "web-v2")
     mesh = mesh_factory([service("web", v1)])
     env = mesh.envoy(envoy_factory)
     web: RequestLoop = request_loop_factory(mesh.url, "web")
@@ -269,19 +209,16 @@ def test_invalid_file_keeps_traffic_on_last_good_state(
 
     # Fixed, with a change: the error clears and the change reaches Envoy.
     mesh.edit([service("web", v2)])
-    only(web, "web-v2")
+    e2e.only(web, "web-v2")
     source = mesh.source()
     assert source["error"] is None and source["stale"] is False, source
-    summary = web.stop()
-    assert summary.failed == 0, summary
-    assert env.stat(CDS_REJECTED) == 0 and env.stat(LDS_REJECTED) == 0
+    e2e.finish(env, web)
 
 
 def test_bad_entries_are_skipped_and_the_rest_applies(
     mesh_factory, envoy_factory, http_backend_factory, request_loop_factory
 ) -> None:
-    v1: HttpBackend = http_backend_factory("web-v1")
-    api: HttpBackend = http_backend_factory("api")
+    v1, api = e2e.backends(http_backend_factory, "web-v1", "api")
     bad_ip = {"address": "10.0.0.300", "port": 8080}
     mesh = mesh_factory(
         [
@@ -293,29 +230,28 @@ def test_bad_entries_are_skipped_and_the_rest_applies(
     )
     env = mesh.envoy(envoy_factory)
     web: RequestLoop = request_loop_factory(mesh.url, "web")
-    only(web, "web-v1")
+    e2e.only(web, "web-v1")
     assert http_get(mesh.url, host="api") == (200, "api")
     assert env.cluster_names(dynamic_only=True) == ["api.default:80", "web.default:80"]
     assert env.endpoints("web.default:80") == [("127.0.0.1", v1.port)]
 
     # Nothing reached Envoy that it would refuse.
-    assert env.stat(CDS_REJECTED) == 0 and env.stat(LDS_REJECTED) == 0
-    wait_synced(mesh)
+    assert e2e.rejected(env) == {}
+    mesh.wait_synced()
     assert [proxy_row(mesh, NODE)[t] for t in TYPE_STATES] == ["SYNCED"] * 4
 
     (source,) = json.loads(mesh.server.xdsctl("sources", "-o", "json").stdout)
-    rejected = source["rejected"]
-    assert len(rejected) == 3, rejected
+    skipped = source["rejected"]
+    assert len(skipped) == 3, skipped
     for reason in [
         "web.default endpoint 10.0.0.300:8080: invalid IP address",
         "bigport.default: port 70000 outside 1-65535",
         "empty service name",
     ]:
-        assert any(reason in r for r in rejected), (reason, rejected)
+        assert any(reason in r for r in skipped), (reason, skipped)
     assert source["services"] == 2 and source["error"] is None, source
     assert mesh.server.metrics()['xds_source_rejected_entries{source="file"}'] == 3
-    summary = web.stop()
-    assert summary.failed == 0, summary
+    e2e.stop_served(web)
 
 
 def _version(item: dict[str, Any]) -> str:
@@ -326,12 +262,11 @@ def _version(item: dict[str, Any]) -> str:
 def test_xdsctl_matches_what_envoy_holds(
     delta: bool, mesh_factory, envoy_factory, http_backend_factory
 ) -> None:
-    v1: HttpBackend = http_backend_factory("web-v1")
-    api: HttpBackend = http_backend_factory("api")
+    v1, api = e2e.backends(http_backend_factory, "web-v1", "api")
     mesh = mesh_factory([service("web", v1), service("api", api)])
     env = mesh.envoy(envoy_factory, delta)
     wait_for(lambda: http_get(mesh.url, host="web") == (200, "web-v1"), WAIT)
-    wait_synced(mesh)
+    mesh.wait_synced()
     group = f"envoy;port={mesh.listener_port}"
     row = proxy_row(mesh, NODE)
     assert row["GROUP"] == group and row["STREAM"] == ("ads-delta" if delta else "ads-sotw")
@@ -367,13 +302,10 @@ def test_xdsctl_matches_what_envoy_holds(
         mesh.server.xdsctl("snapshot", "--type", "endpoints", "-o", "yaml").stdout
     )
     assert {r["type"] for r in endpoints["resources"]} == {"endpoints"}
-    ports = {
-        lb["endpoint"]["address"]["socket_address"]["port_value"]
-        for r in endpoints["resources"]
-        for locality in r["resource"]["endpoints"]
-        for lb in locality["lb_endpoints"]
+    assert e2e.snapshot_endpoints(endpoints) == {
+        "api.default:80": [("127.0.0.1", api.port)],
+        "web.default:80": [("127.0.0.1", v1.port)],
     }
-    assert ports == {v1.port, api.port}
 
     head, columns, *rows = xdsctl_table(mesh, "snapshot")
     assert head[:2] == ["GROUP", group] and columns == ["TYPE", "NAME", "VERSION"]
@@ -389,14 +321,13 @@ def test_xdsctl_matches_what_envoy_holds(
 def test_node_metadata_picks_the_proxy_group(
     mesh_factory, envoy_factory, http_backend_factory
 ) -> None:
-    v1: HttpBackend = http_backend_factory("web-v1")
-    api: HttpBackend = http_backend_factory("api")
+    v1, api = e2e.backends(http_backend_factory, "web-v1", "api")
     mesh = mesh_factory([service("web", v1), service("api", api)])
 
     # http_listener_port: the group is envoy;port=N, and Envoy serves on N.
     port = free_port()
     own = mesh.envoy(envoy_factory, node="own-port", metadata={"http_listener_port": port})
-    wait_synced(mesh, "own-port")
+    mesh.wait_synced("own-port")
     assert proxy_row(mesh, "own-port")["GROUP"] == f"envoy;port={port}"
     url = f"http://127.0.0.1:{port}/"
     wait_for(lambda: http_get(url, host="api") == (200, "api"), WAIT)
@@ -404,10 +335,138 @@ def test_node_metadata_picks_the_proxy_group(
 
     # dependencies: only those services' clusters and virtual hosts.
     deps = mesh.envoy(envoy_factory, node="web-only", metadata={"dependencies": ["web"]})
-    wait_synced(mesh, "web-only")
+    mesh.wait_synced("web-only")
     group = f"envoy;deps=web;port={mesh.listener_port}"
     assert proxy_row(mesh, "web-only")["GROUP"] == group
     assert deps.cluster_names(dynamic_only=True) == ["web.default:80"]
     wait_for(lambda: http_get(mesh.url, host="web") == (200, "web-v1"), WAIT)
     assert http_get(mesh.url, host="api")[0] == 404
     assert own.cluster_names(dynamic_only=True) == ["api.default:80", "web.default:80"]
+
+
+# ------------------------------------------- what every registry shares, and combining them
+
+
+class ConsulRegistry:
+    """Consul (the emulator), written to through its agent and catalog APIs."""
+
+    name = "consul"
+    host_suffix = ".service.consul"  # Consul DNS
+
+    def __init__(self, emu: ConsulEmulator) -> None:
+        self.agent = consul.Consul(host="127.0.0.1", port=emu.port)
+        self.args = ["--consul", "--consul-address", emu.url]
+
+    def add_service(self, name: str, ip: str, port: int) -> None:
+        self.agent.agent.service.register(name, service_id=name, address=ip, port=port)
+
+    def add_external(self, name: str, host: str, port: int) -> None:
+        # As consul-esm registers it: a node whose address is a DNS name.
+        self.agent.catalog.register(f"{name}-node", host, service={"Service": name, "Port": port})
+
+
+class KubeRegistry:
+    """Kubernetes (kmock): a Service and an EndpointSlice, or an ExternalName Service."""
+
+    name = "kubernetes"
+    host_suffix = ".default.svc.cluster.local"
+
+    def __init__(self, api: KubeApi, kubeconfig: Path) -> None:
+        self.api = api
+        self.args = ["--kubernetes", "--kubeconfig", str(kubeconfig)]
+
+    def add_service(self, name: str, ip: str, port: int) -> None:
+        self.api.create(kube_service(name, [{"name": "http", "port": port}]))
+        self.api.create(endpoint_slice(f"{name}-1", name, [endpoint(ip)], [("http", port)]))
+
+    def add_external(self, name: str, host: str, port: int) -> None:
+        ports = [{"name": "http", "port": port}]
+        self.api.create(kube_service(name, ports, type="ExternalName", externalName=host))
+
+
+class FileRegistry:
+    """The registry file itself, as a registry among the others."""
+
+    name = "file"
+    host_suffix = ""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.services: list[dict[str, Any]] = []
+        self.args = ["--file", str(path)]
+        write(path, self.services)
+
+    def add_service(self, name: str, ip: str, port: int) -> None:
+        self.services.append(service(name, {"address": ip, "port": port}, port=port))
+        write(self.path, self.services)
+
+    def add_external(self, name: str, host: str, port: int) -> None:
+        self.services.append({"name": name, "ports": [{"port": port}], "external_name": host})
+        write(self.path, self.services)
+
+
+Registry = ConsulRegistry | KubeRegistry | FileRegistry
+
+
+@pytest.fixture
+def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Registry]:
+    """The registry named by the test's ``registry`` parameter, empty and running."""
+    kind = request.param
+    if kind == "consul":
+        with ConsulEmulator() as emu:
+            yield ConsulRegistry(emu)
+    elif kind == "kubernetes":
+        api: KubeApi = request.getfixturevalue("kube_api")
+        yield KubeRegistry(api, api.kubeconfig(tmp_path / "kubeconfig"))
+    else:
+        yield FileRegistry(tmp_path / "own-registry.yaml")
+
+
+@pytest.mark.parametrize("registry", ["consul", "kubernetes"], indirect=True)
+def test_combines_with_the_file_registry(
+    registry: Registry, tmp_path: Path, xds_server_factory: Callable[..., XdsServerProcess]
+) -> None:
+    registry.add_service("web", "10.0.0.1", 8080)
+    path = tmp_path / "registry.yaml"
+    write(
+        path,
+        [
+            service("web", {"address": "10.0.0.2", "port": 9090}, port=8080),
+            service("api", {"address": "10.0.0.3", "port": 9090}),
+        ],
+    )
+    mesh = Mesh(xds_server_factory("--file", str(path), *registry.args), 0, NODE)
+    sources = mesh.sources()
+    assert {name: (s["synced"], s["error"], s["services"]) for name, s in sources.items()} == {
+        "file": (True, None, 2),
+        registry.name: (True, None, 1),
+    }, sources
+    doc = json.loads(mesh.server.xdsctl("snapshot", "--type", "endpoints", "-o", "json").stdout)
+    # One service "web" with the endpoints of both registries; "api" the file's alone.
+    assert e2e.snapshot_endpoints(doc) == {
+        "web.default:8080": [("10.0.0.1", 8080), ("10.0.0.2", 9090)],
+        "api.default:80": [("10.0.0.3", 9090)],
+    }
+
+
+@pytest.mark.parametrize("registry", ["file", "consul", "kubernetes"], indirect=True)
+def test_an_external_service_is_resolved_by_envoy(
+    registry: Registry,
+    xds_server_factory: Callable[..., XdsServerProcess],
+    envoy_factory,
+    http_backend_factory,
+    request_loop_factory,
+) -> None:
+    # `localhost` keeps the traffic on loopback; Envoy resolves it itself (LOGICAL_DNS).
+    backend: HttpBackend = http_backend_factory("outside")
+    registry.add_external("outside", "localhost", backend.port)
+    port = free_port()
+    mesh = Mesh(xds_server_factory(*registry.args, "--http-listener-port", str(port)), port, NODE)
+    cluster = f"outside.default:{backend.port}"
+    assert mesh.server.cluster_names() == [cluster]
+    env = mesh.envoy(envoy_factory)
+    loop: RequestLoop = request_loop_factory(mesh.url, f"outside{registry.host_suffix}")
+    loop.wait_for_body("outside", WAIT, since=0)
+    (held,) = [c["cluster"] for c in env.config_dump("dynamic_active_clusters")["configs"]]
+    assert (held["name"], held["type"]) == (cluster, "LOGICAL_DNS"), held
+    e2e.stop_served(loop)

@@ -21,6 +21,8 @@ from tests.harness.waiting import wait_for
 pytest_plugins = ["tests.harness.fixtures"]
 pytestmark = pytest.mark.timeout(90)
 
+BackendFactory = Callable[..., GrpcBackend]
+
 
 def registry(*backends: GrpcBackend, health: str = "healthy") -> str:
     return yaml.safe_dump(
@@ -39,46 +41,43 @@ def registry(*backends: GrpcBackend, health: str = "healthy") -> str:
     )
 
 
+Connect = Callable[[str, str, str], tuple[XdsServerProcess, GrpcXdsClient]]
+
+
 @pytest.fixture
-def server(
-    tmp_path: Path, xds_server_factory: Callable[..., XdsServerProcess]
-) -> Callable[[str], XdsServerProcess]:
-    def start(text: str) -> XdsServerProcess:
+def connect(
+    tmp_path: Path,
+    xds_server_factory: Callable[..., XdsServerProcess],
+    grpc_xds_client_factory: Callable[..., GrpcXdsClient],
+) -> Connect:
+    """``connect(registry_text, node, target)``: an xds-server on that registry file, and a
+    proxyless client (node ``node``) of it calling ``target``."""
+
+    def start(text: str, node: str, target: str) -> tuple[XdsServerProcess, GrpcXdsClient]:
         path = tmp_path / "registry.yaml"
         path.write_text(text)
-        return xds_server_factory("--file", str(path), "--file-interval", "0.1")
+        srv = xds_server_factory("--file", str(path), "--file-interval", "0.1")
+        boot = grpc_bootstrap(srv.xds_port, node)
+        return srv, grpc_xds_client_factory(boot, target, interval=0.05)
 
     return start
 
 
 @pytest.mark.parametrize("target", ["echo", "echo:50051", "echo.default", "echo.example.com"])
 def test_grpc_client_reaches_the_service_by_every_name(
-    target: str,
-    server: Callable[[str], XdsServerProcess],
-    grpc_backend_factory: Callable[..., GrpcBackend],
-    grpc_xds_client_factory: Callable[..., GrpcXdsClient],
+    target: str, grpc_backend_factory: BackendFactory, connect: Connect
 ) -> None:
-    g1 = grpc_backend_factory("g1")
-    srv = server(registry(g1))
-    client = grpc_xds_client_factory(
-        grpc_bootstrap(srv.xds_port, f"grpc-{target}"), f"xds:///{target}", interval=0.05
-    )
+    _, client = connect(registry(grpc_backend_factory("g1")), f"grpc-{target}", f"xds:///{target}")
     first = client.wait_for_body("g1", timeout=30)
     client.wait_for_calls(5, timeout=10)
     assert client.errors_since(first) == []
 
 
 def test_registry_edit_moves_grpc_traffic_and_xdsctl_shows_the_client(
-    tmp_path: Path,
-    server: Callable[[str], XdsServerProcess],
-    grpc_backend_factory: Callable[..., GrpcBackend],
-    grpc_xds_client_factory: Callable[..., GrpcXdsClient],
+    tmp_path: Path, grpc_backend_factory: BackendFactory, connect: Connect
 ) -> None:
     g1, g2 = grpc_backend_factory("g1"), grpc_backend_factory("g2")
-    srv = server(registry(g1))
-    client = grpc_xds_client_factory(
-        grpc_bootstrap(srv.xds_port, "grpc-edit"), "xds:///echo", interval=0.05
-    )
+    srv, client = connect(registry(g1), "grpc-edit", "xds:///echo")
     first = client.wait_for_body("g1", timeout=30)
     (tmp_path / "registry.yaml").write_text(registry(g2))
     moved = client.wait_for_body("g2", timeout=15, since=first)
@@ -104,28 +103,16 @@ def test_registry_edit_moves_grpc_traffic_and_xdsctl_shows_the_client(
 
 
 def test_grpc_client_reaches_a_service_by_its_external_name(
-    server: Callable[[str], XdsServerProcess],
-    grpc_backend_factory: Callable[..., GrpcBackend],
-    grpc_xds_client_factory: Callable[..., GrpcXdsClient],
+    grpc_backend_factory: BackendFactory, connect: Connect
 ) -> None:
     # A LOGICAL_DNS cluster (gRFC A37) on `localhost`: loopback only.
     g1 = grpc_backend_factory("outside")
-    srv = server(
-        yaml.safe_dump(
-            {
-                "services": [
-                    {
-                        "name": "ext",
-                        "ports": [{"name": "grpc", "port": g1.port, "protocol": "grpc"}],
-                        "external_name": "localhost",
-                    }
-                ]
-            }
-        )
-    )
-    client = grpc_xds_client_factory(
-        grpc_bootstrap(srv.xds_port, "grpc-ext"), "xds:///ext", interval=0.05
-    )
+    ext = {
+        "name": "ext",
+        "ports": [{"name": "grpc", "port": g1.port, "protocol": "grpc"}],
+        "external_name": "localhost",
+    }
+    _, client = connect(yaml.safe_dump({"services": [ext]}), "grpc-ext", "xds:///ext")
     first = client.wait_for_body("outside", timeout=30)
     client.wait_for_calls(5, timeout=10)
     assert client.errors_since(first) == []

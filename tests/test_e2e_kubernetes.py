@@ -19,49 +19,27 @@ from typing import Any
 
 import pytest
 
+from tests.harness import e2e
 from tests.harness.backends import HttpBackend, RequestLoop
-from tests.harness.envoy import EnvoyProcess, bootstrap
+from tests.harness.e2e import WAIT, Mesh
+from tests.harness.envoy import EnvoyProcess
 from tests.harness.kubeapi import SLICES, FirstWatch, KubeApi, endpoint, endpoint_slice, service
 from tests.harness.ports import free_port
 from tests.harness.server_proc import XdsServerProcess
 from tests.harness.waiting import wait_for
-from tests.test_e2e_envoy import CDS_REJECTED, outcomes, runs, wait_for_status
-from tests.test_e2e_file_registry import only, wait_synced
 
 pytest_plugins = ["tests.harness.fixtures", "tests.harness.kube_fixtures"]
 
 pytestmark = pytest.mark.timeout(90)
 
-WAIT = 10.0
 NODE = "envoy-kube"
 CLUSTER = "web.default:80"
 
 
-class Mesh:
+class KubeMesh(Mesh):
     def __init__(self, api: KubeApi, server: XdsServerProcess, listener_port: int) -> None:
-        self.api, self.server, self.listener_port = api, server, listener_port
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.listener_port}/"
-
-    def envoy(self, envoy_factory: Callable[..., EnvoyProcess]) -> EnvoyProcess:
-        boot = bootstrap(self.server.xds_port, free_port(), NODE)
-        return envoy_factory(boot, name=NODE, wait="ready", timeout=WAIT)
-
-    def proxy(self, node: str = NODE) -> dict[str, Any] | None:
-        mine = [p for p in self.server.get("/debug/proxies") if p["node_id"] == node]
-        return mine[0] if len(mine) == 1 else None
-
-    def source(self) -> dict[str, Any]:
-        (kube,) = self.server.get("/debug/sources")
-        return dict(kube)
-
-    def pushes(self) -> float:
-        return sum(v for k, v in self.server.metrics().items() if k.startswith("xds_pushes_total"))
-
-    def metric(self, name: str) -> float:
-        return self.server.metrics().get(name, 0.0)
+        super().__init__(server, listener_port, NODE)
+        self.api = api
 
 
 def backend_slice(b: HttpBackend, **conditions: bool) -> dict[str, Any]:
@@ -69,18 +47,25 @@ def backend_slice(b: HttpBackend, **conditions: bool) -> dict[str, Any]:
     return endpoint_slice(f"web-{b.name}", "web", [endpoint(**conditions)], [("http", b.port)])
 
 
+def create_web(api: KubeApi, *backends: HttpBackend, **spec: Any) -> None:
+    """Service `web` (``spec`` as for ``service``) and one EndpointSlice per backend."""
+    api.create(service("web", **spec))
+    for b in backends:
+        api.create(backend_slice(b))
+
+
 @pytest.fixture
 def mesh_factory(
     tmp_path: Path, kube_api: KubeApi, xds_server_factory: Callable[..., XdsServerProcess]
-) -> Callable[..., Mesh]:
-    def start(*extra: str) -> Mesh:
+) -> Callable[..., KubeMesh]:
+    def start(*extra: str) -> KubeMesh:
         config = kube_api.kubeconfig(tmp_path / "kubeconfig")
         port = free_port()
         server = xds_server_factory(
             "--kubernetes", "--kubeconfig", str(config), "--http-listener-port", str(port),
             *extra,
         )  # fmt: skip
-        return Mesh(kube_api, server, port)
+        return KubeMesh(kube_api, server, port)
 
     return start
 
@@ -100,12 +85,10 @@ def eds_health(env: EnvoyProcess, cluster: str) -> dict[int, str]:
 def test_services_and_slices_drive_real_traffic(
     mesh_factory, envoy_factory, http_backend_factory, request_loop_factory
 ) -> None:
-    v1: HttpBackend = http_backend_factory("v1")
-    v2: HttpBackend = http_backend_factory("v2")
+    v1, v2 = e2e.backends(http_backend_factory, "v1", "v2")
     mesh = mesh_factory()
     api = mesh.api
-    api.create(service("web", [{"name": "http", "port": 80, "targetPort": "web"}]))
-    api.create(backend_slice(v1))
+    create_web(api, v1, ports=[{"name": "http", "port": 80, "targetPort": "web"}])
     env = mesh.envoy(envoy_factory)
     web: RequestLoop = request_loop_factory(mesh.url, "web")
     web.wait_for_body("v1", WAIT, since=0)
@@ -120,20 +103,20 @@ def test_services_and_slices_drive_real_traffic(
 
     # Not ready: no traffic. Ready again: traffic.
     api.patch("endpointslices", "web-v1", {"endpoints": [endpoint(ready=False)]})
-    only(web, "v2")
+    e2e.only(web, "v2")
     api.patch("endpointslices", "web-v1", {"endpoints": [endpoint(ready=True)]})
     web.wait_for_body("v1", WAIT)
 
     # Terminating but still serving: sent as draining, which Envoy gives no new requests.
     terminating = endpoint(ready=False, serving=True, terminating=True)
     api.patch("endpointslices", "web-v2", {"endpoints": [terminating]})
-    only(web, "v1")
+    e2e.only(web, "v1")
     assert eds_health(env, CLUSTER) == {v1.port: "HEALTHY", v2.port: "DRAINING"}
 
     # Scale down: the slice is gone, so is the endpoint.
     api.delete("endpointslices", "web-v2")
     wait_for(lambda: env.endpoints(CLUSTER) == [("127.0.0.1", v1.port)], WAIT, message="v2 gone")
-    only(web, "v1")
+    e2e.only(web, "v1")
 
     header, *rows = [line.split() for line in mesh.server.xdsctl("sources").stdout.splitlines()]
     assert rows and rows[0][0] == "kubernetes", (header, rows)
@@ -141,23 +124,17 @@ def test_services_and_slices_drive_real_traffic(
     # Delete the Service: 200 until 404, never a 503; the cluster is removed.
     mark = web.mark()
     api.delete("services", "web")
-    first_404 = wait_for_status(web, 404, since=mark)
-    web.wait_for_requests(20, WAIT)
-    seen = outcomes(web, mark)
-    assert set(seen) <= {200, 404}, runs(seen)
-    assert set(outcomes(web, first_404)) == {404}, runs(seen)
+    e2e.wait_for_switch(web, mark, 200, 404)
     wait_for(lambda: env.cluster_names(dynamic_only=True) == [], WAIT, message="cluster gone")
-    assert env.stat(CDS_REJECTED) == 0
+    assert e2e.rejected(env) == {}
 
 
 def test_gone_mid_watch_relists_without_pushing(
     kube_api: KubeApi, mesh_factory, envoy_factory, http_backend_factory, request_loop_factory
 ) -> None:
-    v1: HttpBackend = http_backend_factory("v1")
-    v2: HttpBackend = http_backend_factory("v2")
+    v1, v2 = e2e.backends(http_backend_factory, "v1", "v2")
     api: KubeApi = kube_api
-    api.create(service("web"))
-    api.create(backend_slice(v1))
+    create_web(api, v1)
 
     # The server's first EndpointSlice watch stays quiet until `gate` opens, then says
     # 410 Gone (as an API server does when its watch cache has moved on).
@@ -171,15 +148,18 @@ def test_gone_mid_watch_relists_without_pushing(
     web: RequestLoop = request_loop_factory(mesh.url, "web")
     web.wait_for_body("v1", WAIT, since=0)
     wait_for(lambda: first.chosen is not None, WAIT, message="the scripted watch")
-    wait_synced(mesh, NODE)  # all pushes ACKed: a complete baseline
+    mesh.wait_synced()  # all pushes ACKed: a complete baseline
     pushes = mesh.pushes()
+    updates = e2e.xds_updates(env)
     relists = 'xds_kubernetes_relists_total{resource="endpointslices",source="kubernetes"}'
 
     api.loop.call_soon_threadsafe(gate.set)
+    # Counted as the relist's result is applied (and published, had it changed anything).
     wait_for(lambda: mesh.metric(relists) == 1, WAIT, message="relisted after the 410")
-    wait_for(lambda: len(_slice_lists(api)) == 2, WAIT, message="second list")
-    web.wait_for_requests(20, WAIT)
+    assert len(_requests(api, "endpointslices", watch=False)) == 2
+    time.sleep(1.0)  # room for any (wrong) push to reach Envoy and be counted
     assert mesh.pushes() == pushes, "a relist of unchanged state pushed something"
+    assert e2e.xds_updates(env) == updates, "a relist of unchanged state reached Envoy"
     assert not mesh.source()["stale"]
 
     # The new watch follows changes again.
@@ -187,19 +167,15 @@ def test_gone_mid_watch_relists_without_pushing(
     web.wait_for_body("v2", WAIT)
     assert mesh.pushes() > pushes
     assert web.snapshot().failed == 0
-    assert env.stat(CDS_REJECTED) == 0
+    assert e2e.rejected(env) == {}
 
 
 def test_api_unreachable_for_10s_keeps_traffic_flowing(
     mesh_factory, envoy_factory, http_backend_factory, request_loop_factory
 ) -> None:
-    v1: HttpBackend = http_backend_factory("v1")
-    v2: HttpBackend = http_backend_factory("v2")
+    v1, v2 = e2e.backends(http_backend_factory, "v1", "v2")
     mesh = mesh_factory()
-    api = mesh.api
-    api.create(service("web"))
-    api.create(backend_slice(v1))
-    api.create(backend_slice(v2))
+    create_web(mesh.api, v1, v2)
     # Created after the server's first list: they arrive by the watch. A proxy started
     # before that would rightly answer 404 for a while.
     wait_for(lambda: mesh.server.endpoint_counts().get(CLUSTER) == 2, WAIT, message="web")
@@ -207,11 +183,12 @@ def test_api_unreachable_for_10s_keeps_traffic_flowing(
     web: RequestLoop = request_loop_factory(mesh.url, "web")
     web.wait_for_body("v1", WAIT, since=0)
     web.wait_for_body("v2", WAIT, since=0)
-    wait_synced(mesh, NODE)  # all pushes ACKed: a complete baseline
+    mesh.wait_synced()  # all pushes ACKed: a complete baseline
     pushes = mesh.pushes()
+    updates = e2e.xds_updates(env)
     stale = 'xds_source_stale{source="kubernetes"}'
 
-    api.cut()
+    mesh.api.cut()
     cut_at = time.monotonic()
     source = wait_for(lambda: (s := mesh.source())["stale"] and s, WAIT, message="stale")
     assert source["synced"] and source["error"], source
@@ -219,15 +196,24 @@ def test_api_unreachable_for_10s_keeps_traffic_flowing(
     assert mesh.server.ready()  # serving the last good state: still ready
     assert env.endpoints(CLUSTER) == sorted([("127.0.0.1", v1.port), ("127.0.0.1", v2.port)])
     time.sleep(max(0.0, 10.0 - (time.monotonic() - cut_at)))  # the outage lasts 10 s
-    api.restore()
+    assert e2e.xds_updates(env) == updates
+    watches = {kind: len(_requests(mesh.api, kind, watch=True)) for kind in KINDS}
+    mesh.api.restore()
 
     wait_for(lambda: not mesh.source()["stale"], 15.0, message="recovered after the outage")
     assert mesh.metric(stale) == 0
+    # Both watches are back (each one's first events replay every object, unchanged).
+    wait_for(
+        lambda: all(len(_requests(mesh.api, kind, watch=True)) > watches[kind] for kind in KINDS),
+        WAIT,
+        message="both watches resumed",
+    )
+    time.sleep(1.0)  # room for any (wrong) push to reach Envoy and be counted
     web.wait_for_body("v1", WAIT)
     web.wait_for_body("v2", WAIT)
-    summary = web.stop()
-    assert summary.failed == 0, summary
+    e2e.stop_served(web)
     assert mesh.pushes() == pushes, "nothing changed, yet the recovery pushed"
+    assert e2e.xds_updates(env) == updates, "nothing changed, yet the recovery reached Envoy"
 
 
 # --- helpers -----------------------------------------------------------------------
@@ -237,66 +223,14 @@ async def _new_event() -> asyncio.Event:
     return asyncio.Event()  # made on the emulator's loop, which waits on it
 
 
-def _slice_lists(api: KubeApi) -> list[dict[str, Any]]:
+KINDS = ("services", "endpointslices")
+
+
+def _requests(api: KubeApi, kind: str, watch: bool) -> list[dict[str, Any]]:
+    """The server's GETs of ``kind``: its watches, or its lists."""
     return [
         r
         for r in api.requests()
-        if r["method"] == "GET" and r["path"].endswith("endpointslices")
-        and not r["query"].get("watch")
+        if r["method"] == "GET" and r["path"].endswith(kind)
+        and bool(r["query"].get("watch")) == watch
     ]  # fmt: skip
-
-
-def test_combines_with_the_file_registry(
-    tmp_path: Path, kube_api: KubeApi, xds_server_factory: Callable[..., XdsServerProcess]
-) -> None:
-    kube_api.create(service("web"))
-    kube_api.create(endpoint_slice("web-1", "web", [endpoint("10.0.0.1")], [("http", 8080)]))
-    registry = tmp_path / "registry.yaml"
-    registry.write_text(
-        "services:\n"
-        "  - {name: web, ports: [{port: 80}], endpoints: [{address: 10.0.0.2, port: 9090}]}\n"
-        "  - {name: api, ports: [{port: 80}], endpoints: [{address: 10.0.0.3, port: 9090}]}\n"
-    )
-    config = kube_api.kubeconfig(tmp_path / "kubeconfig")
-    server = xds_server_factory(
-        "--file", str(registry), "--kubernetes", "--kubeconfig", str(config)
-    )
-    sources = {s["name"]: s for s in server.get("/debug/sources")}
-    assert sources["file"]["synced"] and sources["kubernetes"]["synced"]
-    snapshot = json.loads(server.xdsctl("snapshot", "--type", "endpoints", "-o", "json").stdout)
-    endpoints = {
-        r["name"]: sorted(
-            (lb["endpoint"]["address"]["socket_address"]["address"])
-            for loc in r["resource"]["endpoints"]
-            for lb in loc["lb_endpoints"]
-        )
-        for r in snapshot["resources"]
-    }
-    # web: one service with the endpoints of both registries; api: the file's alone.
-    assert endpoints == {
-        "web.default:80": ["10.0.0.1", "10.0.0.2"],
-        "api.default:80": ["10.0.0.3"],
-    }
-
-
-def test_external_name_service_is_resolved_by_envoy(
-    mesh_factory, envoy_factory, http_backend_factory, request_loop_factory
-) -> None:
-    # `localhost` keeps the traffic on loopback; Envoy resolves it itself (LOGICAL_DNS).
-    backend: HttpBackend = http_backend_factory("outside")
-    mesh = mesh_factory()
-    mesh.api.create(
-        service("ext", [{"name": "http", "port": backend.port}], type="ExternalName",
-                externalName="localhost")
-    )  # fmt: skip
-    cluster = f"ext.default:{backend.port}"
-    wait_for(lambda: cluster in mesh.server.cluster_names(), WAIT, message=cluster)
-    env = mesh.envoy(envoy_factory)
-    ext: RequestLoop = request_loop_factory(mesh.url, "ext.default.svc.cluster.local")
-    ext.wait_for_body("outside", WAIT, since=0)
-    dump = json.loads(env.admin_get("/config_dump?resource=dynamic_active_clusters"))
-    (cluster,) = [c["cluster"] for c in dump["configs"]]
-    assert cluster["name"] == f"ext.default:{backend.port}"
-    assert cluster["type"] == "LOGICAL_DNS"
-    summary = ext.stop()
-    assert summary.failed == 0, summary

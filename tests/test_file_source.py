@@ -402,9 +402,24 @@ class FakeCatalog:
         return [ep.ip for e in self.states[-1] for ep in e.endpoints]
 
 
-async def settle(polls: int = 6) -> None:
-    """Long enough for the source (interval 0.05) to poll several times."""
-    await asyncio.sleep(0.05 * polls)
+class CountedSource(FileSource):
+    """A FileSource that counts the polls it has finished: evidence for quiet windows."""
+
+    polls = 0
+
+    async def poll(self) -> None:
+        await super().poll()
+        self.polls += 1
+
+
+async def looked_again(source: CountedSource) -> None:
+    """Until two more polls have finished: the first may have begun before whatever the
+    test just wrote, the second began after it and saw it. A window in which "nothing
+    changed" means something only once the source has looked."""
+    start = source.polls
+    await async_wait_for(
+        lambda: source.polls >= start + 2, 3.0, interval=0.01, message=f"two polls after {start}"
+    )
 
 
 async def wait(predicate: object, message: str) -> None:
@@ -433,7 +448,7 @@ def write_by_rename(path: Path, text: str) -> None:
 
 async def test_publishes_edits_and_skips_identical_rewrites(reg: Path) -> None:
     catalog = FakeCatalog()
-    source = FileSource(reg, catalog, interval=0.05)
+    source = CountedSource(reg, catalog, interval=0.05)
     assert catalog.calls == [("register", "file", "file")]
     async with running_task(source.run()):
         await wait(lambda: catalog.states, "initial publish")
@@ -446,7 +461,7 @@ async def test_publishes_edits_and_skips_identical_rewrites(reg: Path) -> None:
         write_in_place(reg, WEB2)  # same content
         write_by_rename(reg, WEB2)  # same content, new inode
         write_in_place(reg, WEB2.replace("    ports", "    # a comment\n    ports"))
-        await settle()
+        await looked_again(source)
         assert len(catalog.states) == 2
     assert catalog.errors == []
 
@@ -455,7 +470,7 @@ async def test_error_keeps_last_good_state_until_fixed(
     reg: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     catalog = FakeCatalog()
-    source = FileSource(reg, catalog, interval=0.05)
+    source = CountedSource(reg, catalog, interval=0.05)
     caplog.set_level(logging.INFO, logger="sources.file")
     async with running_task(source.run()):
         await wait(lambda: catalog.states, "initial publish")
@@ -467,7 +482,7 @@ async def test_error_keeps_last_good_state_until_fixed(
             " (while parsing a flow sequence at 3:12)"
         ]
         write_in_place(reg, BROKEN.replace("web", "api"))  # another write, same error
-        await settle()
+        await looked_again(source)
         assert catalog.calls[-1] == ("set_error", "file")
         assert len(catalog.errors) == 1 and len(catalog.states) == 1
         errors = [r for r in caplog.records if r.levelno == logging.ERROR]
@@ -480,18 +495,18 @@ async def test_error_keeps_last_good_state_until_fixed(
         await wait(lambda: len(catalog.states) == 2, "republished after fix")
         assert catalog.states[1] == catalog.states[0]
         assert source.error is None
-        await settle()
+        await looked_again(source)
         assert len(catalog.states) == 2 and len(catalog.errors) == 1
 
 
 async def test_deleted_file_is_an_error_and_coming_back_clears_it(reg: Path) -> None:
     catalog = FakeCatalog()
-    source = FileSource(reg, catalog, interval=0.05)
+    source = CountedSource(reg, catalog, interval=0.05)
     async with running_task(source.run()):
         await wait(lambda: catalog.states, "initial publish")
         await asyncio.to_thread(reg.unlink)
         await wait(lambda: catalog.errors, "missing file reported")
-        await settle()
+        await looked_again(source)
         assert catalog.errors == [f"{reg}: cannot read: No such file or directory"]
         assert len(catalog.states) == 1
 
