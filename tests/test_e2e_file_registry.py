@@ -28,7 +28,7 @@ from tests.harness.e2e import WAIT, Mesh
 from tests.harness.kubeapi import KubeApi, endpoint, endpoint_slice
 from tests.harness.kubeapi import service as kube_service
 from tests.harness.ports import free_port
-from tests.harness.server_proc import XdsServerProcess
+from tests.harness.server_proc import XdsServerProcess, snapshot_endpoints
 from tests.harness.waiting import wait_for
 
 pytest_plugins = ["tests.harness.fixtures", "tests.harness.kube_fixtures"]
@@ -302,7 +302,7 @@ def test_xdsctl_matches_what_envoy_holds(
         mesh.server.xdsctl("snapshot", "--type", "endpoints", "-o", "yaml").stdout
     )
     assert {r["type"] for r in endpoints["resources"]} == {"endpoints"}
-    assert e2e.snapshot_endpoints(endpoints) == {
+    assert snapshot_endpoints(endpoints) == {
         "api.default:80": [("127.0.0.1", api.port)],
         "web.default:80": [("127.0.0.1", v1.port)],
     }
@@ -443,7 +443,7 @@ def test_combines_with_the_file_registry(
     }, sources
     doc = json.loads(mesh.server.xdsctl("snapshot", "--type", "endpoints", "-o", "json").stdout)
     # One service "web" with the endpoints of both registries; "api" the file's alone.
-    assert e2e.snapshot_endpoints(doc) == {
+    assert snapshot_endpoints(doc) == {
         "web.default:8080": [("10.0.0.1", 8080), ("10.0.0.2", 9090)],
         "api.default:80": [("10.0.0.3", 9090)],
     }

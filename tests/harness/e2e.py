@@ -11,8 +11,6 @@
 * The server's per-proxy status (in-process or subprocess alike): ``proxy_types``,
   ``all_synced``, ``wait_synced``; :class:`Mesh`, an `xds-server` subprocess with the
   HTTP listener its Envoys serve, and its sources, pushes and versions.
-* ``snapshot_endpoints``: each cluster's endpoints in an `xdsctl snapshot -o json` (or
-  ``/debug/snapshot``) document.
 * ``answered_rounds``: from the Consul emulator's request log, the blocking-query rounds a
   watch has taken in (evidence for "a round happened, and nothing changed").
 """
@@ -263,22 +261,6 @@ class Mesh:
 
 
 # ----------------------------------------------------------------------------- snapshots
-
-
-def snapshot_endpoints(doc: Mapping[str, Any]) -> dict[str, list[tuple[str, int]]]:
-    """Each ClusterLoadAssignment of a snapshot document (`xdsctl snapshot -o json`,
-    ``/debug/snapshot``): cluster name → its endpoints' sorted (address, port)."""
-    out: dict[str, list[tuple[str, int]]] = {}
-    for r in doc["resources"]:
-        if r.get("type", "endpoints") != "endpoints":
-            continue
-        addresses = [
-            lb["endpoint"]["address"]["socket_address"]
-            for locality in r["resource"].get("endpoints", [])
-            for lb in locality.get("lb_endpoints", [])
-        ]
-        out[r["name"]] = sorted((a["address"], int(a["port_value"])) for a in addresses)
-    return out
 
 
 # -------------------------------------------------------------------------------- Consul

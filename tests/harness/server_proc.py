@@ -63,6 +63,22 @@ def run_xdsctl(
     return res
 
 
+def snapshot_endpoints(doc: Mapping[str, Any]) -> dict[str, list[tuple[str, int]]]:
+    """Each ClusterLoadAssignment of a snapshot document (`xdsctl snapshot -o json`,
+    ``/debug/snapshot``): cluster name → its endpoints' sorted (address, port)."""
+    out: dict[str, list[tuple[str, int]]] = {}
+    for r in doc["resources"]:
+        if r.get("type", "endpoints") != "endpoints":
+            continue
+        addresses = [
+            lb["endpoint"]["address"]["socket_address"]
+            for locality in r["resource"].get("endpoints", [])
+            for lb in locality.get("lb_endpoints", [])
+        ]
+        out[r["name"]] = sorted((a["address"], int(a["port_value"])) for a in addresses)
+    return out
+
+
 class ServerExited(GiveUp):
     """The server process ended while something waited for it."""
 
@@ -155,12 +171,7 @@ class XdsServerProcess:
     def endpoint_counts(self) -> dict[str, int]:
         """Endpoints per cluster in the default group's snapshot: what a proxy gets."""
         doc = self.get("/debug/snapshot?type=endpoints")
-        return {
-            r["name"]: sum(
-                len(loc.get("lb_endpoints", [])) for loc in r["resource"].get("endpoints", [])
-            )
-            for r in doc["resources"]
-        }
+        return {name: len(eps) for name, eps in snapshot_endpoints(doc).items()}
 
     def cluster_names(self) -> list[str]:
         return [r["name"] for r in self.get("/debug/snapshot?type=clusters")["resources"]]
