@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -24,7 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, Self
 
-from .lifecycle import Leftovers
+from .lifecycle import Leftovers, stop_process
 from .waiting import GiveUp, wait_for
 
 XDS_CLUSTER = "xds_cluster"
@@ -375,16 +374,7 @@ class EnvoyProcess:
         rc: int | None = None
         if proc is not None:
             try:
-                if proc.poll() is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(proc.pid, signal.SIGTERM)
-                    try:
-                        proc.wait(timeout)
-                    except subprocess.TimeoutExpired:
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(proc.pid, signal.SIGKILL)
-                        proc.wait(timeout)
-                rc = proc.returncode
+                rc = stop_process(proc, timeout)
             finally:
                 self._remove_shm()
         if self._log_fh is not None:

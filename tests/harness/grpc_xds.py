@@ -8,10 +8,8 @@ caches it for the life of the process, so two clients with different node ids
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -21,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import IO, Any, Self
 
-from .lifecycle import Leftovers, StartStop
+from .lifecycle import Leftovers, StartStop, stop_process
 
 CLIENT_MAIN = Path(__file__).with_name("grpc_client_main.py")
 
@@ -166,16 +164,7 @@ class GrpcXdsClient(StartStop):
         proc, self.proc = self.proc, None
         rc: int | None = None
         if proc is not None:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout)
-            rc = proc.returncode
+            rc = stop_process(proc, timeout)
             if self._reader is not None:
                 self._reader.join(timeout)
                 self._reader = None

@@ -1,10 +1,13 @@
-"""What every harness server, loop and client shares: `with` starts and stops it, and an
-exit-time safety net stops the processes a crashed test left running."""
+"""What every harness server, loop and client shares: `with` starts and stops it, one
+way to stop a child process, and an exit-time safety net for the processes a crashed
+test left running."""
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import signal
+import subprocess
 from typing import Any, Protocol, Self
 
 
@@ -45,3 +48,15 @@ class Leftovers:
         for item in list(self.live):
             with contextlib.suppress(Exception):
                 item.stop()
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> int:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout`; its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode

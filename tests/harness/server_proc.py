@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -20,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from tests.harness.lifecycle import stop_process
 from tests.harness.ports import free_port
 from tests.harness.waiting import GiveUp, wait_for
 
@@ -32,18 +32,6 @@ def script(name: str) -> str:
         if (d / name).exists():
             return str(d / name)
     raise FileNotFoundError(f"{name} is not installed next to {sys.executable} (pip install -e .)")
-
-
-def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> int:
-    """SIGTERM, then SIGKILL if it has not exited within `timeout`; its exit code."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    return proc.returncode
 
 
 def run_xdsctl(
