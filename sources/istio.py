@@ -93,8 +93,8 @@ MAX_DIRECT_RESPONSE_BODY = 4096
 # gRPC (A42) and Envoy cap the ring size at 8M entries; Envoy caps a maglev table at 5000011.
 MAX_RING_SIZE = 8_388_608
 MAX_MAGLEV_TABLE_SIZE = 5_000_011
-# google.protobuf.Duration's range (10,000 years).
-MAX_DURATION_SECONDS = 315_576_000_000
+# Envoy holds durations as int64 nanoseconds: longer ones are NACKed ("Duration out-of-range").
+MAX_DURATION_SECONDS = 9_223_372_035
 UINT32_MAX = 2**32 - 1
 INT32_MAX = 2**31 - 1
 
@@ -250,11 +250,10 @@ def render_path(path: Path) -> str:
 
 def is_supported_kind(obj: Mapping[str, Any]) -> bool:
     """A networking.istio.io VirtualService or DestinationRule (any served version)."""
-    return (
-        isinstance(obj, Mapping)
-        and obj.get("apiVersion") in API_VERSIONS
-        and obj.get("kind") in KINDS
-    )
+    if not isinstance(obj, Mapping):
+        return False
+    version, kind = obj.get("apiVersion"), obj.get("kind")
+    return isinstance(version, str) and version in API_VERSIONS and kind in KINDS
 
 
 def parse_policy(obj: Mapping[str, Any], origin: str = "") -> Parsed:
@@ -301,7 +300,9 @@ def parse_duration(text: str) -> float:
     if body.startswith("-") and total:
         raise ValueError(f"negative duration {text!r}")
     if total > MAX_DURATION_SECONDS:
-        raise ValueError(f"duration {text!r} is longer than {MAX_DURATION_SECONDS}s")
+        raise ValueError(
+            f"duration {text!r} is longer than {MAX_DURATION_SECONDS}s (Envoy's limit)"
+        )
     return float(total)
 
 
@@ -751,7 +752,7 @@ class _Parser:
     def parse(self, obj: Mapping[str, Any], origin: str) -> Parsed:
         top = _fields(obj, (), ("apiVersion", "kind", "metadata", "spec", "status"))
         version = top.get("apiVersion")
-        if version not in API_VERSIONS:
+        if not isinstance(version, str) or version not in API_VERSIONS:
             raise PolicyError(
                 ("apiVersion",),
                 f"unsupported apiVersion {version!r} (one of {', '.join(sorted(API_VERSIONS))})",
