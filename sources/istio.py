@@ -637,28 +637,30 @@ def _header_name(value: object, path: Path) -> str:
     return name.lower()
 
 
-def _header_value(value: object, path: Path) -> str:
+def _checked(value: object, path: Path, problem_of: Callable[[str], str | None]) -> str:
+    """A string that `problem_of` finds nothing wrong with."""
     text = _str(value, path)
-    problem = header_value_problem(text)
+    problem = problem_of(text)
     if problem is not None:
         raise PolicyError(path, problem)
     return text
+
+
+def _control_problem(text: str) -> str | None:
+    return "contains a NUL, CR or LF character" if _CONTROL.search(text) else None
+
+
+def _header_value(value: object, path: Path) -> str:
+    return _checked(value, path, header_value_problem)
 
 
 def _plain_value(value: object, path: Path) -> str:
     """A string Envoy puts in a header verbatim (authority, redirect path, cookie path)."""
-    text = _str(value, path)
-    if _CONTROL.search(text):
-        raise PolicyError(path, "contains a NUL, CR or LF character")
-    return text
+    return _checked(value, path, _control_problem)
 
 
 def _regex(value: object, path: Path) -> str:
-    pattern = _str(value, path)
-    problem = check_regex(pattern)
-    if problem is not None:
-        raise PolicyError(path, problem)
-    return pattern
+    return _checked(value, path, check_regex)
 
 
 def _host(value: object, path: Path) -> str:
@@ -972,9 +974,7 @@ class _Parser:
                         "authority or scheme",
                     )
             else:
-                name = _nonempty(raw, where)
-                if _CONTROL.search(name):
-                    raise PolicyError(where, "contains a NUL, CR or LF character")
+                name = _checked(_nonempty(raw, where), where, _control_problem)
             if name in out:
                 raise PolicyError(where, f"duplicate name {name!r}")
             matcher = self.string_match(match if match is not None else {}, where)
