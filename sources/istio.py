@@ -288,7 +288,7 @@ def check_regex(pattern: str) -> str | None:
 
 def parse_duration(text: str) -> float:
     """Seconds in a Go/Kubernetes duration ("1.5s", "100ms", "1h30m", "0"); ValueError."""
-    body = text.strip()
+    body = text
     if body in ("0", "-0", "+0"):
         return 0.0
     if not _DURATION.fullmatch(body):
@@ -1187,6 +1187,8 @@ class _Parser:
 
     def retry(self, value: object, path: Path) -> Retry:
         obj = _fields(value, path, _RETRY_FIELDS)
+        if obj.get("retryOn") == "":
+            del obj["retryOn"]  # proto3: "" is unset
         attempts = _int(obj.get("attempts", 0), (*path, "attempts"))
         self.ignore(obj, path, ("retryRemoteLocalities", "retryIgnorePreviousHosts", "backoff"))
         if attempts == 0:
@@ -1196,32 +1198,8 @@ class _Parser:
                         (*path, field), "set although attempts is 0 (retries disabled)"
                     )
             return Retry(0)
-        per_try = _opt(obj, "perTryTimeout", path, _duration)
-        tokens: list[str] = []
-        codes: list[int] = []
-        if "retryOn" in obj:
-            where = (*path, "retryOn")
-            for part in _str(obj["retryOn"], where).split(","):
-                token = part.strip()
-                if not token:
-                    continue
-                if token.isdigit():
-                    code = int(token)
-                    if not 100 <= code <= 599:
-                        raise PolicyError(where, f"retriable status code {code} is outside 100-599")
-                    if code not in codes:
-                        codes.append(code)
-                elif token not in RETRY_ON_TOKENS:
-                    raise PolicyError(where, f"unknown retry condition {token!r}")
-                elif token not in tokens:
-                    tokens.append(token)
-            if not tokens and not codes:
-                raise PolicyError(where, "no retry condition given")
-            if codes and "retriable-status-codes" not in tokens:
-                tokens.append("retriable-status-codes")  # as Istio: the codes need it
-        else:
-            tokens = list(DEFAULT_RETRY_ON)
-        return Retry(attempts, per_try, tuple(tokens), tuple(codes))
+        tokens, codes = _opt(obj, "retryOn", path, _retry_conditions) or (DEFAULT_RETRY_ON, ())
+        return Retry(attempts, _opt(obj, "perTryTimeout", path, _duration), tokens, codes)
 
     def fault(self, value: object, path: Path) -> Fault | None:
         obj = _fields(value, path, _FAULT_FIELDS)
@@ -1589,6 +1567,31 @@ class _Parser:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _retry_conditions(value: object, path: Path) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """Istio's `retryOn`: Envoy retry conditions and, as integers, retriable statuses."""
+    tokens: list[str] = []
+    codes: list[int] = []
+    for part in _str(value, path).split(","):
+        token = part.strip()
+        if not token:
+            continue
+        if token.isdigit():
+            code = int(token)
+            if not 100 <= code <= 599:
+                raise PolicyError(path, f"retriable status code {code} is outside 100-599")
+            if code not in codes:
+                codes.append(code)
+        elif token not in RETRY_ON_TOKENS:
+            raise PolicyError(path, f"unknown retry condition {token!r}")
+        elif token not in tokens:
+            tokens.append(token)
+    if not tokens and not codes:
+        raise PolicyError(path, "no retry condition given")
+    if codes and "retriable-status-codes" not in tokens:
+        tokens.append("retriable-status-codes")  # as Istio: the codes need it
+    return tuple(tokens), tuple(codes)
 
 
 def _is_prime(n: int) -> bool:

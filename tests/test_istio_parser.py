@@ -206,6 +206,7 @@ def test_parse_duration(text: str, seconds: float) -> None:
         ("", 'invalid duration \'\' (for example "1.5s", "100ms", "1m")'),
         ("1 s", 'invalid duration \'1 s\' (for example "1.5s", "100ms", "1m")'),
         ("1d", 'invalid duration \'1d\' (for example "1.5s", "100ms", "1m")'),
+        (" 1s", 'invalid duration \' 1s\' (for example "1.5s", "100ms", "1m")'),
         ("s", 'invalid duration \'s\' (for example "1.5s", "100ms", "1m")'),
         ("-1s", "negative duration '-1s'"),
         ("9223372036s", "duration '9223372036s' is longer than 9223372035s (Envoy's limit)"),
@@ -594,6 +595,8 @@ def test_timeout(timeout: str, want: float) -> None:
         ({"attempts": 0}, Retry(0)),
         ({}, Retry(0)),
         ({"attempts": 3}, Retry(3, None, DEFAULT_RETRY_ON)),
+        ({"attempts": 3, "retryOn": ""}, Retry(3, None, DEFAULT_RETRY_ON)),  # proto3 unset
+        ({"attempts": 0, "retryOn": ""}, Retry(0)),
         (
             {"attempts": 3, "perTryTimeout": "2s", "retryOn": "gateway-error,connect-failure"},
             Retry(3, 2.0, ("gateway-error", "connect-failure")),
