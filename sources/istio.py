@@ -90,6 +90,10 @@ ENVOY_REGEX_PROGRAM_SIZE_LIMIT = 100
 MAX_REGEX_LENGTH = 1024
 # Envoy's RouteConfiguration.max_direct_response_body_size_bytes default.
 MAX_DIRECT_RESPONSE_BODY = 4096
+# Envoy's HeaderValue key/value, QueryParameterMatcher name and headers_to_add limits.
+MAX_HEADER_BYTES = 16384
+MAX_QUERY_NAME_BYTES = 1024
+MAX_HEADERS_TO_ADD = 1000
 # gRPC (A42) and Envoy cap the ring size at 8M entries; Envoy caps a maglev table at 5000011.
 MAX_RING_SIZE = 8_388_608
 MAX_MAGLEV_TABLE_SIZE = 5_000_011
@@ -311,6 +315,8 @@ def header_value_problem(value: str) -> str | None:
     as a substitution format: `%VAR%` must name a known variable and a literal '%' is '%%'."""
     if _CONTROL.search(value):
         return "header value contains a NUL, CR or LF character"
+    if len(value.encode()) > MAX_HEADER_BYTES:
+        return f"header value is longer than {MAX_HEADER_BYTES} bytes"
     i = 0
     while (i := value.find("%", i)) >= 0:
         if value.startswith("%%", i):
@@ -634,6 +640,8 @@ def _header_name(value: object, path: Path) -> str:
         raise PolicyError(path, "header name must not be empty")
     if not _TOKEN.fullmatch(name.lstrip(":")):
         raise PolicyError(path, f"invalid header name {name!r}")
+    if len(name) > MAX_HEADER_BYTES:  # tokens are ASCII: characters are bytes
+        raise PolicyError(path, f"header name is longer than {MAX_HEADER_BYTES} bytes")
     return name.lower()
 
 
@@ -648,6 +656,12 @@ def _checked(value: object, path: Path, problem_of: Callable[[str], str | None])
 
 def _control_problem(text: str) -> str | None:
     return "contains a NUL, CR or LF character" if _CONTROL.search(text) else None
+
+
+def _query_name_problem(text: str) -> str | None:
+    if len(text.encode()) > MAX_QUERY_NAME_BYTES:
+        return f"query parameter name is longer than {MAX_QUERY_NAME_BYTES} bytes"
+    return _control_problem(text)
 
 
 def _header_value(value: object, path: Path) -> str:
@@ -974,7 +988,7 @@ class _Parser:
                         "authority or scheme",
                     )
             else:
-                name = _checked(_nonempty(raw, where), where, _control_problem)
+                name = _checked(_nonempty(raw, where), where, _query_name_problem)
             if name in out:
                 raise PolicyError(where, f"duplicate name {name!r}")
             matcher = self.string_match(match if match is not None else {}, where)
@@ -1098,6 +1112,8 @@ class _Parser:
                         raise PolicyError(at, f"duplicate header {name!r}")
                     pairs[name] = _header_value(val, at)
                 ops[f"{side}_{verb}"] = tuple(sorted(pairs.items()))
+            if len(ops[f"{side}_set"]) + len(ops[f"{side}_add"]) > MAX_HEADERS_TO_ADD:
+                raise PolicyError(where, f"more than {MAX_HEADERS_TO_ADD} headers to set and add")
             removed = set()
             for i, raw in enumerate(_list(part.get("remove", []), (*where, "remove"))):
                 at = (*where, "remove", i)

@@ -23,7 +23,10 @@ from sources.istio import (
     HEADER_VARIABLES,
     MAX_DIRECT_RESPONSE_BODY,
     MAX_DURATION_SECONDS,
+    MAX_HEADER_BYTES,
+    MAX_HEADERS_TO_ADD,
     MAX_MAGLEV_TABLE_SIZE,
+    MAX_QUERY_NAME_BYTES,
     MAX_RING_SIZE,
     RETRY_ON_TOKENS,
     Notice,
@@ -1292,6 +1295,32 @@ BIG = "regex program size 101 exceeds Envoy's limit of 100"
         (
             http_vs(to_reviews(headers={"request": {"remove": "x"}})),
             "spec.http[0].headers.request.remove: expected a list, got string 'x'",
+        ),
+        (
+            http_vs(to_reviews(headers={"request": {"set": {"x-a": "v" * 16385}}})),
+            'spec.http[0].headers.request.set["x-a"]: header value is longer than 16384 bytes',
+        ),
+        (
+            http_vs(to_reviews(headers={"response": {"remove": ["x" * 16385]}})),
+            "spec.http[0].headers.response.remove[0]: header name is longer than 16384 bytes",
+        ),
+        (
+            http_vs(
+                to_reviews(
+                    headers={
+                        "response": {
+                            "set": {f"s{i}": "v" for i in range(500)},
+                            "add": {f"a{i}": "v" for i in range(501)},
+                        }
+                    }
+                )
+            ),
+            "spec.http[0].headers.response: more than 1000 headers to set and add",
+        ),
+        (
+            http_vs(to_reviews(match=[{"queryParams": {"q" * 1025: {}}}])),
+            f"spec.http[0].match[0].queryParams.{'q' * 1025}: query parameter name is longer "
+            "than 1024 bytes",
         ),
         # rewrite, redirect, direct response
         (
@@ -3025,11 +3054,30 @@ def test_envoy_accepts_exactly_the_regexes_check_regex_accepts(tmp_path: Path) -
 def test_envoy_accepts_the_header_values_we_accept(tmp_path: Path) -> None:
     values = [f"%{name}%" for name in sorted(HEADER_VARIABLES)]
     values += ["%REQ(x-request-id)%", "%REQ(:authority)%", "a 100%% b", "", "plain"]
+    values += ["v" * MAX_HEADER_BYTES]
     assert all(header_value_problem(v) is None for v in values)
     ops = [{"header": {"key": f"x-v{i}", "value": v}} for i, v in enumerate(values)]
     route = to_backend({"prefix": "/"}, request_headers_to_add=ops, response_headers_to_add=ops)
     assert envoy_rejection(tmp_path, envoy_config([route])) is None
-    for bad in ["100%", "%FOO%", "%REQUEST_PROTOCOL%"]:
+    many = [{"header": {"key": f"x-{i}", "value": "v"}} for i in range(MAX_HEADERS_TO_ADD)]
+    assert (
+        envoy_rejection(
+            tmp_path, envoy_config([to_backend({"prefix": "/"}, request_headers_to_add=many)])
+        )
+        is None
+    )
+    many.append({"header": {"key": "x-last", "value": "v"}})
+    assert envoy_rejection(
+        tmp_path, envoy_config([to_backend({"prefix": "/"}, request_headers_to_add=many)])
+    )
+    query = {
+        "prefix": "/",
+        "query_parameters": [{"name": "q" * MAX_QUERY_NAME_BYTES, "present_match": True}],
+    }
+    assert envoy_rejection(tmp_path, envoy_config([to_backend(query)])) is None
+    query["query_parameters"][0]["name"] += "q"  # type: ignore[index]
+    assert envoy_rejection(tmp_path, envoy_config([to_backend(query)]))
+    for bad in ["100%", "%FOO%", "%REQUEST_PROTOCOL%", "v" * (MAX_HEADER_BYTES + 1)]:
         assert header_value_problem(bad) is not None
         ops = [{"header": {"key": "x-a", "value": bad}}]
         assert envoy_rejection(
