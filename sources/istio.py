@@ -24,8 +24,8 @@ Istio documents; setting the `:authority`/`host` request header is an authority 
 Fields this server does not apply are reported as `Notice`s on an accepted object. What
 cannot be evaluated per caller is never applied to everyone: a match alternative with
 `sourceLabels`, `sourceNamespace` or non-mesh `gateways` is dropped; a VirtualService whose
-`gateways` omit `mesh`, and a DestinationRule with a `workloadSelector`, apply to nothing
-(`Parsed.applies` is False).
+`gateways` omit `mesh` (or that has no rule left), and a DestinationRule with a
+`workloadSelector`, apply to nothing (`Parsed.applies` is False).
 """
 
 from __future__ import annotations
@@ -230,9 +230,9 @@ class Notice:
 @dataclass(frozen=True)
 class Parsed:
     """A parsed object. `applies` is False when it applies to no proxy this server
-    configures (a VirtualService for gateways only, a DestinationRule with a
-    workloadSelector): the caller shows it as a warning, and it should take part in no
-    host conflict with the objects that do apply."""
+    configures (a VirtualService for gateways only or with no rule left, a DestinationRule
+    with a workloadSelector): the caller shows it as a warning, and it should take part in
+    no host conflict with the objects that do apply."""
 
     policy: RoutePolicy | DestinationPolicy
     notices: tuple[Notice, ...] = ()
@@ -823,15 +823,18 @@ class _Parser:
         self.ignore(spec, path, ("tls",))
         rule_notices, self.notices = self.notices, outer
         applies = not gateways or MESH_GATEWAY in gateways
-        if applies:
-            self.notices += rule_notices
-        else:
+        if not applies:
             self.notice(
                 (*path, "gateways"),
                 f"applies only to gateways {', '.join(gateways)}; not applied to the mesh "
                 f'(add "{MESH_GATEWAY}" to apply it to sidecars and gRPC clients)',
             )
             http, tcp = (), ()
+        else:
+            self.notices += rule_notices
+            if not http and not tcp:  # every rule was dropped, or there were only TLS rules
+                self.notice(path, "no rule is left to apply; not applied")
+                applies = False
         return RoutePolicy(key, tuple(hosts), http, tcp, origin), applies
 
     def dropped_alternative(self, match: Mapping[str, Any], path: Path) -> bool:

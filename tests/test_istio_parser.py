@@ -1849,7 +1849,11 @@ def test_gateway_only_virtual_service_is_still_validated() -> None:
                 }
             ),
             (),
-            ["spec.exportTo: not supported; ignored", "spec.tls: not supported; ignored"],
+            [
+                "spec.exportTo: not supported; ignored",
+                "spec.tls: not supported; ignored",
+                "spec: no rule is left to apply; not applied",
+            ],
         ),
         (
             vs(
@@ -1875,6 +1879,7 @@ def test_gateway_only_virtual_service_is_still_validated() -> None:
                 "match "
                 "alternative dropped",
                 "spec.tcp[0]: every match alternative was dropped; rule dropped",
+                "spec: no rule is left to apply; not applied",
             ],
         ),
         (
@@ -1895,7 +1900,9 @@ def test_virtual_service_notices(
     obj: dict[str, Any], want_http: tuple[HttpRule, ...], messages: list[str]
 ) -> None:
     parsed = parse_policy(obj)
-    assert parsed.applies
+    policy = parsed.policy
+    assert isinstance(policy, RoutePolicy)
+    assert parsed.applies == bool(policy.http or policy.tcp)  # no rule left: applies to nothing
     assert parsed.policy.http == want_http  # type: ignore[union-attr]
     assert [str(n) for n in parsed.notices] == messages
     assert all(isinstance(n, Notice) and n.path for n in parsed.notices)
