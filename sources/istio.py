@@ -1013,33 +1013,37 @@ class _Parser:
         )
 
     def destinations(
-        self, value: object, path: Path, with_headers: bool
+        self, value: object, path: Path, fields: tuple[str, ...]
     ) -> list[tuple[int, Destination, int, dict[str, Any]]]:
-        """Route destinations as (index, destination, weight, fields), zero weights dropped
-        when there are several (a single destination takes all traffic, as in Istio)."""
-        fields = _ROUTE_DESTINATION_FIELDS if with_headers else ("destination", "weight")
+        """Every route destination as (index, destination, weight, its fields)."""
         raw = _list(value, path)
         if not raw:
             raise PolicyError(path, "at least one destination is required")
         out = []
-        total = 0
         for i, item in enumerate(raw):
             where = (*path, i)
             entry = _fields(item, where, fields)
             if "destination" not in entry:
                 raise PolicyError((*where, "destination"), "required")
             dest = self.destination(entry["destination"], (*where, "destination"))
-            weight = _int(entry.get("weight", 0), (*where, "weight"))
-            total += weight
-            out.append((i, dest, weight, entry))
-        if len(out) == 1:
-            i, dest, _, entry = out[0]
-            return [(i, dest, 100, entry)]
-        if total == 0:
-            raise PolicyError(path, "total weight is zero (give at least one destination a weight)")
-        if total > UINT32_MAX:
-            raise PolicyError(path, f"total weight {total} exceeds {UINT32_MAX}")
-        kept = [d for d in out if d[2] > 0]
+            out.append((i, dest, _int(entry.get("weight", 0), (*where, "weight")), entry))
+        if len(out) > 1:
+            total = sum(weight for _, _, weight, _ in out)
+            if total == 0:
+                raise PolicyError(
+                    path, "total weight is zero (give at least one destination a weight)"
+                )
+            if total > UINT32_MAX:
+                raise PolicyError(path, f"total weight {total} exceeds {UINT32_MAX}")
+        return out
+
+    @staticmethod
+    def weighted(
+        entries: list[tuple[int, Destination, int, dict[str, Any]]],
+    ) -> list[tuple[int, Destination, int, dict[str, Any]]]:
+        """The destinations that take traffic, as Istio reads weights: a single one takes
+        all of it whatever its weight; of several, those weighted 0 take none."""
+        kept = entries if len(entries) == 1 else [e for e in entries if e[2] > 0]
         if len(kept) == 1:
             i, dest, _, entry = kept[0]
             return [(i, dest, 100, entry)]
@@ -1050,20 +1054,23 @@ class _Parser:
     ) -> tuple[tuple[WeightedDestination, ...], str | None]:
         """The weighted destinations, and the authority a single destination's headers set
         (Istio turns that into the route's authority rewrite)."""
+        entries = self.destinations(value, path, _ROUTE_DESTINATION_FIELDS)
+        weights = {i: weight for i, _, weight, _ in self.weighted(entries)}
         out = []
         authority = None
-        chosen = self.destinations(value, path, with_headers=True)
-        for i, dest, weight, entry in chosen:
+        for i, dest, _, entry in entries:
             ops, dest_authority = self.header_ops(entry.get("headers"), (*path, i, "headers"))
+            if i not in weights:
+                continue  # checked all the same: an object is valid or not as a whole
             if dest_authority is not None:
-                if len(chosen) > 1:
+                if len(weights) > 1:
                     raise PolicyError(
                         (*path, i, "headers", "request"),
                         "setting the authority per destination is not supported; "
                         "use the rule's rewrite.authority",
                     )
                 authority = dest_authority
-            out.append(WeightedDestination(dest, weight, ops))
+            out.append(WeightedDestination(dest, weights[i], ops))
         return tuple(out), authority
 
     def tcp_rules(self, value: object, path: Path) -> list[TcpRule]:
@@ -1071,9 +1078,9 @@ class _Parser:
         rule = _fields(value, path, _TCP_FIELDS)
         if not rule.get("route"):
             raise PolicyError((*path, "route"), "at least one destination is required")
+        entries = self.destinations(rule["route"], (*path, "route"), ("destination", "weight"))
         destinations = tuple(
-            WeightedDestination(dest, weight)
-            for _, dest, weight, _ in self.destinations(rule["route"], (*path, "route"), False)
+            WeightedDestination(dest, weight) for _, dest, weight, _ in self.weighted(entries)
         )
         raw_matches = _list(rule.get("match", []), (*path, "match"))
         if not raw_matches:

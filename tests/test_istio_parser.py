@@ -1221,6 +1221,22 @@ BIG = "regex program size 101 exceeds Envoy's limit of 100"
             "supported; "
             "use the rule's rewrite.authority",
         ),
+        (
+            http_vs(
+                {
+                    "route": [
+                        {"destination": {"host": "a"}, "weight": 1},
+                        {
+                            "destination": {"host": "b"},
+                            "weight": 0,
+                            "headers": {"request": {"set": {":path": "/"}}},
+                        },
+                    ]
+                }
+            ),
+            "spec.http[0].route[1].headers.request.set[\":path\"]: pseudo-header ':path' cannot "
+            "be modified",
+        ),
         # header operations
         (
             http_vs(to_reviews(headers={"request": {"set": {":path": "/x"}}})),
