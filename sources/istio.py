@@ -1157,7 +1157,7 @@ class _Parser:
         if obj.get("prefixRewrite"):
             raise PolicyError((*path, "prefixRewrite"), "not supported")
         _one_of(obj, path, ("port", "derivePort"))
-        derive = obj.get("derivePort", "FROM_PROTOCOL_DEFAULT")
+        derive = _str(obj.get("derivePort", "FROM_PROTOCOL_DEFAULT"), (*path, "derivePort"))
         if derive != "FROM_PROTOCOL_DEFAULT":
             if derive == "FROM_REQUEST_PORT":
                 raise PolicyError((*path, "derivePort"), "FROM_REQUEST_PORT is not supported")

@@ -1390,6 +1390,10 @@ BIG = "regex program size 101 exceeds Envoy's limit of 100"
             "FROM_REQUEST_PORT)",
         ),
         (
+            http_vs({"redirect": {"uri": "/", "derivePort": 1}}),
+            "spec.http[0].redirect.derivePort: expected a string, got integer 1",
+        ),
+        (
             http_vs({"redirect": {"prefixRewrite": "/v2"}}),
             "spec.http[0].redirect.prefixRewrite: not supported",
         ),
@@ -2752,6 +2756,31 @@ HTTP_RULE = st.fixed_dictionaries(
         "headers": HEADER_OPS,
     },
 )
+OTHER_RULE = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "redirect": st.fixed_dictionaries(
+                {"uri": st.just("/moved")},
+                optional={
+                    "authority": HOST,
+                    "scheme": st.sampled_from(["http", "https"]),
+                    "port": st.integers(1, 65535),
+                    "redirectCode": st.sampled_from([301, 302, 303, 307, 308]),
+                },
+            )
+        },
+        optional={"match": st.lists(MATCH, max_size=2), "headers": HEADER_OPS},
+    ),
+    st.fixed_dictionaries(
+        {
+            "directResponse": st.fixed_dictionaries(
+                {"status": st.integers(200, 599)},
+                optional={"body": st.builds(lambda t: {"string": t}, TEXT)},
+            )
+        },
+        optional={"match": st.lists(MATCH, max_size=2), "corsPolicy": st.builds(dict)},
+    ),
+)
 TCP_RULE = st.fixed_dictionaries(
     {"route": weighted(headers=False)},
     optional={
@@ -2768,7 +2797,7 @@ VIRTUAL_SERVICE = st.builds(
         "spec": {"hosts": hosts, "http": http, "tcp": tcp},
     },
     st.lists(HOST, min_size=1, max_size=3, unique=True),
-    st.lists(HTTP_RULE, min_size=1, max_size=4),
+    st.lists(st.one_of(HTTP_RULE, HTTP_RULE, OTHER_RULE), min_size=1, max_size=4),
     st.lists(TCP_RULE, max_size=2),
     LABEL,
 )
@@ -2880,6 +2909,13 @@ def test_generated_virtual_services_parse(obj: dict[str, Any]) -> None:
     assert len(policy.http) == len(spec["http"])
     for rule, raw in zip(policy.http, spec["http"], strict=True):
         assert len(rule.matches) == len(raw.get("match", []))
+        assert (rule.redirect is None, rule.direct_response is None) == (
+            "redirect" not in raw,
+            "directResponse" not in raw,
+        )
+        if "route" not in raw:
+            assert rule.destinations == ()
+            continue
         assert [d.weight for d in rule.destinations] == expected_weights(raw["route"])
         assert {d.destination.namespace for d in rule.destinations} == {
             obj["metadata"]["namespace"]
