@@ -7,7 +7,7 @@ routes and clusters), for a representative set and for generated policies.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -607,6 +607,9 @@ def test_direct_response() -> None:
     assert route.direct_response.status == 418
     assert route.direct_response.body.inline_string == "short and stout"
     assert not route.HasField("route")
+    # Faults apply to any route, as Istio's.
+    faulty = route_of(HttpRule(direct_response=DirectResponse(200), fault=Fault(delay=1)))
+    assert FAULT in faulty.typed_per_filter_config
     routes, notes = render(rule, client="grpc")
     assert routes == [] and [n.what for n in notes] == [
         "direct response: not applied to gRPC clients (route left out)"
@@ -1556,15 +1559,6 @@ def test_envoy_accepts_generated_policies(
 # ------------------------------------------------------- proxyless gRPC accepts it
 
 
-@pytest.fixture
-def xds() -> Iterator[XdsServerThread]:
-    srv = XdsServerThread().start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
 def grpc_snapshot(
     g1: GrpcBackend, g2: GrpcBackend, lb_enum: int | None
 ) -> dict[str, list[Message]]:
@@ -1657,7 +1651,6 @@ def grpc_snapshot(
     "lb_enum", [None, cluster_pb2.Cluster.LEAST_REQUEST], ids=["rendered", "enum-control"]
 )
 def test_grpc_accepts_rendered_policy(
-    xds: XdsServerThread,
     grpc_backend_factory: Callable[..., GrpcBackend],
     grpc_xds_client_factory: Callable[..., GrpcXdsClient],
     lb_enum: int | None,
@@ -1666,44 +1659,47 @@ def test_grpc_accepts_rendered_policy(
     the backend of the client's own zone. The control (the LEAST_REQUEST enum, which the
     renderer never sends to gRPC) shows that this check sees a NACK."""
     g1, g2 = grpc_backend_factory("g1"), grpc_backend_factory("g2")
-    group = f"policy-render-{'control' if lb_enum else 'ok'}"
-    xds.set_snapshot(group, grpc_snapshot(g1, g2, lb_enum))
-    node_id = f"{group}-node"
-    client = grpc_xds_client_factory(
-        grpc_bootstrap(
-            xds.port,
-            node_id,
-            node_cluster=group,
-            locality={"region": "local", "zone": "z1", "sub_zone": ""},
-        ),
-        "xds:///web",
-        interval=0.02,
-        timeout=2.0,
-        trace="xds_client",
-    )
-
-    def states() -> dict[str, Any] | None:
-        found = [p for p in xds.proxies() if p["node_id"] == node_id]
-        return found[0]["types"] if len(found) == 1 else None
-
-    if lb_enum is not None:
-        nacked = wait_for(
-            lambda: (t := states()) is not None and t.get("clusters", {}).get("nacks") and t,
-            timeout=15,
-            message=f"the LEAST_REQUEST enum was not NACKed\n{client.log_tail(30)}",
+    with XdsServerThread() as xds:
+        group = f"policy-render-{'control' if lb_enum else 'ok'}"
+        xds.set_snapshot(group, grpc_snapshot(g1, g2, lb_enum))
+        node_id = f"{group}-node"
+        client = grpc_xds_client_factory(
+            grpc_bootstrap(
+                xds.port,
+                node_id,
+                node_cluster=group,
+                locality={"region": "local", "zone": "z1", "sub_zone": ""},
+            ),
+            "xds:///web",
+            interval=0.02,
+            timeout=2.0,
+            trace="xds_client",
         )
-        assert "LB policy is not supported" in nacked["clusters"]["last_error"], nacked
-        return
-    first = client.wait_for_body("g1", timeout=15)
-    client.wait_for_calls(20, timeout=10)
-    synced = wait_for(
-        lambda: (
-            (t := states()) is not None and all(s["state"] == "SYNCED" for s in t.values()) and t
-        ),
-        timeout=10,
-        message=f"not every type SYNCED: {states()}",
-    )
-    assert set(synced) == {"listeners", "routes", "clusters", "endpoints"}
-    assert all(s["nacks"] == 0 for s in synced.values()), synced
-    assert client.errors_since(first) == [], client.log_tail(30)
-    assert client.bodies_since(first) == {"g1": len(client.results_since(first))}
+
+        def states() -> dict[str, Any] | None:
+            found = [p for p in xds.proxies() if p["node_id"] == node_id]
+            return found[0]["types"] if len(found) == 1 else None
+
+        if lb_enum is not None:
+            nacked = wait_for(
+                lambda: (t := states()) is not None and t.get("clusters", {}).get("nacks") and t,
+                timeout=15,
+                message=f"the LEAST_REQUEST enum was not NACKed\n{client.log_tail(30)}",
+            )
+            assert "LB policy is not supported" in nacked["clusters"]["last_error"], nacked
+            return
+        first = client.wait_for_body("g1", timeout=15)
+        client.wait_for_calls(20, timeout=10)
+        synced = wait_for(
+            lambda: (
+                (t := states()) is not None
+                and all(s["state"] == "SYNCED" for s in t.values())
+                and t
+            ),
+            timeout=10,
+            message=f"not every type SYNCED: {states()}",
+        )
+        assert set(synced) == {"listeners", "routes", "clusters", "endpoints"}
+        assert all(s["nacks"] == 0 for s in synced.values()), synced
+        assert client.errors_since(first) == [], client.log_tail(30)
+        assert client.bodies_since(first) == {"g1": len(client.results_since(first))}

@@ -121,18 +121,17 @@ def http_routes(
             match = _route_match(alternative)
             catch_all = _is_catch_all(match)
             name = policy_route_name(rule_subject, j, alternative.name, len(alternatives))
-            if template is None:
-                pass
-            elif client == "grpc" and match.query_parameters:
+            if template is not None and client == "grpc" and match.query_parameters:
                 # grpcio silently skips such a route; leaving it out says so honestly.
                 notes.append(not_for_grpc(name, "query parameter match", "route left out"))
-            else:
+            elif template is not None:
                 for variant in _client_matches(match, client):
                     route = rc.Route()
                     route.CopyFrom(template)
                     route.name = name
                     route.match.CopyFrom(variant)
                     routes.append(route)
+            # A catch-all ends the rules even when this client got no route for it.
             if catch_all:
                 break
         if catch_all:
@@ -274,6 +273,7 @@ def _rule_route(
     # gRPC does not rewrite headers: it gets none (reported below).
     emit = client == "envoy"
     authority = _add_header_ops(route, rule.headers, emit)
+    _add_filter_configs(route, rule, client, subject, notes)
     if rule.redirect is not None:
         return _redirect_route(route, rule.redirect, client, subject, notes)
     if rule.direct_response is not None:
@@ -322,11 +322,20 @@ def _rule_route(
             action.prefix_rewrite = rewrite.uri
         if authority is not None:
             action.host_rewrite_literal = authority
-        if rule.cors is not None:
-            route.typed_per_filter_config[CORS_FILTER].CopyFrom(pack(_cors_policy(rule.cors)))
+    return route
+
+
+def _add_filter_configs(
+    route: rc.Route, rule: HttpRule, client: Client, subject: str, notes: list[NotApplied]
+) -> None:
+    """Per-route fault injection (both clients, gRFC A33) and CORS (Envoy only), keyed by
+    the filter names of `resources.policy_http_filters`."""
     if rule.fault is not None and (fault := _http_fault(rule.fault)) is not None:
         route.typed_per_filter_config[FAULT_FILTER].CopyFrom(pack(fault))
-    return route
+    if rule.cors is not None and client == "envoy":
+        route.typed_per_filter_config[CORS_FILTER].CopyFrom(pack(_cors_policy(rule.cors)))
+    elif rule.cors is not None and rule.redirect is None and rule.direct_response is None:
+        notes.append(not_for_grpc(subject, "CORS policy"))
 
 
 def _positive(destinations: Sequence[WeightedDestination]) -> list[WeightedDestination]:
@@ -350,8 +359,6 @@ def _note_grpc_limits(
         notes.append(not_for_grpc(subject, "mirror"))
     if rule.rewrite is not None and (rule.rewrite.uri or rule.rewrite.authority):
         notes.append(not_for_grpc(subject, "rewrite"))
-    if rule.cors is not None:
-        notes.append(not_for_grpc(subject, "CORS policy"))
 
 
 def _redirect_route(

@@ -283,12 +283,8 @@ def http_listener(
 def tcp_listener(
     name: str, port: int, cluster: str, address: str = "0.0.0.0"
 ) -> listener_pb2.Listener:
-    return _listener(
-        name,
-        address,
-        port,
-        "envoy.filters.network.tcp_proxy",
-        tcp_proxy_pb2.TcpProxy(stat_prefix=name, cluster=cluster),
+    return _tcp_proxy_listener(
+        name, address, port, tcp_proxy_pb2.TcpProxy(stat_prefix=name, cluster=cluster)
     )
 
 
@@ -299,19 +295,16 @@ def weighted_tcp_listener(
     cluster gives the same listener as `tcp_listener`."""
     if len(clusters) == 1:
         return tcp_listener(name, port, clusters[0][0], address)
-    weighted = tcp_proxy_pb2.TcpProxy.WeightedCluster(
-        clusters=[
-            tcp_proxy_pb2.TcpProxy.WeightedCluster.ClusterWeight(name=c, weight=w)
-            for c, w in clusters
-        ]
-    )
-    return _listener(
-        name,
-        address,
-        port,
-        "envoy.filters.network.tcp_proxy",
-        tcp_proxy_pb2.TcpProxy(stat_prefix=name, weighted_clusters=weighted),
-    )
+    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=name)
+    for cluster, weight in clusters:
+        proxy.weighted_clusters.clusters.add(name=cluster, weight=weight)
+    return _tcp_proxy_listener(name, address, port, proxy)
+
+
+def _tcp_proxy_listener(
+    name: str, address: str, port: int, proxy: tcp_proxy_pb2.TcpProxy
+) -> listener_pb2.Listener:
+    return _listener(name, address, port, "envoy.filters.network.tcp_proxy", proxy)
 
 
 def api_listener(
