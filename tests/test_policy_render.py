@@ -48,7 +48,7 @@ from translators.policy_routes import (
     http_routes,
     tcp_target,
 )
-from xds_server import types
+from xds_server import types, validation
 from xds_server.model import (
     ConnectionPool,
     Cors,
@@ -67,12 +67,14 @@ from xds_server.model import (
     LocalityLb,
     Mirror,
     OutlierDetection,
+    Port,
     QueryMatch,
     Redirect,
     RequestMatch,
     Retry,
     Rewrite,
     Service,
+    ServiceEntry,
     StringMatch,
     TcpRule,
     TrafficPolicy,
@@ -1107,13 +1109,13 @@ def test_policy_http_filters() -> None:
 
 def test_subset_cluster_name_cannot_collide() -> None:
     assert names.subset_cluster_name("web.default:80", "v2") == "web.default:80|v2"
-    service = Service("web", "default")
-    from xds_server.model import Port
-
-    assert "|" not in names.cluster_name(service, Port("http", 80))
-    from xds_server import validation
-
-    assert not validation.dns_name("web|v2")
+    # A service cluster name never holds "|": the registry rejects such service names.
+    ports = (Port("http", 80),)
+    accepted, rejections = validation.check_entry(
+        "test", ServiceEntry(Service("web|v2", ports=ports))
+    )
+    assert accepted is None and "invalid service name" in rejections[0].reason
+    assert validation.check_entry("test", ServiceEntry(Service("web", ports=ports)))[0] is not None
 
 
 # ------------------------------------------------------------- Envoy accepts it
