@@ -8,6 +8,11 @@
   http-like port: ``<name>.<namespace>:<port>``.
 - Proxyless gRPC: the Listener, its RouteConfiguration and its one virtual host are all
   named after the target the client dials (``xds:///web`` → ``web``; see `grpc_names`).
+- Subset cluster (and its ClusterLoadAssignment): ``<cluster>|<subset>``
+  (``web.default:8080|v2``). Service names never hold ``|``, so it cannot collide.
+- Policy routes: named after the rule that made them, ``<subject> http[<i>] (<rule name>)``,
+  plus `` match[<j>] (<match name>)`` when the rule has several match alternatives; the
+  route of a service without routing rules is ``default``.
 """
 
 from __future__ import annotations
@@ -69,3 +74,27 @@ def grpc_names(service: Service) -> list[tuple[str, Port]]:
         for port in ports:
             out.setdefault(with_port(domain, port), port)
     return list(out.items())
+
+
+DEFAULT_ROUTE_NAME = "default"
+
+
+def subset_cluster_name(base_cluster: str, subset: str) -> str:
+    """The cluster of one subset of `base_cluster`'s endpoints: ``web.default:80|v2``."""
+    return f"{base_cluster}|{subset}"
+
+
+def policy_rule_subject(subject: str, index: int, name: str = "") -> str:
+    """Rule `index` (0-based, as written) of the policy `subject`, in reports and route
+    names: ``VirtualService shop/reviews http[1] (canary)``."""
+    base = f"{subject} http[{index}]"
+    return f"{base} ({name})" if name else base
+
+
+def policy_route_name(rule_subject: str, index: int, name: str, alternatives: int) -> str:
+    """The route made from match alternative `index` of a rule with `alternatives` of them;
+    a rule with one alternative (or none) gives a route named after the rule alone."""
+    if alternatives <= 1:
+        return rule_subject
+    base = f"{rule_subject} match[{index}]"
+    return f"{base} ({name})" if name else base

@@ -1,0 +1,595 @@
+"""Routing rules (the model's `HttpRule`s and `TcpRule`s) rendered as Envoy routes, for
+Envoy proxies or for proxyless gRPC clients.
+
+Istio's semantics (pilot/pkg/networking/core/route/route.go): rules are tried in order
+and the first match wins; each match alternative of a rule becomes one route with the
+rule's action; nothing follows a catch-all route; there is no implicit catch-all. Unset
+fields take Istio's defaults, not Envoy's: no route timeout (Envoy's 15 s would cut long
+streams) and Istio's default retry policy.
+
+gRPC clients get what grpcio accepts (research digest §3), and every part of a rule they
+cannot apply is reported as `NotApplied`: routes they would skip (query parameter
+matches) or fail on (redirect, direct response) are left out of their routes.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+from google.protobuf import wrappers_pb2
+
+from xds_server.model import (
+    Cors,
+    Destination,
+    DirectResponse,
+    Fault,
+    HashOn,
+    HeaderMatch,
+    HeaderOps,
+    HttpRule,
+    Redirect,
+    RequestMatch,
+    Retry,
+    TcpRule,
+    WeightedDestination,
+)
+
+from .names import DEFAULT_ROUTE_NAME, policy_route_name, policy_rule_subject
+from .policy_common import (
+    Client,
+    NotApplied,
+    duration,
+    fractional_percent,
+    not_for_grpc,
+    regex_matcher,
+    string_matcher,
+)
+from .resources import CORS_FILTER, FAULT_FILTER, pack
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTarget:
+    """What the resolver says about a Destination: the (existing) cluster to route to, and
+    the consistent-hash key of that destination's load balancer, if it hashes."""
+
+    cluster: str
+    hash_on: HashOn | None = None
+
+
+Resolve = Callable[[Destination], RouteTarget]
+
+# Istio's default retry policy (route/retry/retry.go, with EXCLUDE_UNSAFE_503_FROM_DEFAULT_RETRY
+# on, its default): no retriable status codes of its own.
+DEFAULT_RETRY_ON = ("connect-failure", "refused-stream", "unavailable", "cancelled",
+                    "retriable-status-codes")  # fmt: skip
+DEFAULT_NUM_RETRIES = 2
+HOST_SELECTION_RETRY_MAX_ATTEMPTS = 5
+# The only retry conditions grpcio honours (gRFC A44); it ignores the others.
+GRPC_RETRY_ON = frozenset(
+    {"cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable"}
+)
+GRPC_MAX_RETRIES = 4  # gRPC caps attempts (first try included) at 5
+RETRIABLE_STATUS_CODES = "retriable-status-codes"
+
+_REDIRECT_CODES = {
+    301: rc.RedirectAction.MOVED_PERMANENTLY,
+    302: rc.RedirectAction.FOUND,
+    303: rc.RedirectAction.SEE_OTHER,
+    307: rc.RedirectAction.TEMPORARY_REDIRECT,
+    308: rc.RedirectAction.PERMANENT_REDIRECT,
+}
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+# ----------------------------------------------------------------------------- HTTP
+
+
+def http_routes(
+    rules: Sequence[HttpRule],
+    *,
+    port: int,
+    resolve: Resolve,
+    client: Client,
+    subject: str,
+) -> tuple[list[rc.Route], list[NotApplied]]:
+    """The routes of `rules` for a service port `port` (in rule order), and what `client`
+    cannot apply of them.
+
+    A rule gives one route per match alternative whose `port` is unset or `port`; a rule
+    without alternatives matches every request. Rules after a catch-all are dropped, as
+    Istio does (they could never match).
+    """
+    routes: list[rc.Route] = []
+    notes: list[NotApplied] = []
+    for index, rule in enumerate(rules):
+        rule_subject = policy_rule_subject(subject, index, rule.name)
+        alternatives = _alternatives_on_port(rule, port)
+        if not alternatives:
+            continue
+        template = _rule_route(rule, resolve, client, rule_subject, notes)
+        catch_all = False
+        for j, alternative in enumerate(alternatives):
+            match = _route_match(alternative)
+            catch_all = _is_catch_all(match)
+            name = policy_route_name(rule_subject, j, alternative.name, len(alternatives))
+            if template is not None and client == "grpc" and match.query_parameters:
+                # grpcio silently skips such a route; leaving it out says so honestly.
+                notes.append(not_for_grpc(name, "query parameter match", "route left out"))
+            elif template is not None:
+                for variant in _client_matches(match, client):
+                    route = rc.Route()
+                    route.CopyFrom(template)
+                    route.name = name
+                    route.match.CopyFrom(variant)
+                    routes.append(route)
+            # A catch-all ends the rules even when this client got no route for it.
+            if catch_all:
+                break
+        if catch_all:
+            break
+    return routes, notes
+
+
+def default_route(target: RouteTarget, client: Client) -> rc.Route:
+    """The route of a service no routing rule covers: everything (prefix ``/``) to
+    `target`, with Istio's defaults: no timeout, the default retry policy, and the hash
+    policy of the target's consistent-hash load balancer."""
+    action = rc.RouteAction(cluster=target.cluster)
+    _set_timeout(action, None, client)
+    hashing = [target] if target.hash_on is not None else []
+    action.hash_policy.extend(_hash_policies(hashing, client))
+    policy = _retry_policy(None, client, hashing=bool(hashing), subject="", notes=[])
+    if policy is not None:
+        action.retry_policy.CopyFrom(policy)
+    return rc.Route(name=DEFAULT_ROUTE_NAME, match=rc.RouteMatch(prefix="/"), route=action)
+
+
+# ------------------------------------------------------------------------------ TCP
+
+
+def tcp_target(rules: Sequence[TcpRule], *, port: int, resolve: Resolve) -> list[tuple[str, int]]:
+    """The weighted clusters of the first TCP rule for `port` (its `port` unset or equal),
+    for a TCP proxy; empty when no rule applies (the service's own cluster then).
+
+    Zero weights are dropped (a lone destination's weight does not matter); a cluster named
+    twice gets the sum of its weights, as a TCP proxy splits by cluster.
+    """
+    for rule in rules:
+        if rule.port is not None and rule.port != port:
+            continue
+        weights: dict[str, int] = {}
+        for wd in _positive(rule.destinations):
+            cluster = resolve(wd.destination).cluster
+            weights[cluster] = weights.get(cluster, 0) + max(1, wd.weight)
+        return list(weights.items())
+    return []
+
+
+# ---------------------------------------------------------------------------- matches
+
+
+def _alternatives_on_port(rule: HttpRule, port: int) -> list[RequestMatch]:
+    if not rule.matches:
+        return [RequestMatch()]
+    return [m for m in rule.matches if m.port is None or m.port == port]
+
+
+def _route_match(m: RequestMatch) -> rc.RouteMatch:
+    """One match alternative: path, headers (sorted by name, then the pseudo-headers for
+    method, authority and scheme) and query parameters, all ANDed."""
+    out = rc.RouteMatch()
+    uri = m.uri
+    if uri is None or uri.kind == "present" or (uri.kind == "prefix" and not uri.value):
+        out.prefix = "/"
+    elif uri.kind == "exact" or (uri.kind == "regex" and not uri.value):
+        out.path = uri.value
+    elif uri.kind == "prefix":
+        out.prefix = uri.value
+    else:
+        out.safe_regex.CopyFrom(regex_matcher(uri.value))
+    if m.ignore_uri_case:
+        out.case_sensitive.CopyFrom(wrappers_pb2.BoolValue(value=False))
+    headers = sorted(m.headers, key=lambda h: h.name)
+    pseudo = ((":method", m.method), (":authority", m.authority), (":scheme", m.scheme))
+    headers += [HeaderMatch(name, match) for name, match in pseudo if match is not None]
+    out.headers.extend(_header_matcher(h) for h in headers)
+    for q in m.query:
+        qm = rc.QueryParameterMatcher(name=q.name)
+        if q.match.kind == "present":
+            qm.present_match = True
+        else:
+            qm.string_match.CopyFrom(string_matcher(q.match))
+        out.query_parameters.append(qm)
+    return out
+
+
+def _header_matcher(h: HeaderMatch) -> rc.HeaderMatcher:
+    out = rc.HeaderMatcher(name=h.name, invert_match=h.invert)
+    if h.match.kind == "present":
+        out.present_match = True
+    else:
+        out.string_match.CopyFrom(string_matcher(h.match))
+        # "must not match" includes "absent": without this Envoy fails an inverted match
+        # on a missing header (Istio sets it for withoutHeaders too).
+        out.treat_missing_header_as_empty = h.invert
+    return out
+
+
+def _client_matches(match: rc.RouteMatch, client: Client) -> list[rc.RouteMatch]:
+    """The RouteMatches that give `client` the semantics of `match`.
+
+    gRPC fails an inverted value match on a missing header (it has no
+    treat_missing_header_as_empty), so each such matcher becomes two alternatives:
+    header absent, or present and not matching.
+    """
+    inverted = [
+        i
+        for i, h in enumerate(match.headers)
+        if h.invert_match and h.WhichOneof("header_match_specifier") != "present_match"
+    ]
+    if client != "grpc" or not inverted:
+        return [match]
+    out = []
+    for choice in itertools.product((False, True), repeat=len(inverted)):
+        variant = rc.RouteMatch()
+        variant.CopyFrom(match)
+        for i, absent in zip(inverted, choice, strict=True):
+            if absent:
+                variant.headers[i].CopyFrom(
+                    rc.HeaderMatcher(name=match.headers[i].name, present_match=False)
+                )
+            else:
+                variant.headers[i].ClearField("treat_missing_header_as_empty")
+        out.append(variant)
+    return out
+
+
+def _is_catch_all(match: rc.RouteMatch) -> bool:
+    """Matches every request: path prefix ``/`` (or regex ``.*``), no other condition."""
+    everything = match.prefix == "/" or (
+        match.WhichOneof("path_specifier") == "safe_regex" and match.safe_regex.regex == ".*"
+    )
+    return everything and not match.headers and not match.query_parameters
+
+
+# ----------------------------------------------------------------------------- action
+
+
+def _rule_route(
+    rule: HttpRule, resolve: Resolve, client: Client, subject: str, notes: list[NotApplied]
+) -> rc.Route | None:
+    """The route of `rule` without its match and name (shared by its alternatives), or
+    None when `client` gets no route for it."""
+    route = rc.Route()
+    # gRPC does not rewrite headers: it gets none (reported below).
+    emit = client == "envoy"
+    authority = _add_header_ops(route, rule.headers, emit)
+    _add_filter_configs(route, rule, client, subject, notes)
+    if rule.redirect is not None:
+        return _redirect_route(route, rule.redirect, client, subject, notes)
+    if rule.direct_response is not None:
+        return _direct_response_route(route, rule.direct_response, client, subject, notes)
+    targets = [(wd, resolve(wd.destination)) for wd in _positive(rule.destinations)]
+    if not targets:
+        notes.append(NotApplied(subject, "no destination with a positive weight: no route"))
+        return None
+    action = route.route
+    if len(targets) == 1:
+        wd, target = targets[0]
+        action.cluster = target.cluster
+        destination_authority = _add_header_ops(route, wd.headers, emit)
+        # A rule-level authority wins over the destination's (as Istio).
+        authority = authority or destination_authority
+    else:
+        for wd, target in targets:
+            cw = action.weighted_clusters.clusters.add(
+                name=target.cluster, weight=wrappers_pb2.UInt32Value(value=wd.weight)
+            )
+            cluster_authority = _add_header_ops(cw, wd.headers, emit)
+            if cluster_authority is not None and emit:
+                cw.host_rewrite_literal = cluster_authority
+    _set_timeout(action, rule.timeout, client)
+    hashing = [t for _, t in targets if t.hash_on is not None]
+    action.hash_policy.extend(_hash_policies(hashing, client))
+    retry = _retry_policy(rule.retry, client, bool(hashing), subject, notes)
+    if retry is not None:
+        action.retry_policy.CopyFrom(retry)
+    mirrors = [m for m in rule.mirrors if m.percent > 0]
+    rewrite = rule.rewrite
+    if rewrite is not None and rewrite.authority:
+        authority = rewrite.authority
+    if client == "grpc":
+        _note_grpc_limits(rule, targets, bool(mirrors), subject, notes)
+    else:
+        for mirror in mirrors:
+            action.request_mirror_policies.add(
+                cluster=resolve(mirror.destination).cluster,
+                runtime_fraction=base_pb2.RuntimeFractionalPercent(
+                    default_value=fractional_percent(mirror.percent)
+                ),
+            )
+        if rewrite is not None and rewrite.uri:
+            # Replaces the matched prefix, or the whole path of an exact or regex match.
+            action.prefix_rewrite = rewrite.uri
+        if authority is not None:
+            action.host_rewrite_literal = authority
+    return route
+
+
+def _add_filter_configs(
+    route: rc.Route, rule: HttpRule, client: Client, subject: str, notes: list[NotApplied]
+) -> None:
+    """Per-route fault injection (both clients, gRFC A33) and CORS (Envoy only), keyed by
+    the filter names of `resources.policy_http_filters`."""
+    if rule.fault is not None and (fault := _http_fault(rule.fault)) is not None:
+        route.typed_per_filter_config[FAULT_FILTER].CopyFrom(pack(fault))
+    if rule.cors is not None and client == "envoy":
+        route.typed_per_filter_config[CORS_FILTER].CopyFrom(pack(_cors_policy(rule.cors)))
+    elif rule.cors is not None and rule.redirect is None and rule.direct_response is None:
+        notes.append(not_for_grpc(subject, "CORS policy"))
+
+
+def _positive(destinations: Sequence[WeightedDestination]) -> list[WeightedDestination]:
+    """Destinations with a positive weight; a lone destination whatever its weight."""
+    if len(destinations) == 1:
+        return list(destinations)
+    return [wd for wd in destinations if wd.weight > 0]
+
+
+def _note_grpc_limits(
+    rule: HttpRule,
+    targets: Sequence[tuple[WeightedDestination, RouteTarget]],
+    mirrored: bool,
+    subject: str,
+    notes: list[NotApplied],
+) -> None:
+    """What of a forwarding rule gRPC clients do not apply (the route itself still works)."""
+    if rule.headers or any(wd.headers for wd, _ in targets):
+        notes.append(not_for_grpc(subject, "header operations"))
+    if mirrored:
+        notes.append(not_for_grpc(subject, "mirror"))
+    if rule.rewrite is not None and (rule.rewrite.uri or rule.rewrite.authority):
+        notes.append(not_for_grpc(subject, "rewrite"))
+
+
+def _redirect_route(
+    route: rc.Route, redirect: Redirect, client: Client, subject: str, notes: list[NotApplied]
+) -> rc.Route | None:
+    if client == "grpc":
+        # grpcio fails every RPC a redirect route matches ("unsupported action").
+        notes.append(not_for_grpc(subject, "redirect", "route left out"))
+        return None
+    code = _REDIRECT_CODES.get(redirect.code)
+    if code is None:
+        notes.append(NotApplied(subject, f"redirect code {redirect.code}: not supported"))
+        return None
+    action = route.redirect
+    action.response_code = code
+    if redirect.uri:
+        action.path_redirect = redirect.uri
+    if redirect.authority:
+        action.host_redirect = redirect.authority
+    if redirect.scheme:
+        action.scheme_redirect = redirect.scheme
+    # No explicit :80 for http or :443 for https (as Istio).
+    if redirect.port and redirect.port != _DEFAULT_PORTS.get(redirect.scheme or "http"):
+        action.port_redirect = redirect.port
+    return route
+
+
+def _direct_response_route(
+    route: rc.Route,
+    response: DirectResponse,
+    client: Client,
+    subject: str,
+    notes: list[NotApplied],
+) -> rc.Route | None:
+    if client == "grpc":
+        notes.append(not_for_grpc(subject, "direct response", "route left out"))
+        return None
+    route.direct_response.status = response.status
+    if response.body is not None:
+        route.direct_response.body.inline_string = response.body
+    return route
+
+
+def _set_timeout(action: rc.RouteAction, timeout: float | None, client: Client) -> None:
+    """Unset means no timeout (0 disables Envoy's own 15 s default).
+
+    Envoy: a gRPC request's ``grpc-timeout`` header is honoured up to the route timeout
+    (0: as sent), as Istio does. gRPC reads only max_stream_duration (gRFC A31).
+    """
+    action.timeout.CopyFrom(duration(timeout or 0.0))
+    if client == "envoy":
+        action.max_stream_duration.grpc_timeout_header_max.CopyFrom(duration(timeout or 0.0))
+    elif timeout is not None:
+        action.max_stream_duration.max_stream_duration.CopyFrom(duration(timeout))
+
+
+def _retry_policy(
+    retry: Retry | None,
+    client: Client,
+    hashing: bool,
+    subject: str,
+    notes: list[NotApplied],
+) -> rc.RetryPolicy | None:
+    """Istio's: None → the default policy; 0 attempts → none; otherwise the default with
+    the rule's attempts, conditions (status codes add ``retriable-status-codes``) and
+    per-try timeout. No ``previous_hosts`` when the destination hashes: a retry must
+    stay on the hashed host."""
+    if retry is not None and retry.attempts <= 0:
+        return None
+    asked = retry if retry is not None else Retry(DEFAULT_NUM_RETRIES)
+    tokens, codes = list(asked.retry_on), asked.status_codes
+    if not tokens and not codes:
+        tokens = list(DEFAULT_RETRY_ON)
+    if codes and RETRIABLE_STATUS_CODES not in tokens:
+        tokens.append(RETRIABLE_STATUS_CODES)
+    attempts, per_try = asked.attempts, asked.per_try_timeout
+    if client == "grpc":
+        return _grpc_retry_policy(retry, tokens, codes, attempts, per_try, subject, notes)
+    policy = rc.RetryPolicy(
+        retry_on=",".join(tokens),
+        num_retries=wrappers_pb2.UInt32Value(value=attempts),
+        host_selection_retry_max_attempts=HOST_SELECTION_RETRY_MAX_ATTEMPTS,
+        retriable_status_codes=codes,
+    )
+    if per_try is not None:
+        policy.per_try_timeout.CopyFrom(duration(per_try))
+    if not hashing:
+        policy.retry_host_predicate.add(
+            name="envoy.retry_host_predicates.previous_hosts",
+            typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate()),
+        )
+    return policy
+
+
+def _grpc_retry_policy(
+    retry: Retry | None,
+    tokens: Sequence[str],
+    codes: Sequence[int],
+    attempts: int,
+    per_try: float | None,
+    subject: str,
+    notes: list[NotApplied],
+) -> rc.RetryPolicy | None:
+    """gRPC retries only on its five status conditions; what a rule asked beyond them is
+    reported (the default policy's HTTP-only conditions are not: nobody wrote them)."""
+    kept = [t for t in tokens if t in GRPC_RETRY_ON]
+    if retry is not None:
+        dropped = [t for t in tokens if t not in GRPC_RETRY_ON and t != RETRIABLE_STATUS_CODES]
+        if dropped:
+            notes.append(not_for_grpc(subject, f"retry on {','.join(dropped)}"))
+        if codes:
+            listed = ",".join(map(str, codes))
+            notes.append(not_for_grpc(subject, f"retry on HTTP status {listed}"))
+        if per_try is not None:
+            notes.append(not_for_grpc(subject, "per-try timeout"))
+        if attempts > GRPC_MAX_RETRIES:
+            notes.append(
+                not_for_grpc(
+                    subject, f"{attempts} retries", f"gRPC retries at most {GRPC_MAX_RETRIES}"
+                )
+            )
+    if not kept:
+        return None  # nothing gRPC would retry on; never num_retries 0 (gRPC NACKs it)
+    return rc.RetryPolicy(
+        retry_on=",".join(kept),
+        num_retries=wrappers_pb2.UInt32Value(value=min(attempts, GRPC_MAX_RETRIES)),
+    )
+
+
+def _hash_policies(
+    targets: Iterable[RouteTarget], client: Client
+) -> list[rc.RouteAction.HashPolicy]:
+    """One hash policy per distinct key of the hashing targets. gRPC hashes only on a
+    header or on its channel (gRFC A42): source-IP hashing becomes the channel (one client,
+    one backend); cookie and query hashing are reported with the destination policy."""
+    out: list[rc.RouteAction.HashPolicy] = []
+    for target in targets:
+        policy = _hash_policy(target.hash_on, client) if target.hash_on is not None else None
+        if policy is not None and policy not in out:
+            out.append(policy)
+    return out
+
+
+def _hash_policy(on: HashOn, client: Client) -> rc.RouteAction.HashPolicy | None:
+    hp = rc.RouteAction.HashPolicy
+    if on.header:
+        return hp(header=hp.Header(header_name=on.header))
+    if on.source_ip:
+        if client == "grpc":
+            return hp(filter_state=hp.FilterState(key="io.grpc.channel_id"))
+        return hp(connection_properties=hp.ConnectionProperties(source_ip=True))
+    if client == "grpc":
+        return None
+    if on.cookie:
+        cookie = hp.Cookie(name=on.cookie, path=on.cookie_path or "")
+        if on.cookie_ttl is not None:
+            cookie.ttl.CopyFrom(duration(on.cookie_ttl))
+        return hp(cookie=cookie)
+    if on.query_parameter:
+        return hp(query_parameter=hp.QueryParameter(name=on.query_parameter))
+    return None
+
+
+def _http_fault(fault: Fault) -> fault_pb2.HTTPFault | None:
+    out = fault_pb2.HTTPFault()
+    if fault.delay:  # Envoy requires a delay above 0; none is no delay
+        out.delay.fixed_delay.CopyFrom(duration(fault.delay))
+        out.delay.percentage.CopyFrom(fractional_percent(fault.delay_percent))
+    if fault.abort_http is not None or fault.abort_grpc is not None:
+        if fault.abort_grpc is not None:
+            out.abort.grpc_status = grpc.StatusCode[fault.abort_grpc.upper()].value[0]
+        else:
+            out.abort.http_status = fault.abort_http
+        out.abort.percentage.CopyFrom(fractional_percent(fault.abort_percent))
+    return out if out.HasField("delay") or out.HasField("abort") else None
+
+
+def _cors_policy(cors: Cors) -> cors_pb2.CorsPolicy:
+    out = cors_pb2.CorsPolicy(
+        allow_origin_string_match=[string_matcher(o) for o in cors.allow_origins],
+        allow_methods=",".join(cors.allow_methods),
+        allow_headers=",".join(cors.allow_headers),
+        expose_headers=",".join(cors.expose_headers),
+    )
+    if cors.max_age is not None:
+        out.max_age = str(int(cors.max_age))
+    if cors.allow_credentials is not None:
+        out.allow_credentials.CopyFrom(wrappers_pb2.BoolValue(value=cors.allow_credentials))
+    return out
+
+
+# ------------------------------------------------------------------------ header ops
+
+
+def _add_header_ops(target: Any, ops: HeaderOps, emit: bool = True) -> str | None:
+    """Append `ops` to the header lists of `target`, a Route or a weighted cluster (both
+    have the same four lists), unless not `emit`; return the authority a request `set` or
+    `add` of ``:authority`` or ``host`` asks for (Envoy refuses to modify those headers:
+    they become a host rewrite), `set` winning over `add`."""
+    if not ops:
+        return None
+    authority: str | None = None
+    for pairs in (ops.request_add, ops.request_set):
+        for name, value in pairs:
+            if name.lower() in (":authority", "host"):
+                authority = value
+    if not emit:
+        return authority
+    overwrite = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+    append = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
+    target.request_headers_to_add.extend(_header_values(ops.request_set, overwrite))
+    target.request_headers_to_add.extend(_header_values(ops.request_add, append))
+    target.request_headers_to_remove.extend(n for n in ops.request_remove if not _internal(n))
+    target.response_headers_to_add.extend(_header_values(ops.response_set, overwrite))
+    target.response_headers_to_add.extend(_header_values(ops.response_add, append))
+    target.response_headers_to_remove.extend(n for n in ops.response_remove if not _internal(n))
+    return authority
+
+
+def _header_values(
+    pairs: Iterable[tuple[str, str]], action: int
+) -> list[base_pb2.HeaderValueOption]:
+    return [
+        base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key=name, value=value), append_action=action
+        )
+        for name, value in pairs
+        if not _internal(name)
+    ]
+
+
+def _internal(name: str) -> bool:
+    """Pseudo-headers and Host: Envoy NACKs routes that add, set or remove them."""
+    return name.startswith(":") or name.lower() == "host"
