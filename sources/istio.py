@@ -43,6 +43,7 @@ from typing import Any, TypeVar
 
 import re2
 
+from sources.yaml_positions import render_path
 from xds_server.model import (
     ConnectionPool,
     Cors,
@@ -185,7 +186,6 @@ _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 _LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CONTROL = re.compile(r"[\x00\r\n]")  # what Envoy's (non-strict) header value rule refuses
 _DURATION = re.compile(r"[-+]?((\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h))+")
 _DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
@@ -237,19 +237,6 @@ class Parsed:
     policy: RoutePolicy | DestinationPolicy
     notices: tuple[Notice, ...] = ()
     applies: bool = True
-
-
-def render_path(path: Path) -> str:
-    """`("spec", "http", 0, "headers", "end-user")` → `spec.http[0].headers["end-user"]`."""
-    out: list[str] = []
-    for part in path:
-        if isinstance(part, int):
-            out.append(f"[{part}]")
-        elif _IDENTIFIER.fullmatch(part):
-            out.append(f".{part}" if out else part)
-        else:
-            out.append('["' + part.replace("\\", "\\\\").replace('"', '\\"') + '"]')
-    return "".join(out)
 
 
 def is_supported_kind(obj: Mapping[str, Any]) -> bool:
