@@ -16,6 +16,7 @@ from sources.istio import (
     parse_duration,
     render_path,
 )
+from sources.yaml_positions import KEY
 
 
 @pytest.mark.parametrize(
@@ -32,9 +33,13 @@ from sources.istio import (
         ((0, "x"), "[0].x"),
         (("x-y",), '["x-y"]'),
         ((), ""),
+        # the file registry's paths render alike: a key's own path, a non-string YAML key
+        (("services", 0, "labels", "app-tier", KEY), 'services[0].labels["app-tier"] (key)'),
+        (("services", 0, "labels", 1.5), "services[0].labels[1.5]"),
     ],
 )
-def test_render_path(path: tuple[str | int, ...], text: str) -> None:
+def test_render_path(path: tuple[Any, ...], text: str) -> None:
+    """One rendering for the parser's paths and the file registry's (sources.yaml_positions)."""
     assert render_path(path) == text
 
 
