@@ -18,10 +18,14 @@ import yaml
 YamlPath = tuple[Any, ...]
 KEY = "[key]"  # pydantic's loc marker for a mapping key; also ours for key nodes
 MERGE_TAG = "tag:yaml.org,2002:merge"
-IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def render_path(path: YamlPath) -> str:
+    """`("spec", "http", 0, "headers", "end-user")` → `spec.http[0].headers["end-user"]`.
+
+    The one rendering of a field path, for the file registry and the policy parser alike.
+    A KEY marker reads ` (key)`; a non-string key (YAML allows them) is shown as its repr."""
     out = ""
     for part in path:
         if part == KEY:
@@ -30,6 +34,8 @@ def render_path(path: YamlPath) -> str:
             out += f"[{part}]"
         elif isinstance(part, str) and IDENT.fullmatch(part):
             out += f".{part}" if out else part
+        elif isinstance(part, str):
+            out += '["' + part.replace("\\", "\\\\").replace('"', '\\"') + '"]'
         else:
             out += f"[{part!r}]"
     return out
