@@ -1,6 +1,13 @@
-"""What the benchmarks share: the simulated-proxy workers, the real ``xds-server`` process
-(`RealServer`), statistics, machine facts, the server log, signal handling and the
-printed table."""
+"""What the benchmarks share: the simulated-proxy workers and the ramp, one mode's run
+(`ServerRun`: the server log, the children, their CPU and the machine's), the real
+``xds-server`` process (`RealServer`, the test harness's `XdsServerProcess` with psutil
+figures, labelled /metrics and log timestamps), statistics, machine facts, the command
+line and the printed table.
+
+Waiting and the server process come from ``tests.harness`` (importable from the
+repository root, where ``python -m bench.…`` runs), so benchmarks and tests start and
+stop the server the same way.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +18,12 @@ import math
 import multiprocessing
 import os
 import platform
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -33,11 +37,13 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench import sim
+from tests.harness.server_proc import XdsServerProcess
+from tests.harness.waiting import wait_for
 
 MB = 1024 * 1024
 ROOT = Path(__file__).resolve().parent.parent
-# The packages whose changes make a figure "not the committed code".
 T = TypeVar("T", bound="RunOptions")
+# The packages whose changes make a figure "not the committed code".
 SERVER_CODE = ("xds_server", "translators", "sources")
 
 
@@ -147,7 +153,8 @@ class Workers:
     def send(self, i: int, msg: tuple[Any, ...]) -> None:
         self.conns[i].send(msg)
 
-    def close(self) -> None:
+    def close(self) -> float:
+        """Stop the workers; their CPU seconds (as they reported them)."""
         for i in list(self.open):
             with contextlib.suppress(Exception):
                 self.conns[i].send(("stop",))
@@ -163,6 +170,37 @@ class Workers:
                 p.join(timeout=5)
         for c in self.conns:
             c.close()
+        return sum(self.data.client_cpu.values())
+
+
+def ramp(
+    w: Workers, o: RunOptions, require_all: bool = True
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``o.proxies`` simulated proxies connect at ``o.ramp_rate``/s (0: all at once) until
+    each has its full configuration or has failed: those that got it, and the figures."""
+    ids = [f"proxy-{i:05d}" for i in range(o.proxies)]
+    t0 = time.time()
+    interval = o.workers / o.ramp_rate if o.ramp_rate > 0 else 0.0
+    for i in range(o.workers):
+        w.send(i, ("start", ids[i :: o.workers], interval))
+    ok = w.pump_until(lambda: len(w.data.results) >= o.proxies, o.timeout)
+    results = list(w.data.results.values())
+    done = [r for r in results if r["full"] is not None]
+    firsts = [r["first_response"] for r in results if r["first_response"] is not None]
+    everyone = len(done) == o.proxies
+    figures = {
+        "proxies": o.proxies,
+        "full_config": len(done),
+        "failed": o.proxies - len(done),
+        "timed_out": not ok,
+        "errors": Counter(r["error"] for r in results if r["error"]).most_common(5),
+        "all_connected_s": round(max(firsts) - t0, 3) if len(firsts) == o.proxies else None,
+        "all_full_config_s": round(max(r["full"] for r in done) - t0, 3) if everyone else None,
+        "full_config_ms": dist_ms([r["full"] - r["start"] for r in done]),
+    }
+    if require_all and not everyone:
+        raise BenchError(f"only {len(done)} of {o.proxies} proxies got their full config")
+    return done, figures
 
 
 def machine_cpu() -> tuple[float, float]:
@@ -269,77 +307,93 @@ def print_rows(
         print(label.ljust(width) + "".join(c.rjust(w) for c, w in zip(cells, cols, strict=True)))
 
 
+class Table:
+    """The printed table: one column per mode (a result), one line per row."""
+
+    def __init__(self, results: Sequence[dict[str, Any]]):
+        self.results = results
+        self.rows: list[tuple[str, list[str]]] = []
+
+    def row(self, label: str, fn: Callable[[dict[str, Any]], Any], unit: str = "") -> None:
+        """A row of `fn(result)` per mode: a string as it is, a number with `fmt`."""
+        cells = [v if isinstance(v := fn(r), str) else fmt(v, unit) for r in self.results]
+        self.rows.append((label, cells))
+
+    def connect_rows(self) -> None:
+        """The rows of `connect_all`'s figures: startup, ramp, idle."""
+        self.row("startup: process → /readyz 200", lambda r: r["startup"]["ready_s"], " s")
+        self.row("startup: server RSS at ready", lambda r: r["startup"]["rss_ready_mb"], " MB")
+        self.row(
+            "ramp: proxies with full config",
+            lambda r: f"{r['ramp']['full_config']} in {fmt(r['ramp']['all_full_config_s'], ' s')}",
+        )
+        self.row("idle: server RSS, all connected", lambda r: r["idle"]["rss_connected_mb"], " MB")
+        self.row("idle: server CPU per second", lambda r: r["idle"]["server_cpu_s_per_s"], " s")
+        self.row("unexpected: updates while idle", lambda r: r["idle"]["updates_while_idle"])
+
+    def whole_run(self) -> None:
+        """The CPU rows every benchmark ends with: its processes', and the machine's."""
+        self.row("server CPU: whole run", lambda r: r.get("server_process_cpu_s"), " s")
+        self.row("clients CPU: whole run", lambda r: r.get("client_cpu_s"), " s")
+        self.row(
+            "machine: busy CPU / capacity, whole run",
+            lambda r: (
+                f"{fmt(r['machine']['busy_cpu_s'])} / {fmt(r['machine']['capacity_cpu_s'])} s"
+            ),
+        )
+        self.row(
+            "machine: CPU not the benchmark's (others)",
+            lambda r: r["machine"]["other_processes_cpu_s"],
+            " s",
+        )
+
+    def print(self, heading: str, o: Any, info: dict[str, Any]) -> None:
+        print_rows(heading, o, info, [r["mode"] for r in self.results], self.rows)
+
+
 # -- the real server ---------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def xds_server_exe() -> str:
-    exe = Path(sys.executable).with_name("xds-server")
-    found = str(exe) if exe.exists() else shutil.which("xds-server")
-    if not found:
-        raise BenchError("xds-server not found (pip install -e . in the venv)")
-    return found
+def wait_until(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.1) -> Any:
+    """The harness's `wait_for`, failing as a benchmark does (BenchError, no traceback)."""
+    try:
+        return wait_for(check, timeout=timeout, interval=interval, message=what)
+    except AssertionError as exc:  # a timeout, or ServerExited: the server died meanwhile
+        raise BenchError(str(exc)) from None
 
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-class RealServer:
-    """``xds-server <source_args>`` in a child process, on free 127.0.0.1 ports, watched
-    with psutil and its admin API."""
+class RealServer(XdsServerProcess):
+    """The harness's ``xds-server`` process, as a benchmark watches it: its CPU and memory
+    (psutil), its /metrics with labels parsed, and what its log says when.
 
-    def __init__(self, source_args: Sequence[str], log: IO[bytes]):
-        self.xds_port = free_port()
-        self.admin = f"http://127.0.0.1:{free_port()}"
-        cmd = [
-            xds_server_exe(),
-            *source_args,
-            "--xds-address",
-            f"127.0.0.1:{self.xds_port}",
-            "--admin-address",
-            self.admin.removeprefix("http://"),
-            "--shutdown-grace",
-            "1",
-        ]
-        self.log_path = log.name
-        self.log_offset = 0
-        self.started = time.time()
-        self.proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,  # Ctrl-C is ours to handle; we stop it in order
-            cwd=str(ROOT),
+    Its own process group (Ctrl-C is the benchmark's to handle; it stops it in order),
+    ``--shutdown-grace 1`` so that stopping it does not wait for the streams.
+    """
+
+    def __init__(self, source_args: Sequence[str], log_path: str | Path):
+        super().__init__(
+            *source_args, "--shutdown-grace", "1", log_path=Path(log_path), new_session=True
         )
-        self.ps = psutil.Process(self.proc.pid)
+        self.log_offset = 0
+        self.started = 0.0
 
-    def get(self, path: str, timeout: float = 10.0) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(self.admin + path, timeout=timeout) as resp:
-                return int(resp.status), resp.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode(errors="replace")
+    def start(self, timeout: float = 20.0, wait_ready: bool = False) -> RealServer:
+        self.started = time.time()
+        super().start(timeout, wait_ready)
+        self.ps = psutil.Process(self.pid)
+        return self
 
-    def wait_ready(self, timeout: float) -> float:
+    def wait_ready(self, timeout: float = 20.0) -> float:
         """Seconds from process start to /readyz answering 200."""
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise BenchError(f"xds-server exited with {self.proc.returncode}")
-            with contextlib.suppress(OSError):
-                if self.get("/readyz", timeout=2.0)[0] == 200:
-                    return time.time() - self.started
-            time.sleep(0.05)
-        raise BenchError(f"xds-server not ready within {timeout} s")
+        wait_until("xds-server ready", self.ready, timeout, interval=0.05)
+        return time.time() - self.started
 
-    def metrics(self) -> Samples:
-        status, text = self.get("/metrics")
+    def samples(self) -> Samples:
+        """/metrics as {(name, labels): value}."""
+        status, text = self.get_text("/metrics", timeout=10.0)
         if status != 200:
             raise BenchError(f"/metrics answered {status}")
         return {
@@ -348,18 +402,22 @@ class RealServer:
             for s in fam.samples
         }
 
+    def cpu(self) -> float:
+        """CPU seconds (user + system) of the server process so far."""
+        t = self.ps.cpu_times()
+        return float(t.user + t.system)
+
     def stats(self) -> dict[str, float]:
         """RSS, peak RSS (VmHWM) and CPU seconds of the server process."""
-        t = self.ps.cpu_times()
         peak = 0
-        with open(f"/proc/{self.proc.pid}/status", encoding="ascii") as f:
+        with open(f"/proc/{self.pid}/status", encoding="ascii") as f:
             for line in f:
                 if line.startswith("VmHWM:"):
                     peak = int(line.split()[1]) * 1024
         return {
             "rss": float(self.ps.memory_info().rss),
             "peak_rss": float(peak),
-            "cpu": t.user + t.system,
+            "cpu": self.cpu(),
             "time": time.time(),
         }
 
@@ -376,32 +434,27 @@ class RealServer:
         for line in chunk[:complete].decode(errors="replace").splitlines():
             if f"{logger}:" not in line or ": published " not in line:
                 continue
-            with contextlib.suppress(ValueError):
-                at = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
-                if at >= since - 0.001 and found is None:
-                    found = at
+            at = log_time(line)
+            if at is not None and at >= since - 0.001 and found is None:
+                found = at
         return found
 
     def close(self) -> float | None:
         """Stop the server (SIGTERM, then SIGKILL); its CPU seconds just before."""
         cpu = None
-        if self.proc.poll() is None:
-            with contextlib.suppress(psutil.Error):
-                cpu = self.stats()["cpu"]
-            stop_process(self.proc)
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(psutil.Error, AttributeError):  # AttributeError: no ps
+                cpu = self.cpu()
+            self.stop()
         return cpu
 
 
-def stop_process(proc: subprocess.Popen[Any]) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within 10 s."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
+def log_time(line: str) -> float | None:
+    """The timestamp that starts a server log line (millisecond resolution), if any."""
     try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
+        return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    except ValueError:
+        return None
 
 
 class MachineMeter:
@@ -424,6 +477,95 @@ class MachineMeter:
             "other_processes_cpu_s": round(max(0.0, busy1 - self.busy0 - ours), 2),
             "loadavg_end": os.getloadavg()[0],
         }
+
+
+def connect_all(server: RealServer, w: Workers, o: RunOptions, ready_s: float) -> dict[str, Any]:
+    """From a ready server: its startup figures, the `ramp`, ``o.settle`` s idle and the
+    idle figures (server CPU per second over the settle time, updates nobody caused)."""
+    st_ready = server.stats()
+    res: dict[str, Any] = {
+        "startup": {
+            "ready_s": round(ready_s, 2),
+            "rss_ready_mb": round(st_ready["rss"] / MB, 1),
+            "cpu_s": round(st_ready["cpu"], 2),
+        }
+    }
+    res["ramp"] = ramp(w, o)[1]
+    st_ramp = server.stats()
+    res["ramp"]["server_cpu_s"] = round(st_ramp["cpu"] - st_ready["cpu"], 2)
+    w.pump_for(o.settle)
+    st_idle = server.stats()
+    res["idle"] = {
+        "rss_connected_mb": round(st_idle["rss"] / MB, 1),
+        "peak_rss_mb": round(st_idle["peak_rss"] / MB, 1),
+        "server_cpu_s_per_s": round(
+            (st_idle["cpu"] - st_ramp["cpu"]) / max(1e-9, st_idle["time"] - st_ramp["time"]), 3
+        ),
+        "updates_while_idle": len(w.data.updates),
+    }
+    return res
+
+
+def server_end(server: RealServer, w: Workers) -> dict[str, Any]:
+    """The server's memory at the end, and the streams that ended on the way."""
+    st = server.stats()
+    return {
+        "rss_end_mb": round(st["rss"] / MB, 1),
+        "peak_rss_mb": round(st["peak_rss"] / MB, 1),
+        "streams_ended": len(w.data.ended),
+    }
+
+
+class ServerRun:
+    """One mode of a benchmark: the server log, the server, the simulated proxies and
+    whatever else it adopts, stopped in reverse order on exit (also on error and Ctrl-C),
+    leaving in `out` the CPU seconds of each child and the machine's CPU over the run.
+
+    On a BenchError it prints the tail of the server log first.
+    """
+
+    def __init__(self, mode: str, o: RunOptions, prefix: str):
+        self.mode = mode
+        self.o = o
+        self.prefix = prefix
+        self.out: dict[str, Any] = {"mode": mode}
+        self.stack = contextlib.ExitStack()
+        self.children_cpu = 0.0
+
+    def __enter__(self) -> ServerRun:
+        self.meter = MachineMeter()
+        self.log = self.stack.enter_context(server_log(self.o.keep_logs, self.mode, self.prefix))
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if isinstance(exc, BenchError):
+            print(tail(self.log.name), file=sys.stderr)
+        self.stack.close()
+        self.out["machine"] = self.meter.result(self.children_cpu)
+
+    def adopt(self, key: str, close: Callable[[], float | None]) -> None:
+        """Call `close` on exit (it returns the child's CPU seconds, for ``out[key]``)."""
+
+        def stop() -> None:
+            cpu = close()
+            self.out[key] = round(cpu, 2) if cpu is not None else None
+            self.children_cpu += cpu or 0.0
+
+        self.stack.callback(stop)
+
+    def start_server(self, args: Sequence[str]) -> RealServer:
+        """``xds-server ARGS``, started (not yet ready: see `RealServer.wait_ready`)."""
+        server = RealServer(args, self.log.name)
+        self.adopt("server_process_cpu_s", server.close)
+        return server.start()
+
+    def start_workers(self, xds_port: int) -> Workers:
+        """The simulated proxies' worker processes, up and waiting for "start"."""
+        o = self.o
+        w = Workers(o.workers, xds_port, self.mode == "delta", o.streams_per_channel)
+        self.adopt("client_cpu_s", w.close)
+        w.wait_started()
+        return w
 
 
 @dataclass
@@ -470,6 +612,37 @@ def add_run_arguments(p: argparse.ArgumentParser, ramp_rate: float, ramp_help: s
         help="also write the figures as JSON to PATH (default stdout)",
     )
     p.add_argument("--keep-logs", action="store_true", help="keep the server's stderr log")
+
+
+def int_options(p: argparse.ArgumentParser, **defaults: int) -> None:
+    """``--name N`` options (``_`` in a name becomes ``-``) with their defaults."""
+    for name, default in defaults.items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=default)
+
+
+def cli(
+    prog: str,
+    doc: str | None,
+    options: type[T],
+    arguments: Callable[[argparse.ArgumentParser], None],
+    run_mode: Callable[[str, T], dict[str, Any]],
+    print_table: Callable[[list[dict[str, Any]], T, dict[str, Any]], None],
+    argv: list[str] | None = None,
+    ramp_rate: float = 150.0,
+    ramp_help: str = "new proxies per second (the server admits 200/s after a burst of 400)",
+    check: Callable[[argparse.ArgumentParser, argparse.Namespace], None] | None = None,
+) -> int:
+    """A benchmark's command line: the options every benchmark has, then its own
+    (`arguments`, which may also change their defaults), `check` on what was parsed,
+    then `run_and_report`."""
+    p = parser(prog, doc)
+    add_run_arguments(p, ramp_rate, ramp_help)
+    arguments(p)
+    a = p.parse_args(argv)
+    if check is not None:
+        check(p, a)
+    o = options_from(options, a)
+    return run_and_report(a, o, lambda mode: run_mode(mode, o), print_table)
 
 
 def _on_sigterm(_sig: int, _frame: FrameType | None) -> None:

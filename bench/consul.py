@@ -32,7 +32,11 @@ checks ``service:svc-0000-0`` …, blocking queries with Consul's wait/16 jitter
    carrying the new health (matched by content: the emulator's health answer after the
    PUT, mapped by ``sources.consul_mapping`` and the translators, fingerprinted with
    ``fixtures.cla_marker``). The figure includes the blocking query's return, mapping,
-   the debouncer (quiet 100 ms), translation, the push and the ACK. The server's own
+   the debouncer (quiet 100 ms), translation, the push and the ACK. Reported: the
+   *per-proxy* latency (pooled over flips x proxies: p50/p99/max) and *PUT → last proxy
+   ACKed* (per flip: median and max over the flips), and the server's CPU per flip from
+   just before the PUT to when the benchmark saw the last ACK (psutil; the waits between
+   flips and the /metrics scrapes are outside it). The server's own
    ``xds_push_latency_seconds`` / ``xds_convergence_latency_seconds`` for the flips, and
    its full (generation 2) garbage collections during each, come from ``/metrics``.
 
@@ -43,6 +47,7 @@ error and on Ctrl-C. Only 127.0.0.1 is used. No thresholds are enforced.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -53,37 +58,16 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import aiohttp
 import psutil
 
-from bench import fixtures
-from bench.common import (
-    MB,
-    ROOT,
-    BenchError,
-    MachineMeter,
-    RealServer,
-    RunOptions,
-    Samples,
-    Workers,
-    add_run_arguments,
-    dist_ms,
-    fmt,
-    options_from,
-    parser,
-    print_rows,
-    run_and_report,
-    server_log,
-    stop_process,
-    tail,
-)
-from bench.registry import Edit, Tracker, server_breakdown
+from bench import changes, common, fixtures
+from bench.common import MB, ROOT, fmt, log_time, ramp, wait_until
 from sources.consul_mapping import to_entry
+from tests.harness.server_proc import stop_process
 from translators.services import service_load_assignments
 
 SOURCE = "consul"  # the Consul source's name in the catalog
@@ -91,7 +75,7 @@ FIRST_WINDOW = 30.0  # the idle sub-window the issue asks for
 
 
 @dataclass
-class Options(RunOptions):
+class Options(common.RunOptions):
     services: int
     instances: int
     flips: int
@@ -156,11 +140,11 @@ class Emulator:
                 if line.startswith(b"listening on "):
                     url = line.split()[-1].decode()
                     if not url.startswith("http://127.0.0.1:"):
-                        raise BenchError(f"emulator listens on {url}, not 127.0.0.1")
+                        raise common.BenchError(f"emulator listens on {url}, not 127.0.0.1")
                     return url
         finally:
             sel.close()
-        raise BenchError(
+        raise common.BenchError(
             f"emulator not listening within {timeout} s: {seen.decode(errors='replace')[-500:]}"
         )
 
@@ -193,7 +177,7 @@ class Emulator:
                             f"{self.url}/v1/health/service/{service_name(i)}"
                         ) as resp:
                             if resp.status != 200:
-                                raise BenchError(f"emulator answered {resp.status}")
+                                raise common.BenchError(f"emulator answered {resp.status}")
                             await resp.read()
 
                 await asyncio.gather(*(reader() for _ in range(concurrency)))
@@ -202,10 +186,15 @@ class Emulator:
         asyncio.run(asyncio.wait_for(run(), timeout))
         return time.perf_counter() - t0
 
-    def close(self) -> None:
+    def close(self) -> float | None:
+        """Stop the emulator; its CPU seconds just before."""
+        cpu = None
+        with contextlib.suppress(psutil.Error):
+            cpu = self.cpu()
         stop_process(self.proc)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+        return cpu
 
 
 def cla_markers(emu: Emulator, name: str) -> list[str]:
@@ -213,57 +202,41 @@ def cla_markers(emu: Emulator, name: str) -> list[str]:
     emulator's health answer with the server's own mapping and translators."""
     entry = to_entry(name, emu.health(name), source=SOURCE)
     if entry is None:
-        raise BenchError(f"service {name} maps to nothing")
+        raise common.BenchError(f"service {name} maps to nothing")
     return [fixtures.cla_marker(cla) for cla in service_load_assignments(entry)]
 
 
 # -- one mode -------------------------------------------------------------------------
 
 
-def _wait(what: str, check: Any, timeout: float, interval: float = 0.1) -> None:
-    end = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > end:
-            raise BenchError(f"{what}: not within {timeout} s")
-        time.sleep(interval)
-
-
-def _sources(server: RealServer) -> dict[str, Any]:
-    status, body = server.get("/debug/sources")
-    if status != 200:
-        raise BenchError(f"/debug/sources answered {status}")
-    for src in json.loads(body):
+def _sources(server: common.RealServer) -> dict[str, Any]:
+    for src in server.get("/debug/sources"):
         if src.get("name") == SOURCE:
             return dict(src)
-    raise BenchError("/debug/sources has no consul source")
+    raise common.BenchError("/debug/sources has no consul source")
 
 
-def _snapshot_clusters(server: RealServer) -> int:
-    status, body = server.get("/debug/snapshot?type=cds", timeout=30.0)
+def _snapshot_clusters(server: common.RealServer) -> int:
+    status, body = server.get_text("/debug/snapshot?type=cds", timeout=30.0)
     if status != 200:
         return -1
     return sum(1 for r in json.loads(body)["resources"] if r["type"] == "clusters")
 
 
-def _gc2(m: Samples) -> float:
-    """The server's full (generation 2) garbage collections so far."""
-    return m.get(("python_gc_collections_total", frozenset({("generation", "2")})), 0.0)
-
-
-def _synced_at(server: RealServer) -> float | None:
+def _synced_at(server: common.RealServer) -> float | None:
     """When the server logged "consul: synced …" (the first full state published)."""
-    with contextlib.suppress(OSError), open(server.log_path, errors="replace") as f:
-        for line in f:
-            if "sources.consul:" in line and "consul: synced " in line:
-                with contextlib.suppress(ValueError):
-                    return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    for line in server.log().splitlines():
+        if "sources.consul:" in line and "consul: synced " in line:
+            return log_time(line)
     return None
 
 
-def _idle(server: RealServer, emu: Emulator, w: Workers | None, window: float) -> dict[str, Any]:
+def _idle(
+    server: common.RealServer, emu: Emulator, w: common.Workers | None, window: float
+) -> dict[str, Any]:
     """Server CPU and RSS over `window` s of nothing changing (and over its first 30 s)."""
     updates0 = len(w.data.updates) if w is not None else 0
-    m0 = server.metrics()
+    m0 = server.samples()
     s0, e0 = server.stats(), emu.cpu()
     marks: list[tuple[float, dict[str, float], float]] = []
     first = min(FIRST_WINDOW, window)
@@ -274,7 +247,7 @@ def _idle(server: RealServer, emu: Emulator, w: Workers | None, window: float) -
         else:
             time.sleep(max(0.0, left))
         marks.append((length, server.stats(), emu.cpu()))
-    m1 = server.metrics()
+    m1 = server.samples()
     out: dict[str, Any] = {"window_s": window, "rss_start_mb": round(s0["rss"] / MB, 1)}
     for length, st, ecpu in marks:
         wall = st["time"] - s0["time"]
@@ -288,7 +261,7 @@ def _idle(server: RealServer, emu: Emulator, w: Workers | None, window: float) -
     st_end = marks[-1][1]
     out["rss_end_mb"] = round(st_end["rss"] / MB, 1)
     out["peak_rss_mb"] = round(st_end["peak_rss"] / MB, 1)
-    br = server_breakdown(m1, m0)
+    br = changes.server_breakdown(m1, m0)
     out["server_responses"] = sum(br["responses"].values())
     out["debounce_pushes"] = sum(br["debounce_pushes"].values())
     out["proxy_updates"] = (len(w.data.updates) - updates0) if w is not None else None
@@ -296,60 +269,35 @@ def _idle(server: RealServer, emu: Emulator, w: Workers | None, window: float) -
 
 
 def run_mode(mode: str, o: Options) -> dict[str, Any]:
-    meter = MachineMeter()
-    out: dict[str, Any] = {"mode": mode}
-    emu: Emulator | None = None
-    server: RealServer | None = None
-    holder: dict[str, Workers] = {}  # the workers, once _measure has started them
-    server_cpu: float | None = None
-    emu_cpu: float | None = None
-    with server_log(o.keep_logs, mode, prefix="bench-consul") as log:
-        try:
-            emu = Emulator(o.services, o.instances, o.timeout)
-            out["emulator"] = {
-                "populate_and_listen_s": round(emu.ready_s, 2),
-                "read_all_s": round(emu.throughput(o.services, timeout=o.timeout), 2),
-            }
-            args = ["--consul", "--consul-address", emu.url]
-            if o.consul_wait:
-                args += ["--consul-wait", o.consul_wait]
-            server = RealServer(args, log)
-            out.update(_measure(o, emu, server, mode, holder))
-        except BenchError:
-            print(tail(log.name), file=sys.stderr)
-            raise
-        finally:
-            workers = holder.get("workers")
-            if workers is not None:
-                workers.close()
-            if server is not None:
-                server_cpu = server.close()
-            if emu is not None:
-                with contextlib.suppress(psutil.Error):
-                    emu_cpu = emu.cpu()
-                emu.close()
-        if workers is not None:
-            out["client_cpu_s"] = round(sum(workers.data.client_cpu.values()), 2)
-    out["server_process_cpu_s"] = round(server_cpu, 2) if server_cpu is not None else None
-    out["emulator_cpu_s"] = round(emu_cpu, 2) if emu_cpu is not None else None
-    children = (server_cpu or 0.0) + (emu_cpu or 0.0) + out.get("client_cpu_s", 0.0)
-    out["machine"] = meter.result(children)
-    return out
+    with common.ServerRun(mode, o, "bench-consul") as run:
+        emu = Emulator(o.services, o.instances, o.timeout)
+        run.adopt("emulator_cpu_s", emu.close)
+        run.out["emulator"] = {
+            "populate_and_listen_s": round(emu.ready_s, 2),
+            "read_all_s": round(emu.throughput(o.services, timeout=o.timeout), 2),
+        }
+        args = ["--consul", "--consul-address", emu.url]
+        if o.consul_wait:
+            args += ["--consul-wait", o.consul_wait]
+        server = run.start_server(args)
+        run.out.update(_measure(o, emu, server, run))
+    return run.out
 
 
 def _measure(
-    o: Options, emu: Emulator, server: RealServer, mode: str, holder: dict[str, Workers]
+    o: Options, emu: Emulator, server: common.RealServer, run: common.ServerRun
 ) -> dict[str, Any]:
     res: dict[str, Any] = {}
+    mode = run.mode
     # 1. startup
     ready_s = server.wait_ready(o.timeout)
     src = _sources(server)
     if not src.get("synced") or src.get("services") != o.services:
-        raise BenchError(f"ready, but /debug/sources says {src}")
+        raise common.BenchError(f"ready, but /debug/sources says {src}")
     st_ready = server.stats()
     n_clusters = _snapshot_clusters(server)
     if n_clusters != o.services:
-        _wait(
+        wait_until(
             f"{o.services} clusters in /debug/snapshot",
             lambda: _snapshot_clusters(server) == o.services,
             o.timeout,
@@ -364,7 +312,7 @@ def _measure(
         "rss_ready_mb": round(st_ready["rss"] / MB, 1),
         "cpu_to_ready_s": round(st_ready["cpu"], 2),
         "watches": int(
-            server.metrics().get(("xds_consul_watches", frozenset({("source", SOURCE)})), 0)
+            server.samples().get(("xds_consul_watches", frozenset({("source", SOURCE)})), 0)
         ),
     }
     print(f"  {mode}: ready in {ready_s:.2f} s; idle {o.idle_window:g} s …", file=sys.stderr)
@@ -373,26 +321,8 @@ def _measure(
     res["idle_no_proxies"] = _idle(server, emu, None, o.idle_window)
 
     # 3. ramp
-    w = Workers(o.workers, server.xds_port, mode == "delta", o.streams_per_channel)
-    holder["workers"] = w
-    w.wait_started()
-    data = w.data
-    ids = [f"proxy-{i:05d}" for i in range(o.proxies)]
-    t_ramp = time.time()
-    interval = o.workers / o.ramp_rate if o.ramp_rate > 0 else 0.0
-    for i in range(o.workers):
-        w.send(i, ("start", ids[i :: o.workers], interval))
-    ok = w.pump_until(lambda: len(data.results) >= o.proxies, o.timeout)
-    done = [r for r in data.results.values() if r["full"] is not None]
-    res["ramp"] = {
-        "proxies": o.proxies,
-        "full_config": len(done),
-        "timed_out": not ok,
-        "errors": Counter(r["error"] for r in data.results.values() if r["error"]).most_common(3),
-        "all_full_config_s": round(max(r["full"] for r in done) - t_ramp, 2) if done else None,
-    }
-    if len(done) < o.proxies:
-        raise BenchError(f"only {len(done)} of {o.proxies} proxies got their full config")
+    w = run.start_workers(server.xds_port)
+    res["ramp"] = ramp(w, o)[1]
     w.pump_for(o.settle)
     print(f"  {mode}: {o.proxies} proxies connected; idle {o.idle_window:g} s …", file=sys.stderr)
 
@@ -400,83 +330,33 @@ def _measure(
     res["idle_proxies"] = _idle(server, emu, w, o.idle_window)
 
     # 5. flips
-    tr = Tracker(w)
-    tr.live = {r["node_id"] for r in done} - {e["node_id"] for e in data.ended}
+    tr = changes.Tracker(w, server)
     rng = random.Random(o.seed)
     pairs = math.ceil(o.flips / 2)
     targets = rng.sample(range(o.services), min(pairs, o.services))
     chosen = [rng.randrange(o.instances) for _ in targets]  # the instance flipped in each
-    m_start = m_before = server.metrics()
-    st_start = server.stats()
     flips: list[dict[str, Any]] = []
-    all_acks: list[float] = []
     for k in range(o.flips):
         pair = (k // 2) % len(targets)
         name = service_name(targets[pair])
         action = "fail" if k % 2 == 0 else "pass"
         check = f"service:{name}-{chosen[pair]}"
-        at = time.time()
-        emu.request("PUT", f"/v1/agent/check/{action}/{check}")
-        edit = Edit(action, f"{action} {check}", cla_markers(emu, name), [], at)
-        tr.add(edit)
-        converged = w.pump_until(lambda e=edit: tr.complete(e), o.timeout)
-        end = time.time()
-        w.pump_for(0.5)  # the last ACKs reach the server's metrics
-        tr.absorb()
-        m_after = server.metrics()
-        fig = tr.figures(edit)
-        acks = fig.pop("ack_s")
-        all_acks += acks
-        br = server_breakdown(m_after, m_before)
-        flips.append(
-            {
-                "what": edit.what,
-                "converged": converged,
-                **fig,
-                "all_acked_ms": round(max(acks) * 1000.0, 1) if converged and acks else None,
-                "wall_s": round(end - at, 3),
-                "server": br,
-                "full_gcs": int(_gc2(m_after) - _gc2(m_before)),
-            }
-        )
-        m_before = m_after
-        w.pump_for(max(0.0, o.flip_interval - (time.time() - at)))
-    st_end = server.stats()
-    res["flips"] = flips
-    res["flips_total"] = server_breakdown(m_before, m_start)
-    res["flips_ack_ms"] = dist_ms(all_acks)
-    res["flips_all_acked_ms"] = dist_ms(
-        [f["all_acked_ms"] / 1000.0 for f in flips if f["all_acked_ms"] is not None]
-    )
-    res["server"] = {
-        "rss_end_mb": round(st_end["rss"] / MB, 1),
-        "peak_rss_mb": round(st_end["peak_rss"] / MB, 1),
-        "cpu_per_flip_s": round((st_end["cpu"] - st_start["cpu"]) / max(1, o.flips), 3),
-        "streams_ended": len(data.ended),
-    }
-    return res
+
+        def act(name: str = name, action: str = action, check: str = check) -> changes.Edit:
+            at = time.time()
+            emu.request("PUT", f"/v1/agent/check/{action}/{check}")
+            return changes.Edit(action, f"{action} {check}", cla_markers(emu, name), [], at)
+
+        flips.append(tr.measure(act, o.timeout, o.flip_interval))
+    return {**res, **tr.finish(flips, "flips")}
 
 
 # -- reporting ------------------------------------------------------------------------
 
 
-def _dist_cell(d: dict[str, float]) -> str:
-    return " / ".join(fmt(d[q]) for q in ("p50", "p99", "max")) + " ms"
-
-
-def _hist_cell(h: dict[str, Any] | None) -> str:
-    if not h:
-        return "—"
-    return f"{fmt(h['mean_ms'])} ms (n={h['count']}, p99 ≤ {fmt(h['p99_le_ms'])})"
-
-
 def print_table(results: list[dict[str, Any]], o: Options, info: dict[str, Any]) -> None:
-    modes = [r["mode"] for r in results]
-    rows: list[tuple[str, list[str]]] = []
-
-    def row(label: str, fn: Any, unit: str = "") -> None:
-        rows.append((label, [v if isinstance(v := fn(r), str) else fmt(v, unit) for r in results]))
-
+    t = common.Table(results)
+    row = t.row
     row("emulator: populate + listen", lambda r: r["emulator"]["populate_and_listen_s"], " s")
     row(
         "emulator: catalog + all health, 32 parallel",
@@ -531,20 +411,11 @@ def print_table(results: list[dict[str, Any]], o: Options, info: dict[str, Any])
         "ramp: proxies with full config",
         lambda r: f"{r['ramp']['full_config']} in {fmt(r['ramp']['all_full_config_s'], ' s')}",
     )
-    n = len(results[0]["flips"]) if results else 0
-    for k in range(n):
-        row(
-            f"flip {k + 1} ({results[0]['flips'][k]['what'].split()[0]}): PUT→ACK p50/p99/max",
-            lambda r, k=k: _dist_cell(r["flips"][k]["ack_ms"]),
-        )
-    row("flips: PUT→ACK, all proxies p50/p99/max", lambda r: _dist_cell(r["flips_ack_ms"]))
+    changes.per_change_rows(t, "flips", "flip", "PUT")
+    changes.change_rows(t, "flips", "PUT", "flips", lambda r: r["flips_summary"])
     row(
-        "flips: PUT→last proxy ACK p50/max",
-        lambda r: " / ".join(fmt(r["flips_all_acked_ms"][q]) for q in ("p50", "max")) + " ms",
-    )
-    row(
-        "flips: PUT→last proxy ACK, each flip",
-        lambda r: ", ".join(fmt(f["all_acked_ms"]) for f in r["flips"]) + " ms",
+        "flips: PUT→last proxy ACKed, each flip",
+        lambda r: ", ".join(fmt(f["last_ack_ms"]) for f in r["flips"]) + " ms",
     )
     row("server: full GCs, each flip", lambda r: ",".join(str(f["full_gcs"]) for f in r["flips"]))
     row("flips: proxy ACKs missing", lambda r: sum(f["missing"] for f in r["flips"]))
@@ -561,64 +432,53 @@ def print_table(results: list[dict[str, Any]], o: Options, info: dict[str, Any])
     )
     row(
         "server: push latency, endpoints",
-        lambda r: _hist_cell(r["flips_total"]["push"].get("endpoints")),
+        lambda r: changes.hist_cell(r["flips_total"]["push"].get("endpoints")),
     )
     row(
         "server: convergence, endpoints",
-        lambda r: _hist_cell(r["flips_total"]["convergence"].get("endpoints")),
+        lambda r: changes.hist_cell(r["flips_total"]["convergence"].get("endpoints")),
     )
     row(
         "server: responses, all flips",
         lambda r: ", ".join(f"{t} {v}" for t, v in sorted(r["flips_total"]["responses"].items())),
     )
-    row("server: CPU per flip", lambda r: r["server"]["cpu_per_flip_s"], " s")
     row(
         "server: RSS end / peak",
         lambda r: f"{fmt(r['server']['rss_end_mb'])} / {fmt(r['server']['peak_rss_mb'])} MB",
     )
     row("unexpected: streams ended", lambda r: r["server"]["streams_ended"])
-    row("server CPU: whole run", lambda r: r.get("server_process_cpu_s"), " s")
     row("emulator CPU: whole run", lambda r: r.get("emulator_cpu_s"), " s")
-    row("clients CPU: whole run", lambda r: r.get("client_cpu_s"), " s")
-    row("machine: not the benchmark's CPU", lambda r: r["machine"]["other_processes_cpu_s"], " s")
     heading = (
         f"xds-server Consul source: {o.services} services x {o.instances} instances "
         f"(emulator), {o.proxies} proxies, consul-wait {o.consul_wait or '60s (default)'}, "
         f"idle window {o.idle_window:g} s, default debounce (quiet 100 ms, max 1 s)"
     )
-    print_rows(heading, o, info, modes, rows)
-    for r in results:
-        for k, f in enumerate(r["flips"]):
-            print(f"{r['mode']} flip {k + 1}: {f['what']}")
-        if r["ramp"]["errors"]:
-            print(f"{r['mode']} stream errors: {r['ramp']['errors']}")
+    changes.print_table(t, heading, o, info, "flips", "flip")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = parser("python -m bench.consul", __doc__)
-    p.add_argument("--services", type=int, default=2000)
-    p.add_argument("--instances", type=int, default=5)
-    p.add_argument("--flips", type=int, default=5, help="health flips (fail, pass, fail, …)")
-    p.add_argument(
-        "--flip-interval", type=float, default=2.0, help="seconds from one flip to the next"
-    )
-    p.add_argument(
-        "--idle-window",
-        type=float,
-        default=64.0,
-        help="idle measurement window, seconds (default 64: one blocking-query round)",
-    )
-    p.add_argument(
-        "--consul-wait", default=None, help="xds-server --consul-wait (default: the server's)"
-    )
-    add_run_arguments(
-        p, 150.0, "new proxies per second (the server admits 200/s after a burst of 400)"
-    )
-    a = p.parse_args(argv)
-    if a.services < 1 or a.instances < 1 or a.services > 10000:
-        p.error("--services 1…10000 (the emulator's names are svc-0000…), --instances ≥ 1")
-    o = options_from(Options, a)
-    return run_and_report(a, o, lambda mode: run_mode(mode, o), print_table)
+    def arguments(p: argparse.ArgumentParser) -> None:
+        common.int_options(p, services=2000, instances=5)
+        p.add_argument("--flips", type=int, default=5, help="health flips (fail, pass, fail, …)")
+        p.add_argument(
+            "--flip-interval", type=float, default=2.0, help="seconds from one flip to the next"
+        )
+        p.add_argument(
+            "--idle-window",
+            type=float,
+            default=64.0,
+            help="idle measurement window, seconds (default 64: one blocking-query round)",
+        )
+        p.add_argument(
+            "--consul-wait", default=None, help="xds-server --consul-wait (default: the server's)"
+        )
+
+    def check(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+        if a.services < 1 or a.instances < 1 or a.services > 10000:
+            p.error("--services 1…10000 (the emulator's names are svc-0000…), --instances ≥ 1")
+
+    prog = "python -m bench.consul"
+    return common.cli(prog, __doc__, Options, arguments, run_mode, print_table, argv, check=check)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,9 @@ that saves client CPU on the shared machine and changes nothing on the wire.
 Proxies run in worker processes (``worker_main``), several streams per channel and
 several channels per worker (each channel is its own TCP connection), so one Python
 client process is not the bottleneck. A worker talks to the parent over a
-``multiprocessing`` pipe: it receives ``("start", ids, interval)``, ``("late", id)`` and
+``multiprocessing`` pipe: it receives ``("start", ids, interval)``, ``("late", id)`` (a
+proxy on a channel of its own, as a newly started Envoy: its time includes the TCP
+connection and the HTTP/2 handshake) and
 ``("stop",)`` and sends batches of ``("full", [...])``, ``("update", [...])``,
 ``("ended", [...])`` and finally ``("bye", cpu_seconds)``.
 """
@@ -40,7 +42,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, cast
@@ -301,8 +303,9 @@ class SimProxy:
     def is_full(self) -> bool:
         return self.result.full is not None
 
-    async def run(self, channel: grpc.aio.Channel) -> None:
-        self.result.start = time.time()
+    async def run(self, channel: grpc.aio.Channel, started: float | None = None) -> None:
+        """Run the stream on `channel`; `started`: when this proxy began (default: now)."""
+        self.result.start = time.time() if started is None else started
         try:
             if self.delta:
                 await self._run_delta(channel)
@@ -361,6 +364,16 @@ class SimProxy:
             )
         )
 
+    async def _responses(self, call: Any) -> AsyncIterator[tuple[Any, float, bool]]:
+        """Each response of the stream, when it was received, and whether the proxy had
+        its full configuration before it; StreamEnded when the server closes it."""
+        while True:
+            resp = await call.read()
+            if resp is grpc.aio.EOF:
+                raise StreamEnded
+            recv = self._received(resp.type_url)
+            yield resp, recv, self.is_full
+
     # -- SotW ------------------------------------------------------------------------
 
     async def _run_sotw(self, channel: grpc.aio.Channel) -> None:
@@ -369,56 +382,37 @@ class SimProxy:
             request_serializer=_identity,
             response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
         )()
-        eds_names: list[str] = []
-        route_names: list[str] = []
-        eds_have: set[str] = set()
-        routes_have: set[str] = set()
+        eds, rds = _SotwDependent(EDS), _SotwDependent(RDS)
         subscribed: dict[str, list[str]] = {CDS: []}
         last: dict[str, tuple[str, str]] = {}  # type -> (accepted version, last nonce)
         await call.write(_sotw_request(CDS, [], node=self.node))
-        while True:
-            resp = await call.read()
-            if resp is grpc.aio.EOF:
-                raise StreamEnded
+        async for resp, recv, was_full in self._responses(call):
             t = resp.type_url
-            recv = self._received(t)
-            was_full = self.is_full
             parsed = _sotw_parse(resp)
-            followups: list[bytes] = []
+            followups: list[bytes | None] = []
             markers: list[str] = []
             last[t] = (resp.version_info, resp.nonce)
             if t == CDS:
-                if parsed != eds_names:
-                    eds_names = parsed
-                    eds_have &= set(eds_names)
-                    followups.append(_sotw_resubscribe(EDS, eds_names, subscribed, last))
+                followups.append(eds.names_changed(parsed, subscribed, last))
             elif t == EDS:
-                eds_have.update(name for name, _ in parsed)
+                eds.have.update(name for name, _ in parsed)
                 markers = [m for _, m in parsed] if was_full else []
                 if LDS not in subscribed:
                     subscribed[LDS] = []
                     followups.append(_sotw_request(LDS, []))
             elif t == LDS:
-                if parsed != route_names:
-                    route_names = parsed
-                    routes_have &= set(route_names)
-                    followups.append(_sotw_resubscribe(RDS, route_names, subscribed, last))
+                followups.append(rds.names_changed(parsed, subscribed, last))
             elif t == RDS:
-                routes_have.update(rc.name for rc in parsed)
+                rds.have.update(rc.name for rc in parsed)
                 if was_full:
                     markers = [fixtures.route_marker(rc) for rc in parsed]
             # Like Envoy's mux (the dependent type is paused while the response is
             # applied, the ACK queued behind it): new subscriptions first, then the ACK.
             for req in followups:
-                await call.write(req)
+                if req is not None:
+                    await call.write(req)
             await call.write(_sotw_request(t, subscribed.get(t, []), resp.version_info, resp.nonce))
-            complete = (
-                bool(eds_names)
-                and eds_have.issuperset(eds_names)
-                and bool(route_names)
-                and routes_have.issuperset(route_names)
-            )
-            ack = self._acked_now(t, complete)
+            ack = self._acked_now(t, eds.complete and rds.complete)
             if was_full:
                 self._update(t, len(resp.resources), 0, recv, ack, markers)
 
@@ -430,70 +424,99 @@ class SimProxy:
             request_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,
             response_deserializer=discovery_pb2.DeltaDiscoveryResponse.FromString,
         )()
-        clusters: dict[str, str | None] = {}  # cluster -> its EDS name
-        eds_sub: set[str] = set()
-        eds_have: set[str] = set()
+        eds = _DeltaDependent(EDS, lambda clusters: {e for e in clusters.values() if e})
+        rds = _DeltaDependent(RDS, lambda lis: {n for names in lis.values() for n in names})
         lds_subscribed = False
-        listeners: dict[str, list[str]] = {}  # listener -> route names
-        rds_sub: set[str] = set()
-        routes_have: set[str] = set()
         await call.write(discovery_pb2.DeltaDiscoveryRequest(node=self.node, type_url=CDS))
-        while True:
-            resp = await call.read()
-            if resp is grpc.aio.EOF:
-                raise StreamEnded
+        async for resp, recv, was_full in self._responses(call):
             t = resp.type_url
-            recv = self._received(t)
-            was_full = self.is_full
-            followups: list[discovery_pb2.DeltaDiscoveryRequest] = []
+            followups: list[discovery_pb2.DeltaDiscoveryRequest | None] = []
             markers: list[str] = []
             parsed = _delta_parse(resp)
             if t == CDS:
-                clusters.update(parsed)
-                for name in resp.removed_resources:
-                    clusters.pop(name, None)
-                want = {e for e in clusters.values() if e}
-                change = _delta_resubscribe(EDS, eds_sub, want)
-                if change is not None:
-                    eds_have -= eds_sub - want
-                    eds_sub = want
-                    followups.append(change)
+                followups.append(eds.parents_changed(resp, parsed))
             elif t == EDS:
-                eds_have.update(parsed)
-                eds_have.difference_update(resp.removed_resources)
+                eds.received(resp, parsed)
                 if was_full:
                     markers = list(parsed.values())
                 if not lds_subscribed:
                     lds_subscribed = True
                     followups.append(discovery_pb2.DeltaDiscoveryRequest(type_url=LDS))
             elif t == LDS:
-                listeners.update(parsed)
-                for name in resp.removed_resources:
-                    listeners.pop(name, None)
-                want = {n for names in listeners.values() for n in names}
-                change = _delta_resubscribe(RDS, rds_sub, want)
-                if change is not None:
-                    routes_have -= rds_sub - want
-                    rds_sub = want
-                    followups.append(change)
+                followups.append(rds.parents_changed(resp, parsed))
             elif t == RDS:
-                routes_have.update(parsed)
-                routes_have.difference_update(resp.removed_resources)
+                rds.received(resp, parsed)
                 if was_full:
                     markers = [fixtures.route_marker(rc) for rc in _route_configs(resp)]
             for req in followups:  # as in SotW: new subscriptions before the ACK
-                await call.write(req)
+                if req is not None:
+                    await call.write(req)
             await call.write(
                 discovery_pb2.DeltaDiscoveryRequest(type_url=t, response_nonce=resp.nonce)
             )
-            complete = (
-                bool(eds_sub) and eds_have >= eds_sub and bool(rds_sub) and (routes_have >= rds_sub)
-            )
-            ack = self._acked_now(t, complete)
+            ack = self._acked_now(t, eds.complete and rds.complete)
             if was_full:
                 self._update(
                     t, len(resp.resources), len(resp.removed_resources), recv, ack, markers
                 )
+
+
+class _SotwDependent:
+    """SotW: a type subscribed to by name from another type's resources (EDS from the
+    clusters, RDS from the listeners' route names), and which of those the proxy holds."""
+
+    def __init__(self, type_url: str):
+        self.type_url = type_url
+        self.names: list[str] = []
+        self.have: set[str] = set()
+
+    def names_changed(
+        self, names: list[str], subscribed: dict[str, list[str]], last: dict[str, tuple[str, str]]
+    ) -> bytes | None:
+        """The parent type's response needs `names`: the request for them, if new."""
+        if names == self.names:
+            return None
+        self.names = names
+        self.have &= set(names)
+        return _sotw_resubscribe(self.type_url, names, subscribed, last)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.names) and self.have.issuperset(self.names)
+
+
+class _DeltaDependent:
+    """Delta: a type subscribed to by name from another type's resources (EDS from the
+    clusters, RDS from the listeners' route names), and which of those the proxy holds."""
+
+    def __init__(self, type_url: str, wants: Callable[[dict[str, Any]], set[str]]):
+        self.type_url = type_url
+        self.wants = wants  # the names the parent resources need
+        self.parents: dict[str, Any] = {}  # parent resource -> what `_delta_parse` made of it
+        self.sub: set[str] = set()
+        self.have: set[str] = set()
+
+    def parents_changed(
+        self, resp: discovery_pb2.DeltaDiscoveryResponse, parsed: dict[str, Any]
+    ) -> discovery_pb2.DeltaDiscoveryRequest | None:
+        """Apply a response of the parent type; the request changing the subscription."""
+        self.parents.update(parsed)
+        for name in resp.removed_resources:
+            self.parents.pop(name, None)
+        want = self.wants(self.parents)
+        change = _delta_resubscribe(self.type_url, self.sub, want)
+        if change is not None:
+            self.have -= self.sub - want
+            self.sub = want
+        return change
+
+    def received(self, resp: discovery_pb2.DeltaDiscoveryResponse, names: Iterable[str]) -> None:
+        self.have.update(names)
+        self.have.difference_update(resp.removed_resources)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.sub) and self.have >= self.sub
 
 
 class Worker:
@@ -505,30 +528,41 @@ class Worker:
         self.delta = delta
         self.streams_per_channel = max(1, streams_per_channel)
         self.outbox = Outbox(conn)
-        self.channels: list[grpc.aio.Channel] = []
+        self.channels: list[grpc.aio.Channel] = []  # shared by the ramp's streams
+        self.late_channels: list[grpc.aio.Channel] = []  # one per late proxy
         self.streams_on_last = 0
         self.tasks: set[asyncio.Task[None]] = set()
         self.inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
 
+    def _new_channel(self) -> grpc.aio.Channel:
+        return grpc.aio.insecure_channel(
+            self.target,
+            options=[
+                # Own TCP connection per channel (no shared subchannel pool).
+                ("grpc.use_local_subchannel_pool", 1),
+                ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+            ],
+        )
+
     def _channel(self) -> grpc.aio.Channel:
         if not self.channels or self.streams_on_last >= self.streams_per_channel:
-            self.channels.append(
-                grpc.aio.insecure_channel(
-                    self.target,
-                    options=[
-                        # Own TCP connection per channel (no shared subchannel pool).
-                        ("grpc.use_local_subchannel_pool", 1),
-                        ("grpc.max_receive_message_length", 256 * 1024 * 1024),
-                    ],
-                )
-            )
+            self.channels.append(self._new_channel())
             self.streams_on_last = 0
         self.streams_on_last += 1
         return self.channels[-1]
 
     def _spawn(self, node_id: str, late: bool) -> None:
         proxy = SimProxy(node_id, self.delta, late, self.outbox)
-        task = asyncio.create_task(proxy.run(self._channel()))
+        if late:
+            # A newly connecting proxy, as a new Envoy: its own channel (TCP connection
+            # and HTTP/2 handshake), its time counted from before the channel exists.
+            started = time.time()
+            channel = self._new_channel()
+            self.late_channels.append(channel)
+            coro = proxy.run(channel, started)
+        else:
+            coro = proxy.run(self._channel())
+        task = asyncio.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -582,7 +616,7 @@ class Worker:
             flusher.cancel()
             with contextlib.suppress(Exception):
                 self.outbox.flush()
-            for ch in self.channels:
+            for ch in self.channels + self.late_channels:
                 with contextlib.suppress(Exception):
                     await ch.close(grace=None)
 
