@@ -7,10 +7,10 @@ Sources own their I/O (DESIGN §2); the catalog is the only thing they talk to.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from xds_server.model import ServiceEntry, ServiceKey
+from xds_server.model import PolicyObject, ServiceEntry, ServiceKey
 
 
 class Catalog(Protocol):
@@ -27,6 +27,8 @@ class Catalog(Protocol):
     def mark_synced(self, source: str) -> None: ...
 
     def set_error(self, source: str, error: str) -> None: ...
+
+    def replace_policies(self, source: str, objects: Sequence[PolicyObject]) -> None: ...
 
 
 class Backoff:

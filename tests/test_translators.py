@@ -24,7 +24,8 @@ from google.protobuf.message import Message
 from tests.harness.envoy import validate_bootstrap
 from tests.harness.ports import free_port
 from translators import ProxyGroup, Skipped, Translation, translate
-from translators.group import DEFAULT_HTTP_LISTENER_PORT
+from translators.group import DEFAULT_HTTP_LISTENER_PORT, Kind
+from translators.policy_resolve import ServicePolicy
 from translators.services import service_clusters, service_load_assignments
 from xds_server import types
 from xds_server.model import Endpoint, Locality, Port, Service, ServiceEntry, ServiceKey
@@ -251,9 +252,9 @@ def test_endpoint_changes_do_not_touch_service_level_builders() -> None:
     assert service_load_assignments(entry) != service_load_assignments(moved)
     seen: list[str] = []
 
-    def clusters_of(service: Service) -> list[Any]:
+    def clusters_of(service: Service, policy: ServicePolicy | None, client: Kind) -> list[Any]:
         seen.append(service.name)
-        return service_clusters(service)
+        return service_clusters(service, policy, client)
 
     translate(multi(), ProxyGroup(), clusters_of=clusters_of)
     assert seen == ["web", "api"]  # (namespace, name) order: default/web, shop/api

@@ -1,8 +1,11 @@
 """Per-service builders: a service's clusters and its endpoints' load assignments.
 
-They take only the service (or the service with its endpoints), so a controller can
-memoise them per service: an endpoint change rebuilds only that service's
-ClusterLoadAssignments, a service change only its clusters.
+They take only the service (or the service with its endpoints) and the policy that
+applies to it (`ServicePolicy`), so a controller can memoise them per service: an
+endpoint change rebuilds only that service's ClusterLoadAssignments, a service change
+only its clusters. With policy, each port's cluster carries the DestinationRule's
+traffic policy for that port, and every referenced subset gets a cluster of its own
+(`names.subset_cluster_name`) whose endpoints are those carrying the subset's labels.
 """
 
 from __future__ import annotations
@@ -13,15 +16,24 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from xds_server.model import Endpoint, Service, ServiceEntry
 
 from . import resources as rb
-from .names import cluster_name
+from .group import Kind
+from .names import cluster_name, subset_cluster_name
+from .policy_clusters import apply_traffic_policy, subset_endpoints
+from .policy_resolve import ServicePolicy
 
 # Upstream protocols Envoy must speak HTTP/2 to.
 HTTP2_PROTOCOLS = frozenset({"http2", "grpc"})
 
 
-def service_clusters(service: Service, connect_timeout: float = 1.0) -> list[cluster_pb2.Cluster]:
-    """One EDS cluster (over ADS, round robin) per service port, in port order; for a
-    service with an external name, one DNS cluster per port on that name instead."""
+def service_clusters(
+    service: Service,
+    policy: ServicePolicy | None = None,
+    client: Kind = "envoy",
+    connect_timeout: float = 1.0,
+) -> list[cluster_pb2.Cluster]:
+    """One EDS cluster (over ADS, round robin unless policy says otherwise) per service
+    port, in port order, then one per referenced subset; for a service with an external
+    name, one DNS cluster per port on that name instead."""
     if service.external_name:
         return [
             rb.dns_cluster(
@@ -33,23 +45,38 @@ def service_clusters(service: Service, connect_timeout: float = 1.0) -> list[clu
             )
             for port in service.ports
         ]
-    return [
-        rb.eds_cluster(
-            cluster_name(service, port),
+    dr = policy.destination if policy is not None else None
+    out = []
+    wanted = [(port, "") for port in service.ports]
+    if policy is not None:
+        by_number = {p.port: p for p in service.ports}
+        wanted += [(by_number[n], subset) for n, subset in policy.subsets if n in by_number]
+    for port, subset in wanted:
+        base = cluster_name(service, port)
+        cluster = rb.eds_cluster(
+            subset_cluster_name(base, subset) if subset else base,
             connect_timeout=connect_timeout,
             http2=port.protocol in HTTP2_PROTOCOLS,
         )
-        for port in service.ports
-    ]
+        if dr is not None:
+            subject = f"{dr.key} port {port.port}" + (f" subset {subset}" if subset else "")
+            cluster, _ = apply_traffic_policy(
+                cluster, dr.for_port(port.port, subset), client, subject
+            )
+        out.append(cluster)
+    return out
 
 
-def service_load_assignments(entry: ServiceEntry) -> list[endpoint_pb2.ClusterLoadAssignment]:
+def service_load_assignments(
+    entry: ServiceEntry, policy: ServicePolicy | None = None
+) -> list[endpoint_pb2.ClusterLoadAssignment]:
     """One ClusterLoadAssignment per service port, in port order, holding the endpoints
-    whose `port_name` is that port's name, grouped by locality (DESIGN §4.12).
+    whose `port_name` is that port's name, grouped by locality (DESIGN §4.12); then one
+    per referenced subset, holding those of the port's endpoints with the subset's labels.
 
-    A port without endpoints gets an empty assignment, so its cluster still warms.
-    Endpoints naming no port of the service are left out. A service with an external
-    name has none: its DNS clusters carry their own address.
+    A port or subset without endpoints gets an empty assignment, so its cluster still
+    warms. Endpoints naming no port of the service are left out. A service with an
+    external name has none: its DNS clusters carry their own address.
     """
     service = entry.service
     if service.external_name:
@@ -59,7 +86,19 @@ def service_load_assignments(entry: ServiceEntry) -> list[endpoint_pb2.ClusterLo
         bucket = by_port.get(ep.port_name)
         if bucket is not None:
             bucket.append(ep)
-    return [
+    out = [
         rb.load_assignment(cluster_name(service, port), by_port[port.name])
         for port in service.ports
     ]
+    dr = policy.destination if policy is not None else None
+    if policy is not None and dr is not None:
+        by_number = {p.port: p for p in service.ports}
+        for number, name in policy.subsets:
+            port, subset = by_number.get(number), dr.subset(name)
+            if port is None or subset is None:
+                continue
+            members = subset_endpoints(by_port[port.name], subset.labels)
+            out.append(
+                rb.load_assignment(subset_cluster_name(cluster_name(service, port), name), members)
+            )
+    return out

@@ -1,4 +1,4 @@
-"""The whole translation: (catalog, proxy group) → the group's Envoy resources."""
+"""The whole translation: (catalog, policies, proxy group) → the group's Envoy resources."""
 
 from __future__ import annotations
 
@@ -15,14 +15,23 @@ from google.protobuf.message import Message
 from xds_server import types
 from xds_server.model import Service, ServiceEntry, ServiceKey
 
-from .group import ProxyGroup
-from .listeners import envoy_listeners, grpc_listeners, http_route_configuration
+from .group import Kind, ProxyGroup
+from .listeners import (
+    NO_POLICY,
+    Policies,
+    envoy_listeners,
+    grpc_listeners,
+    http_route_configuration,
+)
 from .names import http_route_name
+from .policy_resolve import ServicePolicy
 from .report import Claims, Skipped, who
 from .services import service_clusters, service_load_assignments
 
-ClustersOf = Callable[[Service], list[cluster_pb2.Cluster]]
-LoadAssignmentsOf = Callable[[ServiceEntry], list[endpoint_pb2.ClusterLoadAssignment]]
+ClustersOf = Callable[[Service, ServicePolicy | None, Kind], list[cluster_pb2.Cluster]]
+LoadAssignmentsOf = Callable[
+    [ServiceEntry, ServicePolicy | None], list[endpoint_pb2.ClusterLoadAssignment]
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,24 +47,35 @@ def translate(
     catalog: Mapping[ServiceKey, ServiceEntry],
     group: ProxyGroup,
     *,
+    policies: Policies = NO_POLICY,
     clusters_of: ClustersOf = service_clusters,
     load_assignments_of: LoadAssignmentsOf = service_load_assignments,
 ) -> Translation:
-    """Translate the services `group` depends on (every service without dependencies).
+    """Translate the services `group` depends on (every service without dependencies),
+    and those their routes send traffic to, with the policy that applies to each.
 
     `clusters_of` and `load_assignments_of` are the per-service builders; pass memoised
     versions to reuse what an unchanged service built last time.
     Every type URL of `types.PUSH_ORDER` is present, possibly with an empty list.
     """
-    entries = in_scope(catalog, group)
+    entries = in_scope(catalog, group, policies)
     skipped: list[Skipped] = []
+    kind = group.kind
     clusters = _unique(
-        types.CLUSTER, ((e.service, c) for e in entries for c in clusters_of(e.service)), skipped
+        types.CLUSTER,
+        (
+            (e.service, c)
+            for e in entries
+            for c in clusters_of(e.service, policies.get(e.key), kind)
+        ),
+        skipped,
     )
     endpoints = _unique(
-        types.ENDPOINT, ((e.service, a) for e in entries for a in load_assignments_of(e)), skipped
+        types.ENDPOINT,
+        ((e.service, a) for e in entries for a in load_assignments_of(e, policies.get(e.key))),
+        skipped,
     )
-    listeners, routes, more = group_resources([e.service for e in entries], group)
+    listeners, routes, more = group_resources([e.service for e in entries], group, policies)
     skipped += more
     resources: dict[str, list[Message]] = {
         types.CLUSTER: clusters,
@@ -69,14 +89,33 @@ def translate(
 
 
 def in_scope(
-    catalog: Mapping[ServiceKey, ServiceEntry], group: ProxyGroup
+    catalog: Mapping[ServiceKey, ServiceEntry], group: ProxyGroup, policies: Policies = NO_POLICY
 ) -> list[ServiceEntry]:
-    """The entries whose services `group` depends on, in (namespace, name) order."""
-    return sorted((e for e in catalog.values() if group.wants(e.service)), key=lambda e: e.key)
+    """The entries `group` needs, in (namespace, name) order: the services it depends on
+    and, transitively, every service their routes send traffic to (a route must never
+    name a cluster the proxy does not have)."""
+    return [catalog[k] for k in scope_keys(catalog, group, policies)]
+
+
+def scope_keys(
+    catalog: Mapping[ServiceKey, ServiceEntry], group: ProxyGroup, policies: Policies
+) -> list[ServiceKey]:
+    """The keys of `in_scope`, in order."""
+    keys = {k for k, e in catalog.items() if group.wants(e.service)}
+    pending = list(keys)
+    while pending:
+        policy = policies.get(pending.pop())
+        if policy is None:
+            continue
+        for key in policy.depends:
+            if key not in keys and key in catalog:
+                keys.add(key)
+                pending.append(key)
+    return sorted(keys)
 
 
 def group_resources(
-    services: Sequence[Service], group: ProxyGroup
+    services: Sequence[Service], group: ProxyGroup, policies: Policies = NO_POLICY
 ) -> tuple[list[listener_pb2.Listener], list[route_pb2.RouteConfiguration], list[Skipped]]:
     """A group's listeners and routes (each sorted by name), from its services only
     (see `in_scope`), with what was skipped.
@@ -85,11 +124,11 @@ def group_resources(
     gRPC groups: an api_listener and a route configuration per target name.
     """
     if group.kind == "grpc":
-        listeners, routes, skipped = grpc_listeners(services)
+        listeners, routes, skipped = grpc_listeners(services, policies)
     else:
         port = group.http_listener_port
-        listeners, listener_skips = envoy_listeners(services, port)
-        route, route_skips = http_route_configuration(services, http_route_name(port))
+        listeners, listener_skips = envoy_listeners(services, port, policies)
+        route, route_skips = http_route_configuration(services, http_route_name(port), policies)
         routes, skipped = [route], route_skips + listener_skips
     listeners.sort(key=lambda m: m.name)
     routes.sort(key=lambda m: m.name)

@@ -42,6 +42,7 @@ INDEX: Final = """xds-server admin
   /debug/snapshot   what the server would send: ?node=ID or ?group=KEY, &type=clusters|...
   /debug/proxies    connected proxies and their per-type sync state
   /debug/sources    service registry sources
+  /debug/policies   traffic policy objects: ACCEPTED, WARNING or REJECTED, and why
 """
 
 
@@ -106,6 +107,7 @@ class AdminServer:
         snapshot_for: Callable[[str], Awaitable[Snapshot]],
         default_group: str,
         warnings: Callable[[], list[str]] = list,
+        policies: Callable[[], list[dict[str, Any]]] = list,
     ) -> None:
         self.host, self.port = parse_address(address)
         self.cache = cache
@@ -115,6 +117,7 @@ class AdminServer:
         self.snapshot_for = snapshot_for
         self.default_group = default_group
         self.warnings = warnings
+        self.policies = policies
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
@@ -126,6 +129,7 @@ class AdminServer:
         app.router.add_get("/debug/snapshot", self._snapshot)
         app.router.add_get("/debug/proxies", self._proxies)
         app.router.add_get("/debug/sources", self._sources)
+        app.router.add_get("/debug/policies", self._policies)
         return app
 
     async def start(self) -> int:
@@ -226,6 +230,9 @@ class AdminServer:
 
     async def _sources(self, request: web.Request) -> web.Response:
         return _json(self.sources())
+
+    async def _policies(self, request: web.Request) -> web.Response:
+        return _json(self.policies())
 
 
 def _target_version(

@@ -7,18 +7,21 @@ downstream sees a value Envoy would reject. The merged view keeps one ServiceEnt
 per ServiceKey — the same service in two registries is one service with the
 endpoints of both — and records which keys changed since the controller last
 looked, so a rebuild only touches those.
+
+Policy sources publish their policy objects (`replace_policies`) next to the services;
+the catalog keeps each source's last good set and tells the controller when any changed.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from xds_server import metrics
-from xds_server.model import Endpoint, Port, ServiceEntry, ServiceKey
+from xds_server.model import Endpoint, PolicyObject, Port, ServiceEntry, ServiceKey
 from xds_server.validation import Rejection, check_entry
 
 log = logging.getLogger(__name__)
@@ -62,6 +65,8 @@ class Catalog:
         self._dirty: set[ServiceKey] = set()
         self._first_change: float | None = None
         self._listeners: list[Callable[[], None]] = []
+        self._policies: dict[str, tuple[PolicyObject, ...]] = {}
+        self._policies_changed = False
 
     # -- sources' side ------------------------------------------------------------
 
@@ -115,6 +120,21 @@ class Catalog:
     def mark_synced(self, source: str) -> None:
         """For sources using upsert/remove: their first full state has been delivered."""
         self._synced(source)
+
+    def replace_policies(self, source: str, objects: Sequence[PolicyObject]) -> None:
+        """The source's complete set of policy objects; marks it synced."""
+        objects = tuple(objects)
+        status = self._status[source]
+        self._synced(source)
+        status.services = len(objects)
+        if self._policies.get(source) == objects:
+            return
+        self._policies[source] = objects
+        self._policies_changed = True
+        if self._first_change is None:
+            self._first_change = time.monotonic()
+        for cb in list(self._listeners):
+            cb()
 
     def set_error(self, source: str, error: str) -> None:
         """The source cannot read its registry; its last good state stays served."""
@@ -201,6 +221,17 @@ class Catalog:
         dirty, first = self._dirty, self._first_change
         self._dirty, self._first_change = set(), None
         return dict(self._merged), dirty, first
+
+    def take_policies(self) -> tuple[PolicyObject, ...] | None:
+        """Every source's policy objects (source order) if any changed since the last
+        call, else None."""
+        if not self._policies_changed:
+            return None
+        self._policies_changed = False
+        return tuple(o for objects in self._policies.values() for o in objects)
+
+    def policies(self) -> tuple[PolicyObject, ...]:
+        return tuple(o for objects in self._policies.values() for o in objects)
 
     def sources(self) -> list[SourceStatus]:
         return list(self._status.values())

@@ -23,6 +23,7 @@ from sources.file import FileRegistryError, FileSource
 from sources.kube_config import KubeConfigError
 from sources.kube_config import resolve as kube_connection
 from sources.kubernetes import KubernetesSource
+from sources.policy_file import PolicyFileError, PolicyFileSource
 from translators import ProxyGroup
 from xds_server import __version__
 from xds_server.admin import AdminServer
@@ -63,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
         if field.annotation is bool:
             # A switch: given means true (XDS_SERVER_<NAME>=true or the file say the same).
             p.add_argument(flag, action="store_const", const=True, help=field.description)
+            continue
+        if key == "policy":  # repeatable: every --policy adds one more file or directory
+            p.add_argument(flag, action="append", metavar="PATH", help=field.description)
             continue
         default = field.default
         if isinstance(default, tuple):
@@ -123,6 +127,13 @@ async def serve(settings: Settings) -> int:
             file_source.load_once()
         except FileRegistryError as exc:
             return _fail(str(exc))
+    policy_source = None
+    if settings.policy:
+        policy_source = PolicyFileSource(settings.policy, catalog, interval=settings.file_interval)
+        try:
+            policy_source.load_once()
+        except PolicyFileError as exc:
+            return _fail(str(exc))
     consul_source = None
     if settings.consul:
         try:
@@ -182,6 +193,7 @@ async def serve(settings: Settings) -> int:
         sources=lambda: [s.as_dict() for s in catalog.sources()],
         snapshot_for=controller.snapshot_for,
         default_group=ProxyGroup(http_listener_port=settings.http_listener_port).key,
+        policies=controller.policy_statuses,
     )
     try:
         await server.start()
@@ -202,6 +214,8 @@ async def serve(settings: Settings) -> int:
     tasks = [asyncio.create_task(debouncer.run(), name="debouncer")]
     if file_source is not None:
         tasks.append(asyncio.create_task(file_source.run(), name="file-source"))
+    if policy_source is not None:
+        tasks.append(asyncio.create_task(policy_source.run(), name="policy-source"))
     if consul_source is not None:
         tasks.append(asyncio.create_task(consul_source.run(), name="consul-source"))
     if kube_source is not None:

@@ -4,7 +4,10 @@ It owns the proxy groups (proxies that get identical config, see
 translators.ProxyGroup) and memoises what it built per service, so a change rebuilds
 only what it touches: an endpoint change re-encodes just that service's
 ClusterLoadAssignments, and listeners and routes are rebuilt only when the set of
-services (not their endpoints) a group sees has changed. Building runs in a worker
+services (not their endpoints) a group sees, or the policy that applies to them, has
+changed. Policy objects are resolved against the catalog whenever either changes
+(translators.policy_resolve); an object that stops resolving keeps its last accepted
+version in force. Building runs in a worker
 thread so ACKs and new streams keep flowing on the event loop (DESIGN §5); the
 snapshots are then installed on the loop, where the sessions live.
 """
@@ -22,12 +25,15 @@ from envoy.config.core.v3 import base_pb2
 from google.protobuf.message import Message
 
 from translators import ProxyGroup, Skipped
+from translators.group import Kind
+from translators.policy_resolve import PolicyStatus, ServicePolicy, resolve_policies
+from translators.policy_status import grpc_not_applied, subset_warnings
 from translators.services import service_clusters, service_load_assignments
-from translators.translate import group_resources
+from translators.translate import group_resources, scope_keys
 from xds_server import metrics, types
 from xds_server.cache import Prepared, SnapshotCache
 from xds_server.catalog import Catalog
-from xds_server.model import Service, ServiceEntry, ServiceKey
+from xds_server.model import Policy, PolicyKey, PolicyObject, Service, ServiceEntry, ServiceKey
 from xds_server.snapshot import Resource, Snapshot
 
 log = logging.getLogger(__name__)
@@ -43,6 +49,7 @@ class _GroupOutput:
     """A group's listeners and routes, valid while its services are `services`."""
 
     services: tuple[Service, ...]
+    policies: tuple[ServicePolicy | None, ...]
     listeners: list[Resource]
     routes: list[Resource]
     skipped: list[Skipped]
@@ -70,16 +77,26 @@ class Controller:
         self.http_listener_port = http_listener_port
         self._groups: dict[str, ProxyGroup] = {}
         self._view: dict[ServiceKey, ServiceEntry] = {}
-        self._clusters: dict[ServiceKey, tuple[Service, list[Resource]]] = {}
-        self._endpoints: dict[ServiceKey, tuple[ServiceEntry, list[Resource]]] = {}
+        self._services: dict[ServiceKey, Service] = {}
+        # Per service: what its clusters were built from, and the clusters per client kind.
+        self._clusters: dict[
+            ServiceKey, tuple[tuple[Service, ServicePolicy | None], dict[Kind, list[Resource]]]
+        ] = {}
+        self._endpoints: dict[
+            ServiceKey, tuple[tuple[ServiceEntry, ServicePolicy | None], list[Resource]]
+        ] = {}
+        self._policy_objects: tuple[PolicyObject, ...] = ()
+        self._accepted: dict[PolicyKey, Policy] = {}
+        self._policies: dict[ServiceKey, ServicePolicy] = {}
+        self._statuses: list[PolicyStatus] = []
         self._outputs: dict[str, _GroupOutput] = {}
         # Bumped when a service (not just its endpoints) appears, changes or goes: until
         # then every group's scope, clusters, listeners and routes stay as built, and an
         # endpoint change touches only the ClusterLoadAssignments.
         self._generation = 0
-        self._order: list[ServiceKey] = []  # every key of the view, in (namespace, name) order
         self._scopes: dict[str, tuple[int, list[ServiceKey]]] = {}
         self._skipped_logged: set[Skipped] = set()
+        self._logged_statuses: set[PolicyStatus] = set()
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self.builds = 0
@@ -118,16 +135,32 @@ class Controller:
     def not_ready(self) -> list[str]:
         return [] if self.builds else ["resources not built yet"]
 
+    def policy_statuses(self) -> list[dict[str, object]]:
+        """Every policy object's status, with warnings about subsets that select no
+        endpoints now (for `/debug/policies` and `xdsctl policies`)."""
+        extra = subset_warnings(self._policies, self._view)
+        out = []
+        for status in self._statuses:
+            doc = status.as_dict()
+            more = extra.get(status.key, [])
+            if more:
+                doc["reasons"] = [*status.reasons, *more]
+                if doc["state"] == "ACCEPTED":
+                    doc["state"] = "WARNING"
+            out.append(doc)
+        return out
+
     # -- building -----------------------------------------------------------------
 
     async def rebuild(self) -> None:
         """Apply the catalog's pending changes to every group (the debouncer's action)."""
         async with self._lock:
             view, dirty, first = self.catalog.take_changes()
+            objects = self.catalog.take_policies()
             self._forget_idle_groups()
             groups = dict(self._groups)
             started = time.perf_counter()
-            built = await asyncio.to_thread(self._compute, view, dirty, groups)
+            built = await asyncio.to_thread(self._compute, view, dirty, groups, objects)
             metrics.TRANSLATE_SECONDS.observe(time.perf_counter() - started)
             for key, prepared in built.items():
                 if prepared is not None:
@@ -166,6 +199,7 @@ class Controller:
         view: Mapping[ServiceKey, ServiceEntry],
         dirty: set[ServiceKey],
         groups: Mapping[str, ProxyGroup],
+        objects: tuple[PolicyObject, ...] | None = None,
     ) -> dict[str, Prepared | None]:
         """Runs in a worker thread, under the lock: nothing else touches the memos or
         writes these groups' snapshots, so what it prepares can be installed as is."""
@@ -173,36 +207,80 @@ class Controller:
         services_changed = False
         for key in dirty:
             entry = view.get(key)
+            service = entry.service if entry is not None else None
+            if service != self._services.get(key):
+                services_changed = True
+                if service is None:
+                    del self._services[key]
+                else:
+                    self._services[key] = service
+        if objects is not None:
+            self._policy_objects = objects
+        if services_changed or objects is not None:
+            # A service whose policy changed is rebuilt like a changed service.
+            dirty = dirty | self._resolve_policies()
+        for key in dirty:
+            entry = view.get(key)
             if entry is None:
                 self._clusters.pop(key, None)
                 self._endpoints.pop(key, None)
-                services_changed = True
                 continue
+            policy = self._policies.get(key)
             held = self._clusters.get(key)
-            if held is None or held[0] != entry.service:
-                built = _resources(types.CLUSTER, service_clusters(entry.service))
-                self._clusters[key] = (entry.service, built)
+            if held is None or held[0] != (entry.service, policy):
+                self._clusters[key] = ((entry.service, policy), {})
                 services_changed = True
             held_eps = self._endpoints.get(key)
-            if held_eps is None or held_eps[0] != entry:
-                built = _resources(types.ENDPOINT, service_load_assignments(entry))
-                self._endpoints[key] = (entry, built)
+            if held_eps is None or held_eps[0] != (entry, policy):
+                built = _resources(types.ENDPOINT, service_load_assignments(entry, policy))
+                self._endpoints[key] = ((entry, policy), built)
         if services_changed:
             self._generation += 1
-            self._order = sorted(self._view, key=lambda k: (k.namespace, k.name))
         return {
             key: self.cache.prepare(key, self._group_snapshot(key, group, dirty))
             for key, group in groups.items()
         }
 
+    def _resolve_policies(self) -> set[ServiceKey]:
+        """Resolve the policy objects against the view; the services whose policy changed."""
+        resolution = resolve_policies(self._view, self._policy_objects, self._accepted)
+        keys = {o.key for o in self._policy_objects}
+        # A version accepted once stays the fallback while its object exists.
+        merged = {**self._accepted, **resolution.accepted}
+        self._accepted = {k: v for k, v in merged.items() if k in keys}
+        before, self._policies = self._policies, resolution.services
+        self._statuses = grpc_not_applied(resolution, self._view)
+        counts: dict[tuple[str, str], int] = {}
+        for status in self._statuses:
+            kind_state = (status.key.kind, status.state)
+            counts[kind_state] = counts.get(kind_state, 0) + 1
+        for kind in ("VirtualService", "DestinationRule"):
+            for state in ("ACCEPTED", "WARNING", "REJECTED"):
+                metrics.POLICY_OBJECTS.labels(kind, state).set(counts.get((kind, state), 0))
+        for status in self._statuses:
+            if status.state == "REJECTED" and status not in self._logged_statuses:
+                reasons = "; ".join(status.reasons)
+                log.warning("policy %s (%s) rejected: %s", status.key, status.origin, reasons)
+        self._logged_statuses = set(self._statuses)
+        after = self._policies
+        return {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+
+    def _cluster_resources(self, key: ServiceKey, kind: Kind) -> list[Resource]:
+        """The clusters of one service for one client kind, built on first use."""
+        (service, policy), by_kind = self._clusters[key]
+        built = by_kind.get(kind)
+        if built is None:
+            built = _resources(types.CLUSTER, service_clusters(service, policy, kind))
+            by_kind[kind] = built
+        return built
+
     def _scope(self, key: str, group: ProxyGroup) -> tuple[list[ServiceKey], bool]:
         """The keys of the services `group` sees, in order, and whether that list (or
-        any service in it) changed since the group was last built."""
+        any service in it, or its policy) changed since the group was last built."""
         held = self._scopes.get(key)
         if held is not None and held[0] == self._generation:
             return held[1], False
-        view = self._view
-        keys = [k for k in self._order if group.wants(view[k].service)]
+        keys = scope_keys(self._view, group, self._policies)
         self._scopes[key] = (self._generation, keys)
         return keys, True
 
@@ -211,7 +289,10 @@ class Controller:
         the other types as they are)."""
         keys, fresh = self._scope(key, group)
         view = self._view
-        touched = fresh or any(k in view and group.wants(view[k].service) for k in dirty)
+        # The scope, not `group.wants`: a service seen only as a route's destination
+        # still needs its endpoint changes.
+        scope = set(keys)
+        touched = fresh or any(k in scope for k in dirty)
         if not touched:
             return {}
         endpoints: list[Resource] = []
@@ -221,13 +302,15 @@ class Controller:
             return {types.ENDPOINT: endpoints}
         clusters: list[Resource] = []
         for k in keys:
-            clusters.extend(self._clusters[k][1])
+            clusters.extend(self._cluster_resources(k, group.kind))
         services = tuple(view[k].service for k in keys)
+        policies = tuple(self._policies.get(k) for k in keys)
         out = self._outputs.get(key)
-        if out is None or out.services != services:
-            listeners, routes, skipped = group_resources(services, group)
+        if out is None or out.services != services or out.policies != policies:
+            listeners, routes, skipped = group_resources(services, group, self._policies)
             out = _GroupOutput(
                 services,
+                policies,
                 _resources(types.LISTENER, listeners),
                 _resources(types.ROUTE, routes),
                 skipped,

@@ -99,3 +99,8 @@ KUBE_SKIPPED_SERVICES = Gauge(
     "Kubernetes Services currently not published (no TCP port)",
     ["source"],
 )
+POLICY_OBJECTS = Gauge(
+    "xds_policy_objects",
+    "Traffic policy objects by kind and state (ACCEPTED, WARNING, REJECTED)",
+    ["kind", "state"],
+)

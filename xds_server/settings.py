@@ -49,6 +49,7 @@ def _names(value: Any) -> Any:
 Duration = Annotated[float, BeforeValidator(_duration), Field(ge=0)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Names = Annotated[tuple[str, ...], BeforeValidator(_names)]
+Paths = Annotated[tuple[Path, ...], BeforeValidator(_names)]
 
 
 def _setting(default: Any, metavar: str, help: str, **constraints: Any) -> Any:
@@ -67,6 +68,12 @@ class Settings(BaseModel):
     )
     file: Path | None = _setting(None, "PATH", "file registry: YAML/JSON services, watched")
     file_interval: Duration = _setting(1.0, "DURATION", "how often the file is checked")
+    policy: Paths = _setting(
+        (),
+        "PATH",
+        "Istio VirtualService/DestinationRule YAML: a file or a directory of *.yaml/*.yml/"
+        "*.json, watched; repeatable (comma-separated in XDS_SERVER_POLICY)",
+    )
     consul: bool = _setting(False, "", "watch Consul's catalog and health (blocking queries)")
     consul_address: str | None = _setting(
         None, "URL", "Consul HTTP API address (else CONSUL_HTTP_ADDR, else http://127.0.0.1:8500)"

@@ -128,7 +128,7 @@ def _fetch(client: Client, path: str, output: str, empty: str = "", **params: st
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="HTTP timeout (s).")
 @click.pass_context
 def main(ctx: click.Context, server: str, timeout: float) -> None:
-    """Inspect a running xds-server: snapshots, connected proxies, sources."""
+    """Inspect a running xds-server: snapshots, connected proxies, sources, policies."""
     ctx.obj = Client(server, timeout)
 
 
@@ -207,3 +207,23 @@ def sources(client: Client, output: str) -> None:
     keys = ("name", "kind", "synced", "stale", "services", "rejected", "error")
     rows = [[_cell(s.get(k)) for k in keys] for s in doc]
     click.echo(table([k.upper() for k in keys], rows))
+
+
+@_command("table", "json", "yaml")
+def policies(client: Client, output: str) -> None:
+    """Traffic policy objects: state (ACCEPTED, WARNING, REJECTED), why, where they apply."""
+    doc = _fetch(client, "/debug/policies", output, "no policy objects")
+    if doc is None:
+        return
+    headers = ("KIND", "NAME", "STATE", "SERVICES", "ORIGIN")
+    rows = []
+    for p in doc:
+        services = ",".join(p.get("services", [])) or "-"
+        name = f"{p.get('namespace')}/{p.get('name')}"
+        rows.append((p.get("kind", "?"), name, p.get("state", "?"), services, p.get("origin")))
+    lines = table(headers, [[_cell(c) for c in r] for r in rows]).split("\n")
+    click.echo(lines[0])
+    for line, p in zip(lines[1:], doc, strict=True):
+        click.echo(line)
+        for reason in p.get("reasons", []):
+            click.echo(f"    {_one_line(reason, 400)}")

@@ -193,9 +193,10 @@ class TcpRule:
 
 @dataclass(frozen=True, slots=True, order=True)
 class PolicyKey:
-    """Identity of a policy object: kind, namespace and name."""
+    """Identity of a policy object: kind (a `PolicyKind`, or another kind a source read
+    and could not use), namespace and name."""
 
-    kind: PolicyKind
+    kind: str
     namespace: str
     name: str
 
@@ -353,10 +354,13 @@ Policy = RoutePolicy | DestinationPolicy
 class PolicyObject:
     """One policy object as a source read it: the parsed `policy`, or `error` saying why
     it was refused (then `policy` is None). `origin` says where it was read ("file:line").
-    `notices` name what it contains that is not applied (unsupported fields)."""
+    `notices` name what it contains that is not applied (unsupported fields); `applies`
+    is False for a valid object that configures no proxy this server serves (a
+    VirtualService only for gateways, a DestinationRule with a workloadSelector)."""
 
     key: PolicyKey
     origin: str
     policy: Policy | None = None
     error: str = ""
     notices: tuple[str, ...] = ()
+    applies: bool = True

@@ -1,0 +1,272 @@
+"""Policy files: Istio VirtualService and DestinationRule objects from YAML/JSON files.
+
+`--policy PATH` (repeatable) names a file of one or more YAML documents, or a directory
+whose ``*.yaml``, ``*.yml`` and ``*.json`` files are read in name order. Each document
+is a Kubernetes-shaped object (``kind: List`` with ``items`` is unpacked, as `kubectl get
+-o yaml` writes it). Every object becomes a `PolicyObject`:
+
+- parsed (`sources.istio`), with notices for what it contains that is not applied;
+- or refused, with ``file:line:col: Kind namespace/name: field.path: reason``;
+  its last accepted version stays in force (the controller keeps it).
+
+A file that cannot be read or is not valid YAML is one error for the source (shown in
+`xdsctl sources`); its objects as last read stay published. Files are polled like the
+registry file; a change in any of them re-reads that file only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sources.base import Catalog
+from sources.istio import Parsed, PolicyError, is_supported_kind, parse_policy
+from sources.yaml_positions import CLoader, DuplicateKey, Nodes, PyLoader, located
+from xds_server.model import DEFAULT_NAMESPACE, PolicyKey, PolicyObject
+
+log = logging.getLogger("sources.policy")
+
+KIND = "policy"
+SUFFIXES = (".yaml", ".yml", ".json")
+
+
+class PolicyFileError(ValueError):
+    """A policy file is unusable: unreadable, or not YAML."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Stamp:
+    mtime_ns: int
+    size: int
+    inode: int
+
+
+def _key(obj: Any) -> PolicyKey:
+    """The object's identity as far as it can be read (for reporting a refused object)."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    meta = meta if isinstance(meta, dict) else {}
+    kind = obj.get("kind") if isinstance(obj, dict) else None
+    namespace = meta.get("namespace") or DEFAULT_NAMESPACE
+    return PolicyKey(str(kind or "?"), str(namespace), str(meta.get("name") or "?"))
+
+
+def _documents(text: str, filename: str) -> Iterator[tuple[Any, yaml.Node]]:
+    """Each document's data and its node (for positions). PolicyFileError if not YAML."""
+    loader: Any = CLoader(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            try:
+                data = loader.construct_document(node)
+            except DuplicateKey:
+                Nodes(node, filename, PolicyFileError)  # raises it, with its line
+                raise
+            yield data, node
+    except yaml.YAMLError:
+        # libyaml's messages are terse: let PyYAML say what is wrong, and where.
+        slow = PyLoader(text)
+        try:
+            while slow.check_node():
+                slow.get_node()
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            reason = exc.problem or exc.context or "not valid YAML"
+            raise PolicyFileError(located(filename, mark, (), f"invalid YAML: {reason}")) from None
+        except yaml.YAMLError as exc:
+            raise PolicyFileError(f"{filename}: invalid YAML: {exc}") from None
+        finally:
+            slow.dispose()
+        raise PolicyFileError(f"{filename}: invalid YAML") from None
+    finally:
+        loader.dispose()
+
+
+def _objects(data: Any, node: yaml.Node) -> Iterator[tuple[Any, yaml.Node, tuple[Any, ...]]]:
+    """The objects of one document, with the path of each within it (a List's items)."""
+    items = data.get("items") if isinstance(data, dict) and data.get("kind") == "List" else None
+    if isinstance(items, list):
+        for i, item in enumerate(items):
+            yield item, node, ("items", i)
+    elif data is not None:
+        yield data, node, ()
+
+
+def parse_policy_file(text: str, filename: str) -> list[PolicyObject]:
+    """Every object of a policy file; PolicyFileError if the file is not YAML."""
+    out: list[PolicyObject] = []
+    for data, node, base in (o for d in _documents(text, filename) for o in _objects(*d)):
+        nodes = Nodes(node, filename, PolicyFileError)
+        where = located(filename, nodes.mark(base), (), "").rstrip(": ")
+        key = _key(data)
+        if not isinstance(data, dict):
+            error = located(filename, nodes.mark(base), (), "expected a Kubernetes object")
+            out.append(PolicyObject(key, where, error=error))
+            continue
+        if not is_supported_kind(data):
+            api = data.get("apiVersion", "?")
+            reason = (
+                f"{key.kind} {key.namespace}/{key.name}: kind {key.kind} ({api}) is not "
+                "supported (VirtualService and DestinationRule of networking.istio.io are)"
+            )
+            error = located(filename, nodes.mark(base), (), reason)
+            out.append(PolicyObject(key, where, error=error))
+            continue
+        try:
+            parsed: Parsed = parse_policy(data, origin=where)
+        except PolicyError as exc:
+            subject = f"{key.kind} {key.namespace}/{key.name}"
+            error = located(
+                filename, nodes.mark((*base, *exc.path)), (), f"{subject}: {exc}"
+            )
+            out.append(PolicyObject(key, where, error=error))
+            continue
+        notices = tuple(
+            located(filename, nodes.mark((*base, *n.path)), n.path, n.message)
+            for n in parsed.notices
+        )
+        out.append(
+            PolicyObject(
+                parsed.policy.key, where, parsed.policy, notices=notices, applies=parsed.applies
+            )
+        )
+    return out
+
+
+def _files(paths: Sequence[Path]) -> list[Path]:
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            out += sorted(p for p in path.iterdir() if p.suffix in SUFFIXES and p.is_file())
+        else:
+            out.append(path)
+    return out
+
+
+class PolicyFileSource:
+    """Watches policy files and publishes their objects to the catalog."""
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        catalog: Catalog,
+        *,
+        name: str = "policy",
+        interval: float = 1.0,
+    ) -> None:
+        self.paths = list(paths)
+        self.catalog = catalog
+        self.name = name
+        self.interval = interval
+        self._stamps: dict[Path, _Stamp] = {}
+        self._objects: dict[Path, list[PolicyObject]] = {}
+        self._errors: dict[Path, str] = {}
+        self._published: tuple[PolicyObject, ...] | None = None
+        catalog.register(name, KIND)
+
+    def load_once(self) -> list[PolicyObject]:
+        """Read everything now; PolicyFileError (the first unusable file) at startup."""
+        self._scan(force=True)
+        if self._errors:
+            raise PolicyFileError(next(iter(self._errors.values())))
+        return self._publish()
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.poll()
+
+    async def poll(self) -> None:
+        changed = await asyncio.to_thread(self._scan)
+        if changed:
+            self._publish()
+
+    def _scan(self, force: bool = False) -> bool:
+        """Re-read the files whose stamp changed; whether anything did."""
+        try:
+            files = _files(self.paths)
+        except OSError as exc:
+            return self._fail(Path(exc.filename or self.paths[0]), f"cannot list: {exc.strerror}")
+        changed = False
+        for gone in set(self._objects) - set(files):
+            del self._objects[gone]
+            self._stamps.pop(gone, None)
+            changed = True
+        for path in files:
+            try:
+                st = os.stat(path)
+                stamp = _Stamp(st.st_mtime_ns, st.st_size, st.st_ino)
+                if not force and self._stamps.get(path) == stamp:
+                    continue
+                text = path.read_bytes().decode("utf-8")
+            except OSError as exc:
+                changed |= self._fail(path, f"{path}: cannot read: {exc.strerror or exc}")
+                continue
+            except UnicodeDecodeError as exc:
+                changed |= self._fail(path, f"{path}: not UTF-8: {exc.reason} at byte {exc.start}")
+                continue
+            self._stamps[path] = stamp
+            try:
+                objects = parse_policy_file(text, str(path))
+            except PolicyFileError as exc:
+                changed |= self._fail(path, str(exc))
+                continue
+            if self._errors.pop(path, None) is not None:
+                log.info("%s: valid again", path)
+                changed = True
+            if objects != self._objects.get(path):
+                self._objects[path] = objects
+                changed = True
+        return changed
+
+    def _fail(self, path: Path, error: str) -> bool:
+        """A file is unusable: report it once; its objects as last read stay."""
+        if self._errors.get(path) == error:
+            return False
+        self._errors[path] = error
+        log.error("%s; keeping its last good objects", error)
+        return True
+
+    def _publish(self) -> list[PolicyObject]:
+        seen: dict[PolicyKey, str] = {}
+        objects: list[PolicyObject] = []
+        for path in _files_in_order(self._objects, self.paths):
+            for obj in self._objects[path]:
+                first = seen.get(obj.key)
+                if first is not None and obj.key.name != "?":
+                    error = f"{obj.origin}: {obj.key}: duplicate of the object at {first}"
+                    objects.append(PolicyObject(obj.key, obj.origin, error=error))
+                    continue
+                seen[obj.key] = obj.origin
+                objects.append(obj)
+        published = tuple(objects)
+        if published != self._published:
+            for obj in published:
+                if obj.error:
+                    log.warning("policy rejected: %s", obj.error)
+            log.info("policy: published %d objects", len(published))
+        if published != self._published or not self._errors:
+            # The catalog ignores an unchanged set, but marks the source recovered.
+            self._published = published
+            self.catalog.replace_policies(self.name, published)
+        if self._errors:
+            self.catalog.set_error(self.name, "; ".join(self._errors.values()))
+        return list(published)
+
+
+def _files_in_order(known: dict[Path, list[PolicyObject]], paths: Sequence[Path]) -> list[Path]:
+    order = {p: i for i, p in enumerate(_safe_files(paths))}
+    return sorted(known, key=lambda p: (order.get(p, len(order)), str(p)))
+
+
+def _safe_files(paths: Sequence[Path]) -> list[Path]:
+    try:
+        return _files(paths)
+    except OSError:
+        return []

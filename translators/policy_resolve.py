@@ -1,0 +1,359 @@
+"""Which policy applies to which service: policy objects resolved against the catalog.
+
+Pure: (catalog, policy objects, the versions accepted before) → per service, the
+`ServicePolicy` the renderers apply, and per object its status (ACCEPTED, WARNING,
+REJECTED with the reason). Nothing here can make a proxy NACK or answer 503:
+
+- a host resolves to a service as Istio resolves it: a short name in the object's
+  namespace, ``name.namespace``, ``name.namespace.svc[.cluster.local]``, or any hostname
+  the registry gives the service; a host that names no service yet is a warning;
+- a destination must name a service, a port it has (of the rule's protocol) and a subset
+  the service's DestinationRule defines, else the object is rejected;
+- one VirtualService and one DestinationRule per service: the first by namespace/name
+  wins, a later one is rejected naming the winner;
+- a rejected object's last accepted version (`accepted_before`) stays in force if it
+  still resolves; otherwise the object applies to nothing.
+
+Subset clusters are only built for subsets some route or mirror references.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from xds_server.model import (
+    Destination,
+    DestinationPolicy,
+    HashOn,
+    Policy,
+    PolicyKey,
+    PolicyObject,
+    Port,
+    RoutePolicy,
+    Service,
+    ServiceEntry,
+    ServiceKey,
+)
+
+from .names import cluster_name, subset_cluster_name
+from .policy_routes import RouteTarget
+
+State = Literal["ACCEPTED", "WARNING", "REJECTED"]
+TargetKey = tuple[Destination, int]  # a destination as used by a route on that port
+# Applies one version of an object: the services it governs and its warnings, or Rejected.
+_Apply = Callable[[Policy], tuple[tuple[ServiceKey, ...], list[str]]]
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePolicy:
+    """Everything policy changes about one service's resources.
+
+    `routing`: the VirtualService whose rules replace the service's default route;
+    `destination`: its DestinationRule; `subsets`: the (port, subset) clusters to build
+    for it because a route or mirror somewhere sends traffic there; `targets`: the
+    cluster (and hash key) each destination of `routing` names, per route port;
+    `depends`: the services those destinations are (a proxy that gets this service's
+    routes must get their clusters too).
+    """
+
+    routing: RoutePolicy | None = None
+    destination: DestinationPolicy | None = None
+    subsets: tuple[tuple[int, str], ...] = ()
+    targets: tuple[tuple[TargetKey, RouteTarget], ...] = ()
+    depends: tuple[ServiceKey, ...] = ()
+
+    def target(self, destination: Destination, port: int) -> RouteTarget:
+        for key, target in self.targets:
+            if key == (destination, port):
+                return target
+        raise KeyError(f"no target for {destination} on port {port}")
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyStatus:
+    """How one object stands: what is served of it and why, and where it applies."""
+
+    key: PolicyKey
+    origin: str
+    state: State
+    reasons: tuple[str, ...] = ()
+    services: tuple[ServiceKey, ...] = ()
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "kind": self.key.kind,
+            "namespace": self.key.namespace,
+            "name": self.key.name,
+            "origin": self.origin,
+            "state": self.state,
+            "reasons": list(self.reasons),
+            "services": [str(s) for s in self.services],
+        }
+
+
+@dataclass(slots=True)
+class Resolution:
+    services: dict[ServiceKey, ServicePolicy] = field(default_factory=dict)
+    statuses: list[PolicyStatus] = field(default_factory=list)
+    accepted: dict[PolicyKey, Policy] = field(default_factory=dict)
+
+
+class Rejected(Exception):
+    """A policy version that cannot be applied, and why."""
+
+
+class HostIndex:
+    """Host names → services, as Istio resolves a VirtualService or DestinationRule host."""
+
+    def __init__(self, services: Iterable[Service]) -> None:
+        self._names: dict[str, ServiceKey] = {}
+        for svc in sorted(services, key=lambda s: s.key):
+            base = f"{svc.name}.{svc.namespace}"
+            for host in (base, f"{base}.svc", f"{base}.svc.cluster.local", *svc.hostnames):
+                self._names.setdefault(host.lower().rstrip("."), svc.key)
+
+    def find(self, host: str, namespace: str) -> ServiceKey | None:
+        host = host.lower().rstrip(".")
+        if "." not in host:
+            return self._names.get(f"{host}.{namespace}")
+        return self._names.get(host)
+
+
+def resolve_policies(
+    catalog: Mapping[ServiceKey, ServiceEntry],
+    objects: Sequence[PolicyObject],
+    accepted_before: Mapping[PolicyKey, Policy],
+) -> Resolution:
+    """Resolve every object against the catalog (see the module docstring)."""
+    return _Resolver(catalog, accepted_before).run(objects)
+
+
+def _port_of(service: Service, number: int) -> Port | None:
+    for p in service.ports:
+        if p.port == number:
+            return p
+    return None
+
+
+class _Resolver:
+    def __init__(
+        self,
+        catalog: Mapping[ServiceKey, ServiceEntry],
+        accepted_before: Mapping[PolicyKey, Policy],
+    ) -> None:
+        self.catalog = catalog
+        self.before = accepted_before
+        self.index = HostIndex(e.service for e in catalog.values())
+        self.out = Resolution()
+        self.drs: dict[ServiceKey, DestinationPolicy] = {}
+        self.dr_owner: dict[ServiceKey, PolicyKey] = {}
+        self.vss: dict[ServiceKey, RoutePolicy] = {}
+        self.vs_owner: dict[ServiceKey, PolicyKey] = {}
+        self.targets: dict[ServiceKey, dict[TargetKey, RouteTarget]] = {}
+        self.depends: dict[ServiceKey, set[ServiceKey]] = {}
+        self.subsets: dict[ServiceKey, set[tuple[int, str]]] = {}
+
+    def run(self, objects: Sequence[PolicyObject]) -> Resolution:
+        ordered = sorted(objects, key=lambda o: o.key)
+        for obj in ordered:
+            if obj.key.kind == "DestinationRule":
+                self._one(obj, self._apply_dr)
+        for obj in ordered:
+            if obj.key.kind == "VirtualService":
+                self._one(obj, self._apply_vs)
+        for obj in ordered:
+            if obj.key.kind not in ("DestinationRule", "VirtualService"):
+                self.out.statuses.append(
+                    PolicyStatus(obj.key, obj.origin, "REJECTED", (obj.error,) if obj.error else ())
+                )
+        keys = self.drs.keys() | self.vss.keys() | self.subsets.keys()
+        for key in sorted(keys):
+            self.out.services[key] = ServicePolicy(
+                routing=self.vss.get(key),
+                destination=self.drs.get(key),
+                subsets=tuple(sorted(self.subsets.get(key, ()))),
+                targets=tuple(sorted(self.targets.get(key, {}).items(), key=_target_order)),
+                depends=tuple(sorted(self.depends.get(key, set()) - {key})),
+            )
+        return self.out
+
+    # -- one object: the current version, else the last accepted one -------------------
+
+    def _one(self, obj: PolicyObject, apply: _Apply) -> None:
+        reasons: list[str] = list(obj.notices)
+        if obj.policy is not None and not obj.applies:
+            # Valid, but for no proxy of ours: shown, and never in a host conflict.
+            self.out.accepted[obj.key] = obj.policy
+            self.out.statuses.append(
+                PolicyStatus(obj.key, obj.origin, "WARNING", (*reasons, "applies to no proxy"))
+            )
+            return
+        current = obj.policy
+        fallback = self.before.get(obj.key)
+        attempts: list[tuple[str, Policy]] = []
+        if current is not None:
+            attempts.append(("current", current))
+        else:
+            reasons.insert(0, obj.error)
+        if fallback is not None and fallback != current:
+            attempts.append(("last valid", fallback))
+        rejected_now = current is None
+        for which, policy in attempts:
+            try:
+                services, warnings = apply(policy)
+            except Rejected as exc:
+                if which == "current":
+                    rejected_now = True
+                    reasons.insert(0, str(exc))
+                continue
+            self.out.accepted[obj.key] = policy
+            if rejected_now:
+                reasons.append(f"serving its last valid version ({policy_origin(policy)})")
+                state: State = "REJECTED"
+            else:
+                state = "WARNING" if warnings or reasons else "ACCEPTED"
+            self.out.statuses.append(
+                PolicyStatus(obj.key, obj.origin, state, (*reasons, *warnings), services)
+            )
+            return
+        if not reasons:
+            reasons.append("rejected")
+        self.out.statuses.append(PolicyStatus(obj.key, obj.origin, "REJECTED", tuple(reasons)))
+
+    # -- DestinationRule ---------------------------------------------------------------
+
+    def _apply_dr(self, policy: Policy) -> tuple[tuple[ServiceKey, ...], list[str]]:
+        assert isinstance(policy, DestinationPolicy)
+        key = self.index.find(policy.host, policy.key.namespace)
+        if key is None:
+            return (), [f"host {policy.host!r} names no service yet; applies when it appears"]
+        owner = self.dr_owner.get(key)
+        if owner is not None:
+            raise Rejected(f"service {key} already has a DestinationRule: {owner} (first by "
+                           "namespace/name wins)")
+        service = self.catalog[key].service
+        for level in (policy.ports, *(s.ports for s in policy.subsets)):
+            for p in level:
+                if _port_of(service, p.port) is None:
+                    raise Rejected(f"portLevelSettings: service {key} has no port {p.port}")
+        self.drs[key] = policy
+        self.dr_owner[key] = policy.key
+        return (key,), []
+
+    # -- VirtualService ----------------------------------------------------------------
+
+    def _apply_vs(self, policy: Policy) -> tuple[tuple[ServiceKey, ...], list[str]]:
+        assert isinstance(policy, RoutePolicy)
+        warnings: list[str] = []
+        hosts: list[ServiceKey] = []
+        for host in policy.hosts:
+            key = self.index.find(host, policy.key.namespace)
+            if key is None:
+                warnings.append(f"host {host!r} names no service yet; applies when it appears")
+            elif key not in hosts:
+                hosts.append(key)
+        for key in hosts:
+            owner = self.vs_owner.get(key)
+            if owner is not None:
+                raise Rejected(f"service {key} already has a VirtualService: {owner} (first by "
+                               "namespace/name wins)")
+        targets: dict[ServiceKey, dict[TargetKey, RouteTarget]] = {}
+        subsets: dict[ServiceKey, set[tuple[int, str]]] = {}
+        depends: set[ServiceKey] = set()
+        for key in hosts:
+            service = self.catalog[key].service
+            http_ports = [p.port for p in service.ports if p.http_like]
+            tcp_ports = [p.port for p in service.ports if not p.http_like]
+            if policy.http and not http_ports:
+                warnings.append(f"service {key} has no HTTP port: http rules not applied")
+            if policy.tcp and not tcp_ports:
+                warnings.append(f"service {key} has no TCP port: tcp rules not applied")
+            found = targets.setdefault(key, {})
+            for i, rule in enumerate(policy.http):
+                dests = [d.destination for d in rule.destinations]
+                dests += [m.destination for m in rule.mirrors]
+                for port in http_ports:
+                    for d in dests:
+                        found[(d, port)] = self._target(d, port, True, f"http[{i}]", subsets)
+                        depends.add(self._service_of(d))
+            for i, tcp in enumerate(policy.tcp):
+                for port in tcp_ports:
+                    if tcp.port is not None and tcp.port != port:
+                        continue
+                    for wd in tcp.destinations:
+                        d = wd.destination
+                        found[(d, port)] = self._target(d, port, False, f"tcp[{i}]", subsets)
+                        depends.add(self._service_of(d))
+        for key in hosts:
+            self.vss[key] = policy
+            self.vs_owner[key] = policy.key
+            self.targets[key] = targets[key]
+            self.depends[key] = depends
+        for key, pairs in subsets.items():
+            self.subsets.setdefault(key, set()).update(pairs)
+        return tuple(hosts), warnings
+
+    def _service_of(self, d: Destination) -> ServiceKey:
+        key = self.index.find(d.host, d.namespace)
+        assert key is not None  # _target checked it first
+        return key
+
+    def _target(
+        self,
+        d: Destination,
+        route_port: int,
+        http: bool,
+        where: str,
+        subsets: dict[ServiceKey, set[tuple[int, str]]],
+    ) -> RouteTarget:
+        key = self.index.find(d.host, d.namespace)
+        if key is None:
+            raise Rejected(f"{where}: destination host {d.host!r} names no service")
+        service = self.catalog[key].service
+        port = self._destination_port(service, d, route_port, http, where)
+        base = cluster_name(service, port)
+        dr = self.drs.get(key)
+        if d.subset:
+            if dr is None or dr.subset(d.subset) is None:
+                defined = f" (DestinationRule {dr.key.namespace}/{dr.key.name})" if dr else ""
+                raise Rejected(
+                    f"{where}: subset {d.subset!r} of service {key} is not defined by a "
+                    f"DestinationRule{defined}"
+                )
+            subsets.setdefault(key, set()).add((port.port, d.subset))
+        hash_on: HashOn | None = None
+        if dr is not None:
+            lb = dr.for_port(port.port, d.subset).load_balancer
+            hash_on = lb.hash if lb is not None else None
+        cluster = subset_cluster_name(base, d.subset) if d.subset else base
+        return RouteTarget(cluster=cluster, hash_on=hash_on)
+
+    @staticmethod
+    def _destination_port(
+        service: Service, d: Destination, route_port: int, http: bool, where: str
+    ) -> Port:
+        kind = "HTTP" if http else "TCP"
+        candidates = [p for p in service.ports if p.http_like == http]
+        if d.port is not None:
+            port = _port_of(service, d.port)
+            if port is None:
+                raise Rejected(f"{where}: service {service.key} has no port {d.port}")
+            if port.http_like != http:
+                raise Rejected(f"{where}: port {d.port} of service {service.key} is not {kind}")
+            return port
+        same = _port_of(service, route_port)
+        if same is not None and same.http_like == http:
+            return same
+        if not candidates:
+            raise Rejected(f"{where}: service {service.key} has no {kind} port")
+        return candidates[0]
+
+
+def _target_order(item: tuple[TargetKey, RouteTarget]) -> tuple[Destination, int]:
+    return item[0]
+
+
+def policy_origin(policy: Policy) -> str:
+    return policy.origin or str(policy.key)
