@@ -361,6 +361,8 @@ def test_from_node_bad_metadata_warns(
         ProxyGroup("envoy", frozenset({"web.service.consul", "api.shop"}), 1),
         ProxyGroup("grpc"),
         ProxyGroup("grpc", frozenset({"web"})),
+        ProxyGroup("envoy", None, 10001, Locality("eu", "eu-a", "rack-1")),
+        ProxyGroup("grpc", frozenset({"web"}), locality=Locality(zone="z1")),
     ],
 )
 def test_key_round_trip(group: ProxyGroup) -> None:
@@ -380,6 +382,18 @@ def test_key_examples() -> None:
         "envoy", frozenset({"web"}), 10001
     )
     assert ProxyGroup.from_key(f"envoy;port={DEFAULT_HTTP_LISTENER_PORT}").key == "envoy"
+    assert ProxyGroup(locality=Locality("eu", "eu-a")).key == "envoy;locality=eu/eu-a/"
+    assert ProxyGroup(locality=Locality()).key == "envoy"  # no locality at all
+
+
+def test_node_locality_joins_the_group() -> None:
+    n = node()
+    n.locality.region, n.locality.zone = "eu", "eu-a"
+    assert ProxyGroup.from_node(n).locality == Locality("eu", "eu-a")
+    n.locality.zone = "a/b"
+    group, warnings = ProxyGroup.parse(n)
+    assert group.locality is None
+    assert warnings == ["node locality ('eu', 'a/b', '') has a space , ; = or /; ignored"]
 
 
 @pytest.mark.parametrize(
@@ -397,6 +411,7 @@ def test_key_examples() -> None:
         ("envoy;port=-1", "port must be 1-65535"),
         ("grpc;port=10001", "gRPC groups have no port"),
         ("envoy;deps=a b", "invalid dependency names"),
+        ("envoy;locality=eu/a", "locality is region/zone/subzone"),
     ],
 )
 def test_from_key_rejects(key: str, message: str) -> None:

@@ -1,10 +1,12 @@
 """Proxy groups: proxies that receive identical configuration share one group.
 
 A group is what the translation depends on besides the catalog: the kind of client
-(Envoy or proxyless gRPC), which services it depends on, and the Envoy HTTP listener
-port. Its `key` is stable and readable (``envoy``, ``envoy;port=10001``,
-``envoy;deps=api,web``, ``grpc;deps=web``) so it can serve as the cache group id and
-be typed on the command line; `ProxyGroup.from_key` parses it back.
+(Envoy or proxyless gRPC), which services it depends on, the Envoy HTTP listener port,
+and the proxy's locality (a DestinationRule's locality load balancing gives each
+locality its own endpoint priorities). Its `key` is stable and readable (``envoy``,
+``envoy;port=10001``, ``envoy;deps=api,web``, ``grpc;deps=web``,
+``envoy;locality=eu/eu-a/``) so it can serve as the cache group id and be typed on the
+command line; `ProxyGroup.from_key` parses it back.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Literal
 from envoy.config.core.v3 import base_pb2
 from google.protobuf import json_format, struct_pb2
 
-from xds_server.model import Service
+from xds_server.model import Locality, Service
 
 from .names import service_id
 
@@ -31,6 +33,8 @@ META_HTTP_LISTENER_PORT = "http_listener_port"
 
 # A dependency is a service name, name.namespace or hostname: no separators of the key.
 _DEPENDENCY = re.compile(r"[^\s,;=]+")
+# A locality part (region, zone, subzone): nothing that separates parts of the key.
+_LOCALITY_PART = re.compile(r"[^\s,;=/]*")
 
 
 def _valid_port(port: object) -> bool:
@@ -49,6 +53,7 @@ class ProxyGroup:
     kind: Kind = "envoy"
     dependencies: frozenset[str] | None = None
     http_listener_port: int = DEFAULT_HTTP_LISTENER_PORT
+    locality: Locality | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -65,6 +70,12 @@ class ProxyGroup:
             if bad:
                 raise ValueError(f"invalid dependency names (empty, or with , ; = or space): {bad}")
             object.__setattr__(self, "dependencies", deps)
+        if self.locality is not None:
+            parts = (self.locality.region, self.locality.zone, self.locality.subzone)
+            if not all(_LOCALITY_PART.fullmatch(p) for p in parts):
+                raise ValueError(f"invalid locality (no space , ; = or /): {parts}")
+            if not any(parts):
+                object.__setattr__(self, "locality", None)
 
     # ---------------------------------------------------------------- key
 
@@ -75,6 +86,9 @@ class ProxyGroup:
             parts.append("deps=" + ",".join(sorted(self.dependencies)))
         if self.http_listener_port != DEFAULT_HTTP_LISTENER_PORT:
             parts.append(f"port={self.http_listener_port}")
+        if self.locality is not None:
+            loc = self.locality
+            parts.append(f"locality={loc.region}/{loc.zone}/{loc.subzone}")
         return ";".join(parts)
 
     def __str__(self) -> str:
@@ -82,7 +96,8 @@ class ProxyGroup:
 
     @classmethod
     def from_key(cls, key: str) -> ProxyGroup:
-        """Parse a `key` back: ``<kind>[;deps=a,b][;port=N]`` (options in any order)."""
+        """Parse a `key` back: ``<kind>[;deps=a,b][;port=N][;locality=R/Z/S]`` (options
+        in any order)."""
         kind, *options = key.strip().split(";")
         if kind not in KINDS:
             raise ValueError(
@@ -91,10 +106,10 @@ class ProxyGroup:
         values: dict[str, str] = {}
         for option in options:
             name, sep, value = option.partition("=")
-            if not sep or name not in ("deps", "port"):
+            if not sep or name not in ("deps", "port", "locality"):
                 raise ValueError(
-                    f"bad proxy group key {key!r}: options are deps=<a,b,...> and port=<N>, "
-                    f"got {option!r}"
+                    f"bad proxy group key {key!r}: options are deps=<a,b,...>, port=<N> and "
+                    f"locality=<region/zone/subzone>, got {option!r}"
                 )
             if name in values:
                 raise ValueError(f"bad proxy group key {key!r}: {name} given twice")
@@ -111,8 +126,17 @@ class ProxyGroup:
         deps = None
         if "deps" in values:
             deps = frozenset(d for d in values["deps"].split(",") if d)
+        locality = None
+        if "locality" in values:
+            parts = values["locality"].split("/")
+            if len(parts) != 3:
+                raise ValueError(
+                    f"bad proxy group key {key!r}: locality is region/zone/subzone, "
+                    f"got {values['locality']!r}"
+                )
+            locality = Locality(*parts)
         try:
-            return cls(kind, deps, port)
+            return cls(kind, deps, port, locality)
         except ValueError as exc:
             raise ValueError(f"bad proxy group key {key!r}: {exc}") from None
 
@@ -127,6 +151,7 @@ class ProxyGroup:
         Kind is ``grpc`` when the user agent names gRPC (``gRPC Python``, ``grpc-go``),
         else ``envoy``. Metadata ``dependencies``: a list of strings or a comma-separated
         string. Metadata ``http_listener_port``: a number or numeric string (Envoy only).
+        The node's locality, if it has one.
         """
         if not _valid_port(default_port):
             raise ValueError(f"default_port must be a port number 1-65535: {default_port!r}")
@@ -139,7 +164,13 @@ class ProxyGroup:
         port = default_port
         if kind == "envoy" and META_HTTP_LISTENER_PORT in fields:
             port = _port(fields[META_HTTP_LISTENER_PORT], default_port, warnings)
-        return cls(kind, deps, port), warnings
+        loc = node.locality
+        locality: Locality | None = Locality(loc.region, loc.zone, loc.sub_zone)
+        parts = (loc.region, loc.zone, loc.sub_zone)
+        if not all(_LOCALITY_PART.fullmatch(p) for p in parts):
+            warnings.append(f"node locality {parts} has a space , ; = or /; ignored")
+            locality = None
+        return cls(kind, deps, port, locality), warnings
 
     @classmethod
     def from_node(

@@ -13,12 +13,19 @@ from __future__ import annotations
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 
-from xds_server.model import Endpoint, Service, ServiceEntry
+from xds_server.model import (
+    DestinationPolicy,
+    Endpoint,
+    Locality,
+    LocalityLb,
+    Service,
+    ServiceEntry,
+)
 
 from . import resources as rb
 from .group import Kind
 from .names import cluster_name, subset_cluster_name
-from .policy_clusters import apply_traffic_policy, subset_endpoints
+from .policy_clusters import apply_traffic_policy, locality_load_assignment, subset_endpoints
 from .policy_resolve import ServicePolicy
 
 # Upstream protocols Envoy must speak HTTP/2 to.
@@ -67,12 +74,33 @@ def service_clusters(
     return out
 
 
+def uses_locality(policy: ServicePolicy | None) -> bool:
+    """Whether the service's DestinationRule sets locality load balancing anywhere, so
+    its endpoints' priorities depend on the calling proxy's locality."""
+    dr = policy.destination if policy is not None else None
+    if dr is None:
+        return False
+    levels = [dr.policy, *(p.policy for p in dr.ports)]
+    for subset in dr.subsets:
+        levels += [subset.policy, *(p.policy for p in subset.ports)]
+    return any(lv and lv.load_balancer and lv.load_balancer.locality for lv in levels)
+
+
+def _locality_setting(dr: DestinationPolicy | None, port: int, subset: str) -> LocalityLb | None:
+    lb = dr.for_port(port, subset).load_balancer if dr is not None else None
+    return lb.locality if lb is not None else None
+
+
 def service_load_assignments(
-    entry: ServiceEntry, policy: ServicePolicy | None = None
+    entry: ServiceEntry, policy: ServicePolicy | None = None, client: Locality | None = None
 ) -> list[endpoint_pb2.ClusterLoadAssignment]:
     """One ClusterLoadAssignment per service port, in port order, holding the endpoints
     whose `port_name` is that port's name, grouped by locality (DESIGN §4.12); then one
     per referenced subset, holding those of the port's endpoints with the subset's labels.
+
+    Where the DestinationRule sets locality load balancing and the calling proxy has a
+    locality (`client`), localities get priorities and weights for that client
+    (same zone first, then failover; Istio's semantics).
 
     A port or subset without endpoints gets an empty assignment, so its cluster still
     warms. Endpoints naming no port of the service are left out. A service with an
@@ -86,11 +114,20 @@ def service_load_assignments(
         bucket = by_port.get(ep.port_name)
         if bucket is not None:
             bucket.append(ep)
+    dr = policy.destination if policy is not None else None
+
+    def assignment(
+        name: str, port: int, subset: str, members: list[Endpoint]
+    ) -> endpoint_pb2.ClusterLoadAssignment:
+        setting = _locality_setting(dr, port, subset) if client is not None else None
+        if client is not None and setting is not None and setting.enabled:
+            return locality_load_assignment(name, members, client, setting)
+        return rb.load_assignment(name, members)
+
     out = [
-        rb.load_assignment(cluster_name(service, port), by_port[port.name])
+        assignment(cluster_name(service, port), port.port, "", by_port[port.name])
         for port in service.ports
     ]
-    dr = policy.destination if policy is not None else None
     if policy is not None and dr is not None:
         by_number = {p.port: p for p in service.ports}
         for number, name in policy.subsets:
@@ -98,7 +135,6 @@ def service_load_assignments(
             if port is None or subset is None:
                 continue
             members = subset_endpoints(by_port[port.name], subset.labels)
-            out.append(
-                rb.load_assignment(subset_cluster_name(cluster_name(service, port), name), members)
-            )
+            base = cluster_name(service, port)
+            out.append(assignment(subset_cluster_name(base, name), number, name, members))
     return out

@@ -13,7 +13,7 @@ from envoy.config.route.v3 import route_pb2
 from google.protobuf.message import Message
 
 from xds_server import types
-from xds_server.model import Service, ServiceEntry, ServiceKey
+from xds_server.model import Locality, Service, ServiceEntry, ServiceKey
 
 from .group import Kind, ProxyGroup
 from .listeners import (
@@ -30,7 +30,7 @@ from .services import service_clusters, service_load_assignments
 
 ClustersOf = Callable[[Service, ServicePolicy | None, Kind], list[cluster_pb2.Cluster]]
 LoadAssignmentsOf = Callable[
-    [ServiceEntry, ServicePolicy | None], list[endpoint_pb2.ClusterLoadAssignment]
+    [ServiceEntry, ServicePolicy | None, Locality | None], list[endpoint_pb2.ClusterLoadAssignment]
 ]
 
 
@@ -72,7 +72,11 @@ def translate(
     )
     endpoints = _unique(
         types.ENDPOINT,
-        ((e.service, a) for e in entries for a in load_assignments_of(e, policies.get(e.key))),
+        (
+            (e.service, a)
+            for e in entries
+            for a in load_assignments_of(e, policies.get(e.key), group.locality)
+        ),
         skipped,
     )
     listeners, routes, more = group_resources([e.service for e in entries], group, policies)

@@ -28,12 +28,20 @@ from translators import ProxyGroup, Skipped
 from translators.group import Kind
 from translators.policy_resolve import PolicyStatus, ServicePolicy, resolve_policies
 from translators.policy_status import grpc_not_applied, subset_warnings
-from translators.services import service_clusters, service_load_assignments
+from translators.services import service_clusters, service_load_assignments, uses_locality
 from translators.translate import group_resources, scope_keys
 from xds_server import metrics, types
 from xds_server.cache import Prepared, SnapshotCache
 from xds_server.catalog import Catalog
-from xds_server.model import Policy, PolicyKey, PolicyObject, Service, ServiceEntry, ServiceKey
+from xds_server.model import (
+    Locality,
+    Policy,
+    PolicyKey,
+    PolicyObject,
+    Service,
+    ServiceEntry,
+    ServiceKey,
+)
 from xds_server.snapshot import Resource, Snapshot
 
 log = logging.getLogger(__name__)
@@ -84,6 +92,12 @@ class Controller:
         ] = {}
         self._endpoints: dict[
             ServiceKey, tuple[tuple[ServiceEntry, ServicePolicy | None], list[Resource]]
+        ] = {}
+        # Per (service, client locality): endpoints prioritised for that locality, for
+        # services whose DestinationRule sets locality load balancing; built on first use.
+        self._local_endpoints: dict[
+            tuple[ServiceKey, Locality],
+            tuple[tuple[ServiceEntry, ServicePolicy | None], list[Resource]],
         ] = {}
         self._policy_objects: tuple[PolicyObject, ...] = ()
         self._accepted: dict[PolicyKey, Policy] = {}
@@ -224,6 +238,8 @@ class Controller:
             if entry is None:
                 self._clusters.pop(key, None)
                 self._endpoints.pop(key, None)
+                for local in [k for k in self._local_endpoints if k[0] == key]:
+                    del self._local_endpoints[local]
                 continue
             policy = self._policies.get(key)
             held = self._clusters.get(key)
@@ -265,6 +281,19 @@ class Controller:
         after = self._policies
         return {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
 
+    def _endpoint_resources(self, key: ServiceKey, locality: Locality | None) -> list[Resource]:
+        """A service's ClusterLoadAssignments as a proxy in `locality` gets them."""
+        built, shared = self._endpoints[key]
+        entry, policy = built
+        if locality is None or not uses_locality(policy):
+            return shared
+        held = self._local_endpoints.get((key, locality))
+        if held is None or held[0] != built:
+            local = service_load_assignments(entry, policy, locality)
+            held = (built, _resources(types.ENDPOINT, local))
+            self._local_endpoints[(key, locality)] = held
+        return held[1]
+
     def _cluster_resources(self, key: ServiceKey, kind: Kind) -> list[Resource]:
         """The clusters of one service for one client kind, built on first use."""
         (service, policy), by_kind = self._clusters[key]
@@ -297,7 +326,7 @@ class Controller:
             return {}
         endpoints: list[Resource] = []
         for k in keys:
-            endpoints.extend(self._endpoints[k][1])
+            endpoints.extend(self._endpoint_resources(k, group.locality))
         if not fresh:
             return {types.ENDPOINT: endpoints}
         clusters: list[Resource] = []

@@ -225,10 +225,18 @@ class Mesh:
         *,
         node: str | None = None,
         metadata: dict[str, Any] | None = None,
+        locality: dict[str, str] | None = None,
     ) -> EnvoyProcess:
-        """A ready Envoy on ADS (SotW, or delta) to this server."""
+        """A ready Envoy on ADS (SotW, or delta) to this server (in `locality`, if given)."""
         node = node or self.node
-        boot = bootstrap(self.server.xds_port, free_port(), node, delta=delta, metadata=metadata)
+        boot = bootstrap(
+            self.server.xds_port,
+            free_port(),
+            node,
+            delta=delta,
+            metadata=metadata,
+            locality=locality,
+        )
         return envoy_factory(boot, name=node, wait="ready", timeout=WAIT)
 
     def proxies(self) -> list[dict[str, Any]]:

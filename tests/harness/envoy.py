@@ -124,8 +124,11 @@ def bootstrap(
     delta: bool = False,
     ads: bool = True,
     metadata: dict[str, Any] | None = None,
+    locality: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Envoy v3 bootstrap that takes CDS and LDS from an xDS server on ``xds_port``.
+
+    ``locality`` ({"region", "zone", "sub_zone"}) is the node's locality.
 
     ``ads=True`` (default): one ADS stream (SotW, or delta with ``delta=True``)
     carries every type. ``ads=False``: CDS and LDS each get their own gRPC
@@ -166,8 +169,12 @@ def bootstrap(
                 "resource_api_version": "V3",
             },
         }
+    node: dict[str, Any] = {"id": node_id, "cluster": node_cluster}
+    node["metadata"] = dict(metadata or {})
+    if locality:
+        node["locality"] = dict(locality)
     return {
-        "node": {"id": node_id, "cluster": node_cluster, "metadata": dict(metadata or {})},
+        "node": node,
         "dynamic_resources": dynamic,
         "static_resources": {"clusters": [_static_cluster(XDS_CLUSTER, xds_port, http2=True)]},
         "admin": _admin(admin_port),
