@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from envoy.config.endpoint.v3 import endpoint_pb2
 
-from tests.harness.admin_state import GROUP, NACK_ERROR, OTHER, SOURCES, AdminState
+from tests.harness.admin_state import GROUP, NACK_ERROR, OTHER, POLICIES, SOURCES, AdminState
 from translators.resources import eds_cluster, load_assignment
 from xds_server import admin, types
 from xds_server.admin import envoy_json, parse_address
@@ -249,6 +249,10 @@ async def test_proxies_state_against_current_snapshot(fx: AdminState, client: Cl
 
 async def test_sources(client: Client) -> None:
     assert await client.json("/debug/sources") == SOURCES
+
+
+async def test_policies(client: Client) -> None:
+    assert await client.json("/debug/policies") == POLICIES
 
 
 async def test_busy_port_raises_and_stop_frees_it(fx: AdminState) -> None:

@@ -8,7 +8,14 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from tests.harness.admin_state import GROUP, NACK_ERROR, OTHER, AdminState, serving
+from tests.harness.admin_state import (
+    GROUP,
+    NACK_ERROR,
+    OTHER,
+    POLICIES,
+    AdminState,
+    serving,
+)
 from tests.harness.ports import free_port
 from tests.harness.server_proc import run_xdsctl
 from xds_server import types
@@ -135,6 +142,21 @@ def test_sources(url: str) -> None:
     assert lines[1] == ["consul", "consul", "yes", "no", "2", "0", "-"]
     assert lines[2] == "k8s kubernetes no yes 1 1 watch failed: connection reset".split()
     assert json.loads(ok("--server", url, "sources", "-o", "json"))[1]["name"] == "k8s"
+
+
+def test_policies_table_json_and_yaml(url: str) -> None:
+    lines = ok("--server", url, "policies").splitlines()
+    assert rows("\n".join(lines[:2])) == [
+        ["KIND", "NAME", "STATE", "SERVICES", "ORIGIN"],
+        ["DestinationRule", "default/web", "ACCEPTED", "web.default", "p.yaml:19:1"],
+    ]
+    assert lines[2].split() == [
+        "VirtualService", "shop/api", "REJECTED", "api.shop,api2.shop", "p.yaml:30:1"
+    ]
+    # Each reason on its own line under its object.
+    assert lines[3:] == [f"    {r}" for r in POLICIES[1]["reasons"]]  # type: ignore[union-attr]
+    assert json.loads(ok("--server", url, "policies", "-o", "json")) == POLICIES
+    assert yaml.safe_load(ok("--server", url, "policies", "-o", "yaml")) == POLICIES
 
 
 def test_server_from_environment(url: str) -> None:

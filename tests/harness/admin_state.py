@@ -36,6 +36,17 @@ SOURCES = [
 ]  # fmt: skip
 
 
+POLICIES = [
+    {"kind": "DestinationRule", "namespace": "default", "name": "web", "origin": "p.yaml:19:1",
+     "state": "ACCEPTED", "reasons": [], "services": ["web.default"]},
+    {"kind": "VirtualService", "namespace": "shop", "name": "api", "origin": "p.yaml:30:1",
+     "state": "REJECTED",
+     "reasons": ["p.yaml:36:17: VirtualService shop/api: spec.http[0].route[0].weight: must "
+                 "be at least 0", "serving its last valid version (p.yaml:30:1)"],
+     "services": ["api.shop", "api2.shop"]},
+]  # fmt: skip
+
+
 class AdminState:
     """Server state as the admin server sees it: cache, registry and callbacks."""
 
@@ -104,6 +115,7 @@ class AdminState:
             snapshot_for=self.snapshot_for,
             default_group=GROUP,
             warnings=lambda: list(self.warnings),
+            policies=lambda: POLICIES,
         )
 
     def connect(self) -> None:
