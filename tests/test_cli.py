@@ -89,7 +89,7 @@ def busy_port() -> Iterator[int]:
 
 # (flags, environment, how the last line begins) for startup errors: each ends with one clear
 # line (after any log lines of what had started) and exit code 2, never a traceback.
-# "{port}" is the busy port, "{dir}" the test's tmp dir (with bad.yaml in it).
+# "{port}" is the busy port, "{dir}" the test's tmp dir (with bad.yaml and bad-policy.yaml).
 EXIT_2: dict[str, tuple[list[str], dict[str, str], str]] = {
     "busy xDS port": (
         ["--xds-address", "127.0.0.1:{port}"],
@@ -112,6 +112,16 @@ EXIT_2: dict[str, tuple[list[str], dict[str, str], str]] = {
         {},
         "xds-server: {dir}/nope.yaml: cannot read: No such file or directory",
     ),
+    "invalid policy YAML": (
+        ["--policy", "{dir}/bad-policy.yaml"],
+        {},
+        "xds-server: {dir}/bad-policy.yaml:2:1: invalid YAML: ",
+    ),
+    "unreadable policy file": (
+        ["--policy", "{dir}/no-policy.yaml"],
+        {},
+        "xds-server: {dir}/no-policy.yaml: cannot read: No such file or directory",
+    ),
     "unknown flag": (
         ["--no-such-flag"],
         {},
@@ -133,6 +143,7 @@ def test_startup_error_is_one_line_and_exit_2(
     flags, env, line = EXIT_2[case]
     fill = {"port": str(busy_port), "dir": str(tmp_path)}
     (tmp_path / "bad.yaml").write_text("services:\n  - {name: a, ports: [{port: eighty}]}\n")
+    (tmp_path / "bad-policy.yaml").write_text("spec: [\n")
     server = xds_server_factory(
         *(f.format(**fill) for f in flags), env=env, wait_ready=False
     )

@@ -58,3 +58,22 @@ def test_errors_name_the_setting_and_its_origin(tmp_path: Path) -> None:
         load({}, {}, tmp_path / "missing.yaml")
     with pytest.raises(SettingsError, match="invalid log_level"):
         load({}, {"XDS_SERVER_LOG_LEVEL": "loud"})
+
+
+def test_policy_paths_from_flags_environment_and_file(tmp_path: Path) -> None:
+    """`--policy` is repeatable (argparse gives a list); the environment takes a
+    comma-separated list; the config file a list or one path."""
+    from xds_server.cli import _parser
+
+    flags = vars(_parser().parse_args(["--policy", "a.yaml", "--policy", "dir/"]))
+    assert load(flags, {}).policy == (Path("a.yaml"), Path("dir"))
+    assert load({}, {"XDS_SERVER_POLICY": "a.yaml, b.yaml"}).policy == (
+        Path("a.yaml"),
+        Path("b.yaml"),
+    )
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("policy: [x.yaml, y/]\n")
+    assert load({}, {}, cfg).policy == (Path("x.yaml"), Path("y"))
+    cfg.write_text("policy: only.yaml\n")
+    assert load({}, {}, cfg).policy == (Path("only.yaml"),)
+    assert load({}, {}).policy == ()
