@@ -1,9 +1,12 @@
-"""Pure functions from the registry model to Envoy resources.
+"""Pure functions from the registry model and traffic policy to Envoy resources.
 
-`translate(catalog, group)` is the whole translation; the modules hold its parts:
-`names` (every naming rule), `group` (ProxyGroup), `services` (per-service clusters and
-load assignments), `listeners` (per-group listeners and routes), `resources` (the
-protobuf builders they share with tests and benchmarks).
+`translate(catalog, group, policies=...)` is the whole translation; the modules hold its
+parts: `names` (every naming rule), `group` (ProxyGroup), `services` (per-service
+clusters and load assignments), `listeners` (per-group listeners and routes),
+`resources` (the protobuf builders they share with tests and benchmarks), and for
+policy: `policy_resolve` (which policy applies to which service), `policy_routes` (rules
+to routes), `policy_clusters` (cluster policy, subsets, locality), `policy_common`
+(what both share), `policy_status` (what operators are told beyond accept/reject).
 """
 
 from .group import ProxyGroup
