@@ -10,6 +10,7 @@ Envoy having rejected no update.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -34,6 +35,7 @@ V1, V2 = {"version": "v1"}, {"version": "v2"}
 SERVICES = [
     ("web", [("web-v1", V1), ("web-v2", V2)]),
     ("api", [("api", {})]),
+    ("patient", [("patient", {})]),
 ]
 
 
@@ -165,3 +167,32 @@ def test_no_virtual_service_means_no_route_timeout(world: PolicyWorld, mode: str
     assert set(retry["retry_on"].split(",")) == {
         "connect-failure", "refused-stream", "unavailable", "cancelled", "retriable-status-codes"
     }, retry  # fmt: skip
+
+
+def test_no_virtual_service_waits_past_envoys_15s_default(world: PolicyWorld) -> None:
+    """The same through traffic: a backend that takes 16 s (Envoy's own route timeout is
+    15 s) still answers 200 through both Envoys (one request each, sent together)."""
+    world.reset_backends()
+    world.apply()
+    world.backends["patient"].delay = 16.0
+    answers: dict[str, object] = {}
+
+    def one(mode: str) -> None:
+        client = world.client(mode, timeout=25.0)
+        try:
+            answers[mode] = client.get("patient")
+        except Exception as exc:  # reported below
+            answers[mode] = exc
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=one, args=(mode,)) for mode in MODES]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    world.reset_backends()
+    assert {m: (getattr(a, "status", a), getattr(a, "body", "")) for m, a in answers.items()} == {
+        m: (200, "patient") for m in MODES
+    }, answers
+    world.check_nothing_rejected()
