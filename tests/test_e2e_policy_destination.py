@@ -2,16 +2,15 @@
 consistent-hash load balancing, through real Envoys (SotW and delta), seen in the
 traffic and in Envoy's own admin API (`/stats`, `/clusters`).
 
-One `xds-server --file --policy` and one SotW and one delta Envoy serve the whole
-module (tests/harness/policy.py); each test writes the policy file it needs. Every test
-ends with Envoy having rejected no update.
+One `xds-server --file --policy` and one SotW and one delta Envoy serve the whole module
+(tests/harness/policy.py, its fixtures in policy_fixtures.py); each test writes the
+policy file it needs. Every test ends with Envoy having rejected no update.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,16 +18,15 @@ import pytest
 from tests.harness import e2e
 from tests.harness.e2e import WAIT
 from tests.harness.policy import (
-    MODES,
     Answer,
     PolicyWorld,
     cluster,
     destination_rule,
     host_flags,
-    policy_world,
 )
 from tests.harness.waiting import wait_for
 
+pytest_plugins = ["tests.harness.policy_fixtures"]
 pytestmark = pytest.mark.timeout(120)
 
 STICKY = [f"sticky-{i}" for i in range(4)]
@@ -37,22 +35,6 @@ SERVICES = [
     ("od", [("od-good", {}), ("od-bad", {})]),
     ("sticky", [(name, {}) for name in STICKY]),
 ]
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PolicyWorld]:
-    with policy_world(tmp_path_factory.mktemp("policy-destination"), SERVICES) as w:
-        yield w
-
-
-@pytest.fixture(params=MODES)
-def mode(request: pytest.FixtureRequest, world: PolicyWorld) -> Iterator[str]:
-    """Each test once through the SotW Envoy, once through the delta one; backends
-    reset before, and no update rejected by either Envoy after."""
-    world.reset_backends()
-    yield str(request.param)
-    world.reset_backends()
-    world.check_nothing_rejected()
 
 
 def has(field: str, name: str) -> Any:

@@ -2,33 +2,31 @@
 mirroring, through real Envoys (SotW and delta) in front of loopback backends that can be
 told to fail first attempts, to sleep, or to answer an error.
 
-One `xds-server --file --policy` and one SotW and one delta Envoy serve the whole
-module (tests/harness/policy.py); each test writes the policy file it needs and sends
-HTTP requests through the Envoy of its mode. Every test ends with Envoy having rejected
-no update.
+One `xds-server --file --policy` and one SotW and one delta Envoy serve the whole module
+(tests/harness/policy.py, its fixtures in policy_fixtures.py); each test writes the
+policy file it needs and sends HTTP requests through the Envoy of its mode. Every test
+ends with Envoy having rejected no update.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 
 from tests.harness.e2e import WAIT
 from tests.harness.policy import (
-    MODES,
     PolicyWorld,
     destination,
     destination_rule,
-    policy_world,
     share,
     subsets,
     virtual_service,
 )
 from tests.harness.waiting import wait_for
 
+pytest_plugins = ["tests.harness.policy_fixtures"]
 pytestmark = pytest.mark.timeout(120)
 
 # Envoy's timers run on libevent's coarse monotonic clock (one kernel tick, at most 10 ms),
@@ -41,22 +39,6 @@ SERVICES = [
     ("faulty", [("faulty", {})]),
     ("shop", [("shop-v1", {"version": "v1"}), ("shop-v2", {"version": "v2"})]),
 ]
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PolicyWorld]:
-    with policy_world(tmp_path_factory.mktemp("policy-resilience"), SERVICES) as w:
-        yield w
-
-
-@pytest.fixture(params=MODES)
-def mode(request: pytest.FixtureRequest, world: PolicyWorld) -> Iterator[str]:
-    """Each test once through the SotW Envoy, once through the delta one; backends
-    reset before, and no update rejected by either Envoy after."""
-    world.reset_backends()
-    yield str(request.param)
-    world.reset_backends()
-    world.check_nothing_rejected()
 
 
 def attempts_per_request(world: PolicyWorld, backend: str) -> list[int]:

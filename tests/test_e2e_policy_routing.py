@@ -2,16 +2,15 @@
 matches with a rewrite, make-before-break when a subset comes and goes, and Istio's
 no-timeout default for services without a VirtualService.
 
-One `xds-server --file --policy` and one SotW and one delta Envoy serve the whole
-module (tests/harness/policy.py); each test writes the policy file it needs (one atomic
-write) and sends real HTTP traffic through the Envoy of its mode. Every test ends with
-Envoy having rejected no update.
+One `xds-server --file --policy` and one SotW and one delta Envoy serve the whole module
+(tests/harness/policy.py, its fixtures in policy_fixtures.py); each test writes the
+policy file it needs (one atomic write) and sends real HTTP traffic through the Envoy of
+its mode. Every test ends with Envoy having rejected no update.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -22,13 +21,13 @@ from tests.harness.policy import (
     PolicyWorld,
     destination,
     destination_rule,
-    policy_world,
     routes,
     share,
     subsets,
     virtual_service,
 )
 
+pytest_plugins = ["tests.harness.policy_fixtures"]
 pytestmark = pytest.mark.timeout(120)
 
 V1, V2 = {"version": "v1"}, {"version": "v2"}
@@ -37,21 +36,6 @@ SERVICES = [
     ("api", [("api", {})]),
     ("patient", [("patient", {})]),
 ]
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PolicyWorld]:
-    with policy_world(tmp_path_factory.mktemp("policy-routing"), SERVICES) as w:
-        yield w
-
-
-@pytest.fixture(params=MODES)
-def mode(request: pytest.FixtureRequest, world: PolicyWorld) -> Iterator[str]:
-    """Each test once through the SotW Envoy, once through the delta one; backends
-    reset before, and no update rejected by either Envoy after."""
-    world.reset_backends()
-    yield str(request.param)
-    world.check_nothing_rejected()
 
 
 def web_rule(name: str, v1: int, v2: int) -> dict[str, object]:

@@ -12,6 +12,8 @@ registry file, and one SotW and one delta Envoy that take them, shared by a test
   Envoy's config dump: Envoy has ACKed them).
 * :class:`Client`: one keep-alive HTTP connection through an Envoy, with request headers
   and timing, for statistics over many requests.
+
+Fixtures over it are in tests/harness/policy_fixtures.py.
 """
 
 from __future__ import annotations
