@@ -180,31 +180,21 @@ class Answer:
 
 class Client:
     """Requests through an Envoy listener on one keep-alive connection (a new one after
-    the peer closes it). As HTTP clients do, a request on a reused connection that the
-    peer had closed before answering (e.g. a listener drain) is sent again, once, on a
-    new connection."""
+    the peer closes it)."""
 
     def __init__(self, port: int, timeout: float = 5.0) -> None:
         self.port = port
         self.timeout = timeout
         self._conn: http.client.HTTPConnection | None = None
-        self._reused = False
 
     def get(self, host: str, path: str = "/", headers: Mapping[str, str] | None = None) -> Answer:
         if self._conn is None:
             self._conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
-            self._reused = False
-        reused, self._reused = self._reused, True
         started = time.monotonic()
         try:
             self._conn.request("GET", path, headers={"Host": host, **(headers or {})})
             resp = self._conn.getresponse()
             body = resp.read().decode("utf-8", "replace")
-        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-            self.close()
-            if not reused:
-                raise
-            return self.get(host, path, headers)
         except Exception:
             self.close()
             raise
