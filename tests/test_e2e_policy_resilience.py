@@ -17,6 +17,7 @@ import pytest
 
 from tests.harness.e2e import WAIT
 from tests.harness.policy import (
+    Answer,
     PolicyWorld,
     destination,
     destination_rule,
@@ -53,30 +54,31 @@ def test_retries_turn_failed_first_attempts_into_200(world: PolicyWorld, mode: s
     (one short) and with `attempts: 0` (no retries, not Istio's default two) it gets the
     503, after exactly 3 and 1 attempts."""
     world.backends["flaky"].fail_attempts = 3
-    client = world.client(mode)
 
-    def retries(name: str, attempts: int) -> None:
+    def five_with(name: str, attempts: int) -> list[Answer]:
+        """Five requests (on a new connection) after retries of `attempts` are in force."""
         # Istio refuses retryOn next to attempts 0 ("retries disabled").
         retry = {"attempts": attempts, **({"retryOn": "connect-failure,503"} if attempts else {})}
         rule = {"name": name, "route": [destination("flaky")], "retries": retry}
         world.apply(virtual_service("flaky", ["flaky"], [rule]))
         world.backends["flaky"].seen.clear()
+        client = world.client(mode)
+        try:
+            return [client.get("flaky") for _ in range(5)]
+        finally:
+            client.close()
 
-    retries("retry-3", 3)
-    answers = [client.get("flaky") for _ in range(5)]
+    answers = five_with("retry-3", 3)
     assert [(a.status, a.body) for a in answers] == [(200, "flaky")] * 5, answers
     assert attempts_per_request(world, "flaky") == [4] * 5
 
-    retries("retry-2", 2)
-    answers = [client.get("flaky") for _ in range(5)]
+    answers = five_with("retry-2", 2)
     assert [a.status for a in answers] == [503] * 5, answers
     assert attempts_per_request(world, "flaky") == [3] * 5
 
-    retries("retry-0", 0)
-    answers = [client.get("flaky") for _ in range(5)]
+    answers = five_with("retry-0", 0)
     assert [a.status for a in answers] == [503] * 5, answers
     assert attempts_per_request(world, "flaky") == [1] * 5
-    client.close()
 
 
 def test_timeout_answers_504_after_half_a_second(world: PolicyWorld, mode: str) -> None:
