@@ -405,12 +405,15 @@ def _direct_response_route(
 def _set_timeout(action: rc.RouteAction, timeout: float | None, client: Client) -> None:
     """Unset means no timeout (0 disables Envoy's own 15 s default).
 
-    Envoy: a gRPC request's ``grpc-timeout`` header is honoured up to the route timeout
-    (0: as sent), as Istio does. gRPC reads only max_stream_duration (gRFC A31).
+    Envoy: without a timeout, a gRPC request's ``grpc-timeout`` header is honoured as
+    sent. With one, no max_stream_duration: Envoy ignores the route timeout of a route
+    that has one (router.cc finalTimeout, "new timeouts"); Istio sets it only for "no
+    timeout" too. gRPC reads only max_stream_duration (gRFC A31).
     """
     action.timeout.CopyFrom(duration(timeout or 0.0))
     if client == "envoy":
-        action.max_stream_duration.grpc_timeout_header_max.CopyFrom(duration(timeout or 0.0))
+        if not timeout:
+            action.max_stream_duration.grpc_timeout_header_max.CopyFrom(duration(0.0))
     elif timeout is not None:
         action.max_stream_duration.max_stream_duration.CopyFrom(duration(timeout))
 

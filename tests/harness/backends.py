@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import socket
+import sys
 import threading
 import time
 import urllib.parse
@@ -95,6 +96,12 @@ class _BackendServer(ThreadingHTTPServer):
             else:
                 self._conns.discard(conn)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client (Envoy after a timeout or reset) that hung up on a slow answer is
+        # ordinary here, not worth a traceback on stderr; anything else is.
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
     def close_connections(self) -> None:
         with self._conns_lock:
             conns = list(self._conns)
@@ -103,17 +110,49 @@ class _BackendServer(ThreadingHTTPServer):
                 conn.shutdown(socket.SHUT_RDWR)
 
 
+@dataclass(frozen=True)
+class Seen:
+    """One request as an :class:`HttpBackend` received it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    """Header names lower-cased (the last value of a repeated header)."""
+    attempt: int
+    """1 for the first time this ``x-request-id`` arrived, 2 for its first retry, ..."""
+
+    @property
+    def host(self) -> str:
+        return self.headers.get("host", "")
+
+
 class HttpBackend(StartStop):
     """HTTP/1.1 server on 127.0.0.1 answering every request with body = ``name``.
 
-    ``status`` can be changed at any time (e.g. 503 to fake a broken backend).
-    ``stop()`` also closes open keep-alive connections; ``start()`` after
-    ``stop()`` listens on the same port again.
+    Its behaviour can be changed at any time: ``status`` (e.g. 503 to fake a broken
+    backend, 500 for one that fails every request), ``delay`` (seconds to sleep before
+    answering: a slow backend), and ``fail_attempts`` (answer ``fail_status`` to the
+    first that many attempts of each request, told apart by the ``x-request-id`` header
+    Envoy sets and keeps across retries). ``seen`` records every request (method, path,
+    headers, attempt). ``stop()`` also closes open keep-alive connections; ``start()``
+    after ``stop()`` listens on the same port again.
     """
 
-    def __init__(self, name: str, port: int = 0, status: int = 200) -> None:
+    def __init__(
+        self,
+        name: str,
+        port: int = 0,
+        status: int = 200,
+        *,
+        delay: float = 0.0,
+        fail_attempts: int = 0,
+        fail_status: int = 503,
+    ) -> None:
         self.name = name
         self.status = status
+        self.delay = delay
+        self.fail_attempts = fail_attempts
+        self.fail_status = fail_status
         self._port = port
         self._server: _BackendServer | None = None
         self._thread: threading.Thread | None = None
@@ -121,6 +160,8 @@ class HttpBackend(StartStop):
         self.requests = 0
         self.paths: Counter[str] = Counter()
         self.last_headers: dict[str, str] = {}
+        self.seen: list[Seen] = []
+        self._attempts: Counter[str] = Counter()
 
     @property
     def port(self) -> int:
@@ -133,11 +174,38 @@ class HttpBackend(StartStop):
         return f"http://127.0.0.1:{self.port}/"
 
     def respond(self, handler: BaseHTTPRequestHandler) -> tuple[int, bytes]:
+        headers = {k.lower(): v for k, v in handler.headers.items()}
+        request_id = headers.get("x-request-id", "")
         with self._lock:
             self.requests += 1
             self.paths[handler.path] += 1
             self.last_headers = dict(handler.headers.items())
-        return self.status, self.name.encode()
+            attempt = 1
+            if request_id:
+                self._attempts[request_id] += 1
+                attempt = self._attempts[request_id]
+            self.seen.append(Seen(handler.command, handler.path, headers, attempt))
+            status, delay = self.status, self.delay
+            if attempt <= self.fail_attempts:
+                status = self.fail_status
+        if delay > 0:
+            time.sleep(delay)
+        return status, self.name.encode()
+
+    def reset(self) -> None:
+        """Back to answering 200 at once, and forget what was seen."""
+        with self._lock:
+            self.status, self.delay, self.fail_attempts, self.fail_status = 200, 0.0, 0, 503
+            self.requests = 0
+            self.paths.clear()
+            self.last_headers = {}
+            self.seen = []
+            self._attempts.clear()
+
+    def seen_since(self, index: int = 0) -> list[Seen]:
+        """The requests received since ``len(seen)`` was ``index``."""
+        with self._lock:
+            return self.seen[index:]
 
     def start(self) -> Self:
         if self._server is not None:
