@@ -231,8 +231,11 @@ class Tracker:
             if len(got) == len(edit.markers):
                 acks.append(max(a for _, a in got.values()) - edit.write_at)
                 recvs.append(max(r for r, _ in got.values()) - edit.write_at)
-                if edit.routes and min(got[m][0] for m in edit.routes) < max(
-                    got[m][1] for m in edit.clas
+                # Only for a change with both (a route-only change has no endpoints).
+                if (
+                    edit.routes
+                    and edit.clas
+                    and min(got[m][0] for m in edit.routes) < max(got[m][1] for m in edit.clas)
                 ):
                     early_routes += 1
         return {
