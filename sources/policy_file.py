@@ -98,45 +98,77 @@ def _objects(data: Any, node: yaml.Node) -> Iterator[tuple[Any, yaml.Node, tuple
         yield data, node, ()
 
 
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+class _Positions:
+    """Where things are in one document. Indexing all of its nodes (`Nodes`) costs as
+    much as parsing it, so that is done only when a message needs the line of a field
+    (an error or a notice); where an object starts is read off its own node."""
+
+    def __init__(self, node: yaml.Node, filename: str) -> None:
+        self._node = node
+        self._filename = filename
+        self._nodes: Nodes | None = None
+
+    def mark(self, path: tuple[Any, ...]) -> yaml.Mark | None:
+        if self._nodes is None:
+            self._nodes = Nodes(self._node, self._filename, PolicyFileError)
+        return self._nodes.mark(path)
+
+    def start(self, base: tuple[Any, ...]) -> yaml.Mark | None:
+        """Where the object at `base` (``()``, or ``("items", i)`` of a List) starts."""
+        if not base:
+            return self._node.start_mark
+        if isinstance(self._node, yaml.MappingNode):
+            for key, value in self._node.value:
+                if (
+                    isinstance(key, yaml.ScalarNode)
+                    and key.tag == _STR_TAG
+                    and key.value == base[0]
+                    and isinstance(value, yaml.SequenceNode)
+                    and base[1] < len(value.value)
+                ):
+                    item: yaml.Node = value.value[base[1]]
+                    return item.start_mark
+        return self.mark(base)
+
+
 def parse_policy_file(text: str, filename: str) -> list[PolicyObject]:
     """Every object of a policy file; PolicyFileError if the file is not YAML."""
     out: list[PolicyObject] = []
-    for data, node, base in (o for d in _documents(text, filename) for o in _objects(*d)):
-        nodes = Nodes(node, filename, PolicyFileError)
-        where = located(filename, nodes.mark(base), (), "").rstrip(": ")
-        key = _key(data)
-        if not isinstance(data, dict):
-            error = located(filename, nodes.mark(base), (), "expected a Kubernetes object")
-            out.append(PolicyObject(key, where, error=error))
-            continue
-        if not is_supported_kind(data):
-            api = data.get("apiVersion", "?")
-            reason = (
-                f"{key.kind} {key.namespace}/{key.name}: kind {key.kind} ({api}) is not "
-                "supported (VirtualService and DestinationRule of networking.istio.io are)"
-            )
-            error = located(filename, nodes.mark(base), (), reason)
-            out.append(PolicyObject(key, where, error=error))
-            continue
-        try:
-            parsed: Parsed = parse_policy(data, origin=where)
-        except PolicyError as exc:
-            subject = f"{key.kind} {key.namespace}/{key.name}"
-            error = located(
-                filename, nodes.mark((*base, *exc.path)), (), f"{subject}: {exc}"
-            )
-            out.append(PolicyObject(key, where, error=error))
-            continue
-        notices = tuple(
-            located(filename, nodes.mark((*base, *n.path)), n.path, n.message)
-            for n in parsed.notices
-        )
-        out.append(
-            PolicyObject(
-                parsed.policy.key, where, parsed.policy, notices=notices, applies=parsed.applies
-            )
-        )
+    for document, node in _documents(text, filename):
+        at = _Positions(node, filename)
+        out += (_object(data, base, at, filename) for data, _, base in _objects(document, node))
     return out
+
+
+def _object(data: Any, base: tuple[Any, ...], at: _Positions, filename: str) -> PolicyObject:
+    """One object of a document (at `base` in it), parsed or refused with its reason."""
+    where = located(filename, at.start(base), (), "").rstrip(": ")
+    key = _key(data)
+    if not isinstance(data, dict):
+        error = located(filename, at.start(base), (), "expected a Kubernetes object")
+        return PolicyObject(key, where, error=error)
+    if not is_supported_kind(data):
+        api = data.get("apiVersion", "?")
+        reason = (
+            f"{key.kind} {key.namespace}/{key.name}: kind {key.kind} ({api}) is not "
+            "supported (VirtualService and DestinationRule of networking.istio.io are)"
+        )
+        return PolicyObject(key, where, error=located(filename, at.start(base), (), reason))
+    try:
+        parsed: Parsed = parse_policy(data, origin=where)
+    except PolicyError as exc:
+        subject = f"{key.kind} {key.namespace}/{key.name}"
+        error = located(filename, at.mark((*base, *exc.path)), (), f"{subject}: {exc}")
+        return PolicyObject(key, where, error=error)
+    notices = tuple(
+        located(filename, at.mark((*base, *n.path)), n.path, n.message) for n in parsed.notices
+    )
+    return PolicyObject(
+        parsed.policy.key, where, parsed.policy, notices=notices, applies=parsed.applies
+    )
 
 
 def _files(paths: Sequence[Path]) -> list[Path]:
