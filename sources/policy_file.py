@@ -11,15 +11,19 @@ is a Kubernetes-shaped object (``kind: List`` with ``items`` is unpacked, as `ku
 
 A file that cannot be read or is not valid YAML is one error for the source (shown in
 `xdsctl sources`); its objects as last read stay published. Files are polled like the
-registry file; a change in any of them re-reads that file only.
+registry file; a change in any of them re-reads that file only, and of that file only
+the documents whose text changed are parsed again (`parse_policy_file_reusing`), so
+shifting one weight in a file of thousands of objects costs one document's parse.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import os
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,9 +142,87 @@ def parse_policy_file(text: str, filename: str) -> list[PolicyObject]:
     """Every object of a policy file; PolicyFileError if the file is not YAML."""
     out: list[PolicyObject] = []
     for document, node in _documents(text, filename):
-        at = _Positions(node, filename)
-        out += (_object(data, base, at, filename) for data, _, base in _objects(document, node))
+        out += _document_objects(document, node, filename)
     return out
+
+
+def _document_objects(document: Any, node: yaml.Node, filename: str) -> list[PolicyObject]:
+    at = _Positions(node, filename)
+    return [_object(data, base, at, filename) for data, _, base in _objects(document, node)]
+
+
+# -- parsing only the documents that changed ----------------------------------------------
+
+# One document as written: the line it starts on (0-based) and its text.
+Chunk = tuple[int, str]
+Reuse = Mapping[Chunk, list[PolicyObject]]
+# A line that starts a document: ``---`` then a blank or the end of the line. Inside a
+# document no line may start so (YAML forbids it, even in a scalar; libyaml and PyYAML
+# end the document there), so cutting a file at these lines gives its documents.
+_DOCUMENT_START = re.compile(r"^---(?=[ \t]|\r?$)", re.MULTILINE)
+# What makes cutting unsafe or line numbers ambiguous: directives (they belong to the
+# next document), document end markers, line breaks other than \n and \r\n, a BOM.
+_UNCUTTABLE = re.compile(
+    r"^(?:%|\.\.\.(?=[ \t]|\r?$))|\r(?!\n)|[\x85\u2028\u2029\ufeff]", re.MULTILINE
+)
+# Parsing one document alone costs its line number in blank lines (they keep every
+# position exact); with more changed documents than this, the whole file is parsed once.
+_MAX_REPARSED = 32
+
+
+def _chunks(text: str) -> list[Chunk] | None:
+    """The file cut into its documents, or None when it cannot safely be cut."""
+    if _UNCUTTABLE.search(text):
+        return None
+    starts = [m.start() for m in _DOCUMENT_START.finditer(text)]
+    if not starts or starts[0] != 0:
+        starts.insert(0, 0)
+    out: list[Chunk] = []
+    line = 0
+    for i, start in enumerate(starts):
+        if i:
+            line += text.count("\n", starts[i - 1], start)
+        end = starts[i + 1] if i + 1 < len(starts) else len(text)
+        out.append((line, text[start:end]))
+    return out
+
+
+def parse_policy_file_reusing(
+    text: str, filename: str, reuse: Reuse
+) -> tuple[list[PolicyObject], dict[Chunk, list[PolicyObject]]]:
+    """`parse_policy_file`, with the objects of every document whose text and first line
+    are as in the file that returned `reuse` taken from there; and the `reuse` for the
+    next version of the file. The result equals `parse_policy_file`'s, errors included.
+    """
+    chunks = _chunks(text)
+    if chunks is None:
+        return parse_policy_file(text, filename), {}
+    changed = [c for c in chunks if c not in reuse]
+    if len(changed) > _MAX_REPARSED:
+        return _parse_whole(text, filename, chunks)
+    try:
+        # Blank lines before the document keep its positions those of the whole file.
+        fresh = {c: parse_policy_file("\n" * c[0] + c[1], filename) for c in changed}
+    except PolicyFileError:
+        # The whole file reports its first error as it would without reuse.
+        return _parse_whole(text, filename, chunks)
+    memo = {c: fresh[c] if c in fresh else reuse[c] for c in chunks}
+    return [o for c in chunks for o in memo[c]], memo
+
+
+def _parse_whole(
+    text: str, filename: str, chunks: list[Chunk]
+) -> tuple[list[PolicyObject], dict[Chunk, list[PolicyObject]]]:
+    """Parse the whole file; each document's objects filed under the chunk it starts in."""
+    starts = [line for line, _ in chunks]
+    memo: dict[Chunk, list[PolicyObject]] = {c: [] for c in chunks}
+    out: list[PolicyObject] = []
+    for document, node in _documents(text, filename):
+        objects = _document_objects(document, node, filename)
+        out += objects
+        if objects:
+            memo[chunks[bisect.bisect_right(starts, node.start_mark.line) - 1]] += objects
+    return out, memo
 
 
 def _object(data: Any, base: tuple[Any, ...], at: _Positions, filename: str) -> PolicyObject:
@@ -198,6 +280,7 @@ class PolicyFileSource:
         self.interval = interval
         self._stamps: dict[Path, _Stamp] = {}
         self._objects: dict[Path, list[PolicyObject]] = {}
+        self._reuse: dict[Path, dict[Chunk, list[PolicyObject]]] = {}
         self._errors: dict[Path, str] = {}
         self._published: tuple[PolicyObject, ...] | None = None
         catalog.register(name, KIND)
@@ -228,6 +311,7 @@ class PolicyFileSource:
         changed = False
         for gone in set(self._objects) - set(files):
             del self._objects[gone]
+            self._reuse.pop(gone, None)
             self._stamps.pop(gone, None)
             changed = True
         for path in files:
@@ -245,10 +329,13 @@ class PolicyFileSource:
                 continue
             self._stamps[path] = stamp
             try:
-                objects = parse_policy_file(text, str(path))
+                objects, reuse = parse_policy_file_reusing(
+                    text, str(path), self._reuse.get(path, {})
+                )
             except PolicyFileError as exc:
                 changed |= self._fail(path, str(exc))
                 continue
+            self._reuse[path] = reuse
             if self._errors.pop(path, None) is not None:
                 log.info("%s: valid again", path)
                 changed = True
