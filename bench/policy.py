@@ -323,19 +323,11 @@ def _measure(
         next_at = max(write_at + o.edit_interval, time.time())
         next_at += rng.uniform(0.0, o.file_interval)
         published = server.published_since(write_at, logger="sources.policy")
-        last = rec["last_ack_ms"]
         edits.append(
             {
                 **rec,
+                **changes.published_split(write_at, published, rec["last_ack_ms"]),
                 "predict_s_in_bench_process": round(predict_s, 3),
-                "write_to_published_ms": (
-                    round((published - write_at) * 1000.0, 1) if published else None
-                ),
-                "published_to_last_ack_ms": (
-                    round(last - (published - write_at) * 1000.0, 1)
-                    if published and last is not None
-                    else None
-                ),
                 "sent": _sent(data.updates, write_at, time.time()),
                 "server_rss_mb": round(server.stats()["rss"] / MB, 1),
                 "server_peak_rss_mb": round(server.stats()["peak_rss"] / MB, 1),
@@ -441,25 +433,10 @@ def print_table(results: list[dict[str, Any]], o: Options, info: dict[str, Any])
         "server: translate per edit (mean)",
         lambda r: changes.hist_cell(r["edits_total"]["translate"]),
     )
-    for ty in ("routes",):
-        row(
-            f"server: push latency, {ty}",
-            lambda r, ty=ty: changes.hist_cell(r["edits_total"]["push"].get(ty)),
-        )
-        row(
-            f"server: convergence, {ty}",
-            lambda r, ty=ty: changes.hist_cell(r["edits_total"]["convergence"].get(ty)),
-        )
+    changes.push_rows(t, "edits_total", ["routes"])
     row(
         "sent per edit: responses (resources) per proxy, by type",
         lambda r: "; ".join(_per_proxy(e) for e in r["edits"]),
-    )
-    row(
-        "server: responses / MB sent, all edits",
-        lambda r: ", ".join(
-            f"{ty} {n} / {r['edits_total']['response_mb'].get(ty, 0):g}"
-            for ty, n in sorted(r["edits_total"]["responses"].items())
-        ),
     )
     row("clusters and endpoints untouched by the edits", _untouched)
     row(
@@ -484,13 +461,7 @@ def print_table(results: list[dict[str, Any]], o: Options, info: dict[str, Any])
 def main(argv: list[str] | None = None) -> int:
     def arguments(p: argparse.ArgumentParser) -> None:
         common.int_options(p, services=1000, endpoints=5, edits=5)
-        p.add_argument("--edit-interval", type=float, default=2.0, help="seconds between edits")
-        p.add_argument(
-            "--file-interval",
-            type=float,
-            default=0.1,
-            help="xds-server --file-interval, seconds (default 0.1; the server's own is 1)",
-        )
+        common.file_edit_options(p)
         p.add_argument(
             "--py-spy", metavar="PREFIX", help="py-spy record the server during the edits"
         )
