@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test lint bench bench-registry bench-consul bench-kubernetes clean
+.PHONY: run demo test lint bench bench-registry bench-consul bench-kubernetes bench-policy clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ bench-consul: $(STAMP)
 
 bench-kubernetes: $(STAMP)
 	$(BIN)/python -m bench.kubernetes --services 5000 --endpoints 5 --proxies 100 --mode both --edits 5
+
+bench-policy: $(STAMP)
+	$(BIN)/python -m bench.policy --services 1000 --endpoints 5 --proxies 1000 --mode both --edits 5
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

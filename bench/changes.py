@@ -231,8 +231,11 @@ class Tracker:
             if len(got) == len(edit.markers):
                 acks.append(max(a for _, a in got.values()) - edit.write_at)
                 recvs.append(max(r for r, _ in got.values()) - edit.write_at)
-                if edit.routes and min(got[m][0] for m in edit.routes) < max(
-                    got[m][1] for m in edit.clas
+                # Only for a change with both (a route-only change has no endpoints).
+                if (
+                    edit.routes
+                    and edit.clas
+                    and min(got[m][0] for m in edit.routes) < max(got[m][1] for m in edit.clas)
                 ):
                     early_routes += 1
         return {
@@ -251,6 +254,19 @@ class Tracker:
             "ack_s": acks,
             "recv_s": recvs,
         }
+
+
+def published_split(
+    write_at: float, published: float | None, last_ack_ms: float | None
+) -> dict[str, float | None]:
+    """A file edit's latency split where its source published it (`published`: from the
+    server log, `RealServer.published_since`): write → published, published → the last
+    proxy's ACK (`last_ack_ms`, counted from the write)."""
+    if published is None:
+        return {"write_to_published_ms": None, "published_to_last_ack_ms": None}
+    to_published = (published - write_at) * 1000.0
+    rest = None if last_ack_ms is None else round(last_ack_ms - to_published, 1)
+    return {"write_to_published_ms": round(to_published, 1), "published_to_last_ack_ms": rest}
 
 
 def summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -317,6 +333,24 @@ def change_rows(
     t.row(f"{prefix}: {per}", lambda r: per_proxy_cell(get(r)))
     t.row(f"{prefix}: {last}", lambda r: last_ack_cell(get(r)))
     t.row(f"{prefix}: {cpu_label(changes)}", lambda r: cpu_cell(get(r)))
+
+
+def push_rows(t: Table, total: str, types: Sequence[str]) -> None:
+    """The server's own view of the pushes of all changes (``result[total]``, a
+    `server_breakdown`): push latency and convergence of `types`, responses and MB sent."""
+    for ty in types:
+        for what, metric in (("push latency", "push"), ("convergence", "convergence")):
+            t.row(
+                f"server: {what}, {ty} (mean)",
+                lambda r, ty=ty, metric=metric: hist_cell(r[total][metric].get(ty)),
+            )
+    t.row(
+        "server: responses / MB sent, all changes",
+        lambda r: ", ".join(
+            f"{ty} {n} / {r[total]['response_mb'].get(ty, 0):g}"
+            for ty, n in sorted(r[total]["responses"].items())
+        ),
+    )
 
 
 def per_proxy_cell(s: dict[str, Any]) -> str:

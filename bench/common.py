@@ -614,6 +614,18 @@ def add_run_arguments(p: argparse.ArgumentParser, ramp_rate: float, ramp_help: s
     p.add_argument("--keep-logs", action="store_true", help="keep the server's stderr log")
 
 
+def file_edit_options(p: argparse.ArgumentParser) -> None:
+    """``--edit-interval`` and ``--file-interval``: the options of a benchmark that edits
+    a file the server polls."""
+    p.add_argument("--edit-interval", type=float, default=2.0, help="seconds between edits")
+    p.add_argument(
+        "--file-interval",
+        type=float,
+        default=0.1,
+        help="xds-server --file-interval, seconds (default 0.1; the server's own is 1)",
+    )
+
+
 def int_options(p: argparse.ArgumentParser, **defaults: int) -> None:
     """``--name N`` options (``_`` in a name becomes ``-``) with their defaults."""
     for name, default in defaults.items():

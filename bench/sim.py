@@ -18,12 +18,15 @@ A proxy has its *full configuration* when it has ACKed CDS, EDS, LDS and RDS and
 every cluster's endpoints and every referenced route configuration. After that, every
 response it receives is an *update*: it is reported with its receive and ACK times and,
 for EDS, the ``fixtures.cla_marker`` of every ClusterLoadAssignment it carries (for RDS,
-the ``fixtures.route_marker`` of every RouteConfiguration), so the parent can tell which
-change it delivered.
+the ``fixtures.route_marker`` and the `body_marker` of every RouteConfiguration: the
+latter tells apart route configurations that differ only in a weight), so the parent can
+tell which change it delivered.
 
 Every proxy of a worker receives the same large initial pushes, so a worker decodes
 each of them once and caches the result (keyed by version, size and first/last names);
-that saves client CPU on the shared machine and changes nothing on the wire.
+route configurations, one large resource that every proxy gets again on each change,
+are cached the same way. That saves client CPU on the shared machine and changes
+nothing on the wire.
 
 Proxies run in worker processes (``worker_main``), several streams per channel and
 several channels per worker (each channel is its own TCP connection), so one Python
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import signal
 import time
@@ -112,6 +116,37 @@ _parse_cache: dict[tuple[Any, ...], Any] = {}
 _request_templates: dict[tuple[str, tuple[str, ...]], bytes] = {}
 
 
+def body_marker(name: str, body: bytes) -> str:
+    """``name@fingerprint`` of a resource's serialised bytes. The server serialises
+    deterministically, so a benchmark predicts it from its own translation with
+    ``SerializeToString(deterministic=True)``."""
+    return f"{name}@{hashlib.blake2b(body, digest_size=6).hexdigest()}"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfigs:
+    """The RouteConfigurations of an RDS response and the markers of each (its
+    `fixtures.route_marker`, then its `body_marker`)."""
+
+    configs: list[route_pb2.RouteConfiguration]
+    markers: list[str]
+
+    @classmethod
+    def parse(cls, values: Iterable[bytes]) -> RouteConfigs:
+        configs, markers = [], []
+        for v in values:
+            rc = route_pb2.RouteConfiguration.FromString(v)
+            configs.append(rc)
+            markers += [fixtures.route_marker(rc), body_marker(rc.name, v)]
+        return cls(configs, markers)
+
+
+def _cached(n: int, type_url: str) -> bool:
+    """Whether a response's parse is cached: large ones, and route configurations (few
+    resources, but large, and the same for every proxy of a worker)."""
+    return n > _CACHE_MIN or type_url == RDS
+
+
 def _cluster_eds_name(value: bytes) -> str | None:
     c = cluster_pb2.Cluster.FromString(value)
     if c.WhichOneof("cluster_discovery_type") == "type" and c.type == cluster_pb2.Cluster.EDS:
@@ -142,17 +177,12 @@ def _route_names(listener_values: Iterable[bytes]) -> list[str]:
     return sorted(names)
 
 
-def _route_configs(
-    resp: discovery_pb2.DeltaDiscoveryResponse,
-) -> list[route_pb2.RouteConfiguration]:
-    return [route_pb2.RouteConfiguration.FromString(r.resource.value) for r in resp.resources]
-
-
 def _sotw_parse(resp: discovery_pb2.DiscoveryResponse) -> Any:
     """Names (and for EDS, markers) a SotW response carries; cached for large ones."""
     n = len(resp.resources)
     key = (resp.type_url, resp.version_info, n)
-    if n > _CACHE_MIN:
+    cached = _cached(n, resp.type_url)
+    if cached:
         hit = _parse_cache.get(key)
         if hit is not None:
             return hit
@@ -166,10 +196,10 @@ def _sotw_parse(resp: discovery_pb2.DiscoveryResponse) -> Any:
     elif t == LDS:
         result = _route_names(values)
     elif t == RDS:
-        result = [route_pb2.RouteConfiguration.FromString(v) for v in values]
+        result = RouteConfigs.parse(values)
     else:
         result = []
-    if n > _CACHE_MIN:
+    if cached:
         _parse_cache[key] = result
     return result
 
@@ -203,14 +233,19 @@ def _delta_resubscribe(
 
 def _delta_parse(resp: discovery_pb2.DeltaDiscoveryResponse) -> dict[str, Any]:
     """name → what the proxy needs from each resource of a delta response: the EDS name
-    of a cluster, the marker of a ClusterLoadAssignment, the route names of a listener.
+    of a cluster, the marker of a ClusterLoadAssignment, the route names of a listener,
+    the markers of a route configuration (`RouteConfigs`).
 
-    Large responses (the initial pushes, identical for every proxy) are parsed once
-    per worker, keyed by the response's system version, size and first/last names.
+    Large responses (the initial pushes, identical for every proxy) are parsed once per
+    worker, keyed by the response's system version, size and first/last names and
+    versions; route configurations too, keyed by every name and version.
     """
     n = len(resp.resources)
     key: tuple[Any, ...] | None = None
-    if n > _CACHE_MIN and resp.system_version_info:
+    if resp.type_url == RDS and all(r.version for r in resp.resources):
+        # A few resources: every name and version (the server's content hash) is the key.
+        key = (resp.type_url, *((r.name, r.version) for r in resp.resources))
+    elif n > _CACHE_MIN and resp.system_version_info:
         first, last = resp.resources[0], resp.resources[n - 1]
         key = (
             resp.type_url,
@@ -221,6 +256,7 @@ def _delta_parse(resp: discovery_pb2.DeltaDiscoveryResponse) -> dict[str, Any]:
             last.name,
             last.version,
         )
+    if key is not None:
         hit = _parse_cache.get(key)
         if hit is not None:
             return cast(dict[str, Any], hit)
@@ -236,6 +272,8 @@ def _delta_parse(resp: discovery_pb2.DeltaDiscoveryResponse) -> dict[str, Any]:
             )
         elif t == LDS:
             out[res.name] = _route_names([value])
+        elif t == RDS:
+            out[res.name] = RouteConfigs.parse([value]).markers
         else:
             out[res.name] = None
     if key is not None:
@@ -403,9 +441,9 @@ class SimProxy:
             elif t == LDS:
                 followups.append(rds.names_changed(parsed, subscribed, last))
             elif t == RDS:
-                rds.have.update(rc.name for rc in parsed)
+                rds.have.update(rc.name for rc in parsed.configs)
                 if was_full:
-                    markers = [fixtures.route_marker(rc) for rc in parsed]
+                    markers = list(parsed.markers)
             # Like Envoy's mux (the dependent type is paused while the response is
             # applied, the ACK queued behind it): new subscriptions first, then the ACK.
             for req in followups:
@@ -447,7 +485,7 @@ class SimProxy:
             elif t == RDS:
                 rds.received(resp, parsed)
                 if was_full:
-                    markers = [fixtures.route_marker(rc) for rc in _route_configs(resp)]
+                    markers = [m for ms in parsed.values() for m in ms]
             for req in followups:  # as in SotW: new subscriptions before the ACK
                 if req is not None:
                     await call.write(req)

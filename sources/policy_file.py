@@ -11,15 +11,19 @@ is a Kubernetes-shaped object (``kind: List`` with ``items`` is unpacked, as `ku
 
 A file that cannot be read or is not valid YAML is one error for the source (shown in
 `xdsctl sources`); its objects as last read stay published. Files are polled like the
-registry file; a change in any of them re-reads that file only.
+registry file; a change in any of them re-reads that file only, and of that file only
+the documents whose text changed are parsed again (`parse_policy_file_reusing`), so
+shifting one weight in a file of thousands of objects costs one document's parse.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import os
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,45 +102,155 @@ def _objects(data: Any, node: yaml.Node) -> Iterator[tuple[Any, yaml.Node, tuple
         yield data, node, ()
 
 
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+class _Positions:
+    """Where things are in one document. Indexing all of its nodes (`Nodes`) costs as
+    much as parsing it, so that is done only when a message needs the line of a field
+    (an error or a notice); where an object starts is read off its own node."""
+
+    def __init__(self, node: yaml.Node, filename: str) -> None:
+        self._node = node
+        self._filename = filename
+        self._nodes: Nodes | None = None
+
+    def mark(self, path: tuple[Any, ...]) -> yaml.Mark | None:
+        if self._nodes is None:
+            self._nodes = Nodes(self._node, self._filename, PolicyFileError)
+        return self._nodes.mark(path)
+
+    def start(self, base: tuple[Any, ...]) -> yaml.Mark | None:
+        """Where the object at `base` (``()``, or ``("items", i)`` of a List) starts."""
+        if not base:
+            return self._node.start_mark
+        if isinstance(self._node, yaml.MappingNode):
+            for key, value in self._node.value:
+                if (
+                    isinstance(key, yaml.ScalarNode)
+                    and key.tag == _STR_TAG
+                    and key.value == base[0]
+                    and isinstance(value, yaml.SequenceNode)
+                    and base[1] < len(value.value)
+                ):
+                    item: yaml.Node = value.value[base[1]]
+                    return item.start_mark
+        return self.mark(base)
+
+
 def parse_policy_file(text: str, filename: str) -> list[PolicyObject]:
     """Every object of a policy file; PolicyFileError if the file is not YAML."""
     out: list[PolicyObject] = []
-    for data, node, base in (o for d in _documents(text, filename) for o in _objects(*d)):
-        nodes = Nodes(node, filename, PolicyFileError)
-        where = located(filename, nodes.mark(base), (), "").rstrip(": ")
-        key = _key(data)
-        if not isinstance(data, dict):
-            error = located(filename, nodes.mark(base), (), "expected a Kubernetes object")
-            out.append(PolicyObject(key, where, error=error))
-            continue
-        if not is_supported_kind(data):
-            api = data.get("apiVersion", "?")
-            reason = (
-                f"{key.kind} {key.namespace}/{key.name}: kind {key.kind} ({api}) is not "
-                "supported (VirtualService and DestinationRule of networking.istio.io are)"
-            )
-            error = located(filename, nodes.mark(base), (), reason)
-            out.append(PolicyObject(key, where, error=error))
-            continue
-        try:
-            parsed: Parsed = parse_policy(data, origin=where)
-        except PolicyError as exc:
-            subject = f"{key.kind} {key.namespace}/{key.name}"
-            error = located(
-                filename, nodes.mark((*base, *exc.path)), (), f"{subject}: {exc}"
-            )
-            out.append(PolicyObject(key, where, error=error))
-            continue
-        notices = tuple(
-            located(filename, nodes.mark((*base, *n.path)), n.path, n.message)
-            for n in parsed.notices
-        )
-        out.append(
-            PolicyObject(
-                parsed.policy.key, where, parsed.policy, notices=notices, applies=parsed.applies
-            )
-        )
+    for document, node in _documents(text, filename):
+        out += _document_objects(document, node, filename)
     return out
+
+
+def _document_objects(document: Any, node: yaml.Node, filename: str) -> list[PolicyObject]:
+    at = _Positions(node, filename)
+    return [_object(data, base, at, filename) for data, _, base in _objects(document, node)]
+
+
+# -- parsing only the documents that changed ----------------------------------------------
+
+# One document as written: the line it starts on (0-based) and its text.
+Chunk = tuple[int, str]
+Reuse = Mapping[Chunk, list[PolicyObject]]
+# A line that starts a document: ``---`` then a blank or the end of the line. Inside a
+# document no line may start so (YAML forbids it, even in a scalar; libyaml and PyYAML
+# end the document there), so cutting a file at these lines gives its documents.
+_DOCUMENT_START = re.compile(r"^---(?=[ \t]|\r?$)", re.MULTILINE)
+# What makes cutting unsafe or line numbers ambiguous: directives (they belong to the
+# next document), document end markers, line breaks other than \n and \r\n, a BOM.
+_UNCUTTABLE = re.compile(
+    r"^(?:%|\.\.\.(?=[ \t]|\r?$))|\r(?!\n)|[\x85\u2028\u2029\ufeff]", re.MULTILINE
+)
+# Parsing one document alone costs its line number in blank lines (they keep every
+# position exact); with more changed documents than this, the whole file is parsed once.
+_MAX_REPARSED = 32
+
+
+def _chunks(text: str) -> list[Chunk] | None:
+    """The file cut into its documents, or None when it cannot safely be cut."""
+    if _UNCUTTABLE.search(text):
+        return None
+    starts = [m.start() for m in _DOCUMENT_START.finditer(text)]
+    if not starts or starts[0] != 0:
+        starts.insert(0, 0)
+    out: list[Chunk] = []
+    line = 0
+    for i, start in enumerate(starts):
+        if i:
+            line += text.count("\n", starts[i - 1], start)
+        end = starts[i + 1] if i + 1 < len(starts) else len(text)
+        out.append((line, text[start:end]))
+    return out
+
+
+def parse_policy_file_reusing(
+    text: str, filename: str, reuse: Reuse
+) -> tuple[list[PolicyObject], dict[Chunk, list[PolicyObject]]]:
+    """`parse_policy_file`, with the objects of every document whose text and first line
+    are as in the file that returned `reuse` taken from there; and the `reuse` for the
+    next version of the file. The result equals `parse_policy_file`'s, errors included.
+    """
+    chunks = _chunks(text)
+    if chunks is None:
+        return parse_policy_file(text, filename), {}
+    changed = [c for c in chunks if c not in reuse]
+    if len(changed) > _MAX_REPARSED:
+        return _parse_whole(text, filename, chunks)
+    try:
+        # Blank lines before the document keep its positions those of the whole file.
+        fresh = {c: parse_policy_file("\n" * c[0] + c[1], filename) for c in changed}
+    except PolicyFileError:
+        # The whole file reports its first error as it would without reuse.
+        return _parse_whole(text, filename, chunks)
+    memo = {c: fresh[c] if c in fresh else reuse[c] for c in chunks}
+    return [o for c in chunks for o in memo[c]], memo
+
+
+def _parse_whole(
+    text: str, filename: str, chunks: list[Chunk]
+) -> tuple[list[PolicyObject], dict[Chunk, list[PolicyObject]]]:
+    """Parse the whole file; each document's objects filed under the chunk it starts in."""
+    starts = [line for line, _ in chunks]
+    memo: dict[Chunk, list[PolicyObject]] = {c: [] for c in chunks}
+    out: list[PolicyObject] = []
+    for document, node in _documents(text, filename):
+        objects = _document_objects(document, node, filename)
+        out += objects
+        if objects:
+            memo[chunks[bisect.bisect_right(starts, node.start_mark.line) - 1]] += objects
+    return out, memo
+
+
+def _object(data: Any, base: tuple[Any, ...], at: _Positions, filename: str) -> PolicyObject:
+    """One object of a document (at `base` in it), parsed or refused with its reason."""
+    where = located(filename, at.start(base), (), "").rstrip(": ")
+    key = _key(data)
+    if not isinstance(data, dict):
+        error = located(filename, at.start(base), (), "expected a Kubernetes object")
+        return PolicyObject(key, where, error=error)
+    if not is_supported_kind(data):
+        api = data.get("apiVersion", "?")
+        reason = (
+            f"{key.kind} {key.namespace}/{key.name}: kind {key.kind} ({api}) is not "
+            "supported (VirtualService and DestinationRule of networking.istio.io are)"
+        )
+        return PolicyObject(key, where, error=located(filename, at.start(base), (), reason))
+    try:
+        parsed: Parsed = parse_policy(data, origin=where)
+    except PolicyError as exc:
+        subject = f"{key.kind} {key.namespace}/{key.name}"
+        error = located(filename, at.mark((*base, *exc.path)), (), f"{subject}: {exc}")
+        return PolicyObject(key, where, error=error)
+    notices = tuple(
+        located(filename, at.mark((*base, *n.path)), n.path, n.message) for n in parsed.notices
+    )
+    return PolicyObject(
+        parsed.policy.key, where, parsed.policy, notices=notices, applies=parsed.applies
+    )
 
 
 def _files(paths: Sequence[Path]) -> list[Path]:
@@ -166,6 +280,7 @@ class PolicyFileSource:
         self.interval = interval
         self._stamps: dict[Path, _Stamp] = {}
         self._objects: dict[Path, list[PolicyObject]] = {}
+        self._reuse: dict[Path, dict[Chunk, list[PolicyObject]]] = {}
         self._errors: dict[Path, str] = {}
         self._published: tuple[PolicyObject, ...] | None = None
         catalog.register(name, KIND)
@@ -196,6 +311,7 @@ class PolicyFileSource:
         changed = False
         for gone in set(self._objects) - set(files):
             del self._objects[gone]
+            self._reuse.pop(gone, None)
             self._stamps.pop(gone, None)
             changed = True
         for path in files:
@@ -213,10 +329,13 @@ class PolicyFileSource:
                 continue
             self._stamps[path] = stamp
             try:
-                objects = parse_policy_file(text, str(path))
+                objects, reuse = parse_policy_file_reusing(
+                    text, str(path), self._reuse.get(path, {})
+                )
             except PolicyFileError as exc:
                 changed |= self._fail(path, str(exc))
                 continue
+            self._reuse[path] = reuse
             if self._errors.pop(path, None) is not None:
                 log.info("%s: valid again", path)
                 changed = True
