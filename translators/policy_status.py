@@ -17,6 +17,7 @@ from xds_server.model import (
     DestinationPolicy,
     PolicyKey,
     RoutePolicy,
+    Service,
     ServiceEntry,
     ServiceKey,
 )
@@ -32,7 +33,10 @@ def _target(service: ServicePolicy, destination: Destination, *, port: int) -> R
     return service.target(destination, port)
 
 
-def _routing_notes(policy: RoutePolicy, service: ServicePolicy) -> list[NotApplied]:
+# Memoised: every policy change resolves every object again, but most are unchanged
+# (the policy benchmark measured 50 ms per edit at 1,000 VirtualServices without it).
+@functools.lru_cache(maxsize=8192)
+def _routing_notes(policy: RoutePolicy, service: ServicePolicy) -> tuple[NotApplied, ...]:
     notes: list[NotApplied] = []
     ports = sorted({port for (_, port), _ in service.targets})
     for port in ports:
@@ -41,19 +45,20 @@ def _routing_notes(policy: RoutePolicy, service: ServicePolicy) -> list[NotAppli
             policy.http, port=port, resolve=resolve, client="grpc", subject=str(policy.key)
         )
         notes += more
-    return notes
+    return tuple(notes)
 
 
-def _destination_notes(policy: DestinationPolicy, entry: ServiceEntry) -> list[NotApplied]:
+@functools.lru_cache(maxsize=8192)
+def _destination_notes(policy: DestinationPolicy, service: Service) -> tuple[NotApplied, ...]:
     notes: list[NotApplied] = []
-    levels = [(p.port, "") for p in entry.service.ports]
-    levels += [(p.port, s.name) for p in entry.service.ports for s in policy.subsets]
+    levels = [(p.port, "") for p in service.ports]
+    levels += [(p.port, s.name) for p in service.ports for s in policy.subsets]
     for port, subset in levels:
         traffic = policy.for_port(port, subset)
-        probe = cluster_pb2.Cluster(name=cluster_name(entry.service, entry.service.ports[0]))
+        probe = cluster_pb2.Cluster(name=cluster_name(service, service.ports[0]))
         _, more = apply_traffic_policy(probe, traffic, "grpc", str(policy.key))
         notes += more
-    return notes
+    return tuple(notes)
 
 
 def grpc_not_applied(
@@ -69,7 +74,7 @@ def grpc_not_applied(
             )
         entry = catalog.get(key)
         if service.destination is not None and entry is not None and entry.service.ports:
-            found = _destination_notes(service.destination, entry)
+            found = _destination_notes(service.destination, entry.service)
             notes.setdefault(service.destination.key, []).extend(
                 f"{n.subject}: {n.what}" for n in found
             )
