@@ -7,6 +7,7 @@ from envoy.config.core.v3 import base_pb2
 from google.protobuf import struct_pb2
 
 from tests.harness.waiting import async_wait_for
+from xds_server import controller as controller_module
 from xds_server import types
 from xds_server.cache import SnapshotCache
 from xds_server.catalog import Catalog
@@ -304,3 +305,39 @@ async def test_incremental_rebuilds_with_policy_equal_a_fresh_translation(
             for type_url, messages in want.resources.items():
                 got = [r.message() for r in snap.get(type_url).resources.values()]
                 assert got == messages, (key, types.short_name(type_url), action)
+
+
+async def test_a_policy_that_only_moved_in_its_file_rebuilds_nothing(
+    setup: tuple[Catalog, SnapshotCache, Controller], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Adding a line above an object changes where it is, not what it says."""
+    from dataclasses import replace
+
+    from xds_server.model import (
+        Destination,
+        HttpRule,
+        PolicyKey,
+        PolicyObject,
+        RoutePolicy,
+        WeightedDestination,
+    )
+
+    catalog, cache, controller = setup
+    catalog.register("p", "policy")
+    cache.group_of(node("e1"))
+    catalog.replace("f", [entry("web", "10.0.0.1"), entry("api", "10.0.0.2")])
+    rule = HttpRule(destinations=(WeightedDestination(Destination("api", "default")),))
+    vs = RoutePolicy(PolicyKey("VirtualService", "default", "web"), ("web",), (rule,),
+                     origin="p.yaml:1:1")  # fmt: skip
+    catalog.replace_policies("p", [PolicyObject(vs.key, "p.yaml:1:1", vs)])
+    await controller.rebuild()
+    built: list[str] = []
+    real = controller_module.group_resources
+    monkeypatch.setattr(
+        controller_module, "group_resources", lambda *a: built.append("routes") or real(*a)
+    )
+    moved = replace(vs, origin="p.yaml:2:1")
+    catalog.replace_policies("p", [PolicyObject(vs.key, "p.yaml:2:1", moved)])
+    await controller.rebuild()
+    assert built == []  # listeners and routes were not even rebuilt
+    assert controller.policy_statuses()[0]["origin"] == "p.yaml:2:1"

@@ -17,7 +17,7 @@ the renderers then apply the documented default, which is not always Envoy's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from .services import Labels
@@ -212,7 +212,9 @@ class RoutePolicy:
     hosts: tuple[str, ...]
     http: tuple[HttpRule, ...] = ()
     tcp: tuple[TcpRule, ...] = ()
-    origin: str = ""
+    # Where it was read: shown to operators, but not part of what it says (a line added
+    # above it in its file must not make it "changed" and rebuild what depends on it).
+    origin: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,7 +322,7 @@ class DestinationPolicy:
     policy: TrafficPolicy | None = None
     ports: tuple[PortTrafficPolicy, ...] = ()
     subsets: tuple[Subset, ...] = ()
-    origin: str = ""
+    origin: str = field(default="", compare=False)  # as RoutePolicy.origin
 
     def subset(self, name: str) -> Subset | None:
         for s in self.subsets:
