@@ -41,9 +41,8 @@ from translators.policy_clusters import (
     locality_priorities,
     subset_endpoints,
 )
-from translators.policy_common import Client, NotApplied, fractional_percent
+from translators.policy_common import Client, NotApplied, RouteTarget, fractional_percent
 from translators.policy_routes import (
-    RouteTarget,
     default_route,
     http_routes,
     tcp_target,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from translators.names import cluster_name, subset_cluster_name
+from translators.policy_common import RouteTarget
 from translators.policy_resolve import HostIndex, resolve_policies
-from translators.policy_routes import RouteTarget
 from xds_server.model import (
     Destination,
     DestinationPolicy,

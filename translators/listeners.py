@@ -34,8 +34,9 @@ from .names import (
     virtual_host_name,
     with_port,
 )
+from .policy_common import RouteTarget
 from .policy_resolve import ServicePolicy
-from .policy_routes import RouteTarget, default_route, http_routes, tcp_target
+from .policy_routes import default_route, http_routes, tcp_target
 from .report import Claims, Skipped, who
 
 Policies = Mapping[ServiceKey, ServicePolicy]

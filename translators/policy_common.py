@@ -1,6 +1,7 @@
 """What the traffic-policy renderers share: the kinds of client they render for, the
-report of what a client kind cannot apply, and small protobuf values (durations,
-percentages, string matchers) built from the policy model's plain numbers and strings.
+report of what a client kind cannot apply, what the resolver tells them about a
+destination (`RouteTarget`), and small protobuf values (durations, percentages, string
+matchers) built from the policy model's plain numbers and strings.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import duration_pb2
 
-from xds_server.model import StringMatch
+from xds_server.model import HashOn, StringMatch
 
 Client = Literal["envoy", "grpc"]
 """Envoy proxies, or proxyless gRPC clients (grpcio >= 1.70, DESIGN §4.12)."""
@@ -82,3 +83,12 @@ def string_matcher(match: StringMatch) -> string_pb2.StringMatcher:
     if match.kind == "regex":
         return string_pb2.StringMatcher(safe_regex=regex_matcher(match.value))
     return string_pb2.StringMatcher(safe_regex=regex_matcher(".*"))
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTarget:
+    """What the resolver says about a Destination: the (existing) cluster to route to, and
+    the consistent-hash key of that destination's load balancer, if it hashes."""
+
+    cluster: str
+    hash_on: HashOn | None = None

@@ -38,7 +38,7 @@ from xds_server.model import (
 )
 
 from .names import cluster_name, subset_cluster_name
-from .policy_routes import RouteTarget
+from .policy_common import RouteTarget
 
 State = Literal["ACCEPTED", "WARNING", "REJECTED"]
 TargetKey = tuple[Destination, int]  # a destination as used by a route on that port

@@ -24,9 +24,9 @@ from xds_server.model import (
 
 from .names import cluster_name
 from .policy_clusters import apply_traffic_policy, subset_endpoints
-from .policy_common import NotApplied
+from .policy_common import NotApplied, RouteTarget
 from .policy_resolve import PolicyStatus, Resolution, ServicePolicy
-from .policy_routes import RouteTarget, http_routes
+from .policy_routes import http_routes
 
 
 def _target(service: ServicePolicy, destination: Destination, *, port: int) -> RouteTarget:
