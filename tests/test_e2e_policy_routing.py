@@ -21,9 +21,9 @@ from tests.harness.policy import (
     PolicyWorld,
     destination,
     destination_rule,
-    routes,
     share,
     subsets,
+    virtual_hosts,
     virtual_service,
 )
 
@@ -139,14 +139,18 @@ def test_make_before_break_adding_and_removing_a_subset(world: PolicyWorld, mode
 def test_no_virtual_service_means_no_route_timeout(world: PolicyWorld, mode: str) -> None:
     """README: routes of a service without a VirtualService get Istio's defaults, not
     Envoy's. Envoy's own route timeout is 15 s when unset; the default route carries
-    an explicit 0 s (off), and Istio's default retry policy."""
+    an explicit 0 s (off), and its virtual host Istio's default retry policy (which the
+    route, carrying none, inherits)."""
     world.apply()
-    (default,) = [
-        r for r in routes(world.envoy(mode)) if r["route"].get("cluster") == "web.default:80"
-    ]
+    (vhost,) = [
+        v for v in virtual_hosts(world.envoy(mode))
+        if [r["route"].get("cluster") for r in v["routes"]] == ["web.default:80"]
+    ]  # fmt: skip
+    (default,) = vhost["routes"]
     assert default["name"] == "default", default
     assert default["route"]["timeout"] == "0s", default
-    retry = default["route"]["retry_policy"]
+    assert "retry_policy" not in default["route"], default
+    retry = vhost["retry_policy"]
     assert retry["num_retries"] == 2, retry
     assert set(retry["retry_on"].split(",")) == {
         "connect-failure", "refused-stream", "unavailable", "cancelled", "retriable-status-codes"

@@ -35,6 +35,7 @@ from tests.harness.waiting import wait_for
 from tests.harness.xds import XdsServerThread
 from translators import names
 from translators import resources as rb
+from translators.policy_actions import default_retry_policy
 from translators.policy_clusters import (
     apply_traffic_policy,
     locality_load_assignment,
@@ -437,7 +438,9 @@ DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriab
 
 
 def test_default_retry_policy_envoy() -> None:
-    policy = route_of(forward(prefix("/"))).route.retry_policy
+    # Envoy routes that keep the default carry no policy: the virtual host's applies.
+    assert not route_of(forward(prefix("/"))).route.HasField("retry_policy")
+    policy = default_retry_policy()
     assert policy.retry_on == DEFAULT_RETRY_ON
     assert policy.num_retries.value == 2
     assert policy.host_selection_retry_max_attempts == 5
@@ -448,10 +451,14 @@ def test_default_retry_policy_envoy() -> None:
     assert policy.retry_host_predicate[0].HasField("typed_config")
 
 
-def test_retry_attempts_zero_means_no_policy() -> None:
-    for client in ("envoy", "grpc"):
-        route = route_of(forward(prefix("/"), retry=Retry(0)), client)
-        assert not route.route.HasField("retry_policy")
+def test_retry_attempts_zero_means_no_retries() -> None:
+    # Envoy: an empty policy replaces the virtual host's default whole (no conditions,
+    # no retries); gRPC has no virtual-host default here, and NACKs num_retries 0.
+    envoy = route_of(forward(prefix("/"), retry=Retry(0)), "envoy").route.retry_policy
+    assert envoy.retry_on == "" and envoy.num_retries.value == 0
+    assert envoy == type(envoy)(num_retries=envoy.num_retries)
+    grpc = route_of(forward(prefix("/"), retry=Retry(0)), "grpc")
+    assert not grpc.route.HasField("retry_policy")
 
 
 def test_retry_policy_from_rule_envoy() -> None:
@@ -690,13 +697,13 @@ def test_default_route_envoy() -> None:
     assert route.name == "default" and route.match.prefix == "/"
     assert route.route.cluster == "web.default:80"
     assert route.route.HasField("timeout") and route.route.timeout.ToNanoseconds() == 0
-    assert route.route.retry_policy.retry_on == DEFAULT_RETRY_ON
-    assert route.route.retry_policy.num_retries.value == 2
-    assert route.route.retry_policy.host_selection_retry_max_attempts == 5
-    assert len(route.route.retry_policy.retry_host_predicate) == 1
+    assert not route.route.HasField("retry_policy")  # the virtual host's default applies
     assert not route.route.hash_policy
     hashed = default_route(RouteTarget("web.default:80", HashOn(header="x-user")), "envoy")
     assert hashed.route.hash_policy[0].header.header_name == "x-user"
+    # A hashed destination overrides it: the default without previous_hosts.
+    assert hashed.route.retry_policy.retry_on == DEFAULT_RETRY_ON
+    assert hashed.route.retry_policy.num_retries.value == 2
     assert not hashed.route.retry_policy.retry_host_predicate
 
 

@@ -34,12 +34,15 @@ from .names import (
     virtual_host_name,
     with_port,
 )
+from .policy_actions import default_retry_policy
 from .policy_common import RouteTarget
 from .policy_resolve import ServicePolicy
 from .policy_routes import default_route, http_routes, tcp_target
 from .report import Claims, Skipped, who
 
 Policies = Mapping[ServiceKey, ServicePolicy]
+# Every Envoy virtual host's retry policy; routes that keep the default carry none.
+DEFAULT_RETRY = default_retry_policy()
 NO_POLICY: Policies = {}
 
 
@@ -134,7 +137,9 @@ def http_route_configuration(
                     )
             if kept:
                 routes = service_routes(service, port, policies, "envoy")
-                rc.virtual_hosts.add(name=vh_name, domains=kept, routes=routes)
+                rc.virtual_hosts.add(
+                    name=vh_name, domains=kept, routes=routes, retry_policy=DEFAULT_RETRY
+                )
             else:
                 skipped.append(Skipped(subject, "dropped: every domain of it is used elsewhere"))
     return rc, skipped

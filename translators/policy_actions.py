@@ -60,6 +60,13 @@ def set_timeout(action: rc.RouteAction, timeout: float | None, client: Client) -
         action.max_stream_duration.max_stream_duration.CopyFrom(duration(timeout))
 
 
+def default_retry_policy() -> rc.RetryPolicy:
+    """Istio's default retry policy, as every Envoy virtual host carries it."""
+    policy = retry_policy(Retry(DEFAULT_NUM_RETRIES), "envoy", False, "", [])
+    assert policy is not None
+    return policy
+
+
 def retry_policy(
     retry: Retry | None,
     client: Client,
@@ -70,9 +77,19 @@ def retry_policy(
     """Istio's: None → the default policy; 0 attempts → none; otherwise the default with
     the rule's attempts, conditions (status codes add ``retriable-status-codes``) and
     per-try timeout. No ``previous_hosts`` when the destination hashes: a retry must
-    stay on the hashed host."""
+    stay on the hashed host.
+
+    For Envoy, every virtual host carries the default (`default_retry_policy`), so a
+    route that would repeat it carries none (it is half the bytes of a default route),
+    and "none" is an explicit empty policy that overrides the virtual host's.
+    """
+    if client == "envoy" and retry is None and not hashing:
+        return None  # the virtual host's default applies
     if retry is not None and retry.attempts <= 0:
-        return None
+        # A route's policy replaces the virtual host's whole: no conditions, no retries.
+        if client == "grpc":
+            return None
+        return rc.RetryPolicy(num_retries=wrappers_pb2.UInt32Value(value=0))
     asked = retry if retry is not None else Retry(DEFAULT_NUM_RETRIES)
     tokens, codes = list(asked.retry_on), asked.status_codes
     if not tokens and not codes:

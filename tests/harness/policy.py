@@ -126,15 +126,19 @@ def rule_subjects(objects: Iterable[Object]) -> set[str]:
 # ------------------------------------------------------------------------ Envoy views
 
 
-def routes(env: EnvoyProcess) -> list[dict[str, Any]]:
-    """Every route of every RouteConfiguration Envoy has accepted (config dump)."""
+def virtual_hosts(env: EnvoyProcess) -> list[dict[str, Any]]:
+    """Every virtual host of every RouteConfiguration Envoy has accepted (config dump)."""
     dump = env.config_dump("dynamic_route_configs")
     return [
-        route
+        vhost
         for item in dump.get("configs", [])
         for vhost in item.get("route_config", {}).get("virtual_hosts", [])
-        for route in vhost.get("routes", [])
     ]
+
+
+def routes(env: EnvoyProcess) -> list[dict[str, Any]]:
+    """Every route of every RouteConfiguration Envoy has accepted (config dump)."""
+    return [route for vhost in virtual_hosts(env) for route in vhost.get("routes", [])]
 
 
 def policy_rule_subjects(env: EnvoyProcess) -> set[str]:
