@@ -119,19 +119,20 @@ class PolicyMesh(Mesh):
         """Until the server reports exactly the objects ``keys`` and ``done`` holds of
         them (e.g. one of them is REJECTED for a given reason)."""
         want = set(keys)
-        last: list[object] = [None]
+        last: list[dict[PolicyKey, dict[str, Any]]] = [{}]
 
-        def reflected() -> dict[PolicyKey, dict[str, Any]] | None:
+        def reflected() -> bool:
             current = self.policies()
             last[0] = current
-            return current if set(current) == want and done(current) else None
+            return set(current) == want and done(current)
 
         try:
-            return wait_for(reflected, timeout, interval=0.05)
+            wait_for(reflected, timeout, interval=0.05)
         except AssertionError:
             raise AssertionError(
                 f"the server never reported {sorted(want)} as expected; last: {last[0]}"
             ) from None
+        return last[0]
 
     def xdsctl_policies(self) -> dict[PolicyKey, tuple[str, list[str]]]:
         """`xdsctl policies` as an operator reads it: per (kind, name), the STATE column
