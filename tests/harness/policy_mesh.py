@@ -122,6 +122,7 @@ class PolicyMesh(Mesh):
         last: list[dict[PolicyKey, dict[str, Any]]] = [{}]
 
         def reflected() -> bool:
+            self.server.check_running()  # a crash ends the wait at once, with the log
             current = self.policies()
             last[0] = current
             return set(current) == want and done(current)
@@ -130,7 +131,8 @@ class PolicyMesh(Mesh):
             wait_for(reflected, timeout, interval=0.05)
         except AssertionError:
             raise AssertionError(
-                f"the server never reported {sorted(want)} as expected; last: {last[0]}"
+                f"the server never reported {sorted(want)} as expected; last: {last[0]}; "
+                f"its log's tail:\n{self.server.tail(15)}"
             ) from None
         return last[0]
 
