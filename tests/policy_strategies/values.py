@@ -71,3 +71,18 @@ def maybe(
     or leaves it unset."""
     if draw(LIKELY if likely else st.booleans()):
         out[key] = draw(strategy)
+
+
+def header_ops(
+    names: st.SearchStrategy[str], values: st.SearchStrategy[str]
+) -> st.SearchStrategy[Object]:
+    """Istio's Headers: request and response set / add / remove, each optional."""
+    side = st.fixed_dictionaries(
+        {},
+        optional={
+            "set": st.dictionaries(names, values, max_size=2),
+            "add": st.dictionaries(names, values, max_size=2),
+            "remove": st.lists(names, max_size=2),
+        },
+    )
+    return st.fixed_dictionaries({}, optional={"request": side, "response": side})

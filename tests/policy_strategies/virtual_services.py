@@ -29,6 +29,7 @@ from tests.policy_strategies.values import (
     WEIGHTS,
     Draw,
     Object,
+    header_ops,
     istio_object,
     maybe,
 )
@@ -62,20 +63,7 @@ def _match(draw: Draw, ports: tuple[int, ...]) -> Object:
     return out
 
 
-HEADER_OPS = st.fixed_dictionaries(
-    {},
-    optional={
-        side: st.fixed_dictionaries(
-            {},
-            optional={
-                "set": st.dictionaries(TOKEN, HEADER_VALUES, max_size=2),
-                "add": st.dictionaries(TOKEN, HEADER_VALUES, max_size=2),
-                "remove": st.lists(TOKEN, max_size=2),
-            },
-        )
-        for side in ("request", "response")
-    },
-)
+HEADER_OPS = header_ops(TOKEN, HEADER_VALUES)
 
 
 @st.composite
