@@ -181,3 +181,17 @@ def test_tcp_rules_resolve_on_tcp_ports_only() -> None:
     assert [s.state for s in res.statuses] == ["ACCEPTED", "ACCEPTED"]
     sp = res.services[API.key]
     assert sp.subsets == ((5432, "a"), (5432, "b"))
+
+
+def test_one_destination_with_and_without_a_port_resolves() -> None:
+    # Destination orders by its fields; a port of None beside a number must not break the
+    # ordering of the targets (it used to raise TypeError and stop the server).
+    rules = (HttpRule(destinations=(to("web"),)), HttpRule(destinations=(to("web", port=80),)))
+    res = resolve_policies(CAT, [obj(vs("web", ("web",), *rules))], {})
+    assert [s.state for s in res.statuses] == ["ACCEPTED"]
+    targets = res.services[WEB.key].targets
+    assert [key for key, _ in targets] == [
+        (Destination("web", "default"), 80),
+        (Destination("web", "default", 80), 80),
+    ]
+    assert {t.cluster for _, t in targets} == {cluster_name(WEB, WEB.ports[0])}

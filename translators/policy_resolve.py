@@ -351,8 +351,10 @@ class _Resolver:
         return candidates[0]
 
 
-def _target_order(item: tuple[TargetKey, RouteTarget]) -> tuple[Destination, int]:
-    return item[0]
+def _target_order(item: tuple[TargetKey, RouteTarget]) -> tuple[str, str, int, str, int]:
+    """A total order: Destination's own would compare a port of None with a number."""
+    (d, route_port), _ = item
+    return (d.host, d.namespace, -1 if d.port is None else d.port, d.subset, route_port)
 
 
 def policy_origin(policy: Policy) -> str:

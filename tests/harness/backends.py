@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections import Counter
+from collections import Counter, deque
 from concurrent import futures
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -249,14 +249,38 @@ class GrpcBackend(StartStop):
 
     Uses the generic-handler API with raw bytes (no .proto). Threaded server, so
     it is independent of any asyncio loop in the test.
+
+    Misbehaviour on demand (attributes, changeable at any time): ``delay`` seconds of
+    sleep before answering (cut short when the caller goes away), and ``fail_attempts``:
+    the first that many attempts of every call fail with ``fail_code``. An attempt's
+    number comes from gRPC's ``grpc-previous-rpc-attempts`` header (gRFC A6), so a client
+    that retries gets through on attempt ``fail_attempts + 1``. ``attempts`` counts the
+    attempts seen by number; ``metadata`` keeps the last calls' request metadata.
     """
 
-    def __init__(self, name: str, port: int = 0) -> None:
+    MAX_KEPT = 1000
+
+    def __init__(
+        self,
+        name: str,
+        port: int = 0,
+        *,
+        delay: float = 0.0,
+        fail_attempts: int = 0,
+        fail_code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE,
+        workers: int = 4,
+    ) -> None:
         self.name = name
         self._port = port
         self._server: grpc.Server | None = None
         self._lock = threading.Lock()
         self.requests = 0
+        self.delay = delay
+        self.fail_attempts = fail_attempts
+        self.fail_code = fail_code
+        self.workers = workers
+        self.attempts: Counter[int] = Counter()
+        self.metadata: deque[dict[str, str]] = deque(maxlen=self.MAX_KEPT)
 
     @property
     def port(self) -> int:
@@ -269,15 +293,27 @@ class GrpcBackend(StartStop):
         return f"127.0.0.1:{self.port}"
 
     def _whoami(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        seen = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+        attempt = int(seen.get("grpc-previous-rpc-attempts", "0")) + 1
         with self._lock:
             self.requests += 1
+            self.attempts[attempt] += 1
+            self.metadata.append(seen)
+            delay, fail_attempts, fail_code = self.delay, self.fail_attempts, self.fail_code
+        until = time.monotonic() + delay
+        while context.is_active() and (left := until - time.monotonic()) > 0:
+            time.sleep(min(left, 0.01))
+        if attempt <= fail_attempts:
+            context.abort(fail_code, f"{self.name} fails attempt {attempt} of {fail_attempts}")
         return self.name.encode()
 
     def start(self) -> Self:
         if self._server is not None:
             return self
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"grpc-{self.name}"),
+            futures.ThreadPoolExecutor(
+                max_workers=self.workers, thread_name_prefix=f"grpc-{self.name}"
+            ),
             options=[("grpc.so_reuseport", 0)],
         )
         handler = grpc.method_handlers_generic_handler(

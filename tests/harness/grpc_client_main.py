@@ -3,15 +3,18 @@
 gRPC reads ``GRPC_XDS_BOOTSTRAP`` (or ``GRPC_XDS_BOOTSTRAP_CONFIG``) once per
 process, so every simulated client is a separate process.
 
-Usage: ``python grpc_client_main.py TARGET [INTERVAL_S] [TIMEOUT_S]``, e.g.
-``xds:///web``. Calls ``/xdstest.Echo/Whoami`` every INTERVAL_S (default 0.05)
+Usage: ``python grpc_client_main.py TARGET [INTERVAL_S] [TIMEOUT_S] [METADATA_JSON]``,
+e.g. ``xds:///web``. Calls ``/xdstest.Echo/Whoami`` every INTERVAL_S (default 0.05)
 and prints one JSON line per call: ``{"ok": true, "body": "b1"}`` or
-``{"ok": false, "code": "UNAVAILABLE", "error": "..."}``. Exits when its
+``{"ok": false, "code": "UNAVAILABLE", "error": "..."}``, with ``dt``, the call's
+duration in seconds. METADATA_JSON is a list of objects (header → value): the calls
+send each in turn, and each line names the one it sent as ``md``. Exits when its
 parent process goes away or on SIGTERM.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -29,6 +32,8 @@ def main(argv: list[str]) -> int:
     target = argv[1]
     interval = float(argv[2]) if len(argv) > 2 else 0.05
     timeout = float(argv[3]) if len(argv) > 3 else 2.0
+    metadata: list[dict[str, str]] = json.loads(argv[4]) if len(argv) > 4 else []
+    sets = itertools.cycle(metadata) if metadata else itertools.repeat(None)
     parent = os.getppid()
     channel = grpc.insecure_channel(target)
     call = channel.unary_unary(WHOAMI_METHOD)
@@ -37,8 +42,9 @@ def main(argv: list[str]) -> int:
         while os.getppid() == parent:
             started = time.monotonic()
             line: dict[str, object]
+            md = next(sets)
             try:
-                reply: bytes = call(b"", timeout=timeout)
+                reply: bytes = call(b"", timeout=timeout, metadata=tuple((md or {}).items()))
                 line = {"ok": True, "body": reply.decode()}
             except grpc.RpcError as err:
                 code = err.code() if isinstance(err, grpc.Call) else None
@@ -51,6 +57,9 @@ def main(argv: list[str]) -> int:
             except Exception as exc:
                 line = {"ok": False, "code": "CLIENT", "error": f"{type(exc).__name__}: {exc}"}
             line["t"] = round(time.time(), 3)
+            line["dt"] = round(time.monotonic() - started, 4)
+            if md is not None:
+                line["md"] = md
             print(json.dumps(line), flush=True)
             time.sleep(max(0.0, interval - (time.monotonic() - started)))
     except (BrokenPipeError, KeyboardInterrupt):

@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Self
 
@@ -60,9 +61,11 @@ class GrpcXdsClient(StartStop):
     """A subprocess calling ``/xdstest.Echo/Whoami`` on ``target`` (e.g. ``xds:///web``).
 
     Every call's outcome is kept as a dict (``ok``, ``body`` or ``code``/``error``,
-    ``t``). Use ``mark()`` then ``bodies_since(mark)`` / ``errors_since(mark)``
-    to look at a window, ``wait_for_body(name, timeout)`` to wait for traffic to
-    reach a backend. ``log_tail()`` shows the client's stderr (set
+    ``t``, ``dt`` its duration). Use ``mark()`` then ``bodies_since(mark)`` /
+    ``errors_since(mark)`` / ``codes_since(mark)`` to look at a window,
+    ``wait_for_body(name, timeout)`` to wait for traffic to reach a backend.
+    ``metadata``: request metadata sets the calls send in turn (each result names its
+    set as ``md``). ``log_tail()`` shows the client's stderr (set
     ``trace="xds_client,xds_resolver"`` for gRPC's own xDS tracing).
     """
 
@@ -76,6 +79,7 @@ class GrpcXdsClient(StartStop):
         timeout: float = 2.0,
         trace: str | None = None,
         env: dict[str, str] | None = None,
+        metadata: Sequence[Mapping[str, str]] = (),
     ) -> None:
         self.bootstrap = bootstrap
         self.target = target
@@ -83,6 +87,7 @@ class GrpcXdsClient(StartStop):
         self.timeout = timeout
         self.trace = trace
         self.extra_env = dict(env or {})
+        self.metadata = [dict(m) for m in metadata]
         self._own_dir: tempfile.TemporaryDirectory[str] | None = None
         self.log_path = Path(log_path) if log_path is not None else None
         self.proc: subprocess.Popen[bytes] | None = None
@@ -118,6 +123,7 @@ class GrpcXdsClient(StartStop):
             self.target,
             str(self.interval),
             str(self.timeout),
+            *([json.dumps(self.metadata)] if self.metadata else []),
         ]
         self.proc = subprocess.Popen(
             cmd,
@@ -201,6 +207,10 @@ class GrpcXdsClient(StartStop):
 
     def errors_since(self, mark: int = 0) -> list[dict[str, Any]]:
         return [r for r in self.results_since(mark) if not r.get("ok")]
+
+    def codes_since(self, mark: int = 0) -> Counter[str]:
+        """Counter of outcomes since ``mark``: ``OK`` or the gRPC status code's name."""
+        return Counter("OK" if r.get("ok") else str(r["code"]) for r in self.results_since(mark))
 
     def wait_for_body(self, name: str, timeout: float, since: int = 0) -> int:
         """Wait for a successful reply from backend ``name``; return its index."""
