@@ -32,7 +32,7 @@ import yaml
 
 from sources.base import Catalog
 from sources.istio import Parsed, PolicyError, is_supported_kind, parse_policy
-from sources.yaml_positions import CLoader, DuplicateKey, Nodes, PyLoader, located
+from sources.yaml_positions import CLoader, DuplicateKey, Nodes, PyLoader, located, render_path
 from xds_server.model import DEFAULT_NAMESPACE, PolicyKey, PolicyObject
 
 log = logging.getLogger("sources.policy")
@@ -141,14 +141,47 @@ class _Positions:
 def parse_policy_file(text: str, filename: str) -> list[PolicyObject]:
     """Every object of a policy file; PolicyFileError if the file is not YAML."""
     out: list[PolicyObject] = []
-    for document, node in _documents(text, filename):
-        out += _document_objects(document, node, filename)
+    for i, (document, node) in enumerate(_documents(text, filename)):
+        out += _document_objects(document, node, filename, _Source(text, i))
     return out
 
 
-def _document_objects(document: Any, node: yaml.Node, filename: str) -> list[PolicyObject]:
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """The text a document was parsed from and its index there: enough to find a field's
+    line later, without keeping the document's nodes (they cost more than the text)."""
+
+    text: str
+    index: int
+
+
+class _Locator:
+    """`PolicyObject.locate` for an object of a policy file: composes its document again
+    (only when a later error needs a field's line, which is rare) and finds the field."""
+
+    def __init__(self, filename: str, source: _Source, base: tuple[Any, ...]) -> None:
+        self.filename, self.source, self.base = filename, source, base
+
+    def __call__(self, path: tuple[str | int, ...]) -> tuple[str, str]:
+        loader = PyLoader(self.source.text)
+        node: yaml.Node | None = None
+        try:
+            for _ in range(self.source.index + 1):
+                node = loader.get_node() if loader.check_node() else None
+        finally:
+            loader.dispose()
+        mark = _Positions(node, self.filename).mark((*self.base, *path)) if node else None
+        return located(self.filename, mark, (), "").removesuffix(": "), render_path(path)
+
+
+def _document_objects(
+    document: Any, node: yaml.Node, filename: str, source: _Source
+) -> list[PolicyObject]:
     at = _Positions(node, filename)
-    return [_object(data, base, at, filename) for data, _, base in _objects(document, node)]
+    return [
+        _object(data, base, at, filename, _Locator(filename, source, base))
+        for data, _, base in _objects(document, node)
+    ]
 
 
 # -- parsing only the documents that changed ----------------------------------------------
@@ -217,15 +250,17 @@ def _parse_whole(
     starts = [line for line, _ in chunks]
     memo: dict[Chunk, list[PolicyObject]] = {c: [] for c in chunks}
     out: list[PolicyObject] = []
-    for document, node in _documents(text, filename):
-        objects = _document_objects(document, node, filename)
+    for i, (document, node) in enumerate(_documents(text, filename)):
+        objects = _document_objects(document, node, filename, _Source(text, i))
         out += objects
         if objects:
             memo[chunks[bisect.bisect_right(starts, node.start_mark.line) - 1]] += objects
     return out, memo
 
 
-def _object(data: Any, base: tuple[Any, ...], at: _Positions, filename: str) -> PolicyObject:
+def _object(
+    data: Any, base: tuple[Any, ...], at: _Positions, filename: str, locate: _Locator
+) -> PolicyObject:
     """One object of a document (at `base` in it), parsed or refused with its reason."""
     where = located(filename, at.start(base), (), "").rstrip(": ")
     key = _key(data)
@@ -249,7 +284,12 @@ def _object(data: Any, base: tuple[Any, ...], at: _Positions, filename: str) -> 
         located(filename, at.mark((*base, *n.path)), n.path, n.message) for n in parsed.notices
     )
     return PolicyObject(
-        parsed.policy.key, where, parsed.policy, notices=notices, applies=parsed.applies
+        parsed.policy.key,
+        where,
+        parsed.policy,
+        notices=notices,
+        applies=parsed.applies,
+        locate=locate,
     )
 
 

@@ -142,3 +142,20 @@ async def test_an_unusable_file_keeps_its_last_objects(tmp_path: Path) -> None:
 def test_missing_file_at_start_is_refused(tmp_path: Path) -> None:
     with pytest.raises(PolicyFileError, match="cannot read: No such file or directory"):
         PolicyFileSource([tmp_path / "nope.yaml"], Catalog()).load_once()
+
+
+def test_a_reference_error_names_file_line_column_object_and_field() -> None:
+    """Errors found against the registry (an undefined subset) have the same form as
+    the parser's: the source tells the resolver where the field is."""
+    from translators.policy_resolve import resolve_policies
+    from xds_server.model import Port, Service, ServiceEntry
+
+    web = Service("web", "shop", (Port("http", 80),))
+    text = CANARY.replace("subset: v2}", "subset: v9}")
+    objects = parse_policy_file(text, "p.yaml")
+    res = resolve_policies({web.key: ServiceEntry(web)}, objects, {})
+    (vs,) = [s for s in res.statuses if s.key.kind == "VirtualService"]
+    assert vs.reasons == (
+        "p.yaml:8:5: VirtualService shop/web: spec.http[0].route: subset 'v9' of service "
+        "web.shop is not defined by a DestinationRule (DestinationRule shop/web)",
+    )

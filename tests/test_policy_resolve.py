@@ -92,8 +92,8 @@ def test_an_unknown_subset_rejects_the_virtual_service_naming_the_subset() -> No
     by = {s.key.kind: s for s in res.statuses}
     assert by["VirtualService"].state == "REJECTED"
     assert by["VirtualService"].reasons == (
-        "http[0]: subset 'v2' of service web.default is not defined by a DestinationRule "
-        "(DestinationRule default/web)",
+        "web.yaml:1: VirtualService default/web: spec.http[0].route: subset 'v2' of service "
+        "web.default is not defined by a DestinationRule (DestinationRule default/web)",
     )
     assert res.services[WEB.key].routing is None  # nothing routes to a cluster that is not there
 
@@ -106,7 +106,9 @@ def test_a_rejected_object_keeps_its_last_valid_version() -> None:
     second = resolve_policies(CAT, [obj(bad), d], first.accepted)
     status = next(s for s in second.statuses if s.key == good.key)
     assert status.state == "REJECTED"
-    assert status.reasons[0].startswith("http[0]: subset 'v9'")
+    assert status.reasons[0].startswith(
+        "web.yaml:1: VirtualService default/web: spec.http[0].route: subset 'v9'"
+    )
     assert status.reasons[-1] == "serving its last valid version (web.yaml:1)"
     assert second.services[WEB.key].routing == good
     # A parse error (no policy at all) falls back the same way.
@@ -143,10 +145,13 @@ def test_unknown_host_is_a_warning_and_applies_when_the_service_appears() -> Non
 def test_destination_port_must_exist_and_match_the_protocol() -> None:
     rule = HttpRule(destinations=(to("api.shop", port=5432),))
     res = resolve_policies(CAT, [obj(vs("web", ("web",), rule))], {})
-    assert res.statuses[0].reasons == ("http[0]: port 5432 of service api.shop is not HTTP",)
+    assert res.statuses[0].reasons == (
+        "web.yaml:1: VirtualService default/web: spec.http[0].route: port 5432 of service "
+        "api.shop is not HTTP",
+    )
     rule = HttpRule(destinations=(to("api.shop", port=1),))
     res = resolve_policies(CAT, [obj(vs("web", ("web",), rule))], {})
-    assert res.statuses[0].reasons == ("http[0]: service api.shop has no port 1",)
+    assert res.statuses[0].reasons[0].endswith(": service api.shop has no port 1")
 
 
 def test_routing_to_another_service_makes_it_a_dependency_on_the_route_port() -> None:
@@ -171,7 +176,10 @@ def test_port_level_settings_for_a_port_the_service_lacks_reject_the_rule() -> N
     d = dr("web", "web", ports=(PortTrafficPolicy(81, TrafficPolicy()),))
     res = resolve_policies(CAT, [obj(d)], {})
     assert res.statuses[0].state == "REJECTED"
-    assert res.statuses[0].reasons == ("portLevelSettings: service web.default has no port 81",)
+    assert res.statuses[0].reasons == (
+        "web.yaml:1: DestinationRule default/web: spec.trafficPolicy.portLevelSettings: "
+        "service web.default has no port 81",
+    )
 
 
 def test_tcp_rules_resolve_on_tcp_ports_only() -> None:
@@ -195,3 +203,20 @@ def test_one_destination_with_and_without_a_port_resolves() -> None:
         (Destination("web", "default", 80), 80),
     ]
     assert {t.cluster for _, t in targets} == {cluster_name(WEB, WEB.ports[0])}
+
+
+def test_an_unexpected_error_rejects_that_object_only() -> None:
+    """A bug met while resolving one object costs that object, not every rebuild."""
+
+    good = vs("api", ("api.shop",), HttpRule(destinations=(to("api.shop"),)))
+    # A value no parser would produce (a host that is not a string) stands for the bug.
+    odd = WeightedDestination(Destination(None, "default"))  # type: ignore[arg-type]
+    broken = vs("web", ("web",), HttpRule(destinations=(odd,)))
+    res = resolve_policies(CAT, [obj(broken), obj(good)], {})
+    by = {s.key.name: s for s in res.statuses}
+    assert by["web"].state == "REJECTED"
+    assert by["web"].reasons == (
+        "web.yaml:1: VirtualService default/web: internal error: AttributeError: "
+        "'NoneType' object has no attribute 'lower'",
+    )
+    assert by["api"].state == "ACCEPTED" and res.services[API.key].routing == good

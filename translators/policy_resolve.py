@@ -26,6 +26,7 @@ from typing import Literal
 from xds_server.model import (
     Destination,
     DestinationPolicy,
+    FieldPath,
     HashOn,
     Policy,
     PolicyKey,
@@ -101,7 +102,11 @@ class Resolution:
 
 
 class Rejected(Exception):
-    """A policy version that cannot be applied, and why."""
+    """A policy version that cannot be applied: which field (`path`) and why."""
+
+    def __init__(self, path: FieldPath, reason: str) -> None:
+        super().__init__(reason)
+        self.path, self.reason = path, reason
 
 
 class HostIndex:
@@ -206,7 +211,13 @@ class _Resolver:
             except Rejected as exc:
                 if which == "current":
                     rejected_now = True
-                    reasons.insert(0, str(exc))
+                    reasons.insert(0, _rejection(obj, exc))
+                continue
+            except Exception as exc:  # a bug here must cost this object, not every rebuild
+                if which == "current":
+                    rejected_now = True
+                    reasons.insert(0, f"{obj.origin}: {obj.key}: internal error: "
+                                      f"{type(exc).__name__}: {exc}")  # fmt: skip
                 continue
             self.out.accepted[obj.key] = policy
             if rejected_now:
@@ -231,13 +242,19 @@ class _Resolver:
             return (), [f"host {policy.host!r} names no service yet; applies when it appears"]
         owner = self.dr_owner.get(key)
         if owner is not None:
-            raise Rejected(f"service {key} already has a DestinationRule: {owner} (first by "
-                           "namespace/name wins)")
+            raise Rejected(
+                ("spec", "host"),
+                f"service {key} already has a DestinationRule: {owner} (first by "
+                "namespace/name wins)",
+            )
         service = self.catalog[key].service
         for level in (policy.ports, *(s.ports for s in policy.subsets)):
             for p in level:
                 if _port_of(service, p.port) is None:
-                    raise Rejected(f"portLevelSettings: service {key} has no port {p.port}")
+                    raise Rejected(
+                        ("spec", "trafficPolicy", "portLevelSettings"),
+                        f"service {key} has no port {p.port}",
+                    )
         self.drs[key] = policy
         self.dr_owner[key] = policy.key
         return (key,), []
@@ -257,8 +274,11 @@ class _Resolver:
         for key in hosts:
             owner = self.vs_owner.get(key)
             if owner is not None:
-                raise Rejected(f"service {key} already has a VirtualService: {owner} (first by "
-                               "namespace/name wins)")
+                raise Rejected(
+                    ("spec", "hosts"),
+                    f"service {key} already has a VirtualService: {owner} (first by "
+                    "namespace/name wins)",
+                )
         targets: dict[ServiceKey, dict[TargetKey, RouteTarget]] = {}
         subsets: dict[ServiceKey, set[tuple[int, str]]] = {}
         depends: set[ServiceKey] = set()
@@ -272,19 +292,22 @@ class _Resolver:
                 warnings.append(f"service {key} has no TCP port: tcp rules not applied")
             found = targets.setdefault(key, {})
             for i, rule in enumerate(policy.http):
-                dests = [d.destination for d in rule.destinations]
-                dests += [m.destination for m in rule.mirrors]
+                # The field an error points at: the rule's routes, or the rule (mirrors).
+                dests: list[tuple[Destination, FieldPath]] = [
+                    (d.destination, ("spec", "http", i, "route")) for d in rule.destinations
+                ]
+                dests += [(m.destination, ("spec", "http", i)) for m in rule.mirrors]
                 for port in http_ports:
-                    for d in dests:
-                        found[(d, port)] = self._target(d, port, True, f"http[{i}]", subsets)
+                    for d, where in dests:
+                        found[(d, port)] = self._target(d, port, True, where, subsets)
                         depends.add(self._service_of(d))
             for i, tcp in enumerate(policy.tcp):
                 for port in tcp_ports:
                     if tcp.port is not None and tcp.port != port:
                         continue
                     for wd in tcp.destinations:
-                        d = wd.destination
-                        found[(d, port)] = self._target(d, port, False, f"tcp[{i}]", subsets)
+                        d, where = wd.destination, ("spec", "tcp", i, "route")
+                        found[(d, port)] = self._target(d, port, False, where, subsets)
                         depends.add(self._service_of(d))
         for key in hosts:
             self.vss[key] = policy
@@ -305,12 +328,12 @@ class _Resolver:
         d: Destination,
         route_port: int,
         http: bool,
-        where: str,
+        where: FieldPath,
         subsets: dict[ServiceKey, set[tuple[int, str]]],
     ) -> RouteTarget:
         key = self.index.find(d.host, d.namespace)
         if key is None:
-            raise Rejected(f"{where}: destination host {d.host!r} names no service")
+            raise Rejected(where, f"destination host {d.host!r} names no service")
         service = self.catalog[key].service
         port = self._destination_port(service, d, route_port, http, where)
         base = cluster_name(service, port)
@@ -319,7 +342,8 @@ class _Resolver:
             if dr is None or dr.subset(d.subset) is None:
                 defined = f" (DestinationRule {dr.key.namespace}/{dr.key.name})" if dr else ""
                 raise Rejected(
-                    f"{where}: subset {d.subset!r} of service {key} is not defined by a "
+                    where,
+                    f"subset {d.subset!r} of service {key} is not defined by a "
                     f"DestinationRule{defined}"
                 )
             subsets.setdefault(key, set()).add((port.port, d.subset))
@@ -332,23 +356,35 @@ class _Resolver:
 
     @staticmethod
     def _destination_port(
-        service: Service, d: Destination, route_port: int, http: bool, where: str
+        service: Service, d: Destination, route_port: int, http: bool, where: FieldPath
     ) -> Port:
         kind = "HTTP" if http else "TCP"
         candidates = [p for p in service.ports if p.http_like == http]
         if d.port is not None:
             port = _port_of(service, d.port)
             if port is None:
-                raise Rejected(f"{where}: service {service.key} has no port {d.port}")
+                raise Rejected(where, f"service {service.key} has no port {d.port}")
             if port.http_like != http:
-                raise Rejected(f"{where}: port {d.port} of service {service.key} is not {kind}")
+                raise Rejected(where, f"port {d.port} of service {service.key} is not {kind}")
             return port
         same = _port_of(service, route_port)
         if same is not None and same.http_like == http:
             return same
         if not candidates:
-            raise Rejected(f"{where}: service {service.key} has no {kind} port")
+            raise Rejected(where, f"service {service.key} has no {kind} port")
         return candidates[0]
+
+
+def _rejection(obj: PolicyObject, exc: Rejected) -> str:
+    """``file:line:col: Kind namespace/name: field.path: reason``, the form of every
+    policy error, when the source can say where the field is."""
+    subject = f"{obj.key.kind} {obj.key.namespace}/{obj.key.name}"
+    if obj.locate is not None:
+        where, path = obj.locate(exc.path)
+    else:
+        where = obj.origin
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in exc.path)[1:]
+    return f"{where}: {subject}: {path}: {exc.reason}"
 
 
 def _target_order(item: tuple[TargetKey, RouteTarget]) -> tuple[str, str, int, str, int]:

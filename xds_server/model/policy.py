@@ -17,12 +17,14 @@ the renderers then apply the documented default, which is not always Envoy's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from .services import Labels
 
 MatchKind = Literal["exact", "prefix", "regex", "present"]
+FieldPath = tuple[str | int, ...]  # a field of an object: ("spec", "http", 0, "route")
 SimpleLb = Literal["ROUND_ROBIN", "LEAST_REQUEST", "RANDOM"]
 PolicyKind = Literal["VirtualService", "DestinationRule"]
 
@@ -366,3 +368,8 @@ class PolicyObject:
     error: str = ""
     notices: tuple[str, ...] = ()
     applies: bool = True
+    # Where a field of it is and how the source names it: ("file:line:col", "field.path")
+    # (used for errors found later, such as a subset no DestinationRule defines).
+    locate: Callable[[FieldPath], tuple[str, str]] | None = field(
+        default=None, compare=False, repr=False
+    )
