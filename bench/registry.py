@@ -253,18 +253,10 @@ def _measure(
         next_at = max(write_at + o.edit_interval, time.time())
         next_at += rng.uniform(0.0, o.file_interval)
         published = server.published_since(write_at)
-        last = rec["last_ack_ms"]
         edits.append(
             {
                 **rec,
-                "write_to_published_ms": (
-                    round((published - write_at) * 1000.0, 1) if published else None
-                ),
-                "published_to_last_ack_ms": (
-                    round(last - (published - write_at) * 1000.0, 1)
-                    if published and last is not None
-                    else None
-                ),
+                **changes.published_split(write_at, published, rec["last_ack_ms"]),
                 "updates_by_type": _updates_by_type(data.updates, write_at, time.time()),
                 "server_peak_rss_mb": round(server.stats()["peak_rss"] / MB, 1),
             }
@@ -337,22 +329,7 @@ def print_table(results: list[dict[str, Any]], o: Options, info: dict[str, Any])
             ),
             " ms",
         )
-    for ty in ("clusters", "endpoints", "routes"):
-        row(
-            f"server: push latency, {ty} (mean)",
-            lambda r, ty=ty: changes.hist_cell(r["edits_total"]["push"].get(ty)),
-        )
-        row(
-            f"server: convergence, {ty} (mean)",
-            lambda r, ty=ty: changes.hist_cell(r["edits_total"]["convergence"].get(ty)),
-        )
-    row(
-        "server: responses / MB sent, all edits",
-        lambda r: ", ".join(
-            f"{ty} {n} / {r['edits_total']['response_mb'].get(ty, 0):g}"
-            for ty, n in sorted(r["edits_total"]["responses"].items())
-        ),
-    )
+    changes.push_rows(t, "edits_total", ["clusters", "endpoints", "routes"])
     row("server: RSS after edits", lambda r: r["server"]["rss_end_mb"], " MB")
     row(
         "server: peak RSS: connected / after each edit",
@@ -391,13 +368,7 @@ def main(argv: list[str] | None = None) -> int:
             default=",".join(EDIT_KINDS),
             help=f"edit kinds, cycled (default {','.join(EDIT_KINDS)})",
         )
-        p.add_argument("--edit-interval", type=float, default=2.0, help="seconds between edits")
-        p.add_argument(
-            "--file-interval",
-            type=float,
-            default=0.1,
-            help="xds-server --file-interval, seconds (default 0.1; the server's own is 1)",
-        )
+        common.file_edit_options(p)
 
     def check(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
         kinds = [k.strip() for k in a.edit_kinds.split(",") if k.strip()]
