@@ -11,12 +11,15 @@ from pathlib import Path
 
 import grpc
 import pytest
+from envoy.config.core.v3 import base_pb2
+from envoy.config.listener.v3 import listener_pb2
 from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import struct_pb2
 
 from tests.ads_client import AdsClient
 from tests.harness.ports import free_port
 from tests.harness.server_proc import ServerExited, XdsServerProcess
-from tests.xds_util import CDS, NODE
+from tests.xds_util import CDS, LDS, NODE
 
 pytest_plugins = ["tests.harness.fixtures"]
 pytestmark = pytest.mark.timeout(60)
@@ -181,3 +184,34 @@ def test_a_dead_server_ends_the_wait_at_once(tmp_path: Path, xds_server_factory:
         xds_server_factory("--no-such-flag", timeout=60)
     assert "exited with code 2" in str(err.value)
     assert "unrecognized arguments: --no-such-flag" in str(err.value)
+
+
+async def _listeners(port: int, node: base_pb2.Node) -> list[listener_pb2.Listener]:
+    c = AdsClient(port)
+    await c.send(discovery_pb2.DiscoveryRequest(node=node, type_url=LDS))
+    resp = await c.recv()
+    await c.close()
+    out = []
+    for any_ in resp.resources:
+        lst = listener_pb2.Listener()
+        assert any_.Unpack(lst)
+        out.append(lst)
+    return out
+
+
+async def test_istio_generator_grpc_marks_a_proxyless_client(
+    running: tuple[XdsServerProcess, Path],
+) -> None:
+    """A node whose metadata says GENERATOR: grpc (Istio's proxyless bootstrap) gets
+    api_listeners although its user agent is not gRPC's; without it, Envoy listeners."""
+    server, _ = running
+    meta = struct_pb2.Struct()
+    meta.update({"GENERATOR": "grpc"})
+    proxyless = base_pb2.Node(id="p", cluster="c", user_agent_name="istio-agent", metadata=meta)
+    got = await _listeners(server.xds_port, proxyless)
+    assert got and all(lst.HasField("api_listener") for lst in got)
+    assert {"web", "api"} <= {lst.name for lst in got}
+    plain = base_pb2.Node(id="e", cluster="c", user_agent_name="istio-agent")
+    got = await _listeners(server.xds_port, plain)
+    assert got and not any(lst.HasField("api_listener") for lst in got)
+    assert all(lst.HasField("address") for lst in got)

@@ -301,6 +301,15 @@ def test_kind_from_user_agent(agent: str, kind: str) -> None:
     assert ProxyGroup.from_node(node(agent)).kind == kind
 
 
+@pytest.mark.parametrize(
+    ("generator", "kind"),
+    [("grpc", "grpc"), ("GRPC", "grpc"), ("envoy", "envoy"), ("", "envoy"), (1, "envoy")],
+)
+def test_kind_from_istio_generator_metadata(generator: object, kind: str) -> None:
+    """Istio's proxyless bootstraps say GENERATOR: grpc, whatever the user agent."""
+    assert ProxyGroup.from_node(node("istio-agent", GENERATOR=generator)).kind == kind
+
+
 def test_from_node_metadata() -> None:
     assert ProxyGroup.from_node(node()) == ProxyGroup()
     assert ProxyGroup.from_node(node(), default_port=10080).http_listener_port == 10080

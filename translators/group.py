@@ -12,7 +12,7 @@ command line; `ProxyGroup.from_key` parses it back.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,6 +30,9 @@ DEFAULT_HTTP_LISTENER_PORT = 10000
 # Node metadata keys a proxy may set.
 META_DEPENDENCIES = "dependencies"
 META_HTTP_LISTENER_PORT = "http_listener_port"
+# Istio's proxyless bootstrap marks the node with GENERATOR: grpc (istiod picks its gRPC
+# generator from it); grpc-java and grpc-go send their own user agent name besides.
+META_GENERATOR = "GENERATOR"
 
 # A dependency is a service name, name.namespace or hostname: no separators of the key.
 _DEPENDENCY = re.compile(r"[^\s,;=]+")
@@ -148,16 +151,17 @@ class ProxyGroup:
     ) -> tuple[ProxyGroup, list[str]]:
         """The group of a proxy from its Node, and warnings about metadata it ignored.
 
-        Kind is ``grpc`` when the user agent names gRPC (``gRPC Python``, ``grpc-go``),
-        else ``envoy``. Metadata ``dependencies``: a list of strings or a comma-separated
-        string. Metadata ``http_listener_port``: a number or numeric string (Envoy only).
-        The node's locality, if it has one.
+        Kind is ``grpc`` when the user agent names gRPC (``gRPC Python``, ``grpc-go``)
+        or the metadata says ``GENERATOR: grpc`` (what Istio's agent writes into proxyless
+        bootstraps), else ``envoy``. Metadata ``dependencies``: a list of strings or a
+        comma-separated string. Metadata ``http_listener_port``: a number or numeric
+        string (Envoy only). The node's locality, if it has one.
         """
         if not _valid_port(default_port):
             raise ValueError(f"default_port must be a port number 1-65535: {default_port!r}")
-        kind: Kind = "grpc" if "grpc" in node.user_agent_name.lower() else "envoy"
-        warnings: list[str] = []
         fields = node.metadata.fields
+        kind: Kind = "grpc" if _proxyless(node.user_agent_name, fields) else "envoy"
+        warnings: list[str] = []
         deps = None
         if META_DEPENDENCIES in fields:
             deps = _dependencies(fields[META_DEPENDENCIES], warnings)
@@ -196,6 +200,13 @@ class ProxyGroup:
 
 def _describe(value: struct_pb2.Value) -> str:
     return str(json_format.MessageToJson(value, indent=None))
+
+
+def _proxyless(user_agent: str, fields: Mapping[str, struct_pb2.Value]) -> bool:
+    if "grpc" in user_agent.lower():
+        return True
+    generator = fields.get(META_GENERATOR)
+    return generator is not None and generator.string_value.strip().lower() == "grpc"
 
 
 def _dependencies(value: struct_pb2.Value, warnings: list[str]) -> frozenset[str] | None:
