@@ -4,6 +4,7 @@ connections across two subsets of a TCP service (SotW and delta)."""
 from __future__ import annotations
 
 import os
+import socket
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -82,4 +83,57 @@ def test_tcp_routes_split_connections_by_weight(
     write(policy_path, policy(0, 100))
     wait_for(lambda: split(url)["db-v1"] == 0, WAIT, message="connections moved to v2")
     assert split(url) == Counter({"db-v2": N})
+    assert e2e.rejected(env) == {}, e2e.rejected(env)
+
+
+def idle_policy(idle: str) -> str:
+    return yaml.safe_dump({
+        "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+        "metadata": {"name": "db"},
+        "spec": {"host": "db", "trafficPolicy": {"connectionPool": {"tcp": {"idleTimeout": idle}}}},
+    })  # fmt: skip
+
+
+def closed_within(port: int, seconds: float) -> bool:
+    """Open a connection to Envoy's TCP listener, send nothing: whether Envoy closes it
+    within `seconds`."""
+    with socket.create_connection(("127.0.0.1", port), timeout=seconds) as s:
+        try:
+            return s.recv(1) == b""
+        except TimeoutError:
+            return False
+
+
+def test_tcp_idle_timeout_from_the_destination_rule(
+    tmp_path: Path,
+    xds_server_factory: Callable[..., XdsServerProcess],
+    envoy_factory: Callable[..., Any],
+    http_backend_factory: Callable[..., HttpBackend],
+) -> None:
+    """DestinationRule connectionPool.tcp.idleTimeout is the TCP proxy's idle timeout:
+    an idle connection through Envoy is closed after 1 s, and kept with 1 h."""
+    (backend,) = e2e.backends(http_backend_factory, "db")
+    port = free_port()
+    registry, policy_path = tmp_path / "registry.yaml", tmp_path / "policy.yaml"
+    service = {"name": "db", "ports": [{"port": port, "protocol": "tcp"}],
+               "endpoints": [{"address": "127.0.0.1", "port": backend.port}]}  # fmt: skip
+    write(registry, yaml.safe_dump({"services": [service]}))
+    write(policy_path, idle_policy("1s"))
+    server = xds_server_factory(
+        "--file", str(registry), "--policy", str(policy_path), "--file-interval", "0.1",
+    )  # fmt: skip
+    mesh = Mesh(server, free_port(), "tcp-idle")
+    env = mesh.envoy(envoy_factory, False, metadata={"http_listener_port": mesh.listener_port})
+    mesh.wait_synced()
+    wait_for(lambda: http_get(f"http://127.0.0.1:{port}/")[0] == 200, WAIT,
+             message="the TCP listener answers")  # fmt: skip
+    stat = f"tcp.tcp_{port}.idle_timeout"
+    assert closed_within(port, 4.0)
+    wait_for(lambda: (env.stat(stat) or 0) >= 1, WAIT, message=f"{stat} counted the close")
+
+    write(policy_path, idle_policy("1h"))
+    wait_for(lambda: not closed_within(port, 2.5), WAIT, message="an idle connection is kept")
+    closes = env.stat(stat)
+    assert not closed_within(port, 2.5)
+    assert env.stat(stat) == closes
     assert e2e.rejected(env) == {}, e2e.rejected(env)

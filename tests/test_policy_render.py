@@ -748,6 +748,11 @@ def test_weighted_tcp_listener() -> None:
     two = rb.weighted_tcp_listener("tcp_5432", 5432, [("a", 90), ("b", 10)])
     proxy = unpack(two.filter_chains[0].filters[0].typed_config, tcp_proxy_pb2.TcpProxy)
     assert [(c.name, c.weight) for c in proxy.weighted_clusters.clusters] == [("a", 90), ("b", 10)]
+    assert not proxy.HasField("idle_timeout")  # Envoy's default, 1 h as Istio's
+    for idle, seconds in ((0.0, 0), (2.5, 2)):
+        lst = rb.weighted_tcp_listener("tcp_5432", 5432, [("a", 1)], idle_timeout=idle)
+        proxy = unpack(lst.filter_chains[0].filters[0].typed_config, tcp_proxy_pb2.TcpProxy)
+        assert proxy.HasField("idle_timeout") and proxy.idle_timeout.seconds == seconds
 
 
 # ----------------------------------------------------------------------- clusters

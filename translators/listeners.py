@@ -76,6 +76,14 @@ def service_routes(
     return routes
 
 
+def _tcp_idle_timeout(service: Service, port: Port, policies: Policies) -> float | None:
+    """The service's DestinationRule `connectionPool.tcp.idleTimeout` for `port`."""
+    policy = policies.get(service.key)
+    dr = policy.destination if policy is not None else None
+    pool = dr.for_port(port.port).connection_pool if dr is not None else None
+    return pool.tcp_idle_timeout if pool is not None else None
+
+
 def _tcp_clusters(service: Service, port: Port, policies: Policies) -> list[tuple[str, int]]:
     """The weighted clusters a TCP listener for `port` proxies to."""
     policy = policies.get(service.key)
@@ -168,7 +176,10 @@ def envoy_listeners(
             if holder is None:
                 weighted = _tcp_clusters(service, port, policies)
                 name = tcp_listener_name(port.port)
-                listeners.append(rb.weighted_tcp_listener(name, port.port, weighted))
+                idle = _tcp_idle_timeout(service, port, policies)
+                listeners.append(
+                    rb.weighted_tcp_listener(name, port.port, weighted, idle_timeout=idle)
+                )
             else:
                 skipped.append(
                     Skipped(

@@ -31,7 +31,7 @@ from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
 from xds_server.model import Endpoint, Locality
 
-from .policy_common import Client
+from .policy_common import Client, duration
 
 HCM = hcm_pb2.HttpConnectionManager
 ROUTER_FILTER = "envoy.filters.http.router"
@@ -283,21 +283,27 @@ def http_listener(
 def tcp_listener(
     name: str, port: int, cluster: str, address: str = "0.0.0.0"
 ) -> listener_pb2.Listener:
-    return _tcp_proxy_listener(
-        name, address, port, tcp_proxy_pb2.TcpProxy(stat_prefix=name, cluster=cluster)
-    )
+    return weighted_tcp_listener(name, port, [(cluster, 1)], address)
 
 
 def weighted_tcp_listener(
-    name: str, port: int, clusters: Sequence[tuple[str, int]], address: str = "0.0.0.0"
+    name: str,
+    port: int,
+    clusters: Sequence[tuple[str, int]],
+    address: str = "0.0.0.0",
+    idle_timeout: float | None = None,
 ) -> listener_pb2.Listener:
     """A TCP proxy listener splitting connections over `clusters` (name, weight > 0); one
-    cluster gives the same listener as `tcp_listener`."""
-    if len(clusters) == 1:
-        return tcp_listener(name, port, clusters[0][0], address)
+    cluster is a plain `cluster`. `idle_timeout` None keeps Envoy's default (1 h, as
+    Istio's); 0 disables it."""
     proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=name)
-    for cluster, weight in clusters:
-        proxy.weighted_clusters.clusters.add(name=cluster, weight=weight)
+    if len(clusters) == 1:
+        proxy.cluster = clusters[0][0]
+    else:
+        for cluster, weight in clusters:
+            proxy.weighted_clusters.clusters.add(name=cluster, weight=weight)
+    if idle_timeout is not None:
+        proxy.idle_timeout.CopyFrom(duration(idle_timeout))
     return _tcp_proxy_listener(name, address, port, proxy)
 
 
