@@ -76,7 +76,7 @@ class Nodes:
                 if key_node.tag == MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):
                     continue
                 seen = first.setdefault((key_node.tag, key_node.value), key_node)
-                if seen is not key_node:
+                if seen is not key_node and _inside(node, seen):
                     raise self._error(
                         located(
                             self._filename,
@@ -95,6 +95,13 @@ class Nodes:
             if node is not None:
                 return node.start_mark
         return None
+
+
+def _inside(mapping: yaml.MappingNode, key: yaml.Node) -> bool:
+    """Whether `key` is written in `mapping` itself. The constructor flattens merge keys
+    (``<<: *base``) into the mapping's pairs, ahead of its own: a key from elsewhere that
+    an own key repeats is an override, as YAML's merge means, not a duplicate."""
+    return mapping.start_mark.index <= key.start_mark.index < mapping.end_mark.index
 
 
 class DuplicateKey(Exception):
