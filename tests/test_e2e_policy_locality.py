@@ -1,6 +1,7 @@
 """Locality load balancing through a real Envoy: a DestinationRule's `localityLbSetting`
 gives each proxy its own endpoint priorities (its zone first, then the rest of its
-region), and failover to another zone costs no request beyond the health change."""
+region), failover to another zone costs no request beyond the health change, `distribute`
+weights split traffic across localities and a `failover` rule names the next region."""
 
 from __future__ import annotations
 
@@ -34,7 +35,13 @@ spec:
 
 
 def endpoint(backend: HttpBackend, zone: str, health: str = "healthy") -> dict[str, Any]:
-    return {"address": "127.0.0.1", "port": backend.port, "region": "r1", "zone": zone,
+    return located(backend, "r1", zone, health)
+
+
+def located(
+    backend: HttpBackend, region: str, zone: str, health: str = "healthy"
+) -> dict[str, Any]:
+    return {"address": "127.0.0.1", "port": backend.port, "region": region, "zone": zone,
             "health": health}  # fmt: skip
 
 
@@ -112,3 +119,85 @@ def test_without_a_locality_setting_every_zone_shares_priority_0(
 
     assert priorities(server) == {"a": 0, "b": 0}
     assert priorities(other) == {"a": 0, "b": 1}
+
+
+
+def locality_policy(setting: dict[str, Any]) -> str:
+    return yaml.safe_dump({
+        "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+        "metadata": {"name": "web"},
+        "spec": {"host": "web", "trafficPolicy": {"loadBalancer": {
+            "localityLbSetting": {"enabled": True, **setting}}}},
+    })  # fmt: skip
+
+
+def started(
+    tmp_path: Path,
+    factory: Callable[..., XdsServerProcess],
+    endpoints: list[dict[str, Any]],
+    setting: dict[str, Any],
+) -> tuple[XdsServerProcess, int, Path]:
+    registry, policy = tmp_path / "registry.yaml", tmp_path / "policy.yaml"
+    write(registry, endpoints)
+    policy.write_text(locality_policy(setting))
+    port = free_port()
+    server = factory(
+        "--file", str(registry), "--policy", str(policy), "--file-interval", "0.1",
+        "--http-listener-port", str(port),
+    )  # fmt: skip
+    return server, port, registry
+
+
+def test_distribute_splits_traffic_by_locality_weight(
+    tmp_path: Path,
+    xds_server_factory: Callable[..., XdsServerProcess],
+    envoy_factory: Callable[..., Any],
+    http_backend_factory: Callable[..., HttpBackend],
+    request_loop_factory: Callable[..., RequestLoop],
+) -> None:
+    """`distribute` from r1/a: 80 % to its own zone, 20 % to zone b, seen in traffic."""
+    a, b = e2e.backends(http_backend_factory, "zone-a", "zone-b")
+    setting = {"distribute": [{"from": "r1/a/*", "to": {"r1/a/*": 80, "r1/b/*": 20}}]}
+    server, port, _ = started(
+        tmp_path, xds_server_factory, [located(a, "r1", "a"), located(b, "r1", "b")], setting
+    )
+    mesh = Mesh(server, port, "distribute-a")
+    env = mesh.envoy(envoy_factory, True, locality={"region": "r1", "zone": "a"})
+    mesh.wait_synced()
+    loop: RequestLoop = request_loop_factory(mesh.url, "web")
+    loop.wait_for_requests(20, WAIT)
+    mark = loop.mark()
+    loop.wait_for_requests(600, 60)
+    seen = loop.snapshot(mark).bodies
+    e2e.stop_served(loop)
+    share = seen["zone-b"] / (seen["zone-a"] + seen["zone-b"])
+    # 600 requests at p = 0.2: 0.08 is over 4.8 standard deviations.
+    assert abs(share - 0.2) <= 0.08, seen
+    assert e2e.rejected(env) == {}, e2e.rejected(env)
+
+
+def test_failover_goes_to_the_named_region_not_the_nearest_other(
+    tmp_path: Path,
+    xds_server_factory: Callable[..., XdsServerProcess],
+    envoy_factory: Callable[..., Any],
+    http_backend_factory: Callable[..., HttpBackend],
+    request_loop_factory: Callable[..., RequestLoop],
+) -> None:
+    """`failover: r1 → r3`: when r1 has no healthy endpoint, traffic goes to r3, not r2,
+    with no failed request."""
+    a, r2, r3 = e2e.backends(http_backend_factory, "r1", "r2", "r3")
+    setting = {"failover": [{"from": "r1", "to": "r3"}]}
+    endpoints = [located(a, "r1", "a"), located(r2, "r2", "a"), located(r3, "r3", "a")]
+    server, port, registry = started(tmp_path, xds_server_factory, endpoints, setting)
+    mesh = Mesh(server, port, "failover-r1")
+    env = mesh.envoy(envoy_factory, False, locality={"region": "r1", "zone": "a"})
+    mesh.wait_synced()
+    loop: RequestLoop = request_loop_factory(mesh.url, "web")
+    e2e.only(loop, "r1", n=30)
+    mark = loop.mark()
+    write(registry, [located(a, "r1", "a", "unhealthy"), *endpoints[1:]])
+    loop.wait_for_body("r3", WAIT, since=mark)
+    e2e.only(loop, "r3", n=50)
+    assert "r2" not in loop.snapshot(mark).bodies, loop.snapshot(mark)
+    e2e.stop_served(loop)
+    assert e2e.rejected(env) == {}, e2e.rejected(env)
