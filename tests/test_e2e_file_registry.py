@@ -5,7 +5,8 @@ The registry is a YAML file each test writes and edits; what a user sees is asse
 real HTTP traffic through Envoy's listener (``--http-listener-port``, Host header =
 service name), Envoy's admin API (``/config_dump``, ``/stats``), and `xdsctl` /
 the server's admin API. Edits are written atomically (temp file + rename, as editors
-do) and picked up within ``--file-interval 0.1``.
+do) and seen by the server's file watch: ``--file-interval 1h`` leaves no polling to
+pick them up otherwise.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def mesh_factory(
         write(registry, services)
         port = free_port()
         server = xds_server_factory(
-            "--file", str(registry), "--file-interval", "0.1",
+            "--file", str(registry), "--file-interval", "1h",
             "--http-listener-port", str(port),
         )  # fmt: skip
         return FileMesh(server, registry, port)
