@@ -60,6 +60,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from sources.file_chunks import cut, parse_item
 from sources.yaml_positions import (
     KEY,
     CLoader,
@@ -279,14 +280,22 @@ def _reason(err: ErrorDetails) -> str:
 
 
 class ServiceCache:
-    """The services of the last good load, by the text of their item (``repr`` of the
-    constructed mapping: it tells ``1`` from ``"1"`` and ``true``), so a reload validates
-    and maps only the services whose content changed. `validated` counts the service
-    items validated so far (for tests and benchmarks: an edit of one service adds 1)."""
+    """The services of the last good load, so a reload parses, validates and maps only
+    the services whose content changed: by the text of their item where the file can be
+    cut into items (`sources.file_chunks`), and by the constructed item (its ``repr``,
+    which tells ``1`` from ``"1"`` and ``true``) where the whole file was parsed.
+    `validated` counts the service items validated so far (an edit of one service adds 1).
+    """
 
     def __init__(self) -> None:
-        self.entries: dict[str, ServiceEntry] = {}
+        self.by_text: dict[str, ServiceEntry] = {}
+        self.by_item: dict[str, ServiceEntry] = {}
         self.validated = 0
+
+
+# More changed items than this are parsed as one file: parsing items one by one costs
+# a loader each.
+_MAX_ITEMS_ALONE = 64
 
 
 def parse_registry(
@@ -294,8 +303,13 @@ def parse_registry(
 ) -> list[ServiceEntry]:
     """The entries a registry file describes; FileRegistryError if the file is unusable.
 
-    With `cache`, a service whose item is unchanged since the cache's last load is taken
-    from there, and the cache then holds this load's services (only if it succeeded)."""
+    With `cache`, a service unchanged since the cache's last load is taken from there,
+    and the cache then holds this load's services (only if it succeeded)."""
+    chunks = cut(text) if cache is not None else None
+    if cache is not None and chunks is not None:
+        entries = _reusing_text(chunks, source, cache)
+        if entries is not None:
+            return entries
     data, nodes = _compose(text, filename)
     if not isinstance(data, dict):
         raise _at(
@@ -306,8 +320,10 @@ def parse_registry(
         )
     items = data.get("services")
     if cache is not None and data.keys() == {"services"} and isinstance(items, list):
-        entries = _reusing(items, source, cache)
+        entries = _reusing_items(items, source, cache)
         if entries is not None:
+            if chunks is not None and len(chunks) == len(entries):
+                cache.by_text = dict(zip(chunks, entries, strict=True))
             return entries
     # No cache, an unusual top level, or an invalid service: validate the whole file,
     # which reports the first error with the count of the others, as it always has.
@@ -329,9 +345,31 @@ def parse_registry(
     return [_entry(s, source) for s in spec.services]
 
 
-def _reusing(items: list[Any], source: str, cache: ServiceCache) -> list[ServiceEntry] | None:
+def _reusing_text(chunks: list[str], source: str, cache: ServiceCache) -> list[ServiceEntry] | None:
+    """Every item's entry, parsing and validating only the items whose text is not in
+    `cache`; None if there are many of them, or one is not a valid service on its own."""
+    known = cache.by_text
+    changed = {c for c in chunks if c not in known}
+    if len(changed) > _MAX_ITEMS_ALONE:
+        return None
+    fresh: dict[str, ServiceEntry] = {}
+    for chunk in changed:
+        item = parse_item(chunk)
+        if item is None:
+            return None
+        cache.validated += 1
+        try:
+            fresh[chunk] = _entry(_ServiceSpec.model_validate(item), source)
+        except ValidationError:
+            return None
+    entries = [fresh[c] if c in fresh else known[c] for c in chunks]
+    cache.by_text = dict(zip(chunks, entries, strict=True))
+    return entries
+
+
+def _reusing_items(items: list[Any], source: str, cache: ServiceCache) -> list[ServiceEntry] | None:
     """Every item's entry, validating only the items not in `cache`; None if one is invalid."""
-    known = cache.entries
+    known = cache.by_item
     fresh: dict[str, ServiceEntry] = {}
     out: list[ServiceEntry] = []
     for item in items:
@@ -345,5 +383,5 @@ def _reusing(items: list[Any], source: str, cache: ServiceCache) -> list[Service
                 return None
         fresh[text] = entry
         out.append(entry)
-    cache.entries = fresh
+    cache.by_item = fresh
     return out

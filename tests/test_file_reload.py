@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 from prometheus_client import REGISTRY
 
-from sources.file import FileSource
+from sources.file import FileRegistryError, FileSource, ServiceCache, parse_registry
+from sources.file_chunks import cut, parse_item
 from xds_server.catalog import Catalog
 from xds_server.model import ServiceKey
 
@@ -110,3 +112,92 @@ async def test_a_rejected_entry_stays_rejected_when_others_change(tmp_path: Path
     assert ips(catalog, 1) == ["10.9.0.2"]  # its good endpoint, as before
     assert ips(catalog, 2) == ["10.200.0.2", "10.9.0.3"]
     assert catalog.validations == 4
+
+
+# --- the text cut: a reload with the cache means exactly what a fresh parse means -----
+
+BASE = """\
+# the registry
+services:
+  - name: a
+    ports: [{port: 80}]
+    endpoints: [{address: 10.0.0.1, port: 8080}]
+  # a comment between items
+  - name: b
+    ports:
+      - {port: 80}
+    endpoints:
+      - address: 10.0.0.2
+        port: 8080
+"""
+
+VARIANTS = {
+    "one endpoint moved": BASE.replace("10.0.0.2", "10.0.0.3"),
+    "an item added": BASE + "  - name: c\n    ports: [{port: 80}]\n",
+    "an item removed": BASE.split("  # a comment")[0],
+    "items at column 0": BASE.replace("\n  ", "\n"),
+    "another top-level key after": BASE + "extra: 1\n",
+    "another top-level key before": "extra: 1\n" + BASE,
+    "a duplicate key in an item": BASE.replace("    ports: [{port: 80}]\n", "    ports: []\n" * 2),
+    "an anchor and an alias": BASE.replace("[{port: 80}]", "&p [{port: 80}]").replace(
+        "      - {port: 80}", "      - {port: 81}"
+    )
+    + "  - name: c\n    ports: *p\n",
+    "a quoted string over lines": BASE.replace("name: b", 'name: "b\n  - x"'),
+    "a wrong type": BASE.replace("port: 8080\n", 'port: "8080"\n'),
+    "an unknown field": BASE.replace("  - name: b\n", "  - name: b\n    colour: red\n"),
+    "a block scalar": BASE.replace("name: b", "name: |-\n      b\n  - not an item"),
+    "a syntax error": BASE.replace("[{port: 80}]", "[{port: 80}"),
+    "a list in flow style": "services: [{name: a, ports: [{port: 80}]}]\n",
+    "JSON": '{"services": [{"name": "a", "ports": [{"port": 80}]}]}',
+    "a document marker": "---\n" + BASE,
+    "services not a list": "services:\n  a: 1\n",
+    "a top-level item": BASE + "- name: d\n",
+}
+
+
+def outcome(text: str, cache: ServiceCache | None) -> object:
+    try:
+        return parse_registry(text, "r.yaml", "file", cache)
+    except FileRegistryError as exc:
+        return str(exc)
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_a_reload_means_what_a_fresh_parse_means(name: str) -> None:
+    cache = ServiceCache()
+    parse_registry(BASE, "r.yaml", "file", cache)
+    assert outcome(VARIANTS[name], cache) == outcome(VARIANTS[name], None)
+    # ... and again from what it learnt from the variant (if it was valid)
+    assert outcome(BASE, cache) == outcome(BASE, None)
+
+
+def test_cutting_is_refused_where_it_would_not_be_certain() -> None:
+    assert cut(BASE) == [BASE[BASE.index("  - name: a") : BASE.index("  - name: b")],
+                         BASE[BASE.index("  - name: b") :]]  # fmt: skip
+    for name in (
+        "another top-level key after",
+        "another top-level key before",
+        "an anchor and an alias",
+        "a list in flow style",
+        "JSON",
+        "a document marker",
+        "services not a list",
+        "a top-level item",
+    ):
+        assert cut(VARIANTS[name]) is None, name
+
+
+def test_an_item_that_aliases_another_is_parsed_again_when_the_other_changes() -> None:
+    aliased = BASE.replace("[{port: 80}]", "&p [{port: 80}]") + "  - name: c\n    ports: *p\n"
+    cache = ServiceCache()
+    parse_registry(aliased, "r.yaml", "file", cache)
+    edited = aliased.replace("&p [{port: 80}]", "&p [{port: 90}]")
+    ports = [[p.port for p in e.service.ports] for e in parse_registry(edited, "r", "f", cache)]
+    assert ports == [[90], [80], [90]]
+
+
+def test_an_item_alone_must_be_one_mapping() -> None:
+    assert parse_item("  - {name: a}\n") == {"name": "a"}
+    for text in ("  - {name: a}\n  - {name: b}\n", "  - a\n", "name: a\n", "  - {a: 1, a: 2}\n"):
+        assert parse_item(text) is None, text
