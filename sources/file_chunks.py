@@ -29,30 +29,32 @@ import yaml
 from sources.yaml_positions import CLoader, DuplicateKey
 
 _HEADER = re.compile(r"\A(?:[ \t]*(?:#[^\n]*)?\n)*services:[ \t]*(?:#[^\n]*)?\n")
-_ITEM_INDENT = re.compile(r"^( *)-(?:[ \t]|$)", re.MULTILINE)
-# What makes cutting unsafe: anchors/aliases, directives, document markers, tabs, a BOM
-# and line breaks other than \n.
-_UNCUTTABLE = re.compile(r"[&*\t\r\x85\u2028\u2029\ufeff]|^(?:%|---|\.\.\.)", re.MULTILINE)
+# What makes cutting unsafe: anchors/aliases, tabs, a BOM, line breaks other than \n;
+# directives and document markers. (Patterns anchor on "\n" rather than use ^ with
+# MULTILINE: several times faster on a file of thousands of lines.)
+_UNSAFE = re.compile(r"[&*\t\r\x85\u2028\u2029\ufeff]")
+_MARKER = re.compile(r"\n(?:%|---|\.\.\.)")
+_FIRST_ITEM = re.compile(r"\n( *)-(?=[ \n]|\Z)")
 
 
 def cut(text: str) -> list[str] | None:
     """The text of each item of the file's `services` list, or None if it cannot be cut
     safely (then the whole file is parsed)."""
     header = _HEADER.match(text)
-    if header is None or _UNCUTTABLE.search(text):
+    if header is None or _UNSAFE.search(text) or _MARKER.search("\n" + text):
         return None
-    body = text[header.end() :]
-    first = _ITEM_INDENT.search(body)
-    if first is None:
+    at = header.end() - 1  # the header's last "\n": every line below starts after one
+    first = _FIRST_ITEM.search(text, at)
+    if first is None or not _comments_only(text[at : first.start()]):
         return None
     indent = first.group(1)
-    deeper = len(indent) + 1
+    item = rf"\n{indent}-(?=[ \n]|\Z)"
     # A line that is neither an item start, nor inside an item, nor blank or a comment.
-    if re.search(rf"^(?! {{{deeper}}}|{indent}-(?:[ \t]|$)|[ \t]*(?:#|$))", body, re.MULTILINE):
+    stray = rf"\n(?! {{{len(indent) + 1}}}|{indent}-(?:[ \n]|\Z)|[ ]*(?:#|\n|\Z))"
+    if re.search(stray, text[at:]):
         return None
-    if not _comments_only(body[: first.start()]):
-        return None
-    starts = [m.start() for m in re.finditer(rf"^{indent}-(?:[ \t]|$)", body, re.MULTILINE)]
+    starts = [m.start() + 1 for m in re.finditer(item, text[at:])]
+    body = text[at:]
     starts.append(len(body))
     return [body[a:b] for a, b in itertools.pairwise(starts)]
 

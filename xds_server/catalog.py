@@ -100,15 +100,18 @@ class Catalog:
         last = self._checked[source]
         checked: dict[ServiceKey, _Checked] = {}
         for entry in entries:
-            if entry.key in new:
+            key = entry.key
+            if key in new:
                 rejected.setdefault(None, []).append(
-                    Rejection(source, f"service {entry.key}", "duplicate service; first kept")
+                    Rejection(source, f"service {key}", "duplicate service; first kept")
                 )
                 continue
-            self._accept(source, entry, new, rejected, last, checked)
+            self._accept(source, entry, new, rejected, last, checked, key)
         self._checked[source] = checked  # the verdicts on entries gone are forgotten
         self._entries[source] = new
-        changed = {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
+        # A file reload republishes every service: most are the very objects kept.
+        changed = {k for k, e in new.items() if (o := old.get(k)) is not e and o != e}
+        changed.update(k for k in old if k not in new)
         self._set_rejections(source, rejected)
         self._synced(source)
         self._remerge(changed)
@@ -120,7 +123,7 @@ class Catalog:
         rejected.pop(entry.key, None)
         before = entries.pop(entry.key, None)
         checked = self._checked[source]
-        self._accept(source, entry, entries, rejected, checked, checked)
+        self._accept(source, entry, entries, rejected, checked, checked, entry.key)
         self._set_rejections(source, rejected)
         self._status[source].services = len(entries)
         if entries.get(entry.key) != before:
@@ -171,10 +174,11 @@ class Catalog:
         rejected: dict[ServiceKey | None, list[Rejection]],
         last: dict[ServiceKey, _Checked],
         checked: dict[ServiceKey, _Checked],
+        key: ServiceKey,
     ) -> None:
         """Validate `entry` into `into`/`rejected`, reusing the verdict in `last` when the
         source published this entry before (a file reload republishes every service)."""
-        held = last.get(entry.key)
+        held = last.get(key)
         if held is None or (held.entry is not entry and held.entry != entry):
             clean, problems = check_entry(source, entry)
             self.validations += 1
@@ -182,11 +186,11 @@ class Catalog:
             if clean is not None and clean.service.source != source:
                 clean = ServiceEntry(replace(clean.service, source=source), clean.endpoints)
             held = _Checked(entry, clean, problems)
-        checked[entry.key] = held
+        checked[key] = held
         if held.problems:
-            rejected[entry.key] = held.problems
+            rejected[key] = held.problems
         if held.clean is not None:
-            into[held.clean.key] = held.clean
+            into[key] = held.clean
 
     def _set_rejections(
         self, source: str, rejected: dict[ServiceKey | None, list[Rejection]]
@@ -275,8 +279,7 @@ class Catalog:
     def not_ready(self) -> list[str]:
         """Why the catalog is not ready yet: sources that have not synced once."""
         return [
-            f"source {s.name} ({s.kind}) has not synced yet"
-            + (f": {s.error}" if s.error else "")
+            f"source {s.name} ({s.kind}) has not synced yet" + (f": {s.error}" if s.error else "")
             for s in self._status.values()
             if not s.synced
         ]
