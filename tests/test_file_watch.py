@@ -8,8 +8,10 @@ out waiting. The polling fallback itself is tested with a short interval.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,21 @@ async def watching(source: FileSource | PolicyFileSource) -> None:
     assert source.watch.how == "notify", source.watch.reason
 
 
+@contextlib.asynccontextmanager
+async def watched(reg: Path, text: str | None = WEB) -> AsyncIterator[tuple[FakeCatalog, Counted]]:
+    """A source on `reg` (`text` written to it first, if given), loaded and running, once
+    its watch has started and made the check it makes on starting."""
+    if text is not None:
+        await asyncio.to_thread(reg.write_text, text)
+    catalog = FakeCatalog()
+    source = Counted(reg, catalog, interval=HOUR)
+    source.load_once()
+    async with running_task(source.run()):
+        await watching(source)
+        await wait(lambda: source.checks >= 1, "the check after starting")
+        yield catalog, source
+
+
 @pytest.fixture(autouse=True)
 def _notifications(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(watch.FORCE_POLLING_ENV, raising=False)
@@ -54,12 +71,7 @@ def _notifications(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def test_in_place_write_is_seen_without_polling(tmp_path: Path) -> None:
     reg = tmp_path / "registry.yaml"
-    reg.write_text(WEB)
-    catalog = FakeCatalog()
-    source = FileSource(reg, catalog, interval=HOUR)
-    source.load_once()
-    async with running_task(source.run()):
-        await watching(source)
+    async with watched(reg) as (catalog, _):
         await asyncio.to_thread(write_in_place, reg, WEB2)
         await wait(lambda: len(catalog.states) == 2, "in-place edit published")
     assert catalog.ips() == ["10.0.0.2"]
@@ -67,13 +79,7 @@ async def test_in_place_write_is_seen_without_polling(tmp_path: Path) -> None:
 
 async def test_save_by_rename_is_seen_and_the_temporary_file_is_not(tmp_path: Path) -> None:
     reg = tmp_path / "registry.yaml"
-    reg.write_text(WEB)
-    catalog = FakeCatalog()
-    source = Counted(reg, catalog, interval=HOUR)
-    source.load_once()
-    async with running_task(source.run()):
-        await watching(source)
-        await wait(lambda: source.checks >= 1, "the check after starting")
+    async with watched(reg) as (catalog, source):
         await asyncio.to_thread(write_by_rename, reg, WEB2)
         await wait(lambda: len(catalog.states) == 2, "renamed file published")
         checks = source.checks
@@ -110,11 +116,7 @@ def configmap(directory: Path, files: dict[str, str], version: int) -> None:
 async def test_configmap_symlink_swap_is_seen(tmp_path: Path) -> None:
     configmap(tmp_path, {"registry.yaml": WEB}, 1)
     reg = tmp_path / "registry.yaml"
-    catalog = FakeCatalog()
-    source = FileSource(reg, catalog, interval=HOUR)
-    source.load_once()
-    async with running_task(source.run()):
-        await watching(source)
+    async with watched(reg, None) as (catalog, _):
         await asyncio.to_thread(configmap, tmp_path, {"registry.yaml": WEB2}, 2)
         await wait(lambda: len(catalog.states) == 2, "swapped ConfigMap published")
         assert catalog.ips() == ["10.0.0.2"]
@@ -130,18 +132,12 @@ async def test_a_burst_of_writes_is_one_reload(
     monkeypatch.setattr(watch, "STEP_MS", 300)
     monkeypatch.setattr(watch, "DEBOUNCE_MS", 3000)
     reg = tmp_path / "registry.yaml"
-    reg.write_text(WEB)
-    catalog = FakeCatalog()
-    source = Counted(reg, catalog, interval=HOUR)
-    source.load_once()
 
     def burst() -> None:
         for i in range(2, 22):
             write_in_place(reg, web(f"10.0.0.{i}"))
 
-    async with running_task(source.run()):
-        await watching(source)
-        await wait(lambda: source.checks >= 1, "the check after starting")
+    async with watched(reg) as (catalog, source):
         await asyncio.to_thread(burst)
         await wait(lambda: len(catalog.states) == 2, "burst published")
         await asyncio.sleep(0.5)  # more than a step: a second reload would have come
@@ -151,12 +147,7 @@ async def test_a_burst_of_writes_is_one_reload(
 
 async def test_deleted_then_recreated_is_seen(tmp_path: Path) -> None:
     reg = tmp_path / "registry.yaml"
-    reg.write_text(WEB)
-    catalog = FakeCatalog()
-    source = FileSource(reg, catalog, interval=HOUR)
-    source.load_once()
-    async with running_task(source.run()):
-        await watching(source)
+    async with watched(reg) as (catalog, _):
         await asyncio.to_thread(reg.unlink)
         await wait(lambda: catalog.errors, "missing file reported")
         await asyncio.to_thread(reg.write_text, WEB2)
@@ -167,13 +158,7 @@ async def test_deleted_then_recreated_is_seen(tmp_path: Path) -> None:
 
 async def test_a_touch_without_change_publishes_nothing(tmp_path: Path) -> None:
     reg = tmp_path / "registry.yaml"
-    reg.write_text(WEB)
-    catalog = FakeCatalog()
-    source = Counted(reg, catalog, interval=HOUR)
-    source.load_once()
-    async with running_task(source.run()):
-        await watching(source)
-        await wait(lambda: source.checks >= 1, "the check after starting")
+    async with watched(reg) as (catalog, source):
         await asyncio.to_thread(write_in_place, reg, WEB)
         await wait(lambda: source.checks >= 2, "the rewrite checked")
         await asyncio.to_thread(write_in_place, reg, WEB2)
@@ -224,7 +209,7 @@ async def test_forced_polling_is_said_at_start_and_still_works(
 ) -> None:
     monkeypatch.setenv(watch.FORCE_POLLING_ENV, "1")
     reg = tmp_path / "registry.yaml"
-    reg.write_text(WEB)
+    await asyncio.to_thread(reg.write_text, WEB)
     catalog = FakeCatalog()
     source = FileSource(reg, catalog, interval=0.05)
     source.load_once()
