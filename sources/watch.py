@@ -125,7 +125,8 @@ class Watch:
 
     async def _notified(self) -> None:
         by_dir = {t.directory: t for t in targets(self.paths, self.suffixes)}
-        timeout_ms = max(1, round(self.interval * 1000))
+        # 0 (an interval under a millisecond): no safety re-check, rather than a busy one.
+        timeout_ms = round(self.interval * 1000)
         stop = threading.Event()  # ends the blocking watch() in its thread on cancel
         # Not closed on the way out: close() would wait on the worker thread's watch(),
         # which `stop` ends within a step; dropping the last reference ends its thread.
