@@ -117,7 +117,11 @@ class Watch:
             except (OSError, RuntimeError) as exc:  # watchfiles' failures to watch
                 self.reason = f"OS file notifications unavailable: {type(exc).__name__}: {exc}"
         label = ", ".join(str(p) for p in self.paths)
-        log.warning("%s %s: polling every %gs (%s)", self.what, label, self.interval, self.reason)
+        # Asked for: said once as a fact. Not asked for: a warning, edits will be slower.
+        level = logging.WARNING if polling_reason(self.mode) is None else logging.INFO
+        log.log(
+            level, "%s %s: polling every %gs (%s)", self.what, label, self.interval, self.reason
+        )
         self.how = "poll"
         while True:
             await self.check()

@@ -213,13 +213,13 @@ async def test_forced_polling_is_said_at_start_and_still_works(
     catalog = FakeCatalog()
     source = FileSource(reg, catalog, interval=0.05)
     source.load_once()
-    with caplog.at_level(logging.WARNING, "sources.watch"):
+    with caplog.at_level(logging.INFO, "sources.watch"):
         async with running_task(source.run()):
             await wait(lambda: source.watch.how == "poll", "polling")
             await asyncio.to_thread(write_by_rename, reg, WEB2)
             await wait(lambda: len(catalog.states) == 2, "polled edit published")
-    assert [r.getMessage() for r in caplog.records if r.name == "sources.watch"] == [
-        f"registry file {reg}: polling every 0.05s (WATCHFILES_FORCE_POLLING is set)"
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "sources.watch"] == [
+        ("INFO", f"registry file {reg}: polling every 0.05s (WATCHFILES_FORCE_POLLING is set)")
     ]
 
 
@@ -236,5 +236,8 @@ async def test_unavailable_notifications_fall_back_to_polling(
             reg.parent.mkdir()
             await asyncio.to_thread(reg.write_text, WEB)
             await wait(lambda: catalog.states, "file published once it exists")
-    (message,) = [r.getMessage() for r in caplog.records if r.name == "sources.watch"]
-    assert message.startswith(f"registry file {reg}: polling every 0.05s (OS file notifications")
+    (record,) = [r for r in caplog.records if r.name == "sources.watch"]
+    assert record.levelname == "WARNING"
+    assert record.getMessage().startswith(
+        f"registry file {reg}: polling every 0.05s (OS file notifications"
+    )
