@@ -21,9 +21,11 @@ with its default debounce settings, and measures:
    new service also the RouteConfiguration with its virtual host), matched by content
    against what the translators produce for the edited registry. The next edit starts
    ``--edit-interval`` s after the previous one, and at least 0.5 s after it converged,
-   plus a random 0 … ``--file-interval`` s (so the poll wait is sampled fairly).
-   The figure includes the file poll interval (the edit waits on average half of it),
-   reading and parsing the whole file, the debouncer, translation, the push and the ACK;
+   plus a random 0 … ``--file-interval`` s (so a polling server's wait is sampled
+   fairly). The figure includes the server noticing the edit (OS file notifications;
+   with ``--file-watch poll`` the poll interval, on average half of it), reading the
+   file and parsing the services whose text changed, the debouncer, translation, the
+   push and the ACK;
    the server log gives the time the file source published the change, which splits it
    into "file" and "the rest", and the server's /metrics give its own breakdown.
    Reported per group (endpoint edits, new service): the *per-proxy* latency (one
