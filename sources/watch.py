@@ -1,6 +1,6 @@
 """Watching files: OS notifications (`watchfiles`), polling only where they are unavailable.
 
-Shared by the file registry and the policy files. `watch` calls `check()` whenever
+Shared by the file registry and the policy files. `Watch` calls `check()` whenever
 something that can change what a watched path reads as has happened, and also every
 `interval` seconds as a safety re-check; `check` stats and re-reads, so a spurious or
 repeated call publishes nothing.
@@ -21,8 +21,9 @@ It costs one `stat` per file per interval.
 
 Polling (`check()` every `interval`, nothing else) is used when notifications are
 unavailable — watchfiles fails to start (no inotify, the watch limit reached, a missing
-directory) — or forced with ``--file-watch poll`` or watchfiles' own
-``WATCHFILES_FORCE_POLLING`` environment variable; one log line says which file and why.
+directory; or the watch failing later, e.g. its directory removed) — or forced with
+``--file-watch poll`` or watchfiles' own ``WATCHFILES_FORCE_POLLING`` environment
+variable; one log line says which file and why.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class _Target:
         return name in self.names or name.startswith("..") or name.endswith(self.suffixes)
 
 
-def targets(paths: Sequence[Path], suffixes: tuple[str, ...] = ()) -> list[_Target]:
+def _targets(paths: Sequence[Path], suffixes: tuple[str, ...] = ()) -> list[_Target]:
     """What to watch for `paths`: a file's directory (its name matters), or a directory
     itself (its files ending in `suffixes` matter, when `suffixes` is given)."""
     out: dict[str, _Target] = {}
@@ -128,7 +129,7 @@ class Watch:
             await asyncio.sleep(self.interval)
 
     async def _notified(self) -> None:
-        by_dir = {t.directory: t for t in targets(self.paths, self.suffixes)}
+        by_dir = {t.directory: t for t in _targets(self.paths, self.suffixes)}
         # 0 (an interval under a millisecond): no safety re-check, rather than a busy one.
         timeout_ms = round(self.interval * 1000)
         stop = threading.Event()  # ends the blocking watch() in its thread on cancel
