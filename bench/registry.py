@@ -21,9 +21,11 @@ with its default debounce settings, and measures:
    new service also the RouteConfiguration with its virtual host), matched by content
    against what the translators produce for the edited registry. The next edit starts
    ``--edit-interval`` s after the previous one, and at least 0.5 s after it converged,
-   plus a random 0 … ``--file-interval`` s (so the poll wait is sampled fairly).
-   The figure includes the file poll interval (the edit waits on average half of it),
-   reading and parsing the whole file, the debouncer, translation, the push and the ACK;
+   plus a random 0 … ``--file-interval`` s (so a polling server's wait is sampled
+   fairly). The figure includes the server noticing the edit (OS file notifications;
+   with ``--file-watch poll`` the poll interval, on average half of it), reading the
+   file and parsing the services whose text changed, the debouncer, translation, the
+   push and the ACK;
    the server log gives the time the file source published the change, which splits it
    into "file" and "the rest", and the server's /metrics give its own breakdown.
    Reported per group (endpoint edits, new service): the *per-proxy* latency (one
@@ -32,6 +34,8 @@ with its default debounce settings, and measures:
    from just before the write to when the benchmark saw the last ACK (psutil; the
    waits between edits and the /metrics scrapes are outside it);
 4. server RSS and CPU (psutil): at ready, connected and idle, per edit, peak.
+
+``--py-spy PREFIX`` records the server with py-spy during the edits (as bench.policy).
 
 Prints a table; ``--json [PATH]`` also writes the figures (``-`` = stdout). Every wait
 has a timeout; the server and the workers are stopped on exit, on error and on Ctrl-C.
@@ -54,6 +58,7 @@ from typing import Any
 
 from bench import changes, common, fixtures
 from bench.common import MB, fmt
+from bench.run import PySpy
 from sources.file import parse_registry
 from translators import ProxyGroup
 from translators.services import service_load_assignments
@@ -194,6 +199,8 @@ class Options(common.RunOptions):
     edit_kinds: list[str]
     edit_interval: float
     file_interval: float
+    py_spy: str | None
+    py_spy_format: str
 
 
 def _updates_by_type(updates: list[dict[str, Any]], start: float, end: float) -> dict[str, int]:
@@ -215,7 +222,11 @@ def run_mode(mode: str, o: Options) -> dict[str, Any]:
         server = run.start_server(["--file", str(path), "--file-interval", str(o.file_interval)])
         ready_s = server.wait_ready(o.timeout)
         w = run.start_workers(server.xds_port)
-        run.out.update(_measure(o, reg, path, server, w, ready_s))
+        spy = None
+        if o.py_spy:
+            spy = PySpy(server.pid, o.py_spy, mode, "changes", o.py_spy_format, False)
+            run.stack.callback(spy.close)
+        run.out.update(_measure(o, reg, path, server, w, ready_s, spy))
     return run.out
 
 
@@ -226,10 +237,13 @@ def _measure(
     server: common.RealServer,
     w: common.Workers,
     ready_s: float,
+    spy: PySpy | None = None,
 ) -> dict[str, Any]:
     data = w.data
     # startup, then the ramp paced below the server's admission rate, then idle
     res = common.connect_all(server, w, o, ready_s)
+    if spy is not None:
+        spy.enter("changes")
 
     # edits
     tr = changes.Tracker(w, server)
@@ -261,6 +275,8 @@ def _measure(
                 "server_peak_rss_mb": round(server.stats()["peak_rss"] / MB, 1),
             }
         )
+    if spy is not None:
+        spy.close()
     for group, kinds in (("endpoint", ENDPOINT_KINDS), ("service", {"service"})):
         res[f"{group}_edits"] = changes.summary([e for e in edits if e["kind"] in kinds])
     res.update(tr.finish(edits, "edits"))
@@ -369,6 +385,12 @@ def main(argv: list[str] | None = None) -> int:
             help=f"edit kinds, cycled (default {','.join(EDIT_KINDS)})",
         )
         common.file_edit_options(p)
+        p.add_argument(
+            "--py-spy", metavar="PREFIX", help="py-spy record the server during the edits"
+        )
+        p.add_argument(
+            "--py-spy-format", choices=("flamegraph", "raw", "speedscope"), default="raw"
+        )
 
     def check(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
         kinds = [k.strip() for k in a.edit_kinds.split(",") if k.strip()]

@@ -10,8 +10,9 @@ is a Kubernetes-shaped object (``kind: List`` with ``items`` is unpacked, as `ku
   its last accepted version stays in force (the controller keeps it).
 
 A file that cannot be read or is not valid YAML is one error for the source (shown in
-`xdsctl sources`); its objects as last read stay published. Files are polled like the
-registry file; a change in any of them re-reads that file only, and of that file only
+`xdsctl sources`); its objects as last read stay published. Files are watched like the
+registry file (`sources.watch`: OS notifications on their directories, polling where
+those are unavailable); a change in any of them re-reads that file only, and of that file only
 the documents whose text changed are parsed again (`parse_policy_file_reusing`), so
 shifting one weight in a file of thousands of objects costs one document's parse.
 """
@@ -32,6 +33,7 @@ import yaml
 
 from sources.base import Catalog
 from sources.istio import Parsed, PolicyError, is_supported_kind, parse_policy
+from sources.watch import Mode, Watch
 from sources.yaml_positions import CLoader, DuplicateKey, Nodes, PyLoader, located, render_path
 from xds_server.model import DEFAULT_NAMESPACE, PolicyKey, PolicyObject
 
@@ -313,11 +315,15 @@ class PolicyFileSource:
         *,
         name: str = "policy",
         interval: float = 1.0,
+        watch: Mode = "auto",
     ) -> None:
         self.paths = list(paths)
         self.catalog = catalog
         self.name = name
         self.interval = interval
+        self.watch = Watch(
+            self.paths, self.poll, interval=interval, mode=watch, suffixes=SUFFIXES, what="policy"
+        )
         self._stamps: dict[Path, _Stamp] = {}
         self._objects: dict[Path, list[PolicyObject]] = {}
         self._reuse: dict[Path, dict[Chunk, list[PolicyObject]]] = {}
@@ -333,9 +339,8 @@ class PolicyFileSource:
         return self._publish()
 
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            await self.poll()
+        """Forever: watch the files and publish what changed."""
+        await self.watch.run()
 
     async def poll(self) -> None:
         changed = await asyncio.to_thread(self._scan)

@@ -5,7 +5,8 @@ The registry is a YAML file each test writes and edits; what a user sees is asse
 real HTTP traffic through Envoy's listener (``--http-listener-port``, Host header =
 service name), Envoy's admin API (``/config_dump``, ``/stats``), and `xdsctl` /
 the server's admin API. Edits are written atomically (temp file + rename, as editors
-do) and picked up within ``--file-interval 0.1``.
+do) and seen by the server's file watch: ``--file-interval 1h`` leaves no polling to
+pick them up otherwise.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tests.harness.kubeapi import service as kube_service
 from tests.harness.ports import free_port
 from tests.harness.server_proc import XdsServerProcess, snapshot_endpoints
 from tests.harness.waiting import wait_for
+from tests.test_file_watch import configmap
 
 pytest_plugins = ["tests.harness.fixtures", "tests.harness.kube_fixtures"]
 
@@ -86,7 +88,7 @@ def mesh_factory(
         write(registry, services)
         port = free_port()
         server = xds_server_factory(
-            "--file", str(registry), "--file-interval", "0.1",
+            "--file", str(registry), "--file-interval", "1h",
             "--http-listener-port", str(port),
         )  # fmt: skip
         return FileMesh(server, registry, port)
@@ -157,6 +159,33 @@ def test_file_edits_move_real_traffic(
 
     e2e.finish(env, web)
     mesh.wait_synced()
+
+
+def test_a_configmap_swap_moves_real_traffic(
+    tmp_path: Path,
+    xds_server_factory: Callable[..., XdsServerProcess],
+    envoy_factory,
+    http_backend_factory,
+    request_loop_factory,
+) -> None:
+    """The registry mounted from a ConfigMap: the kubelet swaps the ``..data`` symlink, the
+    server's watch sees it (no polling: ``--file-interval 1h``) and traffic moves."""
+    v1, v2 = e2e.backends(http_backend_factory, "web-v1", "web-v2")
+    mounted = tmp_path / "config"
+    mounted.mkdir()
+    configmap(mounted, {"registry.yaml": yaml.safe_dump({"services": [service("web", v1)]})}, 1)
+    port = free_port()
+    server = xds_server_factory(
+        "--file", str(mounted / "registry.yaml"), "--file-interval", "1h",
+        "--http-listener-port", str(port),
+    )  # fmt: skip
+    mesh = FileMesh(server, mounted / "registry.yaml", port)
+    env = mesh.envoy(envoy_factory, False)
+    web: RequestLoop = request_loop_factory(mesh.url, "web")
+    web.wait_for_body("web-v1", WAIT, since=0)
+    configmap(mounted, {"registry.yaml": yaml.safe_dump({"services": [service("web", v2)]})}, 2)
+    e2e.only(web, "web-v2")
+    e2e.finish(env, web)
 
 
 # The faulty endpoint is on line 5 of each (the unclosed mapping's error surfaces on line 6).

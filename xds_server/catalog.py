@@ -56,11 +56,23 @@ class SourceStatus:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """check_entry's verdict on an entry as a source published it."""
+
+    entry: ServiceEntry
+    clean: ServiceEntry | None
+    problems: list[Rejection]
+
+
 class Catalog:
     def __init__(self) -> None:
         self._status: dict[str, SourceStatus] = {}
         self._entries: dict[str, dict[ServiceKey, ServiceEntry]] = {}
         self._rejected: dict[str, dict[ServiceKey | None, list[Rejection]]] = {}
+        # Per source and key: the entry last validated, and check_entry's verdict on it.
+        self._checked: dict[str, dict[ServiceKey, _Checked]] = {}
+        self.validations = 0  # check_entry runs (an unchanged entry is not checked again)
         self._merged: dict[ServiceKey, ServiceEntry] = {}
         self._dirty: set[ServiceKey] = set()
         self._first_change: float | None = None
@@ -76,6 +88,7 @@ class Catalog:
         self._status[source] = SourceStatus(source, kind)
         self._entries[source] = {}
         self._rejected[source] = {}
+        self._checked[source] = {}
         metrics.SOURCE_SYNCED.labels(source).set(0)
         metrics.SOURCE_STALE.labels(source).set(0)
 
@@ -84,15 +97,21 @@ class Catalog:
         old = self._entries[source]
         new: dict[ServiceKey, ServiceEntry] = {}
         rejected: dict[ServiceKey | None, list[Rejection]] = {}
+        last = self._checked[source]
+        checked: dict[ServiceKey, _Checked] = {}
         for entry in entries:
-            if entry.key in new:
+            key = entry.key
+            if key in new:
                 rejected.setdefault(None, []).append(
-                    Rejection(source, f"service {entry.key}", "duplicate service; first kept")
+                    Rejection(source, f"service {key}", "duplicate service; first kept")
                 )
                 continue
-            self._accept(source, entry, new, rejected)
+            self._accept(source, entry, new, rejected, last, checked, key)
+        self._checked[source] = checked  # the verdicts on entries gone are forgotten
         self._entries[source] = new
-        changed = {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
+        # A file reload republishes every service: most are the very objects kept.
+        changed = {k for k, e in new.items() if (o := old.get(k)) is not e and o != e}
+        changed.update(k for k in old if k not in new)
         self._set_rejections(source, rejected)
         self._synced(source)
         self._remerge(changed)
@@ -103,7 +122,8 @@ class Catalog:
         rejected = dict(self._rejected[source])
         rejected.pop(entry.key, None)
         before = entries.pop(entry.key, None)
-        self._accept(source, entry, entries, rejected)
+        checked = self._checked[source]
+        self._accept(source, entry, entries, rejected, checked, checked, entry.key)
         self._set_rejections(source, rejected)
         self._status[source].services = len(entries)
         if entries.get(entry.key) != before:
@@ -113,6 +133,7 @@ class Catalog:
         rejected = self._rejected[source]
         if key in rejected:
             self._set_rejections(source, {k: v for k, v in rejected.items() if k != key})
+        self._checked[source].pop(key, None)
         if self._entries[source].pop(key, None) is not None:
             self._status[source].services = len(self._entries[source])
             self._remerge({key})
@@ -151,14 +172,25 @@ class Catalog:
         entry: ServiceEntry,
         into: dict[ServiceKey, ServiceEntry],
         rejected: dict[ServiceKey | None, list[Rejection]],
+        last: dict[ServiceKey, _Checked],
+        checked: dict[ServiceKey, _Checked],
+        key: ServiceKey,
     ) -> None:
-        clean, problems = check_entry(source, entry)
-        if problems:
-            rejected[entry.key] = problems
-        if clean is not None:
-            if clean.service.source != source:
+        """Validate `entry` into `into`/`rejected`, reusing the verdict in `last` when the
+        source published this entry before (a file reload republishes every service)."""
+        held = last.get(key)
+        if held is None or (held.entry is not entry and held.entry != entry):
+            clean, problems = check_entry(source, entry)
+            self.validations += 1
+            metrics.CATALOG_VALIDATIONS.labels(source).inc()
+            if clean is not None and clean.service.source != source:
                 clean = ServiceEntry(replace(clean.service, source=source), clean.endpoints)
-            into[clean.key] = clean
+            held = _Checked(entry, clean, problems)
+        checked[key] = held
+        if held.problems:
+            rejected[key] = held.problems
+        if held.clean is not None:
+            into[key] = held.clean
 
     def _set_rejections(
         self, source: str, rejected: dict[ServiceKey | None, list[Rejection]]
@@ -247,8 +279,7 @@ class Catalog:
     def not_ready(self) -> list[str]:
         """Why the catalog is not ready yet: sources that have not synced once."""
         return [
-            f"source {s.name} ({s.kind}) has not synced yet"
-            + (f": {s.error}" if s.error else "")
+            f"source {s.name} ({s.kind}) has not synced yet" + (f": {s.error}" if s.error else "")
             for s in self._status.values()
             if not s.synced
         ]

@@ -122,14 +122,18 @@ async def serve(settings: Settings) -> int:
     cache.group_of = controller.group_of
     file_source = None
     if settings.file is not None:
-        file_source = FileSource(settings.file, catalog, interval=settings.file_interval)
+        file_source = FileSource(
+            settings.file, catalog, interval=settings.file_interval, watch=settings.file_watch
+        )
         try:
             file_source.load_once()
         except FileRegistryError as exc:
             return _fail(str(exc))
     policy_source = None
     if settings.policy:
-        policy_source = PolicyFileSource(settings.policy, catalog, interval=settings.file_interval)
+        policy_source = PolicyFileSource(
+            settings.policy, catalog, interval=settings.file_interval, watch=settings.file_watch
+        )
         try:
             policy_source.load_once()
         except PolicyFileError as exc:

@@ -53,6 +53,11 @@ REJECTIONS = Counter(
     "Registry entries newly skipped because they would produce invalid resources",
     ["source"],
 )
+CATALOG_VALIDATIONS = Counter(
+    "xds_catalog_validations_total",
+    "Registry entries validated by the catalog (an entry republished unchanged is not)",
+    ["source"],
+)
 DEBOUNCE_EVENTS = Counter(
     "xds_debounce_events_total", "Catalog changes received by the debouncer"
 )

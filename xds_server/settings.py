@@ -67,7 +67,18 @@ class Settings(BaseModel):
         "127.0.0.1:19000", "HOST:PORT", "admin HTTP listen address: health, metrics, debug"
     )
     file: Path | None = _setting(None, "PATH", "file registry: YAML/JSON services, watched")
-    file_interval: Duration = _setting(1.0, "DURATION", "how often the file is checked")
+    file_interval: Duration = _setting(
+        1.0,
+        "DURATION",
+        "safety re-check of the watched --file and --policy files; the poll interval "
+        "where OS file notifications are unavailable",
+    )
+    file_watch: Literal["auto", "poll"] = _setting(
+        "auto",
+        "MODE",
+        "auto: OS file notifications, polling where unavailable (or WATCHFILES_FORCE_POLLING "
+        "is set); poll: always poll",
+    )
     policy: Paths = _setting(
         (),
         "PATH",
