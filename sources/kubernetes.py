@@ -18,6 +18,12 @@ what makes large clusters slow). The semantics are client-go's reflector's:
 - any other failure: `catalog.set_error` (the last good state stays served; the
   catalog never sees an empty state because the API server is unreachable), then a
   retry after an exponential backoff with jitter. The first success clears the error.
+  An API server that cannot be reached is one outage for every loop (sources.base's
+  Outage): one prober sends `GET /version` with backoff and every loop resumes the
+  moment it answers, instead of each loop probing on its own schedule;
+- an update (a relist, or one read of watch events) that would remove more than the
+  threshold of the published services is held (sources.hold): the previous state is
+  served for the hold period, then what is still gone is removed.
 
 Nothing is published until both initial lists (in every namespace) have succeeded, so
 readiness waits for the whole first state. The label selector applies to Services;
@@ -37,7 +43,8 @@ from typing import Any, Literal
 
 import aiohttp
 
-from sources.base import Backoff, Catalog
+from sources.base import Backoff, Catalog, Outage
+from sources.hold import DEFAULT_HOLD, GuardedPublisher, HoldPolicy
 from sources.kube_config import KubeConfigError, KubeConnection
 from sources.kube_mapping import (
     DEFAULT_CLUSTER_DOMAIN,
@@ -118,6 +125,7 @@ class KubernetesSource:
         name: str = "kubernetes",
         cluster_domain: str = DEFAULT_CLUSTER_DOMAIN,
         timing: Timing = Timing(),
+        hold: HoldPolicy = DEFAULT_HOLD,
     ) -> None:
         self.connection = connection
         self.catalog = catalog
@@ -133,7 +141,10 @@ class KubernetesSource:
         self._services: dict[_Key, KubeService] = {}
         self._slices: dict[_Key, KubeSlice] = {}
         self._slices_of: dict[_Key, set[_Key]] = {}  # service key -> its slices' keys
-        self._published: dict[_Key, ServiceEntry] = {}
+        self.publisher = GuardedPublisher(catalog, name, hold, self._lookup)
+        self.outage = Outage(
+            Backoff(timing.backoff_initial, timing.backoff_max), self._probe, self._probe_failed
+        )
         self._skipped: dict[_Key, str] = {}
         self._synced = False
         self._session: aiohttp.ClientSession | None = None
@@ -150,6 +161,8 @@ class KubernetesSource:
                     for res in self.resources:
                         tg.create_task(self._loop(res), name=f"{self.name}-{res.label}")
             finally:
+                self.outage.close()
+                self.publisher.close()
                 self._session = None
 
     # --- the loop of one resource --------------------------------------------------
@@ -181,7 +194,12 @@ class KubernetesSource:
                 gone_streak += 1
                 if gone_streak > 1:  # relisting at once is normal; in a loop it is not
                     await asyncio.sleep(backoff.next())
-            except (aiohttp.ClientError, TimeoutError, _ApiError, KubeConfigError) as exc:
+            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                # The API server cannot be reached: one outage for every loop.
+                metrics.KUBE_WATCH_RESTARTS.labels(self.name, res.kind, "error").inc()
+                self._failed(res, _describe(exc))
+                await self.outage.wait()
+            except (aiohttp.ClientError, _ApiError, KubeConfigError) as exc:
                 metrics.KUBE_WATCH_RESTARTS.labels(self.name, res.kind, "error").inc()
                 self._failed(res, _describe(exc))
                 await asyncio.sleep(backoff.next())
@@ -346,6 +364,7 @@ class KubernetesSource:
                 self._set_slice(object_key(obj), parse_slice(obj))
         res.rv = rv
         res.listed = True
+        self.outage.up()
         log.info("%s: listed %d objects", res.label, len(items))
         if self._synced or all(r.listed for r in self.resources):
             self._publish_all()
@@ -373,8 +392,8 @@ class KubernetesSource:
                 entries[key] = entry
         first = not self._synced
         self._synced = True
-        self._published = entries
-        self.catalog.replace(self.name, entries.values())  # marks synced, clears the error
+        # catalog.replace marks the source synced and clears its error
+        self.publisher.replace({ServiceKey(*k): e for k, e in entries.items()})
         failing = [r for r in self.resources if r.error is not None]
         if failing:  # another resource is still failing: the state stays stale
             self.catalog.set_error(self.name, f"{failing[0].label}: {failing[0].error}")
@@ -386,18 +405,12 @@ class KubernetesSource:
             )  # fmt: skip
 
     def _publish(self, keys: set[_Key]) -> None:
-        if not self._synced:
+        if not self._synced or not keys:
             return
-        for key in keys:
-            entry = self._entry(key)
-            if entry == self._published.get(key):
-                continue
-            if entry is None:
-                del self._published[key]
-                self.catalog.remove(self.name, ServiceKey(*key))
-            else:
-                self._published[key] = entry
-                self.catalog.upsert(self.name, entry)
+        self.publisher.update({ServiceKey(*key): self._entry(key) for key in keys})
+
+    def _lookup(self, key: ServiceKey) -> ServiceEntry | None:
+        return self._entry((key.namespace, key.name))
 
     # --- health --------------------------------------------------------------------
 
@@ -407,7 +420,20 @@ class KubernetesSource:
         res.error = message
         self.catalog.set_error(self.name, f"{res.label}: {message}")
 
+    async def _probe(self) -> None:
+        """Whether the API server answers at all (`/version` is readable by anyone)."""
+        assert self._session is not None, "run() has not started"
+        timeout = aiohttp.ClientTimeout(total=self.timing.connect_timeout * 2)
+        url = self.connection.server + "/version"
+        async with self._session.get(url, headers=self.connection.headers(), timeout=timeout):
+            pass  # any HTTP answer: the server is there (a 401/403 shows in the loops)
+
+    def _probe_failed(self, exc: BaseException) -> None:
+        message = f"cannot reach the API server: {_describe(exc)}"
+        self.catalog.set_error(self.name, message)
+
     def _connected(self, res: _Resource) -> None:
+        self.outage.up()
         if res.error is None:
             return
         log.info("%s: watching again (was: %s)", res.label, res.error)
