@@ -220,7 +220,7 @@ class ConsulSource:
                 raise
             except Exception as exc:
                 self._failed(_CATALOG, exc)
-                await self._retry(exc, backoff)
+                await self._retry(exc, backoff, _CATALOG)
                 continue
             backoff.reset()
             self.outage.up()
@@ -240,11 +240,12 @@ class ConsulSource:
         changes: dict[ServiceKey, ServiceEntry | None] = {entry_key(n): None for n in gone}
         for name in now_wanted:
             watch = self._watches[name]
-            if watch.empty and watch.entry is not None:  # the catalog confirms it
+            if name in back:  # back while its removal is held: its last instances stand
+                if watch.entry is not None:
+                    changes[entry_key(name)] = watch.entry
+            elif watch.empty and watch.entry is not None:  # the catalog confirms it
                 watch.entry = None
                 changes[entry_key(name)] = None
-            elif name in back and watch.entry is not None:  # back while its removal is held
-                changes[entry_key(name)] = watch.entry
         if self._synced and changes:
             self.publisher.update(changes)
         self._prune()
@@ -314,7 +315,7 @@ class ConsulSource:
                 raise
             except Exception as exc:
                 self._failed(path, exc, watch=name)
-                await self._retry(exc, backoff)
+                await self._retry(exc, backoff, name)
                 await self._pacer.wait()
                 continue
             backoff.reset()
@@ -336,9 +337,12 @@ class ConsulSource:
         if first:
             watch.answered = True
             self._unanswered -= 1
-        if not instances and not first and watch.entry is not None and not watch.empty:
-            watch.empty = True  # no instance at all: the catalog's answer decides
-            return
+        if not instances and not first and watch.entry is not None:
+            # No instance at all: the catalog's answer decides, unless the catalog lists
+            # the service still and this is the second empty answer in a row.
+            if not watch.empty or name not in self._wanted:
+                watch.empty = True
+                return
         watch.empty = False
         entry = to_entry(
             name,
@@ -357,11 +361,14 @@ class ConsulSource:
         if self._synced:
             self.publisher.update({entry_key(name): self._lookup(entry_key(name))})
 
-    async def _retry(self, exc: BaseException, backoff: Backoff) -> None:
+    async def _retry(self, exc: BaseException, backoff: Backoff, watch: str) -> None:
         """After a failed query: Consul unreachable or leaderless → wait with every other
         watch for the prober; any other error (this query's) → this watch's backoff."""
         if _down(exc):
             await self.outage.wait()
+            # Consul answers again: the watch resumes its blocking query, which may not
+            # return for a whole wait; the source is not stale meanwhile.
+            self._clear_failure(watch)
         else:
             await asyncio.sleep(backoff.next())
 
