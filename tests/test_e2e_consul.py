@@ -35,10 +35,16 @@ NODE = "envoy-consul"
 class ConsulMesh(Mesh):
     """The emulator, an xds-server watching it, and the way to Envoy's listener."""
 
-    def __init__(self, emu: ConsulEmulator, server: XdsServerProcess, listener_port: int):
+    def __init__(
+        self,
+        emu: ConsulEmulator,
+        server: XdsServerProcess,
+        listener_port: int,
+        token: str | None = None,
+    ):
         super().__init__(server, listener_port, NODE)
         self.emu = emu
-        self.agent = consul.Consul(host="127.0.0.1", port=emu.port)
+        self.agent = consul.Consul(host="127.0.0.1", port=emu.port, token=token)
 
     def register(self, name: str, backend: HttpBackend, **kwargs: Any) -> str:
         sid = f"{name}-{backend.port}"
@@ -253,3 +259,74 @@ def test_consul_not_reachable_at_startup_is_not_ready_then_syncs(
     wait_for(server.ready, 20.0, message="ready once Consul answers")
     (src,) = server.get("/debug/sources")
     assert src["services"] == 1 and src["error"] is None, src
+
+
+TOKEN = "xds-server-token"
+
+
+def test_a_token_losing_service_read_is_held_then_restored_then_a_lasting_loss_applies(
+    xds_server_factory: Callable[..., XdsServerProcess],
+    envoy_factory,
+    http_backend_factory,
+    request_loop_factory,
+) -> None:
+    web_b, api_b, db_b = e2e.backends(http_backend_factory, "web", "api", "db")
+    hold = 6.0
+    with ConsulEmulator(acl_tokens={TOKEN}) as emu:
+        port = free_port()
+        server = xds_server_factory(
+            "--consul", "--consul-address", emu.url, "--consul-token", TOKEN,
+            "--consul-wait", "1s", "--registry-hold", f"{hold:g}s",
+            "--http-listener-port", str(port), wait_ready=False,
+        )  # fmt: skip
+        mesh = ConsulMesh(emu, server, port, token=TOKEN)
+        for name, backend in (("web", web_b), ("api", api_b), ("db", db_b)):
+            mesh.register(name, backend)
+        for name in ("web", "api", "db"):
+            mesh.wait_endpoints(name, 1)
+        env = mesh.envoy(envoy_factory)
+        web: RequestLoop = request_loop_factory(mesh.url, "web")
+        web.wait_for_body("web", WAIT, since=0)
+        mesh.wait_synced()
+        versions, updates = mesh.versions(), e2e.xds_updates(env)
+
+        # The token's policy loses service:read: Consul answers every query, empty.
+        mark = web.mark()
+        emu.set_service_read(TOKEN, [])
+        source = wait_for(lambda: (s := mesh.source())["holding"] and s, WAIT, message="HOLDING")
+        assert source["held_removals"] == 3 and source["stale"] is False, source
+        assert "3 of 3 services would be removed at once" in source["hold_reason"], source
+        table = mesh.server.xdsctl("sources").stdout.splitlines()
+        assert table[1].split()[:3] == ["consul", "consul", "HOLDING"], table
+        assert "HOLDING 3 removals: 3 of 3 services would be removed" in table[2], table
+        status, body = http_get(f"{mesh.server.admin_url}/readyz")
+        assert status == 200, body
+        assert "warning: source consul (consul) is HOLDING a removal: 3 of 3" in body, body
+        metrics = mesh.server.metrics()
+        assert metrics['xds_source_holding{source="consul"}'] == 1
+        assert metrics['xds_source_held_removals{source="consul"}'] == 3
+        # Every watch answers (filtered) again and again meanwhile; nothing moves.
+        time.sleep(2.0)
+        during = web.snapshot(mark)
+        assert during.failed == 0 and set(during.bodies) == {"web"}, during
+
+        # Restored within the hold: the hold ends and nothing is pushed at all.
+        emu.set_service_read(TOKEN, None)
+        wait_for(lambda: not mesh.source()["holding"], hold, message="hold ended by the restore")
+        time.sleep(2.0)  # further answers of every watch, and room for a (wrong) push
+        assert e2e.xds_updates(env) == updates, "Envoy was sent something"
+        assert mesh.versions() == versions
+        assert mesh.server.metrics()['xds_source_holding{source="consul"}'] == 0
+        assert web.snapshot(mark).failed == 0
+
+        # Lost again, for good: served through the hold, removed when it ends.
+        mark = web.mark()
+        emu.set_service_read(TOKEN, [])
+        wait_for(lambda: mesh.source()["holding"], WAIT, message="HOLDING again")
+        held_at = time.monotonic()
+        e2e.wait_for_switch(web, mark, 200, 404, timeout=hold + WAIT)
+        assert time.monotonic() - held_at >= hold - 1.0, "removed before the hold ended"
+        wait_for(lambda: env.cluster_names(dynamic_only=True) == [], WAIT, message="clusters gone")
+        source = mesh.source()
+        assert not source["holding"] and source["services"] == 0, source
+        assert e2e.rejected(env) == {}
