@@ -48,6 +48,7 @@ Consul's documented semantics:
 * Faults: :meth:`~ConsulEmulator.pause`/:meth:`~ConsulEmulator.resume`,
   :meth:`~ConsulEmulator.fail_next`, :meth:`~ConsulEmulator.drop_next`,
   :meth:`~ConsulEmulator.set_no_leader`, :meth:`~ConsulEmulator.reset_index`,
+  :meth:`~ConsulEmulator.slow`,
   :meth:`~ConsulEmulator.zero_index_next`.
 
 Not emulated: HTTP/TCP/gRPC/script checks are never run and TTL checks never
@@ -521,6 +522,7 @@ class ConsulEmulator:
         self._lock = threading.Lock()
         self._fail: list[tuple[str, int, int, str]] = []   # [prefix, remaining, status, body]
         self._drop: list[tuple[str, int]] = []
+        self._slow: dict[str, float] = {}  # path prefix → seconds each answer is held back
         self._zero_next = 0
         self._no_leader = False
         self._state = _State(datacenter)
@@ -592,6 +594,15 @@ class ConsulEmulator:
     def drop_next(self, n: int, path_prefix: str = "/v1/") -> None:
         with self._lock:
             self._drop.append((path_prefix, n))
+
+    def slow(self, seconds: float, path_prefix: str = "/v1/") -> None:
+        """Hold back every answer on ``path_prefix`` by ``seconds`` (0: no longer), blocked
+        queries included: decides which of two watches woken by one write answers first."""
+        with self._lock:
+            if seconds > 0:
+                self._slow[path_prefix] = seconds
+            else:
+                self._slow.pop(path_prefix, None)
 
     def set_no_leader(self, on: bool) -> None:
         with self._lock:
@@ -758,6 +769,13 @@ class ConsulEmulator:
                     resp = await self._dispatch(request, query, token)
                 except _HTTPError as exc:
                     resp = _text(exc.status, exc.body)
+                with self._lock:
+                    delay = max(
+                        (d for p, d in self._slow.items() if request.path.startswith(p)),
+                        default=0.0,
+                    )
+                if delay:
+                    await asyncio.sleep(delay)
             rec.status = resp.status
             return resp
         finally:

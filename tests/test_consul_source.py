@@ -382,6 +382,8 @@ async def test_a_service_losing_its_last_instance_goes_in_one_change(
             seen.append(None if api is None else len(api.endpoints))
 
         w.catalog.on_change(record)
+        # The health watch's answer first, as happens when the catalog's is later.
+        emulator.slow(1.0, "/v1/catalog/services")
         await call(agent(emulator).agent.service.deregister, "api-9000")
         await async_wait_for(lambda: w.entry("api") is None, WAIT, message="api removed")
         assert seen == [None], seen  # one change: present with its endpoint → gone

@@ -131,8 +131,10 @@ def test_consul_registrations_and_health_move_real_traffic(
     first_ok = e2e.wait_for_switch(probe, mark, 404, 200)
     assert probe.snapshot(first_ok).bodies.keys() == {"api"}, probe.snapshot(first_ok)
     mark = probe.mark()
+    mesh.emu.slow(1.0, "/v1/catalog/services")  # the health watch's answer comes first
     mesh.agent.agent.service.deregister(api_id)
     e2e.wait_for_switch(probe, mark, 200, 404)
+    mesh.emu.slow(0, "/v1/catalog/services")
     wait_for(
         lambda: env.cluster_names(dynamic_only=True) == [f"web.default:{v1.port}"],
         WAIT,
