@@ -96,8 +96,9 @@ class Outage:
         await self._up.wait()
 
     def up(self) -> None:
-        """A watch's request succeeded."""
+        """A watch's request succeeded: the registry is up, whatever the prober thinks."""
         self.backoff.reset()
+        self.close()
         self._up.set()
 
     def close(self) -> None:

@@ -38,13 +38,23 @@ import json
 import logging
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
 
 from sources.base import Backoff, Catalog, Outage
 from sources.hold import DEFAULT_HOLD, GuardedPublisher, HoldPolicy
+from sources.kube_api import (
+    DEFAULT_TIMING,
+    ApiError,
+    Gone,
+    Key,
+    Resource,
+    Timing,
+    check,
+    describe,
+    resource_path,
+)
 from sources.kube_config import KubeConfigError, KubeConnection
 from sources.kube_mapping import (
     DEFAULT_CLUSTER_DOMAIN,
@@ -62,54 +72,6 @@ from xds_server.model import ServiceEntry, ServiceKey
 log = logging.getLogger("sources.kubernetes")
 
 KIND = "kubernetes"
-_Key = tuple[str, str]  # (namespace, name)
-Kind = Literal["services", "endpointslices"]
-
-
-class _Gone(Exception):
-    """410 Gone: the resourceVersion is too old to watch from; relist."""
-
-
-class _ApiError(Exception):
-    """The API server refused a request; the message is one line."""
-
-
-@dataclass(frozen=True)
-class Timing:
-    """Timeouts and backoff; the defaults suit a production API server."""
-
-    connect_timeout: float = 10.0
-    request_timeout: float = 60.0  # per read of a list response
-    watch_timeout: float = 240.0  # timeoutSeconds is drawn from [this, 2 x this]
-    watch_read_grace: float = 30.0  # a watch read waits timeoutSeconds + this
-    backoff_initial: float = 0.5
-    backoff_max: float = 5.0
-    page_size: int = 500
-
-
-@dataclass
-class _Resource:
-    """One list+watch loop: a resource kind in one namespace (or all)."""
-
-    kind: Kind
-    namespace: str | None
-    path: str
-    selector: str | None
-    rv: str | None = None
-    listed: bool = False
-    error: str | None = None
-
-    @property
-    def label(self) -> str:
-        return self.kind + (f" in namespace {self.namespace}" if self.namespace else "")
-
-    def owns(self, key: _Key) -> bool:
-        return self.namespace is None or key[0] == self.namespace
-
-
-def _path(kind: Kind, namespace: str | None) -> str:
-    base = "/api/v1" if kind == "services" else "/apis/discovery.k8s.io/v1"
-    return f"{base}/namespaces/{namespace}/{kind}" if namespace else f"{base}/{kind}"
 
 
 class KubernetesSource:
@@ -124,7 +86,7 @@ class KubernetesSource:
         label_selector: str | None = None,
         name: str = "kubernetes",
         cluster_domain: str = DEFAULT_CLUSTER_DOMAIN,
-        timing: Timing = Timing(),
+        timing: Timing = DEFAULT_TIMING,
         hold: HoldPolicy = DEFAULT_HOLD,
     ) -> None:
         self.connection = connection
@@ -134,18 +96,20 @@ class KubernetesSource:
         self.timing = timing
         scopes: list[str | None] = list(dict.fromkeys(namespaces)) or [None]
         self.resources = [
-            _Resource(kind, ns, _path(kind, ns), label_selector if kind == "services" else None)
+            Resource(
+                kind, ns, resource_path(kind, ns), label_selector if kind == "services" else None
+            )
             for kind in ("services", "endpointslices")
             for ns in scopes
         ]
-        self._services: dict[_Key, KubeService] = {}
-        self._slices: dict[_Key, KubeSlice] = {}
-        self._slices_of: dict[_Key, set[_Key]] = {}  # service key -> its slices' keys
+        self._services: dict[Key, KubeService] = {}
+        self._slices: dict[Key, KubeSlice] = {}
+        self._slices_of: dict[Key, set[Key]] = {}  # service key -> its slices' keys
         self.publisher = GuardedPublisher(catalog, name, hold, self._lookup)
         self.outage = Outage(
             Backoff(timing.backoff_initial, timing.backoff_max), self._probe, self._probe_failed
         )
-        self._skipped: dict[_Key, str] = {}
+        self._skipped: dict[Key, str] = {}
         self._synced = False
         self._session: aiohttp.ClientSession | None = None
         catalog.register(name, KIND)
@@ -167,7 +131,7 @@ class KubernetesSource:
 
     # --- the loop of one resource --------------------------------------------------
 
-    async def _loop(self, res: _Resource) -> None:
+    async def _loop(self, res: Resource) -> None:
         backoff = Backoff(self.timing.backoff_initial, self.timing.backoff_max)
         need_list = True
         gone_streak = 0
@@ -187,7 +151,7 @@ class KubernetesSource:
                     await asyncio.sleep(backoff.next())
                 else:
                     backoff.reset()
-            except _Gone:
+            except Gone:
                 metrics.KUBE_WATCH_RESTARTS.labels(self.name, res.kind, "gone").inc()
                 log.info("%s: resourceVersion %s is gone (410); relisting", res.label, res.rv)
                 need_list = True
@@ -197,11 +161,11 @@ class KubernetesSource:
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
                 # The API server cannot be reached: one outage for every loop.
                 metrics.KUBE_WATCH_RESTARTS.labels(self.name, res.kind, "error").inc()
-                self._failed(res, _describe(exc))
+                self._failed(res, describe(exc))
                 await self.outage.wait()
-            except (aiohttp.ClientError, _ApiError, KubeConfigError) as exc:
+            except (aiohttp.ClientError, ApiError, KubeConfigError) as exc:
                 metrics.KUBE_WATCH_RESTARTS.labels(self.name, res.kind, "error").inc()
-                self._failed(res, _describe(exc))
+                self._failed(res, describe(exc))
                 await asyncio.sleep(backoff.next())
             except ValueError as exc:  # undecodable JSON: the store may have missed an event
                 metrics.KUBE_WATCH_RESTARTS.labels(self.name, res.kind, "error").inc()
@@ -215,7 +179,7 @@ class KubernetesSource:
                 need_list = True
                 await asyncio.sleep(backoff.next())
 
-    def _get(self, res: _Resource, params: dict[str, str], read_timeout: float) -> Any:
+    def _get(self, res: Resource, params: dict[str, str], read_timeout: float) -> Any:
         """A GET of the resource, to be used as `async with`."""
         assert self._session is not None, "run() has not started"
         timeout = aiohttp.ClientTimeout(
@@ -228,17 +192,17 @@ class KubernetesSource:
             timeout=timeout,
         )
 
-    async def _list(self, res: _Resource) -> tuple[list[Any], str | None]:
+    async def _list(self, res: Resource) -> tuple[list[Any], str | None]:
         items: list[Any] = []
         params = {"limit": str(self.timing.page_size)}
         if res.selector:
             params["labelSelector"] = res.selector
         while True:
             async with self._get(res, params, self.timing.request_timeout) as resp:
-                await _check(resp, f"list {res.label}")
+                await check(resp, f"list {res.label}")
                 body = json.loads(await resp.read())
             if not isinstance(body, dict):
-                raise _ApiError(f"list {res.label}: the response is not a list object")
+                raise ApiError(f"list {res.label}: the response is not a list object")
             items.extend(body.get("items") or ())
             meta = body.get("metadata") or {}
             if not meta.get("continue"):
@@ -246,7 +210,7 @@ class KubernetesSource:
                 return items, rv if isinstance(rv, str) and rv else None
             params["continue"] = str(meta["continue"])
 
-    async def _watch(self, res: _Resource) -> int:
+    async def _watch(self, res: Resource) -> int:
         """One watch until the server ends it; the number of events it carried."""
         seconds = int(random.uniform(1.0, 2.0) * self.timing.watch_timeout)
         params = {"watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": str(seconds)}
@@ -256,7 +220,7 @@ class KubernetesSource:
             params["labelSelector"] = res.selector
         events = 0
         async with self._get(res, params, seconds + self.timing.watch_read_grace) as resp:
-            await _check(resp, f"watch {res.label}")
+            await check(resp, f"watch {res.label}")
             self._connected(res)
             try:
                 events = await self._stream(res, resp)
@@ -264,10 +228,10 @@ class KubernetesSource:
                 # The connection broke after the watch was up (an API server restart, a
                 # load balancer's idle timeout): resume like a normal close. If the API
                 # server is really gone, connecting again fails and that is reported.
-                log.info("%s: watch connection lost (%s); resuming", res.label, _describe(exc))
+                log.info("%s: watch connection lost (%s); resuming", res.label, describe(exc))
         return events
 
-    async def _stream(self, res: _Resource, resp: aiohttp.ClientResponse) -> int:
+    async def _stream(self, res: Resource, resp: aiohttp.ClientResponse) -> int:
         events = 0
         pending = bytearray()
         # Lines are split here rather than with readline(): aiohttp caps a line at
@@ -278,7 +242,7 @@ class KubernetesSource:
                 continue
             *lines, rest = pending.split(b"\n")
             pending = bytearray(rest)
-            changed: set[_Key] = set()
+            changed: set[Key] = set()
             try:
                 for line in lines:
                     if line.strip():
@@ -290,7 +254,7 @@ class KubernetesSource:
 
     # --- state ---------------------------------------------------------------------
 
-    def _event(self, res: _Resource, event: Any) -> set[_Key]:
+    def _event(self, res: Resource, event: Any) -> set[Key]:
         """Apply one watch event to the store; the service keys it may have changed."""
         kind = event.get("type") if isinstance(event, dict) else None
         obj = event.get("object") if isinstance(event, dict) else None
@@ -298,8 +262,8 @@ class KubernetesSource:
             raise ValueError(f"watch event without an object: {str(event)[:200]}")
         if kind == "ERROR":
             if obj.get("code") == 410:
-                raise _Gone
-            raise _ApiError(
+                raise Gone
+            raise ApiError(
                 f"watch {res.label}: error event {obj.get('code')} {obj.get('reason', '')}: "
                 f"{obj.get('message', '')}".strip()
             )
@@ -316,7 +280,7 @@ class KubernetesSource:
             return self._set_service(key, None if kind == "DELETED" else parse_service(obj))
         return self._set_slice(key, None if kind == "DELETED" else parse_slice(obj))
 
-    def _set_service(self, key: _Key, svc: KubeService | None) -> set[_Key]:
+    def _set_service(self, key: Key, svc: KubeService | None) -> set[Key]:
         if svc is None:
             return {key} if self._services.pop(key, None) is not None else set()
         if self._services.get(key) == svc:
@@ -324,11 +288,11 @@ class KubernetesSource:
         self._services[key] = svc
         return {key}
 
-    def _set_slice(self, key: _Key, sl: KubeSlice | None) -> set[_Key]:
+    def _set_slice(self, key: Key, sl: KubeSlice | None) -> set[Key]:
         old = self._slices.get(key)
         if old == sl:
             return set()
-        changed: set[_Key] = set()
+        changed: set[Key] = set()
         if old is not None:
             owner = (old.namespace, old.service)
             self._slices.pop(key)
@@ -345,11 +309,11 @@ class KubernetesSource:
             changed.add(owner)
         return changed
 
-    def _listed(self, res: _Resource, items: list[Any], rv: str | None) -> None:
+    def _listed(self, res: Resource, items: list[Any], rv: str | None) -> None:
         """A full list of one resource: its part of the store is rebuilt, then published."""
         if res.listed:
             metrics.KUBE_RELISTS.labels(self.name, res.kind).inc()
-        store: dict[_Key, Any] = self._services if res.kind == "services" else self._slices
+        store: dict[Key, Any] = self._services if res.kind == "services" else self._slices
         for key in [k for k in store if res.owns(k)]:
             if res.kind == "services":
                 self._set_service(key, None)
@@ -369,7 +333,7 @@ class KubernetesSource:
         if self._synced or all(r.listed for r in self.resources):
             self._publish_all()
 
-    def _entry(self, key: _Key) -> ServiceEntry | None:
+    def _entry(self, key: Key) -> ServiceEntry | None:
         svc = self._services.get(key)
         reason = None if svc is None else svc.skip
         if reason != self._skipped.get(key):
@@ -385,7 +349,7 @@ class KubernetesSource:
         return build_entry(svc, slices, self.name, self.cluster_domain)
 
     def _publish_all(self) -> None:
-        entries: dict[_Key, ServiceEntry] = {}
+        entries: dict[Key, ServiceEntry] = {}
         for key in list(self._services) + list(self._skipped):
             entry = self._entry(key)
             if entry is not None:
@@ -404,7 +368,7 @@ class KubernetesSource:
                 self.name, len(entries), endpoints, len(self._skipped),
             )  # fmt: skip
 
-    def _publish(self, keys: set[_Key]) -> None:
+    def _publish(self, keys: set[Key]) -> None:
         if not self._synced or not keys:
             return
         self.publisher.update({ServiceKey(*key): self._entry(key) for key in keys})
@@ -414,7 +378,7 @@ class KubernetesSource:
 
     # --- health --------------------------------------------------------------------
 
-    def _failed(self, res: _Resource, message: str) -> None:
+    def _failed(self, res: Resource, message: str) -> None:
         if message != res.error:
             log.warning("%s: %s; keeping the last good state, retrying", res.label, message)
         res.error = message
@@ -429,10 +393,10 @@ class KubernetesSource:
             pass  # any HTTP answer: the server is there (a 401/403 shows in the loops)
 
     def _probe_failed(self, exc: BaseException) -> None:
-        message = f"cannot reach the API server: {_describe(exc)}"
+        message = f"cannot reach the API server: {describe(exc)}"
         self.catalog.set_error(self.name, message)
 
-    def _connected(self, res: _Resource) -> None:
+    def _connected(self, res: Resource) -> None:
         self.outage.up()
         if res.error is None:
             return
@@ -440,29 +404,3 @@ class KubernetesSource:
         res.error = None
         if self._synced and all(r.error is None for r in self.resources):
             self.catalog.mark_synced(self.name)
-
-
-async def _check(resp: aiohttp.ClientResponse, what: str) -> None:
-    if resp.status == 200:
-        return
-    if resp.status == 410:
-        raise _Gone
-    try:
-        body = json.loads(await resp.read())
-        message = str(body.get("message") or body.get("reason") or "")
-    except (ValueError, AttributeError, aiohttp.ClientError):
-        message = ""
-    hint = {
-        401: " (check the token or client certificate)",
-        403: " (the account needs get/list/watch on services and endpointslices)",
-    }.get(resp.status, "")
-    if resp.status == 404 and "endpointslices" in what:
-        hint = " (discovery.k8s.io/v1 EndpointSlices need Kubernetes 1.21+)"
-    raise _ApiError(f"{what}: HTTP {resp.status}{': ' + message if message else ''}{hint}")
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -393,50 +393,53 @@ async def test_a_service_losing_its_last_instance_goes_in_one_change(
 ACL_TOKEN = "s3cret"
 
 
-async def test_a_token_losing_service_read_is_held_then_restored_with_nothing_published() -> None:
+@contextlib.asynccontextmanager
+async def three_services_behind_acls(hold: float) -> AsyncIterator[tuple[ConsulEmulator, Watched]]:
+    """An emulator with ACLs and web, db and api, watched with ACL_TOKEN (short waits)."""
     with ConsulEmulator(acl_tokens={ACL_TOKEN}) as emu:
         for name, port in (("web", 8081), ("db", 5432), ("api", 9000)):
             await register(emu, name, port, token=ACL_TOKEN)
-        hold = HoldPolicy(threshold=0.5, period=60)
-        async with running(emu, token=ACL_TOKEN, wait=0.5, hold=hold) as w:
-            before, changes = dict(w.catalog.merged()), w.changes
-            emu.set_service_read(ACL_TOKEN, [])  # the policy loses service:read
-            await async_wait_for(lambda: w.status["holding"], WAIT, message="holding")
-            assert w.status["held_removals"] == 3, w.status
-            assert "3 of 3 services would be removed at once" in w.status["hold_reason"]
-            assert w.status["stale"] is False  # Consul answers: empty, filtered
-            # Several answers of every watch later, still the previous state, untouched.
-            emu.clear_request_log()
-            await async_wait_for(
-                lambda: (
-                    all(
-                        len(answered_rounds(emu.request_log(), f"/v1/health/service/{k.name}")) >= 2
-                        for k in before
-                    )
-                    and len(answered_rounds(emu.request_log(), "/v1/catalog/services")) >= 2
-                ),
-                WAIT,
-                message="two rounds of every watch while held",
-            )
-            assert dict(w.catalog.merged()) == before
-            assert w.changes == changes
-            emu.set_service_read(ACL_TOKEN, None)  # restored
-            await async_wait_for(lambda: not w.status["holding"], WAIT, message="hold ended")
-            assert dict(w.catalog.merged()) == before
-            assert w.changes == changes
+        policy = HoldPolicy(threshold=0.5, period=hold)
+        async with running(emu, token=ACL_TOKEN, wait=0.5, hold=policy) as w:
+            yield emu, w
+
+
+async def test_a_token_losing_service_read_is_held_then_restored_with_nothing_published() -> None:
+    async with three_services_behind_acls(hold=60) as (emu, w):
+        before, changes = dict(w.catalog.merged()), w.changes
+        emu.set_service_read(ACL_TOKEN, [])  # the policy loses service:read
+        await async_wait_for(lambda: w.status["holding"], WAIT, message="holding")
+        assert w.status["held_removals"] == 3, w.status
+        assert "3 of 3 services would be removed at once" in w.status["hold_reason"]
+        assert w.status["stale"] is False  # Consul answers: empty, filtered
+        # Several answers of every watch later, still the previous state, untouched.
+        emu.clear_request_log()
+        await async_wait_for(
+            lambda: (
+                all(
+                    len(answered_rounds(emu.request_log(), f"/v1/health/service/{k.name}")) >= 2
+                    for k in before
+                )
+                and len(answered_rounds(emu.request_log(), "/v1/catalog/services")) >= 2
+            ),
+            WAIT,
+            message="two rounds of every watch while held",
+        )
+        assert dict(w.catalog.merged()) == before
+        assert w.changes == changes
+        emu.set_service_read(ACL_TOKEN, None)  # restored
+        await async_wait_for(lambda: not w.status["holding"], WAIT, message="hold ended")
+        assert dict(w.catalog.merged()) == before
+        assert w.changes == changes
 
 
 async def test_a_removal_still_true_when_the_hold_ends_applies() -> None:
-    with ConsulEmulator(acl_tokens={ACL_TOKEN}) as emu:
-        for name, port in (("web", 8081), ("db", 5432), ("api", 9000)):
-            await register(emu, name, port, token=ACL_TOKEN)
-        hold = HoldPolicy(threshold=0.5, period=1.0)
-        async with running(emu, token=ACL_TOKEN, wait=0.5, hold=hold) as w:
-            emu.set_service_read(ACL_TOKEN, ["web"])  # web only: 2 of 3 would go
-            await async_wait_for(lambda: w.status["holding"], WAIT, message="holding")
-            assert w.status["held_removals"] == 2
-            assert sorted(k.name for k in w.catalog.merged()) == ["api", "db", "web"]
-            await async_wait_for(lambda: not w.status["holding"], WAIT, message="the hold is over")
-            assert sorted(k.name for k in w.catalog.merged()) == ["web"]
-            # The held services' watches are gone with them.
-            assert sorted(w.source._watches) == ["web"]
+    async with three_services_behind_acls(hold=1.0) as (emu, w):
+        emu.set_service_read(ACL_TOKEN, ["web"])  # web only: 2 of 3 would go
+        await async_wait_for(lambda: w.status["holding"], WAIT, message="holding")
+        assert w.status["held_removals"] == 2
+        assert sorted(k.name for k in w.catalog.merged()) == ["api", "db", "web"]
+        await async_wait_for(lambda: not w.status["holding"], WAIT, message="the hold is over")
+        assert sorted(k.name for k in w.catalog.merged()) == ["web"]
+        # The held services' watches are gone with them.
+        assert sorted(w.source._watches) == ["web"]

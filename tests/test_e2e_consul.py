@@ -21,6 +21,7 @@ from tests.consul_emulator import ConsulEmulator
 from tests.harness import e2e
 from tests.harness.backends import HttpBackend, RequestLoop, http_get
 from tests.harness.e2e import WAIT, Mesh
+from tests.harness.envoy import EnvoyProcess
 from tests.harness.ports import free_port
 from tests.harness.server_proc import XdsServerProcess
 from tests.harness.waiting import wait_for
@@ -68,6 +69,20 @@ class ConsulMesh(Mesh):
             return count == sum(n for c, n in counts.items() if c.startswith(f"{service}.default:"))
 
         wait_for(held, WAIT, message=f"{count} endpoints of {service} in the snapshot")
+
+    def two_instance_web(
+        self, envoy_factory: Any, request_loop_factory: Any, v1: HttpBackend, v2: HttpBackend
+    ) -> tuple[EnvoyProcess, RequestLoop, str]:
+        """web on v1 and v2, an Envoy and a request loop that has seen both answer; the
+        loop, and v1's service id."""
+        web_v1 = self.register("web", v1)
+        self.register("web", v2)
+        self.wait_endpoints("web", 2)
+        env = self.envoy(envoy_factory)
+        web: RequestLoop = request_loop_factory(self.url, "web")
+        web.wait_for_body("web-v1", WAIT, since=0)
+        web.wait_for_body("web-v2", WAIT, since=0)
+        return env, web, web_v1
 
 
 @pytest.fixture
@@ -149,13 +164,7 @@ def test_consul_outage_serves_the_last_good_state_and_recovery_repushes_nothing(
 ) -> None:
     v1, v2 = e2e.backends(http_backend_factory, "web-v1", "web-v2")
     mesh: ConsulMesh = consul_mesh()
-    mesh.register("web", v1)
-    mesh.register("web", v2)
-    mesh.wait_endpoints("web", 2)
-    env = mesh.envoy(envoy_factory)
-    web: RequestLoop = request_loop_factory(mesh.url, "web")
-    web.wait_for_body("web-v1", WAIT, since=0)
-    web.wait_for_body("web-v2", WAIT, since=0)
+    env, web, _ = mesh.two_instance_web(envoy_factory, request_loop_factory, v1, v2)
     wait_for(lambda: mesh.pushes() > 0 and mesh.server.ready(), WAIT)
     mesh.wait_synced()  # every push ACKed: a complete baseline
     versions = mesh.versions()
@@ -214,13 +223,7 @@ def test_after_an_outage_a_change_reaches_envoy_within_one_backoff_step(
     # Blocking queries as long as in production (the default wait is 60 s): a watch that
     # resumed only once another watch's blocking query returned would show here.
     mesh: ConsulMesh = consul_mesh("--consul-wait", "30s")
-    web_v1 = mesh.register("web", v1)
-    mesh.register("web", v2)
-    mesh.wait_endpoints("web", 2)
-    env = mesh.envoy(envoy_factory)
-    web: RequestLoop = request_loop_factory(mesh.url, "web")
-    web.wait_for_body("web-v1", WAIT, since=0)
-    web.wait_for_body("web-v2", WAIT, since=0)
+    env, web, web_v1 = mesh.two_instance_web(envoy_factory, request_loop_factory, v1, v2)
 
     # Down long enough for the retries to back off to their cap.
     mesh.emu.pause()
