@@ -14,8 +14,7 @@ published. The file registry is exempt: an edit is the operator's intent.
 Changes that are not removals (new services, endpoints of the services that remain)
 apply at once during a hold: they are the registry's current, positive information,
 and holding them would serve stale endpoints for services that are alive. A held
-service's own changes apply too, since what it is replaced with is never less than
-what was held.
+service that shows up again leaves the hold, with its current entry.
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ async def test_list_then_watch_follows_every_change(api: KubeApi, tmp_path: Path
     api.create(web_slice(endpoint("10.0.0.1", zone="z1")))
     rec = Recorder()
     # Deleting the only service removes all of them: the guard would hold that
-    # (test_a_mass_removal_is_held covers it); this test follows events, unguarded.
+    # (the tests of a relist that empties the view cover it); this test follows events, unguarded.
     source = make_source(api, tmp_path, rec, hold=HoldPolicy(threshold=0))
     assert rec.catalog.not_ready()
     async with running_task(source.run()):
