@@ -52,7 +52,7 @@ import consul
 import consul.aio
 
 from sources.base import Backoff, Catalog, Outage
-from sources.consul_config import (
+from sources.consul_connection import (
     BACKOFF_BASE,
     BACKOFF_CAP,
     DEFAULT_ADDRESS,
