@@ -17,15 +17,22 @@ DESIGN §6), each kept here:
   thousands of services do not hit the agent at the same instant.
 
 Outages: any failed query marks the source stale (catalog.set_error) and the last good
-state stays served; service watches that fail wait for the catalog watch to reach
-Consul again before retrying, so an agent that is down sees one probe per backoff
-step rather than one per service. When Consul answers again with what it had,
-nothing is re-published. The first full state is published at once, when the
-catalog and every selected service have answered (readiness, DESIGN §6).
+state stays served. A query that finds Consul unreachable (or leaderless) puts every
+watch on the source's shared `Outage`: one prober sends `/v1/status/leader` (cheap, not
+blocking, needs no ACL) with exponential backoff, and when it is answered every watch
+resumes its blocking query at once — so an agent that is down sees one probe per
+backoff step, and a change made after it returns is seen within one backoff step
+(`BACKOFF_CAP`), not after a blocking query's whole wait. When Consul answers again
+with what it had, nothing is re-published. The first full state is published at once,
+when the catalog and every selected service have answered (readiness, DESIGN §6).
 
-Configuration follows the Consul CLI: CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN(_FILE),
-CONSUL_HTTP_SSL, CONSUL_HTTP_SSL_VERIFY, CONSUL_CACERT, CONSUL_CLIENT_CERT and
-CONSUL_CLIENT_KEY apply where no flag or config key says otherwise.
+Removals go through sources.hold: one catalog answer that drops more than the
+threshold of the services is held. A health answer with no instance at all for a
+service the catalog still lists waits for the catalog (Consul moves both indexes when
+a service's last instance goes; an ACL-filtered token gets both empty): the service is
+removed with the catalog's answer, in one piece and under the hold's rule, rather than
+first published with no endpoints ("no healthy upstream" until the catalog catches up).
+A second empty health answer in a row confirms the removal on its own.
 """
 
 from __future__ import annotations
@@ -37,7 +44,6 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -45,124 +51,38 @@ import aiohttp
 import consul
 import consul.aio
 
-from sources.base import Backoff, Catalog
+from sources.base import Backoff, Catalog, Outage
+from sources.consul_connection import (
+    BACKOFF_BASE,
+    BACKOFF_CAP,
+    DEFAULT_ADDRESS,
+    ConsulConfig,
+    ConsulConfigError,
+    describe,
+)
 from sources.consul_mapping import to_entry
+from sources.hold import DEFAULT_HOLD, GuardedPublisher, HoldPolicy
 from xds_server import metrics
 from xds_server.model import DEFAULT_NAMESPACE, ServiceEntry, ServiceKey
+
+__all__ = [
+    "BACKOFF_CAP",
+    "DEFAULT_ADDRESS",
+    "ConsulConfig",
+    "ConsulConfigError",
+    "ConsulSource",
+    "describe",
+]
 
 log = logging.getLogger("sources.consul")
 
 KIND = "consul"
-DEFAULT_ADDRESS = "http://127.0.0.1:8500"
-_DEFAULT_PORTS = {"http": 8500, "https": 8501}
 _MIN_INTERVAL = 0.1  # between two queries of one watch: Consul asks clients to rate-limit
 _CATALOG = "/v1/catalog/services"
+_PROBE = "/v1/status/leader"
 # Consul's own servers register as service "consul" (server RPC, port 8300): not a service
 # anyone routes HTTP to.
 _SKIPPED = frozenset({"consul"})
-
-
-class ConsulConfigError(ValueError):
-    """A Consul setting that cannot be used; the message is one line."""
-
-
-@dataclass(frozen=True)
-class ConsulConfig:
-    """Where Consul is and what to watch, resolved from settings and CONSUL_* variables."""
-
-    address: str = DEFAULT_ADDRESS
-    token: str | None = None
-    cacert: Path | None = None
-    client_cert: Path | None = None
-    client_key: Path | None = None
-    verify: bool = True
-    datacenter: str | None = None
-    services: tuple[str, ...] = ("*",)
-    tags: tuple[str, ...] = ()
-    wait: float = 60.0
-    watch_rate: float = 500.0
-
-    @property
-    def read_timeout(self) -> float:
-        return self.wait * 17 / 16 + 5.0
-
-    @property
-    def wait_param(self) -> str:
-        return f"{max(1, round(self.wait * 1000))}ms"
-
-    @classmethod
-    def resolve(
-        cls,
-        environ: Mapping[str, str],
-        *,
-        address: str | None = None,
-        token: str | None = None,
-        cacert: Path | None = None,
-        client_cert: Path | None = None,
-        client_key: Path | None = None,
-        **rest: Any,
-    ) -> ConsulConfig:
-        """Settings first, then the Consul CLI's environment variables, then defaults."""
-        ssl = environ.get("CONSUL_HTTP_SSL", "").lower() in ("1", "true")
-        raw = address or environ.get("CONSUL_HTTP_ADDR") or DEFAULT_ADDRESS
-        origin = (
-            "--consul-address" if address else "CONSUL_HTTP_ADDR" if raw != DEFAULT_ADDRESS else ""
-        )
-        if token is None:
-            token = environ.get("CONSUL_HTTP_TOKEN") or None
-        if token is None and environ.get("CONSUL_HTTP_TOKEN_FILE"):
-            token_file = environ["CONSUL_HTTP_TOKEN_FILE"]
-            try:
-                token = Path(token_file).read_text().strip() or None
-            except OSError as exc:
-                raise ConsulConfigError(
-                    f"cannot read CONSUL_HTTP_TOKEN_FILE {token_file}: {exc.strerror}"
-                ) from exc
-        cacert = cacert or _env_path(environ, "CONSUL_CACERT")
-        client_cert = client_cert or _env_path(environ, "CONSUL_CLIENT_CERT")
-        client_key = client_key or _env_path(environ, "CONSUL_CLIENT_KEY")
-        if (client_cert is None) != (client_key is None):
-            raise ConsulConfigError(
-                "a Consul client certificate needs its key and the key its certificate"
-                " (--consul-client-cert/CONSUL_CLIENT_CERT, --consul-client-key/CONSUL_CLIENT_KEY)"
-            )
-        for path in (cacert, client_cert, client_key):
-            if path is not None and not path.is_file():
-                raise ConsulConfigError(f"Consul TLS file {path} does not exist")
-        verify = environ.get("CONSUL_HTTP_SSL_VERIFY", "").lower() not in ("0", "false")
-        return cls(
-            address=_normalise(raw, ssl, origin),
-            token=token,
-            cacert=cacert,
-            client_cert=client_cert,
-            client_key=client_key,
-            verify=verify,
-            **rest,
-        )
-
-
-def _env_path(environ: Mapping[str, str], name: str) -> Path | None:
-    return Path(environ[name]) if environ.get(name) else None
-
-
-def _normalise(address: str, ssl: bool, origin: str) -> str:
-    """`host:port`, `http://host:port` or `https://host` → `scheme://host:port`."""
-    where = f" (from {origin})" if origin else ""
-    text = address if "://" in address else ("https://" if ssl else "http://") + address
-    parts = urlsplit(text)
-    if parts.scheme not in _DEFAULT_PORTS:
-        raise ConsulConfigError(
-            f"Consul address {address!r}{where}: scheme must be http or https"
-            " (unix sockets are not supported)"
-        )
-    try:
-        port = parts.port or _DEFAULT_PORTS[parts.scheme]
-    except ValueError as exc:
-        raise ConsulConfigError(f"Consul address {address!r}{where}: invalid port") from exc
-    if not parts.hostname:
-        raise ConsulConfigError(f"Consul address {address!r}{where}: no host")
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"{parts.scheme}://{host}:{port}"
 
 
 class BlockingIndex:
@@ -204,24 +124,34 @@ class _Watch:
     task: asyncio.Task[None]
     answered: bool = False
     port: int | None = None  # the service's port number so far (consul_mapping.service_port)
-    published: ServiceEntry | None = field(default=None)
+    entry: ServiceEntry | None = field(default=None)  # the current view of the service
+    empty: bool = False  # the last answer had no instance: waiting for the catalog
 
 
 class ConsulSource:
     """Publishes the services of one Consul datacenter to the catalog."""
 
-    def __init__(self, catalog: Catalog, config: ConsulConfig, *, name: str = "consul") -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        config: ConsulConfig,
+        *,
+        name: str = "consul",
+        hold: HoldPolicy = DEFAULT_HOLD,
+    ) -> None:
         self.catalog = catalog
         self.config = config
         self.name = name
         self._watches: dict[str, _Watch] = {}
+        self._wanted: set[str] = set()  # the services of the catalog's last answer
         self._failing: dict[str, str] = {}  # watch ("catalog" or a service) → its error
         self._catalog_answered = False
         self._unanswered = 0  # watches that have not answered once (a count: O(1) per answer)
         self._synced = False
         self._pacer = Pacer(config.watch_rate)
-        self._up = asyncio.Event()  # Consul answered the catalog watch's last query
         self._client: consul.aio.Consul | None = None
+        self.outage = Outage(Backoff(BACKOFF_BASE, BACKOFF_CAP), self._probe, self._probe_failed)
+        self.publisher = GuardedPublisher(catalog, name, hold, self._lookup, self._prune)
         catalog.register(name, KIND)
 
     @property
@@ -236,6 +166,8 @@ class ConsulSource:
             await self._watch_catalog(self._client)
         finally:
             # Stopping is not deregistering: cancel the watches and publish nothing.
+            self.outage.close()
+            self.publisher.close()
             tasks = [w.task for w in self._watches.values()]
             for task in tasks:
                 task.cancel()
@@ -277,8 +209,7 @@ class ConsulSource:
 
     async def _watch_catalog(self, client: consul.aio.Consul) -> None:
         index = BlockingIndex()
-        backoff = Backoff()
-        wanted: set[str] = set()
+        backoff = Backoff(BACKOFF_BASE, BACKOFF_CAP)
         while True:
             started = time.monotonic()
             try:
@@ -288,24 +219,51 @@ class ConsulSource:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._up.clear()
                 self._failed(_CATALOG, exc)
-                await asyncio.sleep(backoff.next())
+                await self._retry(exc, backoff, _CATALOG)
                 continue
             backoff.reset()
-            self._up.set()
+            self.outage.up()
             if not index.update(header):
                 self._reset(_CATALOG)
-            now_wanted = self._select(services or {})
-            if now_wanted != wanted:
-                for name in sorted(now_wanted - wanted):
-                    self._start_watch(client, name)
-                for name in sorted(wanted - now_wanted):
-                    self._stop_watch(name, deregistered=True)
-                wanted = now_wanted
+            self._catalog_answer(client, self._select(services or {}))
             self._catalog_answered = True
             self._succeeded(_CATALOG)
             await _pause(started)
+
+    def _catalog_answer(self, client: consul.aio.Consul, now_wanted: set[str]) -> None:
+        gone, back = self._wanted - now_wanted, now_wanted - self._wanted
+        for name in sorted(back):
+            if name not in self._watches:  # a held service's watch is still running
+                self._start_watch(client, name)
+        self._wanted = now_wanted
+        changes: dict[ServiceKey, ServiceEntry | None] = {entry_key(n): None for n in gone}
+        for name in now_wanted:
+            watch = self._watches[name]
+            if name in back:  # back while its removal is held: its last instances stand
+                if watch.entry is not None:
+                    changes[entry_key(name)] = watch.entry
+            elif watch.empty and watch.entry is not None:  # the catalog confirms it
+                watch.entry = None
+                changes[entry_key(name)] = None
+        if self._synced and changes:
+            self.publisher.update(changes)
+        self._prune()
+
+    def _prune(self) -> None:
+        """Stop the watches of services that left the catalog, unless their removal is
+        held: a held service's watch keeps running, so the view is current when the
+        hold ends or the service returns."""
+        held = {k.name for k in self.publisher.held}
+        for name in [n for n in self._watches if n not in self._wanted and n not in held]:
+            self._stop_watch(name)
+
+    def _lookup(self, key: ServiceKey) -> ServiceEntry | None:
+        """The current view of one service: the catalog lists it and it has instances."""
+        watch = self._watches.get(key.name)
+        if watch is None or key.name not in self._wanted:
+            return None
+        return watch.entry
 
     def _select(self, services: Mapping[str, Sequence[str] | None]) -> set[str]:
         required = set(self.config.tags)
@@ -323,7 +281,7 @@ class ConsulSource:
         self._unanswered += 1
         metrics.CONSUL_WATCHES.labels(self.name).set(len(self._watches) + 1)
 
-    def _stop_watch(self, name: str, deregistered: bool = False) -> None:
+    def _stop_watch(self, name: str) -> None:
         watch = self._watches.pop(name, None)
         if watch is None:
             return
@@ -332,16 +290,15 @@ class ConsulSource:
             self._unanswered -= 1
         self._clear_failure(name)
         metrics.CONSUL_WATCHES.labels(self.name).set(len(self._watches) + 1)
-        if deregistered and self._synced and watch.published is not None:
+        if self._synced and watch.entry is not None:
             log.info("consul: service %s deregistered", name)
-            self.catalog.remove(self.name, entry_key(name))
         self._maybe_synced()
 
     # -- one service's watch -----------------------------------------------------------
 
     async def _watch_service(self, client: consul.aio.Consul, name: str) -> None:
         index = BlockingIndex()
-        backoff = Backoff()
+        backoff = Backoff(BACKOFF_BASE, BACKOFF_CAP)
         path = f"/v1/health/service/{name}"
         while True:
             if index.value == 0:
@@ -358,24 +315,35 @@ class ConsulSource:
                 raise
             except Exception as exc:
                 self._failed(path, exc, watch=name)
-                await asyncio.sleep(backoff.next())
-                await self._up.wait()  # while Consul is down, only the catalog watch probes
+                await self._retry(exc, backoff, name)
                 await self._pacer.wait()
                 continue
             backoff.reset()
+            self.outage.up()
             if not index.update(header):
                 self._reset(path)
             try:
-                self._publish(name, instances or [])
+                self._answer(name, instances or [])
             except Exception:  # a bug in mapping must not end the watch
                 log.exception("consul: cannot map service %s", name)
             self._succeeded(name)
             await _pause(started)
 
-    def _publish(self, name: str, instances: Sequence[Mapping[str, Any]]) -> None:
+    def _answer(self, name: str, instances: Sequence[Mapping[str, Any]]) -> None:
         watch = self._watches.get(name)
         if watch is None:
             return
+        first = not watch.answered
+        if first:
+            watch.answered = True
+            self._unanswered -= 1
+        if not instances and not first and watch.entry is not None:
+            # No instance at all: the catalog's answer decides, unless the catalog lists
+            # the service still and this is the second empty answer in a row.
+            if not watch.empty or name not in self._wanted:
+                watch.empty = True
+                return
+        watch.empty = False
         entry = to_entry(
             name,
             instances,
@@ -383,20 +351,36 @@ class ConsulSource:
             datacenter=self.config.datacenter or "",
             previous_port=watch.port,
         )
-        if not watch.answered:
-            watch.answered = True
-            self._unanswered -= 1
-        if entry is None:  # only sidecars/gateways, or nothing matching the tags
-            if watch.published is not None and self._synced:
-                self.catalog.remove(self.name, entry_key(name))
-            watch.published = None
-            return
-        watch.port = entry.service.ports[0].port
-        if entry == watch.published:
+        if not instances:
+            entry = None  # a second empty answer in a row: the service has no instance
+        if entry is not None:
+            watch.port = entry.service.ports[0].port
+        if entry == watch.entry:
             return  # a response is not a change
-        watch.published = entry
+        watch.entry = entry
         if self._synced:
-            self.catalog.upsert(self.name, entry)
+            self.publisher.update({entry_key(name): self._lookup(entry_key(name))})
+
+    async def _retry(self, exc: BaseException, backoff: Backoff, watch: str) -> None:
+        """After a failed query: Consul unreachable or leaderless → wait with every other
+        watch for the prober; any other error (this query's) → this watch's backoff."""
+        if _down(exc):
+            await self.outage.wait()
+            # Consul answers again: the watch resumes its blocking query, which may not
+            # return for a whole wait; the source is not stale meanwhile.
+            self._clear_failure(watch)
+        else:
+            await asyncio.sleep(backoff.next())
+
+    async def _probe(self) -> None:
+        assert self._client is not None
+        leader = await self._client.status.leader()
+        if not leader:
+            raise consul.ConsulException("No cluster leader")
+        self._succeeded(_PROBE)
+
+    def _probe_failed(self, exc: BaseException) -> None:
+        self._failed(_PROBE, exc)
 
     # -- state of the source -----------------------------------------------------------
 
@@ -427,14 +411,18 @@ class ConsulSource:
             return
         # The first full state in one piece: proxies get every service at once.
         self._synced = True
-        entries = [w.published for w in self._watches.values() if w.published is not None]
-        self.catalog.replace(self.name, entries)
+        view = {
+            entry_key(name): w.entry
+            for name, w in self._watches.items()
+            if w.entry is not None and name in self._wanted
+        }
+        self.publisher.replace(view)
         if self._failing:
             self.catalog.set_error(self.name, next(iter(self._failing.values())))
-        endpoints = sum(len(e.endpoints) for e in entries)
+        endpoints = sum(len(e.endpoints) for e in view.values())
         log.info(
             "consul: synced %d services, %d endpoints from %s",
-            len(entries),
+            len(view),
             endpoints,
             self.config.address,
         )
@@ -454,23 +442,9 @@ async def _pause(started: float) -> None:
         await asyncio.sleep(delay)
 
 
-def describe(exc: BaseException, config: ConsulConfig) -> str:
-    """One line an operator can act on, for any error a query can end with."""
-    where = f"Consul at {config.address}"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        reason = exc.os_error.strerror or str(exc.os_error)
-        return f"cannot reach {where}: {reason}"
-    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):
-        return f"{where} closed the connection"
-    if isinstance(exc, asyncio.TimeoutError):
-        return f"no answer from {where} within {config.read_timeout:g}s"
-    if isinstance(exc, (consul.ACLPermissionDenied, consul.ACLDisabled)):
-        return (
-            f"{where} refused the request: {exc}"
-            " (check --consul-token / CONSUL_HTTP_TOKEN and its policy)"
-        )
-    if isinstance(exc, consul.ConsulException):
-        return f"{where}: {exc}"
-    if isinstance(exc, aiohttp.ClientError):
-        return f"{where}: {type(exc).__name__}: {exc}"
-    return f"{where}: unexpected {type(exc).__name__}: {exc}"
+def _down(exc: BaseException) -> bool:
+    """Whether a failed query means Consul itself cannot answer (every watch would fail
+    the same way), rather than this query failing."""
+    if isinstance(exc, consul.ConsulException) and str(exc)[:1] == "5":
+        return True  # "500 No cluster leader", "500 rpc error" from a server going away
+    return isinstance(exc, (aiohttp.ClientConnectionError, asyncio.TimeoutError, consul.Timeout))

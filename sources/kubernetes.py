@@ -18,6 +18,12 @@ what makes large clusters slow). The semantics are client-go's reflector's:
 - any other failure: `catalog.set_error` (the last good state stays served; the
   catalog never sees an empty state because the API server is unreachable), then a
   retry after an exponential backoff with jitter. The first success clears the error.
+  An API server that cannot be reached is one outage for every loop (sources.base's
+  Outage): one prober sends `GET /version` with backoff and every loop resumes the
+  moment it answers, instead of each loop probing on its own schedule;
+- an update (a relist, or one read of watch events) that would remove more than the
+  threshold of the published services is held (sources.hold): the previous state is
+  served for the hold period, then what is still gone is removed.
 
 Nothing is published until both initial lists (in every namespace) have succeeded, so
 readiness waits for the whole first state. The label selector applies to Services;
@@ -32,12 +38,23 @@ import json
 import logging
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
 
-from sources.base import Backoff, Catalog
+from sources.base import Backoff, Catalog, Outage
+from sources.hold import DEFAULT_HOLD, GuardedPublisher, HoldPolicy
+from sources.kube_api import (
+    DEFAULT_TIMING,
+    ApiError,
+    Gone,
+    Key,
+    Resource,
+    Timing,
+    check,
+    describe,
+    resource_path,
+)
 from sources.kube_config import KubeConfigError, KubeConnection
 from sources.kube_mapping import (
     DEFAULT_CLUSTER_DOMAIN,
@@ -55,54 +72,6 @@ from xds_server.model import ServiceEntry, ServiceKey
 log = logging.getLogger("sources.kubernetes")
 
 KIND = "kubernetes"
-_Key = tuple[str, str]  # (namespace, name)
-Kind = Literal["services", "endpointslices"]
-
-
-class _Gone(Exception):
-    """410 Gone: the resourceVersion is too old to watch from; relist."""
-
-
-class _ApiError(Exception):
-    """The API server refused a request; the message is one line."""
-
-
-@dataclass(frozen=True)
-class Timing:
-    """Timeouts and backoff; the defaults suit a production API server."""
-
-    connect_timeout: float = 10.0
-    request_timeout: float = 60.0  # per read of a list response
-    watch_timeout: float = 240.0  # timeoutSeconds is drawn from [this, 2 x this]
-    watch_read_grace: float = 30.0  # a watch read waits timeoutSeconds + this
-    backoff_initial: float = 0.5
-    backoff_max: float = 5.0
-    page_size: int = 500
-
-
-@dataclass
-class _Resource:
-    """One list+watch loop: a resource kind in one namespace (or all)."""
-
-    kind: Kind
-    namespace: str | None
-    path: str
-    selector: str | None
-    rv: str | None = None
-    listed: bool = False
-    error: str | None = None
-
-    @property
-    def label(self) -> str:
-        return self.kind + (f" in namespace {self.namespace}" if self.namespace else "")
-
-    def owns(self, key: _Key) -> bool:
-        return self.namespace is None or key[0] == self.namespace
-
-
-def _path(kind: Kind, namespace: str | None) -> str:
-    base = "/api/v1" if kind == "services" else "/apis/discovery.k8s.io/v1"
-    return f"{base}/namespaces/{namespace}/{kind}" if namespace else f"{base}/{kind}"
 
 
 class KubernetesSource:
@@ -117,7 +86,8 @@ class KubernetesSource:
         label_selector: str | None = None,
         name: str = "kubernetes",
         cluster_domain: str = DEFAULT_CLUSTER_DOMAIN,
-        timing: Timing = Timing(),
+        timing: Timing = DEFAULT_TIMING,
+        hold: HoldPolicy = DEFAULT_HOLD,
     ) -> None:
         self.connection = connection
         self.catalog = catalog
@@ -126,15 +96,20 @@ class KubernetesSource:
         self.timing = timing
         scopes: list[str | None] = list(dict.fromkeys(namespaces)) or [None]
         self.resources = [
-            _Resource(kind, ns, _path(kind, ns), label_selector if kind == "services" else None)
+            Resource(
+                kind, ns, resource_path(kind, ns), label_selector if kind == "services" else None
+            )
             for kind in ("services", "endpointslices")
             for ns in scopes
         ]
-        self._services: dict[_Key, KubeService] = {}
-        self._slices: dict[_Key, KubeSlice] = {}
-        self._slices_of: dict[_Key, set[_Key]] = {}  # service key -> its slices' keys
-        self._published: dict[_Key, ServiceEntry] = {}
-        self._skipped: dict[_Key, str] = {}
+        self._services: dict[Key, KubeService] = {}
+        self._slices: dict[Key, KubeSlice] = {}
+        self._slices_of: dict[Key, set[Key]] = {}  # service key -> its slices' keys
+        self.publisher = GuardedPublisher(catalog, name, hold, self._lookup)
+        self.outage = Outage(
+            Backoff(timing.backoff_initial, timing.backoff_max), self._probe, self._probe_failed
+        )
+        self._skipped: dict[Key, str] = {}
         self._synced = False
         self._session: aiohttp.ClientSession | None = None
         catalog.register(name, KIND)
@@ -150,11 +125,13 @@ class KubernetesSource:
                     for res in self.resources:
                         tg.create_task(self._loop(res), name=f"{self.name}-{res.label}")
             finally:
+                self.outage.close()
+                self.publisher.close()
                 self._session = None
 
     # --- the loop of one resource --------------------------------------------------
 
-    async def _loop(self, res: _Resource) -> None:
+    async def _loop(self, res: Resource) -> None:
         backoff = Backoff(self.timing.backoff_initial, self.timing.backoff_max)
         need_list = True
         gone_streak = 0
@@ -174,16 +151,21 @@ class KubernetesSource:
                     await asyncio.sleep(backoff.next())
                 else:
                     backoff.reset()
-            except _Gone:
+            except Gone:
                 metrics.KUBE_WATCH_RESTARTS.labels(self.name, res.kind, "gone").inc()
                 log.info("%s: resourceVersion %s is gone (410); relisting", res.label, res.rv)
                 need_list = True
                 gone_streak += 1
                 if gone_streak > 1:  # relisting at once is normal; in a loop it is not
                     await asyncio.sleep(backoff.next())
-            except (aiohttp.ClientError, TimeoutError, _ApiError, KubeConfigError) as exc:
+            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                # The API server cannot be reached: one outage for every loop.
                 metrics.KUBE_WATCH_RESTARTS.labels(self.name, res.kind, "error").inc()
-                self._failed(res, _describe(exc))
+                self._failed(res, describe(exc))
+                await self.outage.wait()
+            except (aiohttp.ClientError, ApiError, KubeConfigError) as exc:
+                metrics.KUBE_WATCH_RESTARTS.labels(self.name, res.kind, "error").inc()
+                self._failed(res, describe(exc))
                 await asyncio.sleep(backoff.next())
             except ValueError as exc:  # undecodable JSON: the store may have missed an event
                 metrics.KUBE_WATCH_RESTARTS.labels(self.name, res.kind, "error").inc()
@@ -197,7 +179,7 @@ class KubernetesSource:
                 need_list = True
                 await asyncio.sleep(backoff.next())
 
-    def _get(self, res: _Resource, params: dict[str, str], read_timeout: float) -> Any:
+    def _get(self, res: Resource, params: dict[str, str], read_timeout: float) -> Any:
         """A GET of the resource, to be used as `async with`."""
         assert self._session is not None, "run() has not started"
         timeout = aiohttp.ClientTimeout(
@@ -210,17 +192,17 @@ class KubernetesSource:
             timeout=timeout,
         )
 
-    async def _list(self, res: _Resource) -> tuple[list[Any], str | None]:
+    async def _list(self, res: Resource) -> tuple[list[Any], str | None]:
         items: list[Any] = []
         params = {"limit": str(self.timing.page_size)}
         if res.selector:
             params["labelSelector"] = res.selector
         while True:
             async with self._get(res, params, self.timing.request_timeout) as resp:
-                await _check(resp, f"list {res.label}")
+                await check(resp, f"list {res.label}")
                 body = json.loads(await resp.read())
             if not isinstance(body, dict):
-                raise _ApiError(f"list {res.label}: the response is not a list object")
+                raise ApiError(f"list {res.label}: the response is not a list object")
             items.extend(body.get("items") or ())
             meta = body.get("metadata") or {}
             if not meta.get("continue"):
@@ -228,7 +210,7 @@ class KubernetesSource:
                 return items, rv if isinstance(rv, str) and rv else None
             params["continue"] = str(meta["continue"])
 
-    async def _watch(self, res: _Resource) -> int:
+    async def _watch(self, res: Resource) -> int:
         """One watch until the server ends it; the number of events it carried."""
         seconds = int(random.uniform(1.0, 2.0) * self.timing.watch_timeout)
         params = {"watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": str(seconds)}
@@ -238,7 +220,7 @@ class KubernetesSource:
             params["labelSelector"] = res.selector
         events = 0
         async with self._get(res, params, seconds + self.timing.watch_read_grace) as resp:
-            await _check(resp, f"watch {res.label}")
+            await check(resp, f"watch {res.label}")
             self._connected(res)
             try:
                 events = await self._stream(res, resp)
@@ -246,10 +228,10 @@ class KubernetesSource:
                 # The connection broke after the watch was up (an API server restart, a
                 # load balancer's idle timeout): resume like a normal close. If the API
                 # server is really gone, connecting again fails and that is reported.
-                log.info("%s: watch connection lost (%s); resuming", res.label, _describe(exc))
+                log.info("%s: watch connection lost (%s); resuming", res.label, describe(exc))
         return events
 
-    async def _stream(self, res: _Resource, resp: aiohttp.ClientResponse) -> int:
+    async def _stream(self, res: Resource, resp: aiohttp.ClientResponse) -> int:
         events = 0
         pending = bytearray()
         # Lines are split here rather than with readline(): aiohttp caps a line at
@@ -260,7 +242,7 @@ class KubernetesSource:
                 continue
             *lines, rest = pending.split(b"\n")
             pending = bytearray(rest)
-            changed: set[_Key] = set()
+            changed: set[Key] = set()
             try:
                 for line in lines:
                     if line.strip():
@@ -272,7 +254,7 @@ class KubernetesSource:
 
     # --- state ---------------------------------------------------------------------
 
-    def _event(self, res: _Resource, event: Any) -> set[_Key]:
+    def _event(self, res: Resource, event: Any) -> set[Key]:
         """Apply one watch event to the store; the service keys it may have changed."""
         kind = event.get("type") if isinstance(event, dict) else None
         obj = event.get("object") if isinstance(event, dict) else None
@@ -280,8 +262,8 @@ class KubernetesSource:
             raise ValueError(f"watch event without an object: {str(event)[:200]}")
         if kind == "ERROR":
             if obj.get("code") == 410:
-                raise _Gone
-            raise _ApiError(
+                raise Gone
+            raise ApiError(
                 f"watch {res.label}: error event {obj.get('code')} {obj.get('reason', '')}: "
                 f"{obj.get('message', '')}".strip()
             )
@@ -298,7 +280,7 @@ class KubernetesSource:
             return self._set_service(key, None if kind == "DELETED" else parse_service(obj))
         return self._set_slice(key, None if kind == "DELETED" else parse_slice(obj))
 
-    def _set_service(self, key: _Key, svc: KubeService | None) -> set[_Key]:
+    def _set_service(self, key: Key, svc: KubeService | None) -> set[Key]:
         if svc is None:
             return {key} if self._services.pop(key, None) is not None else set()
         if self._services.get(key) == svc:
@@ -306,11 +288,11 @@ class KubernetesSource:
         self._services[key] = svc
         return {key}
 
-    def _set_slice(self, key: _Key, sl: KubeSlice | None) -> set[_Key]:
+    def _set_slice(self, key: Key, sl: KubeSlice | None) -> set[Key]:
         old = self._slices.get(key)
         if old == sl:
             return set()
-        changed: set[_Key] = set()
+        changed: set[Key] = set()
         if old is not None:
             owner = (old.namespace, old.service)
             self._slices.pop(key)
@@ -327,11 +309,11 @@ class KubernetesSource:
             changed.add(owner)
         return changed
 
-    def _listed(self, res: _Resource, items: list[Any], rv: str | None) -> None:
+    def _listed(self, res: Resource, items: list[Any], rv: str | None) -> None:
         """A full list of one resource: its part of the store is rebuilt, then published."""
         if res.listed:
             metrics.KUBE_RELISTS.labels(self.name, res.kind).inc()
-        store: dict[_Key, Any] = self._services if res.kind == "services" else self._slices
+        store: dict[Key, Any] = self._services if res.kind == "services" else self._slices
         for key in [k for k in store if res.owns(k)]:
             if res.kind == "services":
                 self._set_service(key, None)
@@ -346,11 +328,12 @@ class KubernetesSource:
                 self._set_slice(object_key(obj), parse_slice(obj))
         res.rv = rv
         res.listed = True
+        self.outage.up()
         log.info("%s: listed %d objects", res.label, len(items))
         if self._synced or all(r.listed for r in self.resources):
             self._publish_all()
 
-    def _entry(self, key: _Key) -> ServiceEntry | None:
+    def _entry(self, key: Key) -> ServiceEntry | None:
         svc = self._services.get(key)
         reason = None if svc is None else svc.skip
         if reason != self._skipped.get(key):
@@ -366,15 +349,15 @@ class KubernetesSource:
         return build_entry(svc, slices, self.name, self.cluster_domain)
 
     def _publish_all(self) -> None:
-        entries: dict[_Key, ServiceEntry] = {}
+        entries: dict[Key, ServiceEntry] = {}
         for key in list(self._services) + list(self._skipped):
             entry = self._entry(key)
             if entry is not None:
                 entries[key] = entry
         first = not self._synced
         self._synced = True
-        self._published = entries
-        self.catalog.replace(self.name, entries.values())  # marks synced, clears the error
+        # catalog.replace marks the source synced and clears its error
+        self.publisher.replace({ServiceKey(*k): e for k, e in entries.items()})
         failing = [r for r in self.resources if r.error is not None]
         if failing:  # another resource is still failing: the state stays stale
             self.catalog.set_error(self.name, f"{failing[0].label}: {failing[0].error}")
@@ -385,58 +368,39 @@ class KubernetesSource:
                 self.name, len(entries), endpoints, len(self._skipped),
             )  # fmt: skip
 
-    def _publish(self, keys: set[_Key]) -> None:
-        if not self._synced:
+    def _publish(self, keys: set[Key]) -> None:
+        if not self._synced or not keys:
             return
-        for key in keys:
-            entry = self._entry(key)
-            if entry == self._published.get(key):
-                continue
-            if entry is None:
-                del self._published[key]
-                self.catalog.remove(self.name, ServiceKey(*key))
-            else:
-                self._published[key] = entry
-                self.catalog.upsert(self.name, entry)
+        self.publisher.update({ServiceKey(*key): self._entry(key) for key in keys})
+
+    def _lookup(self, key: ServiceKey) -> ServiceEntry | None:
+        return self._entry((key.namespace, key.name))
 
     # --- health --------------------------------------------------------------------
 
-    def _failed(self, res: _Resource, message: str) -> None:
+    def _failed(self, res: Resource, message: str) -> None:
         if message != res.error:
             log.warning("%s: %s; keeping the last good state, retrying", res.label, message)
         res.error = message
         self.catalog.set_error(self.name, f"{res.label}: {message}")
 
-    def _connected(self, res: _Resource) -> None:
+    async def _probe(self) -> None:
+        """Whether the API server answers at all (`/version` is readable by anyone)."""
+        assert self._session is not None, "run() has not started"
+        timeout = aiohttp.ClientTimeout(total=self.timing.connect_timeout * 2)
+        url = self.connection.server + "/version"
+        async with self._session.get(url, headers=self.connection.headers(), timeout=timeout):
+            pass  # any HTTP answer: the server is there (a 401/403 shows in the loops)
+
+    def _probe_failed(self, exc: BaseException) -> None:
+        message = f"cannot reach the API server: {describe(exc)}"
+        self.catalog.set_error(self.name, message)
+
+    def _connected(self, res: Resource) -> None:
+        self.outage.up()
         if res.error is None:
             return
         log.info("%s: watching again (was: %s)", res.label, res.error)
         res.error = None
         if self._synced and all(r.error is None for r in self.resources):
             self.catalog.mark_synced(self.name)
-
-
-async def _check(resp: aiohttp.ClientResponse, what: str) -> None:
-    if resp.status == 200:
-        return
-    if resp.status == 410:
-        raise _Gone
-    try:
-        body = json.loads(await resp.read())
-        message = str(body.get("message") or body.get("reason") or "")
-    except (ValueError, AttributeError, aiohttp.ClientError):
-        message = ""
-    hint = {
-        401: " (check the token or client certificate)",
-        403: " (the account needs get/list/watch on services and endpointslices)",
-    }.get(resp.status, "")
-    if resp.status == 404 and "endpointslices" in what:
-        hint = " (discovery.k8s.io/v1 EndpointSlices need Kubernetes 1.21+)"
-    raise _ApiError(f"{what}: HTTP {resp.status}{': ' + message if message else ''}{hint}")
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -37,10 +37,18 @@ Consul's documented semantics:
 * ACLs (only when ``acl_tokens`` is given): an unknown token gets 403
   ``ACL not found``; no token is the anonymous token, whose reads are filtered to
   nothing (``X-Consul-Results-Filtered-By-ACLs: true``) and whose writes get 403
-  ``Permission denied``.
+  ``Permission denied``. A known token may read every service unless
+  :meth:`~ConsulEmulator.set_service_read` limits it (at run time, as a policy edit
+  does): like ``service_prefix "<p>" { policy = "read" }`` rules, services outside the
+  prefixes are filtered out of list endpoints (``/v1/catalog/services``,
+  ``/v1/health/service/<name>``, ``/v1/catalog/service/<name>``, the agent's lists)
+  with the filtered header and the same index — Consul filters list results rather
+  than answering 403. A policy edit moves no index, so blocked queries see it when
+  their wait ends, as in Consul.
 * Faults: :meth:`~ConsulEmulator.pause`/:meth:`~ConsulEmulator.resume`,
   :meth:`~ConsulEmulator.fail_next`, :meth:`~ConsulEmulator.drop_next`,
   :meth:`~ConsulEmulator.set_no_leader`, :meth:`~ConsulEmulator.reset_index`,
+  :meth:`~ConsulEmulator.slow`,
   :meth:`~ConsulEmulator.zero_index_next`.
 
 Not emulated: HTTP/TCP/gRPC/script checks are never run and TTL checks never
@@ -508,11 +516,13 @@ class ConsulEmulator:
         self.acl_tokens: frozenset[str] | None = (
             frozenset(acl_tokens) if acl_tokens is not None else None
         )
+        self._service_read: dict[str, tuple[str, ...]] = {}  # token → readable prefixes
         self.jitter = jitter
         self.requests: list[Request] = []
         self._lock = threading.Lock()
         self._fail: list[tuple[str, int, int, str]] = []   # [prefix, remaining, status, body]
         self._drop: list[tuple[str, int]] = []
+        self._slow: dict[str, float] = {}  # path prefix → seconds each answer is held back
         self._zero_next = 0
         self._no_leader = False
         self._state = _State(datacenter)
@@ -585,6 +595,15 @@ class ConsulEmulator:
         with self._lock:
             self._drop.append((path_prefix, n))
 
+    def slow(self, seconds: float, path_prefix: str = "/v1/") -> None:
+        """Hold back every answer on ``path_prefix`` by ``seconds`` (0: no longer), blocked
+        queries included: decides which of two watches woken by one write answers first."""
+        with self._lock:
+            if seconds > 0:
+                self._slow[path_prefix] = seconds
+            else:
+                self._slow.pop(path_prefix, None)
+
     def set_no_leader(self, on: bool) -> None:
         with self._lock:
             self._no_leader = on
@@ -599,6 +618,25 @@ class ConsulEmulator:
                 ev.set()
             self._events.clear()
         self._run(do)
+
+    def set_service_read(self, token: str, prefixes: Iterable[str] | None) -> None:
+        """What ``token`` may read: services whose names start with one of ``prefixes``
+        (``[""]``: all, ``[]``: none — the token lost ``service:read``), or None: all."""
+        with self._lock:
+            if prefixes is None:
+                self._service_read.pop(token, None)
+            else:
+                self._service_read[token] = tuple(prefixes)
+
+    def _reader(self, token: str | None) -> Callable[[str], bool] | None:
+        """None if ``token`` reads every service, else which service names it reads."""
+        if self.acl_tokens is None:
+            return None
+        with self._lock:
+            prefixes = () if token is None else self._service_read.get(token)
+        if prefixes is None:
+            return None
+        return lambda name: any(name.startswith(p) for p in prefixes)
 
     def zero_index_next(self, n: int) -> None:
         with self._lock:
@@ -731,6 +769,13 @@ class ConsulEmulator:
                     resp = await self._dispatch(request, query, token)
                 except _HTTPError as exc:
                     resp = _text(exc.status, exc.body)
+                with self._lock:
+                    delay = max(
+                        (d for p, d in self._slow.items() if request.path.startswith(p)),
+                        default=0.0,
+                    )
+                if delay:
+                    await asyncio.sleep(delay)
             rec.status = resp.status
             return resp
         finally:
@@ -757,7 +802,7 @@ class ConsulEmulator:
         if method == "GET":
             if self._no_leader and name not in ("agent_self", "agent_services", "agent_checks"):
                 raise _HTTPError(500, "No cluster leader")
-            return await self._read(name, arg, query, anonymous)
+            return await self._read(name, arg, query, self._reader(token))
         if anonymous:
             raise _HTTPError(403, "Permission denied")
         if self._no_leader and name.startswith("catalog_"):
@@ -783,7 +828,8 @@ class ConsulEmulator:
 
     # -- reads ---------------------------------------------------------------------------------
     async def _read(
-        self, name: str, arg: str, query: dict[str, list[str]], anonymous: bool
+        self, name: str, arg: str, query: dict[str, list[str]],
+        reads: Callable[[str], bool] | None,
     ) -> web.Response:
         st = self._state
         if name == "agent_self":
@@ -801,14 +847,16 @@ class ConsulEmulator:
         if name == "catalog_datacenters":
             return _json([self.datacenter], None)
         if name == "agent_services":
-            return _json({} if anonymous else {
+            return _json({
                 s.id: {**s.to_json(), "Datacenter": self.datacenter}
-                for s in st.services.values() if s.node == self.node
+                for s in st.services.values()
+                if s.node == self.node and (reads is None or reads(s.name))
             }, None)
         if name == "agent_checks":
-            return _json({} if anonymous else {
+            return _json({
                 c.id: c.to_json() for c in st.checks.values()
                 if c.node == self.node and c.id != "serfHealth"
+                and (reads is None or reads(c.service_name))
             }, None)
 
         key = "catalog" if name == "catalog_services" else "svc:" + arg
@@ -819,9 +867,8 @@ class ConsulEmulator:
         if min_index > 0:
             await self._block(key, min_index, query)
         index = st.index_of(key)
-        if anonymous:
-            body = b"{}" if name == "catalog_services" else b"[]"
-            return _raw_json(body, self._index_header(index), filtered=True)
+        if reads is not None and name != "catalog_services" and not reads(arg):
+            return _raw_json(b"[]", self._index_header(index), filtered=True)
         tags = tuple(query.get("tag", ()))
         node_meta = tuple(query.get("node-meta", ()))
         passing = "passing" in query and _q(query, "passing") not in ("0", "false")
@@ -839,6 +886,12 @@ class ConsulEmulator:
                 result = self._catalog_service(arg, tags, node_meta)
             data = json.dumps(result, separators=(",", ":")).encode()
             self._cache[ckey] = (index, data)
+        if reads is not None and name == "catalog_services":
+            services = json.loads(data)
+            kept = {k: v for k, v in services.items() if reads(k)}
+            if len(kept) < len(services):
+                data = json.dumps(kept, separators=(",", ":")).encode()
+                return _raw_json(data, self._index_header(index), filtered=True)
         return _raw_json(data, self._index_header(index))
 
     def _index_header(self, index: int) -> int:

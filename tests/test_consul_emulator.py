@@ -373,6 +373,39 @@ def test_acl_unknown_token_403_and_anonymous_filtered() -> None:
         assert emu.request_log()[-1].token == "secret"
 
 
+def test_a_token_without_service_read_sees_filtered_lists_not_errors() -> None:
+    with ConsulEmulator(acl_tokens={"secret"}, jitter=False) as emu:
+        good = consul.Consul(port=emu.port, token="secret")
+        register_web(good)
+        good.agent.service.register("api", service_id="api-1", port=9000)
+        status, headers, body = get(emu, "/v1/catalog/services", "secret")
+        assert set(body) == {"web", "api"}
+        assert "X-Consul-Results-Filtered-By-ACLs" not in headers
+        index = headers["X-Consul-Index"]
+
+        # The policy now reads services prefixed "we" only (service_prefix "we").
+        emu.set_service_read("secret", ["we"])
+        status, headers, body = get(emu, "/v1/catalog/services", "secret")
+        assert (status, set(body)) == (200, {"web"})
+        assert headers["X-Consul-Results-Filtered-By-ACLs"] == "true"
+        assert headers["X-Consul-Index"] == index  # a policy edit moves no index
+        status, headers, body = get(emu, "/v1/health/service/api", "secret")
+        assert (status, body) == (200, [])
+        assert headers["X-Consul-Results-Filtered-By-ACLs"] == "true"
+        assert len(get(emu, "/v1/health/service/web", "secret")[2]) == 1
+        assert set(get(emu, "/v1/agent/services", "secret")[2]) == {"web-1"}
+
+        # No service:read at all: every list is empty, still 200.
+        emu.set_service_read("secret", [])
+        assert get(emu, "/v1/catalog/services", "secret")[:3:2] == (200, {})
+        assert get(emu, "/v1/health/service/web", "secret")[:3:2] == (200, [])
+
+        emu.set_service_read("secret", None)  # restored
+        status, headers, body = get(emu, "/v1/catalog/services", "secret")
+        assert set(body) == {"web", "api"}
+        assert "X-Consul-Results-Filtered-By-ACLs" not in headers
+
+
 def test_populate_for_benchmarks() -> None:
     emu = ConsulEmulator(jitter=False)
     emu.populate(20, 3)

@@ -18,6 +18,7 @@ import consul
 import pytest
 
 from sources.consul import ConsulConfig, ConsulSource
+from sources.hold import DEFAULT_HOLD, HoldPolicy
 from tests.consul_emulator import ConsulEmulator
 from tests.harness.e2e import answered_rounds
 from tests.harness.waiting import async_wait_for
@@ -77,12 +78,12 @@ async def register(
 class Watched:
     """A running ConsulSource and the catalog it publishes to."""
 
-    def __init__(self, emu: ConsulEmulator, **config: Any) -> None:
+    def __init__(self, emu: ConsulEmulator, hold: HoldPolicy = DEFAULT_HOLD, **config: Any) -> None:
         self.catalog = Catalog()
         self.changes = 0
         self.catalog.on_change(self._changed)
         config.setdefault("wait", 2.0)
-        self.source = ConsulSource(self.catalog, ConsulConfig(address=emu.url, **config))
+        self.source = ConsulSource(self.catalog, ConsulConfig(address=emu.url, **config), hold=hold)
 
     def _changed(self) -> None:
         self.changes += 1
@@ -364,3 +365,81 @@ async def test_stopping_before_the_first_sync_publishes_nothing_and_ends_every_w
     assert not w.status["synced"] and dict(w.catalog.merged()) == {}
     left = [t for t in asyncio.all_tasks() if t.get_name().startswith("consul:")]
     assert left == []
+
+
+async def test_a_service_losing_its_last_instance_goes_in_one_change(
+    emulator: ConsulEmulator,
+) -> None:
+    """Never published with no endpoints first (Envoy: "no healthy upstream") while the
+    catalog watch catches up: the empty health answer waits for the catalog."""
+    for name, port in (("web", 8081), ("db", 5432), ("api", 9000)):
+        await register(emulator, name, port)
+    async with running(emulator) as w:
+        seen: list[int | None] = []
+
+        def record() -> None:
+            api = w.entry("api")
+            seen.append(None if api is None else len(api.endpoints))
+
+        w.catalog.on_change(record)
+        # The health watch's answer first, as happens when the catalog's is later.
+        emulator.slow(1.0, "/v1/catalog/services")
+        await call(agent(emulator).agent.service.deregister, "api-9000")
+        await async_wait_for(lambda: w.entry("api") is None, WAIT, message="api removed")
+        assert seen == [None], seen  # one change: present with its endpoint → gone
+        assert not w.status["holding"]  # 1 of 3: an ordinary removal
+
+
+ACL_TOKEN = "s3cret"
+
+
+@contextlib.asynccontextmanager
+async def three_services_behind_acls(hold: float) -> AsyncIterator[tuple[ConsulEmulator, Watched]]:
+    """An emulator with ACLs and web, db and api, watched with ACL_TOKEN (short waits)."""
+    with ConsulEmulator(acl_tokens={ACL_TOKEN}) as emu:
+        for name, port in (("web", 8081), ("db", 5432), ("api", 9000)):
+            await register(emu, name, port, token=ACL_TOKEN)
+        policy = HoldPolicy(threshold=0.5, period=hold)
+        async with running(emu, token=ACL_TOKEN, wait=0.5, hold=policy) as w:
+            yield emu, w
+
+
+async def test_a_token_losing_service_read_is_held_then_restored_with_nothing_published() -> None:
+    async with three_services_behind_acls(hold=60) as (emu, w):
+        before, changes = dict(w.catalog.merged()), w.changes
+        emu.set_service_read(ACL_TOKEN, [])  # the policy loses service:read
+        await async_wait_for(lambda: w.status["holding"], WAIT, message="holding")
+        assert w.status["held_removals"] == 3, w.status
+        assert "3 of 3 services would be removed at once" in w.status["hold_reason"]
+        assert w.status["stale"] is False  # Consul answers: empty, filtered
+        # Several answers of every watch later, still the previous state, untouched.
+        emu.clear_request_log()
+        await async_wait_for(
+            lambda: (
+                all(
+                    len(answered_rounds(emu.request_log(), f"/v1/health/service/{k.name}")) >= 2
+                    for k in before
+                )
+                and len(answered_rounds(emu.request_log(), "/v1/catalog/services")) >= 2
+            ),
+            WAIT,
+            message="two rounds of every watch while held",
+        )
+        assert dict(w.catalog.merged()) == before
+        assert w.changes == changes
+        emu.set_service_read(ACL_TOKEN, None)  # restored
+        await async_wait_for(lambda: not w.status["holding"], WAIT, message="hold ended")
+        assert dict(w.catalog.merged()) == before
+        assert w.changes == changes
+
+
+async def test_a_removal_still_true_when_the_hold_ends_applies() -> None:
+    async with three_services_behind_acls(hold=1.0) as (emu, w):
+        emu.set_service_read(ACL_TOKEN, ["web"])  # web only: 2 of 3 would go
+        await async_wait_for(lambda: w.status["holding"], WAIT, message="holding")
+        assert w.status["held_removals"] == 2
+        assert sorted(k.name for k in w.catalog.merged()) == ["api", "db", "web"]
+        await async_wait_for(lambda: not w.status["holding"], WAIT, message="the hold is over")
+        assert sorted(k.name for k in w.catalog.merged()) == ["web"]
+        # The held services' watches are gone with them.
+        assert sorted(w.source._watches) == ["web"]

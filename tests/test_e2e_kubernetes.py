@@ -86,7 +86,9 @@ def test_services_and_slices_drive_real_traffic(
     mesh_factory, envoy_factory, http_backend_factory, request_loop_factory
 ) -> None:
     v1, v2 = e2e.backends(http_backend_factory, "v1", "v2")
-    mesh = mesh_factory()
+    # The end deletes the only Service: all of them, which the guard would hold for a
+    # minute (tests/test_kubernetes_source.py covers the hold).
+    mesh = mesh_factory("--registry-hold-threshold", "0")
     api = mesh.api
     create_web(api, v1, ports=[{"name": "http", "port": 80, "targetPort": "web"}])
     env = mesh.envoy(envoy_factory)

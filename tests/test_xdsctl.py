@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
+from tests.harness import admin_state
 from tests.harness.admin_state import (
     GROUP,
     NACK_ERROR,
@@ -138,10 +139,21 @@ def test_proxies_json_and_empty(url: str) -> None:
 
 def test_sources(url: str) -> None:
     lines = rows(ok("--server", url, "sources"))
-    assert lines[0] == ["NAME", "KIND", "SYNCED", "STALE", "SERVICES", "REJECTED", "ERROR"]
-    assert lines[1] == ["consul", "consul", "yes", "no", "2", "0", "-"]
-    assert lines[2] == "k8s kubernetes no yes 1 1 watch failed: connection reset".split()
+    header = ["NAME", "KIND", "STATE", "SYNCED", "STALE", "SERVICES", "REJECTED", "ERROR"]
+    assert lines[0] == header
+    assert lines[1] == ["consul", "consul", "SYNCED", "yes", "no", "2", "0", "-"]
+    want = "k8s kubernetes STALE no yes 1 1 watch failed: connection reset".split()
+    assert lines[2] == want
     assert json.loads(ok("--server", url, "sources", "-o", "json"))[1]["name"] == "k8s"
+
+
+def test_sources_shows_a_hold_and_why(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    reason = "3 of 4 services would be removed at once (more than 50%); serving ..."
+    holding = {**admin_state.SOURCES[0], "holding": True, "hold_reason": reason, "held_removals": 3}
+    monkeypatch.setattr(admin_state, "SOURCES", [holding])
+    lines = ok("--server", url, "sources").splitlines()
+    assert lines[1].split()[:3] == ["consul", "consul", "HOLDING"], lines
+    assert lines[2] == f"    HOLDING 3 removals: {reason}"
 
 
 def test_policies_table_json_and_yaml(url: str) -> None:

@@ -38,6 +38,7 @@ INDEX: Final = """xds-server admin
   /healthz          process is alive
   /readyz           ready to serve (503 and the reasons when not; ?verbose for JSON);
                     200 with warnings while a source serves its last good state
+                    or HOLDING a mass removal (xdsctl sources says why)
   /metrics          Prometheus metrics
   /debug/snapshot   what the server would send: ?node=ID or ?group=KEY, &type=clusters|...
   /debug/proxies    connected proxies and their per-type sync state
@@ -162,8 +163,8 @@ class AdminServer:
 
     async def _readyz(self, request: web.Request) -> web.Response:
         reasons = list(self.readiness())
-        # A stale source does not make the server unready: its last good state is still
-        # served, and taking every replica out of rotation during a registry outage
+        # A stale or HOLDING source does not make the server unready: its last good state
+        # is still served, and taking every replica out of rotation during a registry outage
         # would cut proxies off from config they can still use.
         warnings = list(self.warnings())
         status = 503 if reasons else 200

@@ -37,6 +37,10 @@ class SourceStatus:
     last_update: float | None = None
     services: int = 0
     rejections: list[Rejection] = field(default_factory=list)
+    # A mass removal held back (sources.hold): why, and how many services it would remove.
+    holding: str | None = None
+    holding_since: float | None = None
+    held: int = 0
 
     @property
     def stale(self) -> bool:
@@ -53,6 +57,10 @@ class SourceStatus:
             "last_update": self.last_update,
             "services": self.services,
             "rejected": [str(r) for r in self.rejections],
+            "holding": self.holding is not None,
+            "hold_reason": self.holding,
+            "holding_since": self.holding_since,
+            "held_removals": self.held,
         }
 
 
@@ -91,6 +99,8 @@ class Catalog:
         self._checked[source] = {}
         metrics.SOURCE_SYNCED.labels(source).set(0)
         metrics.SOURCE_STALE.labels(source).set(0)
+        metrics.SOURCE_HOLDING.labels(source).set(0)
+        metrics.SOURCE_HELD_REMOVALS.labels(source).set(0)
 
     def replace(self, source: str, entries: Iterable[ServiceEntry]) -> None:
         """The source's complete current state; marks it synced and clears its error."""
@@ -165,6 +175,19 @@ class Catalog:
             status.error_since = time.time()
             metrics.SOURCE_STALE.labels(source).set(1)
         status.error = error
+
+    def set_holding(self, source: str, reason: str | None, held: int) -> None:
+        """The source holds back a mass removal (`reason`), or no longer does (None); its
+        previous state stays served meanwhile."""
+        status = self._status[source]
+        if reason is not None and status.holding is None:
+            status.holding_since = time.time()
+        elif reason is None:
+            status.holding_since = None
+        status.holding = reason
+        status.held = held if reason is not None else 0
+        metrics.SOURCE_HOLDING.labels(source).set(1 if reason is not None else 0)
+        metrics.SOURCE_HELD_REMOVALS.labels(source).set(status.held)
 
     def _accept(
         self,
@@ -274,6 +297,14 @@ class Catalog:
             f"source {s.name} ({s.kind}) is stale, serving its last good state: {s.error}"
             for s in self._status.values()
             if s.synced and s.error is not None
+        ]
+
+    def holding(self) -> list[str]:
+        """Sources holding back a mass removal, serving their previous state."""
+        return [
+            f"source {s.name} ({s.kind}) is HOLDING a removal: {s.holding}"
+            for s in self._status.values()
+            if s.holding is not None
         ]
 
     def not_ready(self) -> list[str]:

@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 from sources.consul import ConsulConfig, ConsulConfigError, ConsulSource
 from sources.file import FileRegistryError, FileSource
+from sources.hold import HoldPolicy
 from sources.kube_config import KubeConfigError
 from sources.kube_config import resolve as kube_connection
 from sources.kubernetes import KubernetesSource
@@ -138,6 +139,7 @@ async def serve(settings: Settings) -> int:
             policy_source.load_once()
         except PolicyFileError as exc:
             return _fail(str(exc))
+    hold = HoldPolicy(settings.registry_hold_threshold, settings.registry_hold)
     consul_source = None
     if settings.consul:
         try:
@@ -156,7 +158,7 @@ async def serve(settings: Settings) -> int:
             )
         except ConsulConfigError as exc:
             return _fail(str(exc))
-        consul_source = ConsulSource(catalog, consul_config)
+        consul_source = ConsulSource(catalog, consul_config, hold=hold)
     kube_source = None
     if settings.kubernetes:
         try:
@@ -169,6 +171,7 @@ async def serve(settings: Settings) -> int:
             catalog,
             namespaces=settings.namespaces,
             label_selector=settings.label_selector,
+            hold=hold,
         )
     if file_source is None and consul_source is None and kube_source is None:
         log.warning(
@@ -193,7 +196,7 @@ async def serve(settings: Settings) -> int:
         cache=cache,
         registry=registry,
         readiness=lambda: catalog.not_ready() + controller.not_ready(),
-        warnings=catalog.stale,
+        warnings=lambda: catalog.stale() + catalog.holding(),
         sources=lambda: [s.as_dict() for s in catalog.sources()],
         snapshot_for=controller.snapshot_for,
         default_group=ProxyGroup(http_listener_port=settings.http_listener_port).key,

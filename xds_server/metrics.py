@@ -41,6 +41,17 @@ SOURCE_STALE = Gauge(
     "1 while the source cannot reach its registry and serves its last good state",
     ["source"],
 )
+SOURCE_HOLDING = Gauge(
+    "xds_source_holding",
+    "1 while the source holds back a sudden mass removal of services and serves its"
+    " previous state (--registry-hold-threshold, --registry-hold)",
+    ["source"],
+)
+SOURCE_HELD_REMOVALS = Gauge(
+    "xds_source_held_removals",
+    "Services whose removal the source currently holds back",
+    ["source"],
+)
 SOURCE_ERRORS = Counter("xds_source_errors_total", "Errors reading a registry", ["source"])
 SOURCE_SERVICES = Gauge("xds_source_services", "Services a source currently provides", ["source"])
 REJECTED_ENTRIES = Gauge(

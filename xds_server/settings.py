@@ -127,6 +127,17 @@ class Settings(BaseModel):
     label_selector: str | None = _setting(
         None, "SELECTOR", "only Kubernetes Services matching this label selector"
     )
+    registry_hold_threshold: float = _setting(
+        0.5,
+        "FRACTION",
+        "hold a Consul/Kubernetes update that would remove more than this fraction of the"
+        " source's services (0: never hold; the file registry is never held)",
+        ge=0,
+        le=1,
+    )
+    registry_hold: Duration = _setting(
+        60.0, "DURATION", "how long such a removal is held before it applies, if still true"
+    )
     debounce_quiet: Duration = _setting(
         0.1, "DURATION", "after a change, coalesce more until none arrived for this long"
     )

@@ -200,13 +200,29 @@ def proxies(client: Client, output: str) -> None:
 
 @_command("table", "json")
 def sources(client: Client, output: str) -> None:
-    """Service registry sources: synced, stale (serving last good state), errors."""
+    """Service registry sources: synced, stale (serving last good state), HOLDING (a mass
+    removal held back, with why), errors."""
     doc = _fetch(client, "/debug/sources", output, "no sources configured")
     if doc is None:
         return
     keys = ("name", "kind", "synced", "stale", "services", "rejected", "error")
-    rows = [[_cell(s.get(k)) for k in keys] for s in doc]
-    click.echo(table([k.upper() for k in keys], rows))
+    rows = [[*(_cell(s.get(k)) for k in keys[:2]), _state(s)] for s in doc]
+    for row, s in zip(rows, doc, strict=True):
+        row.extend(_cell(s.get(k)) for k in keys[2:])
+    lines = table(["NAME", "KIND", "STATE", *(k.upper() for k in keys[2:])], rows).split("\n")
+    click.echo(lines[0])
+    for line, s in zip(lines[1:], doc, strict=True):
+        click.echo(line)
+        if s.get("holding"):
+            click.echo(f"    HOLDING {s.get('held_removals', 0)} removals: {s.get('hold_reason')}")
+
+
+def _state(source: dict[str, Any]) -> str:
+    if source.get("holding"):
+        return "HOLDING"
+    if source.get("stale"):
+        return "STALE"
+    return "SYNCED" if source.get("synced") else "SYNCING"
 
 
 @_command("table", "json", "yaml")

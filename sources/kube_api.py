@@ -1,0 +1,89 @@
+"""The Kubernetes API server as the Kubernetes source requests it: resource paths,
+timeouts and backoff (`Timing`), one list+watch loop's state (`Resource`), and how a
+refused request or a failure reads (`check`, `describe`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+import aiohttp
+
+Key = tuple[str, str]  # (namespace, name)
+Kind = Literal["services", "endpointslices"]
+
+
+class Gone(Exception):
+    """410 Gone: the resourceVersion is too old to watch from; relist."""
+
+
+class ApiError(Exception):
+    """The API server refused a request; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Timeouts and backoff; the defaults suit a production API server."""
+
+    connect_timeout: float = 10.0
+    request_timeout: float = 60.0  # per read of a list response
+    watch_timeout: float = 240.0  # timeoutSeconds is drawn from [this, 2 x this]
+    watch_read_grace: float = 30.0  # a watch read waits timeoutSeconds + this
+    backoff_initial: float = 0.5
+    backoff_max: float = 5.0
+    page_size: int = 500
+
+
+DEFAULT_TIMING = Timing()
+
+
+@dataclass
+class Resource:
+    """One list+watch loop: a resource kind in one namespace (or all)."""
+
+    kind: Kind
+    namespace: str | None
+    path: str
+    selector: str | None
+    rv: str | None = None
+    listed: bool = False
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.kind + (f" in namespace {self.namespace}" if self.namespace else "")
+
+    def owns(self, key: Key) -> bool:
+        return self.namespace is None or key[0] == self.namespace
+
+
+def resource_path(kind: Kind, namespace: str | None) -> str:
+    base = "/api/v1" if kind == "services" else "/apis/discovery.k8s.io/v1"
+    return f"{base}/namespaces/{namespace}/{kind}" if namespace else f"{base}/{kind}"
+
+
+async def check(resp: aiohttp.ClientResponse, what: str) -> None:
+    if resp.status == 200:
+        return
+    if resp.status == 410:
+        raise Gone
+    try:
+        body = json.loads(await resp.read())
+        message = str(body.get("message") or body.get("reason") or "")
+    except (ValueError, AttributeError, aiohttp.ClientError):
+        message = ""
+    hint = {
+        401: " (check the token or client certificate)",
+        403: " (the account needs get/list/watch on services and endpointslices)",
+    }.get(resp.status, "")
+    if resp.status == 404 and "endpointslices" in what:
+        hint = " (discovery.k8s.io/v1 EndpointSlices need Kubernetes 1.21+)"
+    raise ApiError(f"{what}: HTTP {resp.status}{': ' + message if message else ''}{hint}")
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0] if text else type(exc).__name__
