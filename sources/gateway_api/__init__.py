@@ -16,8 +16,8 @@ Modules: `objects` (entry point), `rules` with `matches`, `filters` and `backend
 from sources.gateway_api.backends import Ref
 from sources.gateway_api.constants import API_GROUP, API_VERSIONS, CONTROLLER_NAME, KINDS
 from sources.gateway_api.objects import ParsedRoute, is_supported_kind, parse_route
-from sources.gateway_api.precedence import match_rank, merge_attached
-from sources.gateway_api.status import route_status, same_namespace_only
+from sources.gateway_api.precedence import kind_conflicts, match_rank, merge_attached
+from sources.gateway_api.status import any_namespace, route_status
 
 __all__ = [
     "API_GROUP",
@@ -26,10 +26,11 @@ __all__ = [
     "KINDS",
     "ParsedRoute",
     "Ref",
+    "any_namespace",
     "is_supported_kind",
+    "kind_conflicts",
     "match_rank",
     "merge_attached",
     "parse_route",
     "route_status",
-    "same_namespace_only",
 ]

@@ -15,6 +15,7 @@ from sources.gateway_api.constants import (
     CONTROLLER_NAME,
     REASON_ACCEPTED,
     REASON_BACKEND_NOT_FOUND,
+    REASON_CONFLICTED,
     REASON_INVALID_KIND,
     REASON_NO_MATCHING_PARENT,
     REASON_REF_NOT_PERMITTED,
@@ -31,8 +32,10 @@ Permitted = Callable[[str, Ref], bool]
 """(route namespace, backend) → whether a ReferenceGrant allows the cross-namespace ref."""
 
 
-def same_namespace_only(route_namespace: str, ref: Ref) -> bool:
-    return ref.namespace == route_namespace
+def any_namespace(route_namespace: str, ref: Ref) -> bool:
+    """GEP-1426: mesh routes reach backends in any namespace without a ReferenceGrant
+    (they augment Services the caller can already reach)."""
+    return True
 
 
 def route_status(
@@ -40,13 +43,15 @@ def route_status(
     parsed: ParsedRoute | None,
     error: str,
     services: ServicePorts,
-    permitted: Permitted = same_namespace_only,
+    permitted: Permitted = any_namespace,
+    conflicts: Mapping[tuple[str, str], str] | None = None,
     controller: str = CONTROLLER_NAME,
 ) -> list[dict[str, Any]]:
     """One entry per Service parentRef: for a rejected route (`error`), Accepted False
     UnsupportedValue; otherwise Accepted (NoMatchingParent when the Service or its port
-    does not exist) and ResolvedRefs (the first backend that is of another kind than
-    Service, in another namespace without permission, or missing)."""
+    does not exist, Conflicted when `conflicts` has a message for the parent's
+    (namespace, name), from `kind_conflicts`) and ResolvedRefs (the first backend that
+    is of another kind than Service, not `permitted`, or missing)."""
     meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
     assert isinstance(meta, Mapping)
     namespace = str(meta.get("namespace") or "default")
@@ -54,7 +59,11 @@ def route_status(
     parents = list(parsed.parents) if parsed is not None else _lenient_parents(obj, namespace)
     out = []
     for parent in parents:
-        conditions = [_accepted(parent, error, services)]
+        lost = (conflicts or {}).get((parent.namespace, parent.name))
+        if lost and not error:
+            conditions = [_condition(ACCEPTED, False, REASON_CONFLICTED, lost)]
+        else:
+            conditions = [_accepted(parent, error, services)]
         if parsed is not None and not error:
             conditions.append(_resolved(parsed, namespace, services, permitted))
         if isinstance(generation, int):
