@@ -60,8 +60,8 @@ EXPECTED = {
         "spec.rules[0].matches[0].path.value: regex program size 101 exceeds Envoy's limit of 100"
     ),
     "header name": (
-        "spec.rules[0].matches[0].headers[0].name: invalid header name 'x y' (an HTTP token of"
-        " 1-256)"
+        "spec.rules[0].matches[0].headers[0].name: invalid name 'x y' (an HTTP token of 1-256"
+        " characters)"
     ),
     "header dup": "spec.rules[0].matches[0].headers[1].name: duplicate header 'x-a'",
     "header regex": (
@@ -81,7 +81,7 @@ EXPECTED = {
     "rules 17": "spec.rules: 17 items; at most 16 are allowed",
     "matches 65": "spec.rules[0].matches: 65 items; at most 64 are allowed",
     "matches total": "spec.rules: 150 matches across all rules; at most 128 are allowed",
-    "grpc matches 9": "spec.rules[0].matches: 9 items; at most 8 are allowed",
+    "grpc matches 65": "spec.rules[0].matches: 65 items; at most 64 are allowed",
     "filter no type": "spec.rules[0].filters[0].type: required",
     "filter wrong field": (
         "spec.rules[0].filters[0].urlRewrite: must not be set when type is RequestHeaderModifier"
@@ -159,8 +159,8 @@ EXPECTED = {
         "spec.rules[0].filters[0].requestHeaderModifier.set[1].name: duplicate header 'x'"
     ),
     "pseudo header": (
-        "spec.rules[0].filters[0].requestHeaderModifier.set[0].name: invalid header name ':path'"
-        " (an HTTP token of 1-256)"
+        "spec.rules[0].filters[0].requestHeaderModifier.set[0].name: invalid name ':path' (an HTTP"
+        " token of 1-256 characters)"
     ),
     "modifier 17": (
         "spec.rules[0].filters[0].requestHeaderModifier.remove: 17 items; at most 16 are allowed"
@@ -174,8 +174,8 @@ EXPECTED = {
         " supported; use the rule's filters"
     ),
     "backend filter kind": (
-        "spec.rules[0].backendRefs[0].filters[0].type: unsupported value 'URLRewrite' (one of"
-        " RequestHeaderModifier, ResponseHeaderModifier)"
+        "spec.rules[0].backendRefs[0].filters[0].type: filter type URLRewrite on a backendRef is"
+        " not supported"
     ),
     "mirror percent": "spec.rules[0].filters[0].requestMirror.percent: 101 is outside 0-100",
     "mirror both": (
@@ -232,7 +232,34 @@ EXPECTED = {
         " RequestHeaderModifier, ResponseHeaderModifier, RequestMirror, ExtensionRef)"
     ),
     "grpc timeouts": 'spec.rules[0].timeouts: unknown field "timeouts"',
-    "rule name": "spec.rules[0].name: invalid rule name 'Bad_Name' (a lowercase DNS label)",
+    "rule name": "spec.rules[0].name: invalid name 'Bad_Name' (a lowercase DNS subdomain)",
+    "rule name twice": "spec.rules[2].name: duplicate rule name 'a'",
+    "path characters": (
+        "spec.rules[0].matches[0].path.value: path '/a<b>' must only contain URI path characters"
+        " and %-escapes"
+    ),
+    "header value empty match": (
+        "spec.rules[0].matches[0].headers[0].value: must have 1-4096 characters"
+    ),
+    "query value empty": (
+        "spec.rules[0].matches[0].queryParams[0].value: must have 1-1024 characters"
+    ),
+    "query name": (
+        "spec.rules[0].matches[0].queryParams[0].name: invalid name 'a b' (an HTTP token of 1-256"
+        " characters)"
+    ),
+    "redirect with backends": (
+        "spec.rules[0].backendRefs: RequestRedirect filter must not be used together with"
+        " backendRefs"
+    ),
+    "parent kind": "spec.parentRefs[0].kind: invalid kind 'Ser vice' (a CamelCase name)",
+    "backend group": (
+        "spec.rules[0].backendRefs[0].group: invalid group 'Example.com' (empty, or a DNS"
+        " subdomain)"
+    ),
+    "section name": (
+        "spec.parentRefs[0].sectionName: invalid name 'Http_1' (a lowercase DNS subdomain)"
+    ),
 }
 
 CASES: list[tuple[str, Any]] = [
@@ -268,7 +295,7 @@ CASES: list[tuple[str, Any]] = [
     ("rules 17", route(*[to("web")] * 17)),
     ("matches 65", route(m(*[{}] * 65))),
     ("matches total", route(*[m(*[{}] * 50)] * 3)),
-    ("grpc matches 9", route(m(*[{}] * 9), kind="GRPCRoute")),
+    ("grpc matches 65", route(m(*[{}] * 65), kind="GRPCRoute")),
     ("filter no type", route(to("web", filters=[{}]))),
     (
         "filter wrong field",
@@ -495,6 +522,15 @@ CASES: list[tuple[str, Any]] = [
     ("grpc rewrite", route(to("web", filters=[f("URLRewrite", {})]), kind="GRPCRoute")),
     ("grpc timeouts", route(to("web", timeouts={"request": "1s"}), kind="GRPCRoute")),
     ("rule name", route(to("web", name="Bad_Name"))),
+    ("rule name twice", route(to("web", name="a"), to("web"), to("web", name="a"))),
+    ("path characters", route(m({"path": {"type": "Exact", "value": "/a<b>"}}))),
+    ("header value empty match", route(m({"headers": [{"name": "x", "value": ""}]}))),
+    ("query value empty", route(m({"queryParams": [{"name": "q", "value": ""}]}))),
+    ("query name", route(m({"queryParams": [{"name": "a b", "value": "1"}]}))),
+    ("redirect with backends", route(to("web", filters=[f("RequestRedirect", {})]))),
+    ("parent kind", route(to("web"), parents=[svc("web", kind="Ser vice")])),
+    ("backend group", route({"backendRefs": [{"group": "Example.com", "kind": "B", "name": "b"}]})),
+    ("section name", route(to("web"), parents=[svc("web", sectionName="Http_1")])),
 ]
 
 

@@ -3,6 +3,7 @@ backends of `backendRefs` and mirrors, as `Destination`s."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from sources.gateway_api.constants import CORE_GROUPS, MAX_PARENT_REFS, SERVICE
@@ -15,6 +16,7 @@ from xds_server.model import Destination
 _REF_FIELDS = ("group", "kind", "name", "namespace", "port")
 _PARENT_FIELDS = ("group", "kind", "name", "namespace", "sectionName", "port")
 _GATEWAY_GROUP = "gateway.networking.k8s.io"
+_KIND = re.compile(r"[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,15 +47,27 @@ def reference(
     if not name or len(name) > 253 or not DNS_SUBDOMAIN.fullmatch(name):
         raise PolicyError((*path, "name"), f"invalid name {name!r} (a lowercase DNS subdomain)")
     group = string(ref.get("group", default_group), (*path, "group"))
+    if group and (len(group) > 253 or not DNS_SUBDOMAIN.fullmatch(group)):
+        raise PolicyError((*path, "group"), f"invalid group {group!r} (empty, or a DNS subdomain)")
     kind = string(ref.get("kind", default_kind), (*path, "kind"))
-    if not kind:
-        raise PolicyError((*path, "kind"), "must not be empty")
+    if not _KIND.fullmatch(kind) or len(kind) > 63:
+        raise PolicyError((*path, "kind"), f"invalid kind {kind!r} (a CamelCase name)")
     ns = namespace
     if ref.get("namespace"):
         ns = dns_label(ref["namespace"], (*path, "namespace"), "namespace")
     port = port_number(ref["port"], (*path, "port")) if "port" in ref else None
-    section = string(ref.get("sectionName", ""), (*path, "sectionName"))
+    section = (
+        section_name(ref["sectionName"], (*path, "sectionName")) if "sectionName" in ref else ""
+    )
     return Ref(path, group, kind, ns, name, port, section)
+
+
+def section_name(value: object, path: Path) -> str:
+    """A SectionName (a rule name, a parentRef's sectionName): a DNS subdomain."""
+    name = string(value, path)
+    if not name or len(name) > 253 or not DNS_SUBDOMAIN.fullmatch(name):
+        raise PolicyError(path, f"invalid name {name!r} (a lowercase DNS subdomain)")
+    return name
 
 
 def parent_refs(value: object, path: Path, namespace: str) -> list[Ref]:

@@ -38,8 +38,8 @@ HTTP_FILTERS = (
     "ExternalAuth",
 )
 GRPC_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestMirror", "ExtensionRef")
-BACKEND_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier")
-_SUPPORTED = frozenset(
+BACKEND_FILTERS = frozenset(("RequestHeaderModifier", "ResponseHeaderModifier"))
+SUPPORTED = frozenset(
     ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestMirror", "RequestRedirect",
      "URLRewrite")
 )  # fmt: skip
@@ -67,7 +67,16 @@ class Filters:
     prefix_replaced: Path | None = None  # where a ReplacePrefixMatch is (it needs a PathPrefix)
 
 
-def filters(value: object, path: Path, namespace: str, allowed: tuple[str, ...]) -> Filters:
+def filters(
+    value: object,
+    path: Path,
+    namespace: str,
+    allowed: tuple[str, ...],
+    supported: frozenset[str] = SUPPORTED,
+    where_said: str = "",
+) -> Filters:
+    """The filters of a rule (or, `where_said` " on a backendRef", of a backend): the
+    types the route kind `allowed`, of which this server applies the `supported`."""
     out = Filters()
     seen: dict[str, Path] = {}
     for i, raw in enumerate(capped(value or [], path, MAX_FILTERS)):
@@ -83,8 +92,8 @@ def filters(value: object, path: Path, namespace: str, allowed: tuple[str, ...])
                 raise PolicyError((*where, other), f"must not be set when type is {kind}")
         if body_field not in obj:
             raise PolicyError((*where, body_field), f"required when type is {kind}")
-        if kind not in _SUPPORTED:
-            raise PolicyError((*where, "type"), f"filter type {kind} is not supported")
+        if kind not in supported:
+            raise PolicyError((*where, "type"), f"filter type {kind}{where_said} is not supported")
         if kind != "RequestMirror" and kind in seen:
             raise PolicyError((*where, "type"), f"{kind} filter cannot be repeated")
         seen[kind] = where

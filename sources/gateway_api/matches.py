@@ -12,10 +12,16 @@ from sources.gateway_api.constants import (
     MAX_HEADER_VALUE_LENGTH,
     MAX_QUERY_MATCHES,
 )
-from sources.gateway_api.values import absolute_path, capped, gateway_header_name, kind_of
-from sources.istio.checks import check_regex, query_name_problem, regex
+from sources.gateway_api.values import (
+    absolute_path,
+    capped,
+    gateway_header_name,
+    header_token,
+    kind_of,
+)
+from sources.istio.checks import check_regex, regex
 from sources.istio.report import Path, PolicyError
-from sources.istio.values import checked, fields, nonempty, string
+from sources.istio.values import fields, string
 from xds_server.model import HeaderMatch, QueryMatch, RequestMatch, StringMatch
 
 _STRING_KINDS = ("Exact", "RegularExpression")
@@ -23,7 +29,6 @@ _PATH_KINDS = ("Exact", "PathPrefix", "RegularExpression")
 _GRPC_SERVICE = re.compile(r"\.?[A-Za-z_][A-Za-z_0-9]*(\.[A-Za-z_][A-Za-z_0-9]*)*")
 _GRPC_METHOD = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
 _ANY_SEGMENT = "[^/]+"
-MAX_QUERY_NAME_LENGTH = 256
 MAX_QUERY_VALUE_LENGTH = 1024
 
 EVERYTHING = StringMatch("path_prefix", "/")
@@ -59,7 +64,7 @@ def path_match(value: object, path: Path) -> StringMatch:
         if "value" not in obj:
             raise PolicyError(where, "required")
         return StringMatch("regex", regex(obj["value"], where))
-    text = absolute_path(obj.get("value", "/"), where)
+    text = absolute_path(obj.get("value", "/"), where, uri_characters=True)
     if kind == "Exact":
         return StringMatch("exact", text)
     return StringMatch("path_prefix", text.rstrip("/") or "/")
@@ -93,11 +98,7 @@ def query_matches(value: object, path: Path) -> tuple[QueryMatch, ...]:
         for required in ("name", "value"):
             if required not in entry:
                 raise PolicyError((*where, required), "required")
-        name = checked(
-            nonempty(entry["name"], (*where, "name")), (*where, "name"), query_name_problem
-        )
-        if len(name) > MAX_QUERY_NAME_LENGTH:
-            raise PolicyError((*where, "name"), f"longer than {MAX_QUERY_NAME_LENGTH} characters")
+        name = header_token(entry["name"], (*where, "name"))  # case-sensitive, unlike headers
         if name in out:
             raise PolicyError((*where, "name"), f"duplicate query parameter {name!r}")
         out[name] = QueryMatch(name, _value_match(entry, where, MAX_QUERY_VALUE_LENGTH))
@@ -110,8 +111,8 @@ def _value_match(entry: dict[str, Any], path: Path, longest: int) -> StringMatch
     if kind == "RegularExpression":
         return StringMatch("regex", regex(entry["value"], where))
     text = string(entry["value"], where)
-    if len(text) > longest:
-        raise PolicyError(where, f"longer than {longest} characters")
+    if not 1 <= len(text) <= longest:
+        raise PolicyError(where, f"must have 1-{longest} characters")
     return StringMatch("exact", text)
 
 

@@ -27,7 +27,7 @@ from xds_server.model import HttpRule, PolicyKey, RoutePolicy
 
 _SPEC_FIELDS = ("parentRefs", "hostnames", "rules")
 HTTP_MAX_MATCHES = 64
-GRPC_MAX_MATCHES = 8
+GRPC_MAX_MATCHES = 64  # 8 before Gateway API v1.2
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,9 @@ def parse_route(obj: Mapping[str, Any], origin: str = "") -> ParsedRoute:
     rule = partial(http_rule, ctx, refs=refs, grpc=grpc,
                    max_matches=GRPC_MAX_MATCHES if grpc else HTTP_MAX_MATCHES)  # fmt: skip
     rules = tuple(rule(raw, ("spec", "rules", i)) for i, raw in enumerate(raw_rules))
+    for i, named in enumerate(rules):
+        if named.name and any(r.name == named.name for r in rules[:i]):
+            raise PolicyError(("spec", "rules", i, "name"), f"duplicate rule name {named.name!r}")
     if not rules:  # the CRD's default: one rule, matching everything, with no backend
         rules = (rule({}, ("spec", "rules", 0)),)
     total = sum(len(r.matches) for r in rules)

@@ -11,12 +11,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from sources.gateway_api.backends import Ref, backend_ref, destination
+from sources.gateway_api.backends import Ref, backend_ref, destination, section_name
 from sources.gateway_api.constants import MAX_BACKEND_REFS, MAX_WEIGHT
 from sources.gateway_api.filters import BACKEND_FILTERS, GRPC_FILTERS, HTTP_FILTERS, filters
 from sources.gateway_api.matches import EVERYTHING, grpc_match, http_match
 from sources.gateway_api.values import capped
-from sources.istio.checks import dns_label
 from sources.istio.report import Context, Path, PolicyError
 from sources.istio.values import fields, integer, off_or_duration, string
 from xds_server.model import (
@@ -52,7 +51,7 @@ def http_rule(
     ctx: Context, value: object, path: Path, refs: RuleRefs, grpc: bool, max_matches: int
 ) -> HttpRule:
     rule = fields(value, path, _GRPC_RULE_FIELDS if grpc else _HTTP_RULE_FIELDS)
-    name = dns_label(rule["name"], (*path, "name"), "rule name") if rule.get("name") else ""
+    name = section_name(rule["name"], (*path, "name")) if "name" in rule else ""
     ctx.ignore(rule, path, ("retry", "sessionPersistence"))
     read = grpc_match if grpc else http_match
     raw = capped(rule.get("matches", []), (*path, "matches"), max_matches)
@@ -70,7 +69,8 @@ def http_rule(
             "(the rule must have exactly one match, of type PathPrefix)",
         )
     refs.backends.extend(ref for ref, _ in said.mirrors)
-    destinations = _backends(ctx, rule.get("backendRefs", []), (*path, "backendRefs"), refs)
+    backends = rule.get("backendRefs", [])
+    destinations = _backends(ctx, backends, (*path, "backendRefs"), refs, allowed)
     timeout, retry = (None, None) if grpc else _timeouts(rule.get("timeouts"), path)
     rewrite = said.rewrite
     if said.authority is not None:
@@ -87,7 +87,10 @@ def http_rule(
     )
     if said.redirect is not None:
         if rule.get("backendRefs"):
-            ctx.notice((*path, "backendRefs"), "has no effect with RequestRedirect; ignored")
+            raise PolicyError(
+                (*path, "backendRefs"),
+                "RequestRedirect filter must not be used together with backendRefs",
+            )
         return HttpRule(name=name, matches=matches, redirect=said.redirect, headers=said.headers)
     if not destinations:
         return HttpRule(
@@ -106,7 +109,7 @@ def http_rule(
 
 
 def _backends(
-    ctx: Context, value: object, path: Path, refs: RuleRefs
+    ctx: Context, value: object, path: Path, refs: RuleRefs, allowed: tuple[str, ...]
 ) -> tuple[WeightedDestination, ...]:
     """The backends that take traffic: Services with a positive weight. Another kind
     cannot be routed to; its share goes to the others (noticed; status InvalidKind)."""
@@ -117,7 +120,8 @@ def _backends(
         refs.backends.append(ref)
         entry = fields(raw, where, _BACKEND_FIELDS)
         weight = integer(entry.get("weight", 1), (*where, "weight"), 0, MAX_WEIGHT)
-        said = filters(entry.get("filters"), (*where, "filters"), ctx.namespace, BACKEND_FILTERS)
+        said = filters(entry.get("filters"), (*where, "filters"), ctx.namespace, allowed,
+                       BACKEND_FILTERS, " on a backendRef")  # fmt: skip
         headers = said.headers
         if said.authority is not None:
             raise PolicyError(

@@ -20,6 +20,7 @@ from sources.istio.values import items, string
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]+")  # the CRD's HTTPHeaderName pattern
 # The CRD's HTTPPathMatch / path modifier patterns: an absolute path without `//`, `/./`,
 # `/../`, `%2f`, `%2F` or `#`.
+_URI_PATH = re.compile(r"(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|%[0-9a-fA-F]{2})+")
 _BAD_PATH = re.compile(r"//|/\./|/\.\./|%2f|%2F|#|/\.\.?$")
 
 
@@ -41,14 +42,19 @@ def kind_of(obj: Mapping[str, Any], path: Path, kinds: tuple[str, ...], default:
     return kind
 
 
-def gateway_header_name(value: object, path: Path) -> str:
-    """An HTTPHeaderName: the CRD's token pattern, at most 256 characters; lowercased."""
+def header_token(value: object, path: Path) -> str:
+    """A HeaderName (a header or query parameter name): the CRD's token pattern, 1-256."""
     text = string(value, path)
     if not 1 <= len(text) <= MAX_HEADER_NAME_LENGTH or not _HEADER_NAME.fullmatch(text):
         raise PolicyError(
-            path, f"invalid header name {text!r} (an HTTP token of 1-{MAX_HEADER_NAME_LENGTH})"
+            path, f"invalid name {text!r} (an HTTP token of 1-{MAX_HEADER_NAME_LENGTH} characters)"
         )
-    return header_name(text, path)
+    return text
+
+
+def gateway_header_name(value: object, path: Path) -> str:
+    """A header name (HeaderName), lowercased: header names are case-insensitive."""
+    return header_name(header_token(value, path), path)
 
 
 def gateway_header_value(value: object, path: Path) -> str:
@@ -62,8 +68,11 @@ def gateway_header_value(value: object, path: Path) -> str:
     return text
 
 
-def absolute_path(value: object, path: Path, empty_ok: bool = False) -> str:
-    """A URL path as the CRD accepts it: starts with "/", no `//`, dot segments, `%2f`, `#`."""
+def absolute_path(
+    value: object, path: Path, empty_ok: bool = False, uri_characters: bool = False
+) -> str:
+    """A URL path as the CRD accepts it: starts with "/", no `//`, dot segments, `%2f`, `#`;
+    with `uri_characters` (a path match), only RFC 3986 path characters and %-escapes."""
     text = string(value, path)
     if empty_ok and text == "":
         return text
@@ -74,6 +83,10 @@ def absolute_path(value: object, path: Path, empty_ok: bool = False) -> str:
     if _BAD_PATH.search(text):
         raise PolicyError(
             path, f"path {text!r} must not contain '//', '/./', '/../', '%2f', '%2F' or '#'"
+        )
+    if uri_characters and not _URI_PATH.fullmatch(text):
+        raise PolicyError(
+            path, f"path {text!r} must only contain URI path characters and %-escapes"
         )
     problem = control_problem(text)
     if problem is None and any(c.isspace() for c in text):
