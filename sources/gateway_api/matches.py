@@ -80,9 +80,7 @@ def header_matches(value: object, path: Path) -> tuple[HeaderMatch, ...]:
         for required in ("name", "value"):
             if required not in entry:
                 raise PolicyError((*where, required), "required")
-        name = gateway_header_name(entry["name"], (*where, "name"))
-        if name.startswith(":"):
-            raise PolicyError((*where, "name"), f"pseudo-header {name!r} cannot be matched")
+        name = gateway_header_name(entry["name"], (*where, "name"))  # never a pseudo-header
         if name in out:
             raise PolicyError((*where, "name"), f"duplicate header {name!r}")
         out[name] = HeaderMatch(name, _value_match(entry, where, MAX_HEADER_VALUE_LENGTH))
