@@ -254,7 +254,7 @@ def test_hostnames_and_experimental_fields_are_noticed() -> None:
 
 def test_grpc_route_methods_as_paths() -> None:
     rule = to("grpc-web", port=9000, matches=[
-        {"method": {"service": "shop.Cart", "method": "Add"}},
+        {"method": {"service": ".shop.Cart", "method": "Add"}},
         {"method": {"service": "shop.Cart"}, "headers": [{"name": "x-user", "value": "a"}]},
         {"method": {"method": "Get"}},
         {"method": {"type": "RegularExpression", "service": "shop\\..*|admin",

@@ -151,6 +151,9 @@ EXPECTED = {
         "spec.rules[0].filters[0].requestHeaderModifier.remove[0]: the host header can only be set"
         " (on requests)"
     ),
+    "remove dup": (
+        "spec.rules[0].filters[0].requestHeaderModifier.remove[1]: duplicate header 'x-a'"
+    ),
     "response host": (
         "spec.rules[0].filters[0].responseHeaderModifier.set[0].name: the host header can only be"
         " set (on requests)"
@@ -401,6 +404,10 @@ CASES: list[tuple[str, Any]] = [
     ),
     ("add host", route(to("web", filters=[hostmod("add", "Host")]))),
     ("remove host", route(to("web", filters=[hostmod("remove", "host")]))),
+    (
+        "remove dup",
+        route(to("web", filters=[f("RequestHeaderModifier", {"remove": ["X-A", "x-a"]})])),
+    ),
     (
         "response host",
         route(

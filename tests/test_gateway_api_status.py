@@ -65,6 +65,13 @@ def test_backend_not_found_and_wrong_port() -> None:
 def test_invalid_kind_and_cross_namespace_refs() -> None:
     rule = {"backendRefs": [{"group": "example.com", "kind": "Bucket", "name": "b"}]}
     assert conditions(route(rule))[1] == ("ResolvedRefs", "False", "InvalidKind")
+    # A Service is in the core group ("" or "core"), not another group's kind "Service".
+    other = {
+        "backendRefs": [{"group": "example.com", "kind": "Service", "name": "web", "port": 80}]
+    }
+    assert conditions(route(other))[1] == ("ResolvedRefs", "False", "InvalidKind")
+    core = {"backendRefs": [{"group": "core", "kind": "Service", "name": "web", "port": 80}]}
+    assert conditions(route(core))[1] == ("ResolvedRefs", "True", "ResolvedRefs")
     cross = {"backendRefs": [{"name": "audit", "namespace": "ops", "port": 9000}]}
     # GEP-1426: mesh routes need no ReferenceGrant ...
     assert conditions(route(cross))[1] == ("ResolvedRefs", "True", "ResolvedRefs")
