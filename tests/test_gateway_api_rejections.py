@@ -30,6 +30,15 @@ def hostmod(verb: str, name: str) -> dict[str, Any]:
     return f("RequestHeaderModifier", {verb: entries})
 
 
+def mirror(**settings: Any) -> dict[str, Any]:
+    return f("RequestMirror", {"backendRef": {"name": "s", "port": 80}, **settings})
+
+
+def filtered(*filters: dict[str, Any]) -> dict[str, Any]:
+    """A route whose one rule, to web, has `filters`."""
+    return route(to("web", filters=list(filters)))
+
+
 def svc(name: str, **kw: Any) -> dict[str, Any]:
     return {"group": "", "kind": "Service", "name": name, **kw}
 
@@ -453,52 +462,9 @@ CASES: list[tuple[str, Any]] = [
         "backend filter kind",
         route({"backendRefs": [{"name": "a", "port": 80, "filters": [f("URLRewrite", {})]}]}),
     ),
-    (
-        "mirror percent",
-        route(
-            to(
-                "web",
-                filters=[
-                    f("RequestMirror", {"backendRef": {"name": "s", "port": 80}, "percent": 101})
-                ],
-            )
-        ),
-    ),
-    (
-        "mirror both",
-        route(
-            to(
-                "web",
-                filters=[
-                    f(
-                        "RequestMirror",
-                        {
-                            "backendRef": {"name": "s", "port": 80},
-                            "percent": 1,
-                            "fraction": {"numerator": 1},
-                        },
-                    )
-                ],
-            )
-        ),
-    ),
-    (
-        "mirror fraction",
-        route(
-            to(
-                "web",
-                filters=[
-                    f(
-                        "RequestMirror",
-                        {
-                            "backendRef": {"name": "s", "port": 80},
-                            "fraction": {"numerator": 3, "denominator": 2},
-                        },
-                    )
-                ],
-            )
-        ),
-    ),
+    ("mirror percent", filtered(mirror(percent=101))),
+    ("mirror both", filtered(mirror(percent=1, fraction={"numerator": 1}))),
+    ("mirror fraction", filtered(mirror(fraction={"numerator": 3, "denominator": 2}))),
     ("mirror port", route(to("web", filters=[f("RequestMirror", {"backendRef": {"name": "s"}})]))),
     (
         "extension",

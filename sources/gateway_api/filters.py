@@ -21,6 +21,7 @@ from sources.gateway_api.values import (
     gateway_header_name,
     gateway_header_value,
     kind_of,
+    required,
 )
 from sources.istio.checks import host_name
 from sources.istio.report import Path, PolicyError
@@ -126,10 +127,7 @@ def _modifier(value: object, path: Path, ops: HeaderOps, side: str) -> tuple[Hea
         pairs: dict[str, str] = {}
         for i, raw in enumerate(capped(obj.get(verb, []), (*path, verb), MAX_HEADER_MODIFIERS)):
             where = (*path, verb, i)
-            entry = fields(raw, where, ("name", "value"))
-            for required in ("name", "value"):
-                if required not in entry:
-                    raise PolicyError((*where, required), "required")
+            entry = required(fields(raw, where, ("name", "value")), where, "name", "value")
             name = gateway_header_name(entry["name"], (*where, "name"))
             if name in pairs or (name == "host" and authority is not None):
                 raise PolicyError((*where, "name"), f"duplicate header {name!r}")

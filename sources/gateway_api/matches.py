@@ -4,6 +4,7 @@ GRPCRouteMatch (method as a path on `/service/method`, headers) → `RequestMatc
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from sources.gateway_api.constants import (
@@ -18,6 +19,7 @@ from sources.gateway_api.values import (
     gateway_header_name,
     header_token,
     kind_of,
+    required,
 )
 from sources.istio.checks import check_regex, regex
 from sources.istio.report import Path, PolicyError
@@ -71,36 +73,41 @@ def path_match(value: object, path: Path) -> StringMatch:
 
 
 def header_matches(value: object, path: Path) -> tuple[HeaderMatch, ...]:
-    """HTTPHeaderMatch / GRPCHeaderMatch list: names unique (case-insensitive, as the CRD's
-    list map), sorted by name for stable output."""
-    out: dict[str, HeaderMatch] = {}
-    for i, raw in enumerate(capped(value or [], path, MAX_HEADER_MATCHES)):
-        where = (*path, i)
-        entry = fields(raw, where, ("type", "name", "value"))
-        for required in ("name", "value"):
-            if required not in entry:
-                raise PolicyError((*where, required), "required")
-        name = gateway_header_name(entry["name"], (*where, "name"))  # never a pseudo-header
-        if name in out:
-            raise PolicyError((*where, "name"), f"duplicate header {name!r}")
-        out[name] = HeaderMatch(name, _value_match(entry, where, MAX_HEADER_VALUE_LENGTH))
-    return tuple(out[name] for name in sorted(out))
+    """HTTPHeaderMatch / GRPCHeaderMatch list: names unique case-insensitively (header
+    names are), sorted by name for stable output."""
+    found = _named(
+        value, path, MAX_HEADER_MATCHES, gateway_header_name, MAX_HEADER_VALUE_LENGTH, "header"
+    )
+    # (a header name is never a pseudo-header: the HeaderName pattern has no ':')
+    return tuple(HeaderMatch(name, match) for name, match in found)
 
 
 def query_matches(value: object, path: Path) -> tuple[QueryMatch, ...]:
     """HTTPQueryParamMatch list: names are case-sensitive and unique."""
-    out: dict[str, QueryMatch] = {}
-    for i, raw in enumerate(capped(value or [], path, MAX_QUERY_MATCHES)):
+    found = _named(
+        value, path, MAX_QUERY_MATCHES, header_token, MAX_QUERY_VALUE_LENGTH, "query parameter"
+    )
+    return tuple(QueryMatch(name, match) for name, match in found)
+
+
+def _named(
+    value: object,
+    path: Path,
+    most: int,
+    read_name: Callable[[object, Path], str],
+    longest: int,
+    what: str,
+) -> list[tuple[str, StringMatch]]:
+    """{type, name, value} matches (a CRD list map keyed by name), sorted by name."""
+    out: dict[str, StringMatch] = {}
+    for i, raw in enumerate(capped(value or [], path, most)):
         where = (*path, i)
-        entry = fields(raw, where, ("type", "name", "value"))
-        for required in ("name", "value"):
-            if required not in entry:
-                raise PolicyError((*where, required), "required")
-        name = header_token(entry["name"], (*where, "name"))  # case-sensitive, unlike headers
+        entry = required(fields(raw, where, ("type", "name", "value")), where, "name", "value")
+        name = read_name(entry["name"], (*where, "name"))
         if name in out:
-            raise PolicyError((*where, "name"), f"duplicate query parameter {name!r}")
-        out[name] = QueryMatch(name, _value_match(entry, where, MAX_QUERY_VALUE_LENGTH))
-    return tuple(out[name] for name in sorted(out))
+            raise PolicyError((*where, "name"), f"duplicate {what} {name!r}")
+        out[name] = _value_match(entry, where, longest)
+    return sorted(out.items())
 
 
 def _value_match(entry: dict[str, Any], path: Path, longest: int) -> StringMatch:

@@ -19,10 +19,9 @@ from sources.gateway_api.constants import (
 )
 from sources.gateway_api.rules import RuleRefs, http_rule
 from sources.gateway_api.values import capped
-from sources.istio.checks import DNS_SUBDOMAIN, dns_label
-from sources.istio.objects import Parsed
+from sources.istio.objects import Parsed, is_object_of, object_header
 from sources.istio.report import Context, PolicyError
-from sources.istio.values import fields, mapping, string, strings
+from sources.istio.values import fields, strings
 from xds_server.model import HttpRule, PolicyKey, RoutePolicy
 
 _SPEC_FIELDS = ("parentRefs", "hostnames", "rules")
@@ -48,39 +47,18 @@ class ParsedRoute(Parsed):
 
 def is_supported_kind(obj: Mapping[str, Any]) -> bool:
     """A gateway.networking.k8s.io/v1 HTTPRoute or GRPCRoute."""
-    if not isinstance(obj, Mapping):
-        return False
-    version, kind = obj.get("apiVersion"), obj.get("kind")
-    return isinstance(version, str) and version in API_VERSIONS and kind in KINDS
+    return is_object_of(obj, API_VERSIONS, KINDS)
 
 
 def parse_route(obj: Mapping[str, Any], origin: str = "") -> ParsedRoute:
     """The model value of one HTTPRoute or GRPCRoute; raises PolicyError."""
     ctx = Context()
-    top = fields(obj, (), ("apiVersion", "kind", "metadata", "spec", "status"))
-    version = top.get("apiVersion")
-    if not isinstance(version, str) or version not in API_VERSIONS:
-        raise PolicyError(
-            ("apiVersion",),
-            f"unsupported apiVersion {version!r} (one of {', '.join(sorted(API_VERSIONS))})",
-        )
-    kind = top.get("kind")
-    if kind not in KINDS:
-        raise PolicyError(("kind",), f"unsupported kind {kind!r} (HTTPRoute or GRPCRoute)")
-    meta = mapping(top.get("metadata", {}), ("metadata",))
-    if meta.get("name") is None:
-        raise PolicyError(("metadata", "name"), "required")
-    name = string(meta["name"], ("metadata", "name"))
-    if len(name) > 253 or not DNS_SUBDOMAIN.fullmatch(name):
-        raise PolicyError(
-            ("metadata", "name"), f"invalid name {name!r} (a lowercase DNS subdomain)"
-        )
-    if meta.get("namespace") is not None:
-        ctx.namespace = dns_label(meta["namespace"], ("metadata", "namespace"), "namespace")
+    top, kind, name = object_header(ctx, obj, API_VERSIONS, KINDS)
+    meta = top.get("metadata", {})
     created = meta.get("creationTimestamp") or ""
     created = created if isinstance(created, str) else str(created)
     spec = fields(top.get("spec", {}), ("spec",), _SPEC_FIELDS)
-    key = PolicyKey(str(kind), ctx.namespace, name)
+    key = PolicyKey(kind, ctx.namespace, name)
 
     parents = parent_refs(spec.get("parentRefs"), ("spec", "parentRefs"), ctx.namespace)
     services = tuple(p for p in parents if p.is_service)

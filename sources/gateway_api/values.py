@@ -32,6 +32,14 @@ def capped(value: object, path: Path, most: int) -> list[Any]:
     return out
 
 
+def required(obj: dict[str, Any], path: Path, *names: str) -> dict[str, Any]:
+    """`obj`, once each of `names` is found set in it."""
+    for name in names:
+        if name not in obj:
+            raise PolicyError((*path, name), "required")
+    return obj
+
+
 def kind_of(obj: Mapping[str, Any], path: Path, kinds: tuple[str, ...], default: str) -> str:
     """A `type` discriminator: one of `kinds` (`default` when unset)."""
     kind = string(obj.get("type", default), (*path, "type"))
