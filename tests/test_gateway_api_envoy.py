@@ -135,21 +135,29 @@ def test_path_prefix_matches_whole_segments(envoy_with: Any) -> None:
     }
 
 
-def test_redirects_replace_the_prefix_or_the_path(envoy_with: Any) -> None:
-    def redirect(prefix: str, modifier: dict[str, Any], code: int) -> dict[str, Any]:
+def test_redirects_replace_the_prefix_or_the_path_and_name_the_port(envoy_with: Any) -> None:
+    def redirect(prefix: str, code: int, **target: Any) -> dict[str, Any]:
         return {
             "matches": [{"path": {"type": "PathPrefix", "value": prefix}}],
             "filters": [{"type": "RequestRedirect", "requestRedirect": {
-                "statusCode": code, "path": modifier}}],
+                "statusCode": code, **target}}],
         }  # fmt: skip
 
     obj = route(
-        redirect("/old", {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/new"}, 301),
-        redirect("/gone", {"type": "ReplacePrefixMatch", "replacePrefixMatch": ""}, 302),
-        redirect("/moved", {"type": "ReplaceFullPath", "replaceFullPath": "/here"}, 308),
+        redirect("/old", 301, path={"type": "ReplacePrefixMatch", "replacePrefixMatch": "/new"}),
+        redirect("/gone", 302, path={"type": "ReplacePrefixMatch", "replacePrefixMatch": ""}),
+        redirect("/moved", 308, path={"type": "ReplaceFullPath", "replaceFullPath": "/here"}),
+        # The spec: a scheme brings its well-known port, a port is kept, neither keeps
+        # the request's port (Envoy would keep the request's port across a scheme change).
+        redirect("/secure", 302, scheme="https"),
+        redirect("/plain", 302, scheme="http", hostname="example.com"),
+        redirect("/port80", 302, port=80),
+        redirect("/alt", 302, scheme="https", port=8443),
     )
     port, _ = envoy_with(envoy_routes(obj))
-    got = [request(port, p) for p in ("/old/a/b", "/old", "/gone/x", "/gone", "/moved/y")]
+    paths = ("/old/a/b", "/old", "/gone/x", "/gone", "/moved/y", "/secure/s", "/plain",
+             "/port80", "/alt")  # fmt: skip
+    got = [request(port, p) for p in paths]
     host = f"http://127.0.0.1:{port}"
     assert got == [
         (301, f"{host}/new/a/b"),
@@ -157,4 +165,8 @@ def test_redirects_replace_the_prefix_or_the_path(envoy_with: Any) -> None:
         (302, f"{host}/x"),
         (302, f"{host}/"),
         (308, f"{host}/here"),
+        (302, "https://127.0.0.1:443/secure/s"),
+        (302, "http://example.com:80/plain"),
+        (302, "http://127.0.0.1:80/port80"),
+        (302, "https://127.0.0.1:8443/alt"),
     ]

@@ -206,7 +206,7 @@ def test_redirect_defaults_to_302() -> None:
     parsed = parse(route({"filters": [redirect]}))
     (http,) = parsed.policy.http
     assert http.redirect == Redirect(
-        authority="secure.example.com", scheme="https", port=8443, code=302
+        authority="secure.example.com", scheme="https", port=8443, code=302, derive_port=True
     )
     assert http.destinations == () and http.direct_response is None
     prefix = {"type": "RequestRedirect", "requestRedirect": {"statusCode": 301,

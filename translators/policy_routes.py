@@ -420,8 +420,12 @@ def _redirect_route(
         action.host_redirect = redirect.authority
     if redirect.scheme:
         action.scheme_redirect = redirect.scheme
-    # No explicit :80 for http or :443 for https (as Istio).
-    if redirect.port and redirect.port != _DEFAULT_PORTS.get(redirect.scheme or "http"):
+    well_known = _DEFAULT_PORTS.get(redirect.scheme or "http")
+    if redirect.derive_port:
+        # Envoy keeps the request's port when none is set, even across a scheme change.
+        action.port_redirect = redirect.port or well_known or 0
+    elif redirect.port and redirect.port != well_known:
+        # No explicit :80 for http or :443 for https (as Istio).
         action.port_redirect = redirect.port
     return route
 

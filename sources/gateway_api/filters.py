@@ -222,6 +222,7 @@ def _redirect(value: object, path: Path, out: Filters) -> Redirect:
     if code not in REDIRECT_CODES + EXTENDED_REDIRECT_CODES:
         codes = ", ".join(map(str, REDIRECT_CODES + EXTENDED_REDIRECT_CODES))
         raise PolicyError((*path, "statusCode"), f"unsupported value {code} (one of {codes})")
+    port = port_number(obj["port"], (*path, "port")) if "port" in obj else None
     uri = prefix = None
     if "path" in obj:
         kind, text = _path_modifier(obj["path"], (*path, "path"), out)
@@ -230,7 +231,10 @@ def _redirect(value: object, path: Path, out: Filters) -> Redirect:
         uri=uri,
         authority=host_name(obj["hostname"], (*path, "hostname")) if "hostname" in obj else None,
         scheme=scheme,
-        port=port_number(obj["port"], (*path, "port")) if "port" in obj else None,
+        port=port,
         code=code,
         prefix=prefix,
+        # The spec: with a scheme, its well-known port unless `port` says; with neither,
+        # the request's (the Service's) port.
+        derive_port=scheme is not None or port is not None,
     )

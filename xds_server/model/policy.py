@@ -145,7 +145,12 @@ class Rewrite:
 @dataclass(frozen=True, slots=True)
 class Redirect:
     """Redirect to the same URL but for what is set: the whole path `uri`, or the matched
-    path prefix replaced by `prefix` (Gateway API ReplacePrefixMatch; at most one)."""
+    path prefix replaced by `prefix` (Gateway API ReplacePrefixMatch; at most one).
+
+    `derive_port` False (Istio's default): an unset port, or the well-known port of the
+    scheme, keeps the request's port. True (the Gateway API's rule when a scheme or port
+    is given; Istio's derivePort FROM_PROTOCOL_DEFAULT): the redirect always names its
+    port, `port` or else the scheme's well-known one."""
 
     uri: str | None = None
     authority: str | None = None
@@ -153,6 +158,7 @@ class Redirect:
     port: int | None = None
     code: int = 301
     prefix: str | None = None
+    derive_port: bool = False
 
 
 @dataclass(frozen=True, slots=True)
