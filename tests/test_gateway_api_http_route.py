@@ -245,7 +245,7 @@ def test_unsupported_backend_kind_gives_its_share_away() -> None:
 
 def test_hostnames_and_experimental_fields_are_noticed() -> None:
     obj = route(to("web", retry={"attempts": 3}))
-    obj["spec"]["hostnames"] = ["web.example.com"]
+    obj["spec"]["hostnames"] = ["web.example.com", "*.example.com"]
     assert [str(n) for n in parse(obj).notices] == [
         "spec.hostnames: not used by routes attached to a Service; ignored",
         "spec.rules[0].retry: not supported; ignored",

@@ -39,6 +39,13 @@ def filtered(*filters: dict[str, Any]) -> dict[str, Any]:
     return route(to("web", filters=list(filters)))
 
 
+def with_spec(**spec: Any) -> dict[str, Any]:
+    """A route to web with more `spec` fields."""
+    obj = route(to("web"))
+    obj["spec"].update(spec)
+    return obj
+
+
 def svc(name: str, **kw: Any) -> dict[str, Any]:
     return {"group": "", "kind": "Service", "name": name, **kw}
 
@@ -160,6 +167,7 @@ EXPECTED = {
         "spec.rules[0].filters[0].requestHeaderModifier.remove[0]: the host header can only be set"
         " (on requests)"
     ),
+    "hostname": "spec.hostnames[0]: invalid hostname 'A.b' (a lowercase DNS name, '*.' allowed)",
     "remove dup": (
         "spec.rules[0].filters[0].requestHeaderModifier.remove[1]: duplicate header 'x-a'"
     ),
@@ -413,6 +421,7 @@ CASES: list[tuple[str, Any]] = [
     ),
     ("add host", route(to("web", filters=[hostmod("add", "Host")]))),
     ("remove host", route(to("web", filters=[hostmod("remove", "host")]))),
+    ("hostname", with_spec(hostnames=["A.b"])),
     (
         "remove dup",
         route(to("web", filters=[f("RequestHeaderModifier", {"remove": ["X-A", "x-a"]})])),

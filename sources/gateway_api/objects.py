@@ -3,6 +3,7 @@ plus the route's Service parents, backends and age for merging and status)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import partial
@@ -20,11 +21,12 @@ from sources.gateway_api.constants import (
 from sources.gateway_api.rules import RuleRefs, http_rule
 from sources.gateway_api.values import capped
 from sources.istio.objects import Parsed, is_object_of, object_header
-from sources.istio.report import Context, PolicyError
-from sources.istio.values import fields, strings
+from sources.istio.report import Context, Path, PolicyError
+from sources.istio.values import fields, string
 from xds_server.model import HttpRule, PolicyKey, RoutePolicy
 
 _SPEC_FIELDS = ("parentRefs", "hostnames", "rules")
+_HOSTNAME = re.compile(r"(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 HTTP_MAX_MATCHES = 64
 GRPC_MAX_MATCHES = 64  # 8 before Gateway API v1.2
 
@@ -62,8 +64,8 @@ def parse_route(obj: Mapping[str, Any], origin: str = "") -> ParsedRoute:
 
     parents = parent_refs(spec.get("parentRefs"), ("spec", "parentRefs"), ctx.namespace)
     services = tuple(p for p in parents if p.is_service)
-    hostnames = strings(capped(spec.get("hostnames", []), ("spec", "hostnames"), MAX_HOSTNAMES),
-                        ("spec", "hostnames"))  # fmt: skip
+    raw_hostnames = capped(spec.get("hostnames", []), ("spec", "hostnames"), MAX_HOSTNAMES)
+    hostnames = [hostname(h, ("spec", "hostnames", i)) for i, h in enumerate(raw_hostnames)]
     if hostnames and services:
         ctx.notice(("spec", "hostnames"), "not used by routes attached to a Service; ignored")
     grpc = kind == GRPC_ROUTE
@@ -98,6 +100,14 @@ def parse_route(obj: Mapping[str, Any], origin: str = "") -> ParsedRoute:
     return ParsedRoute(
         policy, tuple(ctx.notices), applies, rules, services, tuple(refs.backends), created
     )
+
+
+def hostname(value: object, path: Path) -> str:
+    """A Hostname: a lowercase DNS name, optionally with a leading ``*.`` label."""
+    text = string(value, path)
+    if len(text) > 253 or not _HOSTNAME.fullmatch(text):
+        raise PolicyError(path, f"invalid hostname {text!r} (a lowercase DNS name, '*.' allowed)")
+    return text
 
 
 def _attachment(services: tuple[Ref, ...]) -> tuple[tuple[str, ...], tuple[int, ...]]:
