@@ -20,7 +20,6 @@ from sources.istio.report import Context, Path, PolicyError
 from sources.istio.values import fields, integer, off_or_duration, string
 from xds_server.model import (
     DirectResponse,
-    HeaderOps,
     HttpRule,
     Mirror,
     RequestMatch,
@@ -122,7 +121,6 @@ def _backends(
         weight = integer(entry.get("weight", 1), (*where, "weight"), 0, MAX_WEIGHT)
         said = filters(entry.get("filters"), (*where, "filters"), ctx.namespace, allowed,
                        BACKEND_FILTERS, " on a backendRef")  # fmt: skip
-        headers = said.headers
         if said.authority is not None:
             raise PolicyError(
                 (*where, "filters"),
@@ -133,7 +131,7 @@ def _backends(
                               "its share of traffic goes to the other backends")  # fmt: skip
             continue
         if weight > 0:
-            out.append(WeightedDestination(destination(ref), weight, headers or HeaderOps()))
+            out.append(WeightedDestination(destination(ref), weight, said.headers))
     return tuple(out)
 
 
@@ -162,5 +160,4 @@ def _gateway_duration(value: object, path: Path) -> float | None:
     text = string(value, path)
     if not _DURATION.fullmatch(text):
         raise PolicyError(path, f'invalid duration {text!r} (for example "10s", "1m30s", "500ms")')
-    seconds = off_or_duration(text, path)
-    return seconds if seconds else 0.0
+    return off_or_duration(text, path)  # "0s" turns the timeout off
