@@ -99,12 +99,15 @@ def http_routes(
                 # grpcio silently skips such a route; leaving it out says so honestly.
                 notes.append(not_for_grpc(name, "query parameter match", "route left out"))
             elif template is not None:
-                for variant in _client_matches(match, client):
-                    route = rc.Route()
-                    route.CopyFrom(template)
-                    route.name = name
-                    route.match.CopyFrom(variant)
-                    routes.append(route)
+                for path_match, replace_prefix in _path_variants(match, alternative, rule, client):
+                    for variant in _client_matches(path_match, client):
+                        route = rc.Route()
+                        route.CopyFrom(template)
+                        route.name = name
+                        route.match.CopyFrom(variant)
+                        if replace_prefix is not None:
+                            _set_prefix_rewrite(route, replace_prefix)
+                        routes.append(route)
             # A catch-all ends the rules even when this client got no route for it.
             if catch_all:
                 break
@@ -164,6 +167,12 @@ def _route_match(m: RequestMatch) -> rc.RouteMatch:
     uri = m.uri
     if uri is None or uri.kind == "present" or (uri.kind == "prefix" and not uri.value):
         out.prefix = "/"
+    elif uri.kind == "path_prefix":
+        # Envoy's path_separated_prefix refuses a trailing "/": the root is a plain prefix.
+        if uri.value.rstrip("/"):
+            out.path_separated_prefix = uri.value.rstrip("/")
+        else:
+            out.prefix = "/"
     elif uri.kind == "exact" or (uri.kind == "regex" and not uri.value):
         out.path = uri.value
     elif uri.kind == "prefix":
@@ -196,6 +205,53 @@ def _header_matcher(h: HeaderMatch) -> rc.HeaderMatcher:
         # on a missing header (Istio sets it for withoutHeaders too).
         out.treat_missing_header_as_empty = h.invert
     return out
+
+
+def _path_variants(
+    match: rc.RouteMatch, alternative: RequestMatch, rule: HttpRule, client: Client
+) -> list[tuple[rc.RouteMatch, str | None]]:
+    """The RouteMatches of a whole-segment prefix ("path_prefix"), each with the path
+    prefix replacement (URL rewrite or redirect) that gives the Gateway API's result.
+
+    Envoy gets `path_separated_prefix` when nothing replaces the prefix. Otherwise, and
+    always for gRPC (which knows no path_separated_prefix), ``/foo`` becomes two routes:
+    the exact path ``/foo`` and the prefix ``/foo/``. Replacing the prefix then needs
+    no regex: ``/foo`` → the replacement (or ``/``), ``/foo/…`` → the replacement without
+    its trailing ``/`` plus ``/…``, so ``/foo/bar`` with ``/`` gives ``/bar`` and with
+    ``/xyz/`` gives ``/xyz/bar`` (the spec's table). None: the template's rewrite stands.
+    """
+    uri = alternative.uri
+    if uri is None or uri.kind != "path_prefix":
+        return [(match, None)]
+    replacement = _prefix_replacement(rule) if client == "envoy" else None
+    base = uri.value.rstrip("/")
+    if not base:  # the root: a plain prefix "/"
+        return [(match, None if replacement is None else replacement.rstrip("/") + "/")]
+    if replacement is None and client == "envoy":
+        return [(match, None)]
+    exact, under = rc.RouteMatch(), rc.RouteMatch()
+    exact.CopyFrom(match)
+    exact.path = base
+    under.CopyFrom(match)
+    under.prefix = base + "/"
+    if replacement is None:
+        return [(exact, None), (under, None)]
+    return [(exact, replacement or "/"), (under, replacement.rstrip("/") + "/")]
+
+
+def _prefix_replacement(rule: HttpRule) -> str | None:
+    if rule.redirect is not None:
+        return rule.redirect.prefix
+    if rule.rewrite is not None and rule.rewrite.uri is not None:
+        return rule.rewrite.uri
+    return None
+
+
+def _set_prefix_rewrite(route: rc.Route, value: str) -> None:
+    if route.WhichOneof("action") == "redirect":
+        route.redirect.prefix_rewrite = value
+    else:
+        route.route.prefix_rewrite = value
 
 
 def _client_matches(match: rc.RouteMatch, client: Client) -> list[rc.RouteMatch]:
@@ -294,6 +350,11 @@ def _rule_route(
         if rewrite is not None and rewrite.uri:
             # Replaces the matched prefix, or the whole path of an exact or regex match.
             action.prefix_rewrite = rewrite.uri
+        elif rewrite is not None and rewrite.path is not None:
+            # The whole path whatever matched (the query string is kept); a backslash
+            # would start a capture-group reference in the substitution.
+            action.regex_rewrite.pattern.CopyFrom(regex_matcher("^/.*$"))
+            action.regex_rewrite.substitution = rewrite.path.replace("\\", "\\\\")
         if authority is not None:
             action.host_rewrite_literal = authority
     return route
@@ -331,7 +392,9 @@ def _note_grpc_limits(
         notes.append(not_for_grpc(subject, "header operations"))
     if mirrored:
         notes.append(not_for_grpc(subject, "mirror"))
-    if rule.rewrite is not None and (rule.rewrite.uri or rule.rewrite.authority):
+    if rule.rewrite is not None and (
+        rule.rewrite.uri or rule.rewrite.authority or rule.rewrite.path is not None
+    ):
         notes.append(not_for_grpc(subject, "rewrite"))
 
 
@@ -350,12 +413,19 @@ def _redirect_route(
     action.response_code = code
     if redirect.uri:
         action.path_redirect = redirect.uri
+    elif redirect.prefix is not None:
+        # Replaces the matched prefix; a whole-segment prefix sets it per route instead.
+        action.prefix_rewrite = redirect.prefix or "/"
     if redirect.authority:
         action.host_redirect = redirect.authority
     if redirect.scheme:
         action.scheme_redirect = redirect.scheme
-    # No explicit :80 for http or :443 for https (as Istio).
-    if redirect.port and redirect.port != _DEFAULT_PORTS.get(redirect.scheme or "http"):
+    well_known = _DEFAULT_PORTS.get(redirect.scheme or "http")
+    if redirect.derive_port:
+        # Envoy keeps the request's port when none is set, even across a scheme change.
+        action.port_redirect = redirect.port or well_known or 0
+    elif redirect.port and redirect.port != well_known:
+        # No explicit :80 for http or :443 for https (as Istio).
         action.port_redirect = redirect.port
     return route
 

@@ -3,7 +3,7 @@ to the VirtualService or DestinationRule parser."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,28 +30,33 @@ class Parsed:
 
 def is_supported_kind(obj: Mapping[str, Any]) -> bool:
     """A networking.istio.io VirtualService or DestinationRule (any served version)."""
+    return is_object_of(obj, API_VERSIONS, KINDS)
+
+
+def is_object_of(obj: object, versions: Collection[str], kinds: Collection[str]) -> bool:
+    """An object of one of `kinds` in one of the API `versions`."""
     if not isinstance(obj, Mapping):
         return False
     version, kind = obj.get("apiVersion"), obj.get("kind")
-    return isinstance(version, str) and version in API_VERSIONS and kind in KINDS
+    return isinstance(version, str) and version in versions and kind in kinds
 
 
-def parse_policy(obj: Mapping[str, Any], origin: str = "") -> Parsed:
-    """The model value of one VirtualService or DestinationRule; raises PolicyError."""
-    ctx = Context()
+def object_header(
+    ctx: Context, obj: object, versions: Collection[str], kinds: Sequence[str]
+) -> tuple[dict[str, Any], str, str]:
+    """The top-level fields, kind and name of a Kubernetes-style object, its apiVersion,
+    kind and metadata checked; its namespace goes to `ctx` (other metadata is not ours)."""
     top = fields(obj, (), ("apiVersion", "kind", "metadata", "spec", "status"))
     version = top.get("apiVersion")
-    if not isinstance(version, str) or version not in API_VERSIONS:
+    if not isinstance(version, str) or version not in versions:
         raise PolicyError(
             ("apiVersion",),
-            f"unsupported apiVersion {version!r} (one of {', '.join(sorted(API_VERSIONS))})",
+            f"unsupported apiVersion {version!r} (one of {', '.join(sorted(versions))})",
         )
     kind = top.get("kind")
-    if kind not in KINDS:
-        raise PolicyError(
-            ("kind",), f"unsupported kind {kind!r} (VirtualService or DestinationRule)"
-        )
-    meta = mapping(top.get("metadata", {}), ("metadata",))  # other metadata is not ours
+    if kind not in kinds:
+        raise PolicyError(("kind",), f"unsupported kind {kind!r} ({' or '.join(kinds)})")
+    meta = mapping(top.get("metadata", {}), ("metadata",))
     if meta.get("name") is None:
         raise PolicyError(("metadata", "name"), "required")
     name = string(meta["name"], ("metadata", "name"))
@@ -61,6 +66,13 @@ def parse_policy(obj: Mapping[str, Any], origin: str = "") -> Parsed:
         )
     if meta.get("namespace") is not None:
         ctx.namespace = dns_label(meta["namespace"], ("metadata", "namespace"), "namespace")
+    return top, str(kind), name
+
+
+def parse_policy(obj: Mapping[str, Any], origin: str = "") -> Parsed:
+    """The model value of one VirtualService or DestinationRule; raises PolicyError."""
+    ctx = Context()
+    top, kind, name = object_header(ctx, obj, API_VERSIONS, KINDS)
     if "spec" not in top:
         raise PolicyError(("spec",), "required")
     key = PolicyKey(kind, ctx.namespace, name)

@@ -23,7 +23,9 @@ from typing import Literal
 
 from .services import Labels
 
-MatchKind = Literal["exact", "prefix", "regex", "present"]
+# "path_prefix" is the Gateway API's PathPrefix: whole path segments ("/foo" matches "/foo"
+# and "/foo/bar", never "/foobar"); its value has no trailing "/" except the root "/".
+MatchKind = Literal["exact", "prefix", "regex", "present", "path_prefix"]
 FieldPath = tuple[str | int, ...]  # a field of an object: ("spec", "http", 0, "route")
 SimpleLb = Literal["ROUND_ROBIN", "LEAST_REQUEST", "RANDOM"]
 PolicyKind = Literal["VirtualService", "DestinationRule"]
@@ -132,19 +134,31 @@ class Mirror:
 @dataclass(frozen=True, slots=True)
 class Rewrite:
     """Replace the matched path prefix (or the whole path of an exact match) by `uri`;
-    replace the Host/authority by `authority`."""
+    replace the whole path, whatever matched, by `path` (Gateway API ReplaceFullPath);
+    replace the Host/authority by `authority`. At most one of `uri` and `path`."""
 
     uri: str | None = None
     authority: str | None = None
+    path: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Redirect:
+    """Redirect to the same URL but for what is set: the whole path `uri`, or the matched
+    path prefix replaced by `prefix` (Gateway API ReplacePrefixMatch; at most one).
+
+    `derive_port` False (Istio's default): an unset port, or the well-known port of the
+    scheme, keeps the request's port. True (the Gateway API's rule when a scheme or port
+    is given; Istio's derivePort FROM_PROTOCOL_DEFAULT): the redirect always names its
+    port, `port` or else the scheme's well-known one."""
+
     uri: str | None = None
     authority: str | None = None
     scheme: str | None = None
     port: int | None = None
     code: int = 301
+    prefix: str | None = None
+    derive_port: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +197,9 @@ class HttpRule:
     rewrite: Rewrite | None = None
     cors: Cors | None = None
     headers: HeaderOps = HeaderOps()
+    # The object that wrote this rule when the rules of several are merged into one
+    # policy (the Gateway API routes attached to one Service), for status and reports.
+    route: PolicyKey | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +225,11 @@ class PolicyKey:
 
 @dataclass(frozen=True, slots=True)
 class RoutePolicy:
-    """How requests to the services named by `hosts` are routed (a VirtualService)."""
+    """How requests to the services named by `hosts` are routed (a VirtualService).
+
+    `callers`: None applies it to every caller; a namespace applies it only to callers
+    in that namespace (a Gateway API consumer route, written in another namespace than
+    its Service's). Not enforced yet: proxy groups carry no namespace."""
 
     key: PolicyKey
     hosts: tuple[str, ...]
@@ -217,6 +238,7 @@ class RoutePolicy:
     # Where it was read: shown to operators, but not part of what it says (a line added
     # above it in its file must not make it "changed" and rebuild what depends on it).
     origin: str = field(default="", compare=False)
+    callers: str | None = None  # after `origin`: older callers pass that by position
 
 
 @dataclass(frozen=True, slots=True)
