@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from xds_server.model import (
+    DESTINATION_KINDS,
+    ROUTE_KINDS,
     Destination,
     DestinationPolicy,
     FieldPath,
@@ -163,13 +165,13 @@ class _Resolver:
     def run(self, objects: Sequence[PolicyObject]) -> Resolution:
         ordered = sorted(objects, key=lambda o: o.key)
         for obj in ordered:
-            if obj.key.kind == "DestinationRule":
+            if obj.key.kind in DESTINATION_KINDS:
                 self._one(obj, self._apply_dr)
         for obj in ordered:
-            if obj.key.kind == "VirtualService":
+            if obj.key.kind in ROUTE_KINDS:
                 self._one(obj, self._apply_vs)
         for obj in ordered:
-            if obj.key.kind not in ("DestinationRule", "VirtualService"):
+            if obj.key.kind not in DESTINATION_KINDS | ROUTE_KINDS:
                 self.out.statuses.append(
                     PolicyStatus(obj.key, obj.origin, "REJECTED", (obj.error,) if obj.error else ())
                 )

@@ -1,0 +1,101 @@
+"""What callers apply to one service's endpoints, compiled into a `DestinationPolicy`:
+its resolver's subsets, load balancer, `ConnectTimeout` and `Failover`, and the
+`UpstreamConfig` of service-defaults for it.
+
+`UpstreamConfig` is set by a caller for its upstreams: `Defaults` for all of them, then
+`Overrides[]` for the one it names, field by field (`upstream_config`). This server's
+proxies share one set of clusters per service and are not Consul services, so for
+service X the config applied is that of the first caller (by namespace/name) with an
+Override naming X, else of the first caller with `Defaults`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields, replace
+from typing import TypeVar
+
+from xds_server.model import (
+    ConnectionPool,
+    Destination,
+    DestinationPolicy,
+    OutlierDetection,
+    PolicyKey,
+    ServiceFailover,
+    ServiceKey,
+    Subset,
+    TrafficPolicy,
+)
+
+from .chain import ChainError
+from .index import EntryIndex
+from .kinds import ServiceDefaults, Upstream
+
+RESOLVER_KIND = "discovery-chain-resolver"
+T = TypeVar("T", ConnectionPool, OutlierDetection)
+
+
+def _overlay(base: T | None, top: T | None) -> T | None:
+    """`top`'s set fields over `base`'s."""
+    if base is None or top is None:
+        return top if base is None else base
+    changes = {
+        f.name: getattr(top, f.name) for f in fields(top) if getattr(top, f.name) is not None
+    }
+    return replace(base, **changes)
+
+
+def upstream_config(caller: ServiceDefaults, upstream: str) -> Upstream | None:
+    """What `caller`'s UpstreamConfig sets for `upstream`: Defaults, then its Override."""
+    override = next((u for n, u in caller.upstream_overrides if n == upstream), None)
+    base = caller.upstream_defaults
+    if override is None or base is None:
+        return override or base
+    return Upstream(_overlay(base.pool, override.pool), _overlay(base.outlier, override.outlier))
+
+
+def shared_upstream_config(index: EntryIndex, upstream: ServiceKey) -> Upstream | None:
+    callers = index.all_defaults()
+    named = [c for c in callers if any(n == upstream.name for n, _ in c.upstream_overrides)]
+    for caller in named or [c for c in callers if c.upstream_defaults is not None]:
+        return upstream_config(caller, upstream.name)
+    return None
+
+
+def compile_destination(index: EntryIndex, service: ServiceKey) -> DestinationPolicy | None:
+    """The policy of `service`, or None when nothing configures it."""
+    resolver = index.resolver(service)
+    upstream = shared_upstream_config(index, service)
+    if resolver is None and upstream is None:
+        return None
+    pool = upstream.pool if upstream else None
+    if resolver is not None and resolver.connect_timeout is not None:
+        pool = replace(pool or ConnectionPool(), connect_timeout=resolver.connect_timeout)
+    traffic = TrafficPolicy(
+        load_balancer=resolver.load_balancer if resolver else None,
+        connection_pool=pool,
+        outlier_detection=upstream.outlier if upstream else None,
+    )
+    failover: list[ServiceFailover] = []
+    for subset, targets in resolver.failover if resolver else ():
+        dests = []
+        for t in targets:
+            target = ServiceKey(t.namespace or service.namespace, t.service or service.name)
+            if t.subset:
+                other = index.resolver(target)
+                if other is None or not other.has_subset(t.subset):
+                    raise ChainError(
+                        f"service-resolver/{service.name}: Failover[{subset!r}]",
+                        f"service {target.name!r} does not have a subset named {t.subset!r}",
+                    )
+            dests.append(Destination(target.name, target.namespace, subset=t.subset))
+        failover.append(ServiceFailover("" if subset == "*" else subset, tuple(dests)))
+    if traffic == TrafficPolicy() and not failover and not (resolver and resolver.subsets):
+        return None  # a resolver that only redirects: nothing for callers' clusters
+    return DestinationPolicy(
+        key=PolicyKey(RESOLVER_KIND, service.namespace, service.name),
+        host=service.name,
+        policy=traffic if traffic != TrafficPolicy() else None,
+        subsets=tuple(Subset(n, labels) for n, labels in resolver.subsets) if resolver else (),
+        origin=f"consul service-resolver/{service.name}",
+        failover=tuple(failover),
+    )

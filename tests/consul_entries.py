@@ -1,0 +1,76 @@
+"""Config entries for the Consul config tests, as `GET /v1/config/:kind` returns them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sources.consul_config import Compiled, compile_entries
+from xds_server.model import DEFAULT_NAMESPACE, PolicyObject, ServiceKey
+
+Entry = dict[str, Any]
+
+
+def defaults(name: str, protocol: str = "http", **more: Any) -> Entry:
+    return {"Kind": "service-defaults", "Name": name, "Protocol": protocol, **more}
+
+
+def router(name: str, *routes: Entry) -> Entry:
+    return {"Kind": "service-router", "Name": name, "Routes": list(routes)}
+
+
+def splitter(name: str, *splits: Entry) -> Entry:
+    return {"Kind": "service-splitter", "Name": name, "Splits": list(splits)}
+
+
+def resolver(name: str, **fields: Any) -> Entry:
+    return {"Kind": "service-resolver", "Name": name, **fields}
+
+
+def versions(*names: str) -> dict[str, Entry]:
+    """Subsets selecting `Service.Meta.version` == each name."""
+    return {n: {"Filter": f'Service.Meta.version == "{n}"'} for n in names}
+
+
+def key(name: str) -> ServiceKey:
+    return ServiceKey(DEFAULT_NAMESPACE, name)
+
+
+def compiled(*entries: Entry, meta: dict[str, str] | None = None) -> Compiled:
+    return compile_entries(entries, {key(k): v for k, v in (meta or {}).items()})
+
+
+def policy_object(result: Compiled, kind: str, name: str) -> PolicyObject:
+    for obj in (*result.entries, *result.policies):
+        if obj.key.kind == kind and obj.key.name == name:
+            return obj
+    raise KeyError(f"{kind} {name}")
+
+
+def instance(name: str, ip: str, port: int = 8080, meta: dict[str, str] | None = None,
+             tags: list[str] | None = None, status: str = "passing") -> Entry:  # fmt: skip
+    """One instance as `/v1/health/service/<name>` lists it."""
+    return {
+        "Node": {"Node": f"node-{ip}", "Address": ip, "Datacenter": "dc1", "Meta": {}},
+        "Service": {
+            "ID": f"{name}-{ip}",
+            "Service": name,
+            "Tags": tags or [],
+            "Address": ip,
+            "Port": port,
+            "Meta": meta or {},
+            "Weights": {"Passing": 1, "Warning": 1},
+        },
+        "Checks": [{"CheckID": "c", "Status": status}],
+    }
+
+
+def catalog(**services: list[Entry]) -> dict[ServiceKey, Any]:
+    """A catalog as the Consul source builds it (`consul_mapping.to_entry`)."""
+    from sources.consul_mapping import to_entry
+
+    out = {}
+    for name, instances in services.items():
+        entry = to_entry(name, instances, source="consul")
+        assert entry is not None
+        out[entry.key] = entry
+    return out
