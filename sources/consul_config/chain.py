@@ -83,11 +83,7 @@ class ChainCompiler:
         if proto not in L7_PROTOCOLS:
             for entry in (router, splitter):
                 if entry is not None:
-                    raise ChainError(
-                        f"{entry.key.kind}/{service.name}",
-                        f"does not permit advanced routing or splitting behavior with protocol "
-                        f'{proto!r} (set service-defaults Protocol to "http", "http2" or "grpc")',
-                    )
+                    raise _not_l7(entry.key.kind, service, proto)
             leaves = self._resolve(service, Target(), service, proto)
             return CompiledChain(proto, tcp=(TcpRule(self._weighted(service, leaves)),))
         rules: list[HttpRule] = []
@@ -138,11 +134,7 @@ class ChainCompiler:
         if splitter is None:
             return self._resolve(service, Target(), chain, proto, where)
         if self.protocol_of(service) not in L7_PROTOCOLS:
-            raise ChainError(
-                f"service-splitter/{service.name}",
-                f"service {service.name!r} has "
-                f"protocol {self.protocol_of(service)!r}: splitting needs http",
-            )
+            raise _not_l7("service-splitter", service, self.protocol_of(service))
         out: list[Leaf] = []
         for i, split in enumerate(splitter.splits):
             t = split.target
@@ -235,6 +227,14 @@ class ChainCompiler:
             )
             for m, w in zip(merged.values(), weights, strict=True)
         )
+
+
+def _not_l7(kind: str, service: ServiceKey, proto: str) -> ChainError:
+    return ChainError(
+        f"{kind}/{service.name}",
+        f"does not permit advanced routing or splitting behavior with protocol {proto!r} "
+        '(set service-defaults Protocol to "http", "http2" or "grpc")',
+    )
 
 
 def integer_weights(shares: list[Fraction]) -> list[int]:

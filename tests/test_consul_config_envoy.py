@@ -1,0 +1,273 @@
+"""Compiled discovery chains go through the existing resolver and renderers unchanged,
+and the real Envoy accepts what they render (``envoy --mode validate`` on the
+translation as static resources): a chain using every supported field, and generated
+chains (hypothesis), which also keep Consul's invariants (weights sum to 100 %, every
+subset a route names is defined, a refused chain says why)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from sources.consul_config import CHAIN_KIND, Compiled
+from tests.consul_entries import (
+    catalog,
+    compiled,
+    defaults,
+    instance,
+    key,
+    resolver,
+    router,
+    splitter,
+    versions,
+)
+from tests.harness.envoy import validate_bootstrap
+from tests.harness.ports import free_port
+from tests.test_translators import static_config
+from translators import ProxyGroup, translate
+from translators.policy_resolve import resolve_policies
+from xds_server import types
+from xds_server.model import RoutePolicy
+
+SERVICES = ("web", "api", "admin", "backup")
+CATALOG = catalog(
+    **{
+        name: [
+            instance(name, f"10.0.{i}.1", meta={"version": "v1"}),
+            instance(name, f"10.0.{i}.2", meta={"version": "v2"}, tags=["canary"]),
+        ]
+        for i, name in enumerate(SERVICES)
+    }
+)
+
+
+def envoy_accepts(result: Compiled, tmp_path: Path) -> dict[str, Any]:
+    """Resolve and translate `result` for an Envoy proxy; Envoy validates it. Returns the
+    static resources."""
+    resolution = resolve_policies(CATALOG, result.policies, {})
+    rejected = [s for s in resolution.statuses if s.state == "REJECTED"]
+    assert all(s.key.kind == CHAIN_KIND for s in rejected), rejected
+    translation = translate(CATALOG, ProxyGroup(), policies=resolution.services)
+    static = static_config(translation)
+    admin = {"address": {"socket_address": {"address": "127.0.0.1", "port_value": free_port()}}}
+    validate_bootstrap(
+        {"node": {"id": "v", "cluster": "v"}, "static_resources": static, "admin": admin},
+        tmp_path,
+    )
+    return static
+
+
+def web_routes(static: dict[str, Any]) -> list[dict[str, Any]]:
+    for listener in static["listeners"]:
+        for chain in listener["filter_chains"]:
+            for f in chain["filters"]:
+                for vhost in f["typed_config"].get("route_config", {}).get("virtual_hosts", []):
+                    if "web.default" in "".join(vhost["domains"]):
+                        return list(vhost["routes"])
+    raise AssertionError("no virtual host for web")
+
+
+def test_envoy_accepts_a_chain_using_every_supported_field(tmp_path: Path) -> None:
+    result = compiled(
+        *(defaults(s) for s in SERVICES if s != "web"),
+        {
+            "Kind": "service-defaults",
+            "Name": "web",
+            "Protocol": "http",
+            "UpstreamConfig": {
+                "Defaults": {"Limits": {"MaxConnections": 100}},
+                "Overrides": [
+                    {
+                        "Name": "api",
+                        "Limits": {"MaxPendingRequests": 5, "MaxConcurrentRequests": 9},
+                        "PassiveHealthCheck": {
+                            "Interval": "5s",
+                            "MaxFailures": 3,
+                            "MaxEjectionPercent": 50,
+                            "BaseEjectionTime": "20s",
+                        },
+                    }
+                ],
+            },
+        },
+        router(
+            "web",
+            {
+                "Match": {
+                    "HTTP": {
+                        "PathPrefix": "/admin",
+                        "Header": [{"Name": "x-env", "Suffix": ".test", "Invert": True}],
+                        "QueryParam": [{"Name": "debug", "Present": True}],
+                        "Methods": ["GET", "POST"],
+                    }
+                },
+                "Destination": {
+                    "Service": "admin",
+                    "PrefixRewrite": "/",
+                    "RequestTimeout": "5s",
+                    "NumRetries": 3,
+                    "RetryOnConnectFailure": True,
+                    "RetryOnStatusCodes": [503],
+                    "RequestHeaders": {"Add": {"x-from": "web"}, "Remove": ["x-drop"]},
+                    "ResponseHeaders": {"Set": {"x-served-by": "%HOSTNAME%"}},
+                },
+            },
+            {
+                "Match": {"HTTP": {"PathRegex": "/api/v[0-9]+/.*"}},
+                "Destination": {"Service": "api", "RetryOn": ["5xx", "reset"]},
+            },
+            {"Match": {"HTTP": {"PathExact": "/canary"}}, "Destination": {"ServiceSubset": "v2"}},
+        ),
+        splitter(
+            "web",
+            {"Weight": 90, "ServiceSubset": "v1"},
+            {"Weight": 10, "Service": "api", "RequestHeaders": {"Set": {"x-split": "api"}}},
+        ),
+        splitter(
+            "api",
+            {"Weight": 33.33, "ServiceSubset": "v1"},
+            {"Weight": 66.67, "ServiceSubset": "v2"},
+        ),
+        resolver(
+            "web",
+            Subsets=versions("v1", "v2"),
+            ConnectTimeout="2s",
+            RequestTimeout="20s",
+            Failover={"*": {"Service": "backup"}},
+            LoadBalancer={"Policy": "least_request"},
+        ),
+        resolver(
+            "api",
+            Subsets={**versions("v1"), "v2": {"Filter": '"canary" in Service.Tags'}},
+            LoadBalancer={
+                "Policy": "ring_hash",
+                "RingHashConfig": {"MinimumRingSize": 1024},
+                "HashPolicies": [{"Field": "header", "FieldValue": "x-user"}],
+            },
+        ),
+        resolver(
+            "admin",
+            LoadBalancer={
+                "Policy": "maglev",
+                "HashPolicies": [
+                    {"Field": "cookie", "FieldValue": "sid", "CookieConfig": {"Session": True}}
+                ],
+            },
+        ),
+        resolver("backup", Redirect={"Service": "admin"}),
+    )
+    assert not [e.error for e in result.entries if e.error]
+    assert not [p.error for p in result.policies if p.error]
+    routes = web_routes(envoy_accepts(result, tmp_path))
+    weighted = routes[-1]["route"]["weighted_clusters"]["clusters"]
+    assert [c["weight"] for c in weighted] == [9000, 333, 667]
+
+
+# -- generated chains ------------------------------------------------------------------
+
+NAMES = SERVICES[:3]
+WEIGHTS = st.integers(0, 10000)
+
+
+@st.composite
+def splits(draw: st.DrawFn) -> list[dict[str, Any]]:
+    n = draw(st.integers(1, 3)) if draw(st.integers(0, 4)) == 0 else draw(st.integers(2, 3))
+    cuts = sorted(draw(st.lists(WEIGHTS, min_size=n - 1, max_size=n - 1)))
+    parts = [b - a for a, b in zip([0, *cuts], [*cuts, 10000], strict=True)]
+    out = []
+    for part in parts:
+        split: dict[str, Any] = {"Weight": part / 100}
+        service = draw(st.sampled_from(("", "", "", *NAMES)))
+        if service:
+            split["Service"] = service
+        subset = draw(st.sampled_from(("", "", "v1", "v2", "v1", "v2", "v3")))
+        if subset:
+            split["ServiceSubset"] = subset
+        out.append(split)
+    return out
+
+
+@st.composite
+def chains(draw: st.DrawFn) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = [
+        defaults(s, draw(st.sampled_from(("http",) * 9 + ("tcp",)))) for s in NAMES
+    ]
+    for name in NAMES:
+        if draw(st.integers(0, 4)) > 0:  # most services have a resolver: subsets resolve
+            subsets = versions(*draw(st.sampled_from((("v1", "v2"),) * 6 + (("v1",), ()))))
+            fields: dict[str, Any] = {"Subsets": subsets}
+            if subsets and draw(st.booleans()):
+                fields["DefaultSubset"] = draw(st.sampled_from(sorted(subsets)))
+            if draw(st.integers(0, 3)) == 0:
+                fields = {
+                    "Redirect": {"Service": draw(st.sampled_from([n for n in NAMES if n != name]))}
+                }
+            fields["LoadBalancer"] = draw(
+                st.sampled_from(
+                    (
+                        {"Policy": "round_robin"},
+                        {"Policy": "random"},
+                        {"Policy": "ring_hash", "HashPolicies": [{"SourceIP": True}]},
+                        {
+                            "Policy": "maglev",
+                            "HashPolicies": [{"Field": "query_parameter", "FieldValue": "u"}],
+                        },
+                    )
+                )
+            )
+            entries.append(resolver(name, **fields))
+        if draw(st.booleans()):
+            entries.append(splitter(name, *draw(splits())))
+        if draw(st.booleans()):
+            route = {
+                "Match": {"HTTP": {"PathPrefix": "/" + draw(st.sampled_from(("a", "b", "")))}},
+                "Destination": {
+                    k: v
+                    for k, v in (
+                        ("Service", draw(st.sampled_from(("", *NAMES)))),
+                        ("ServiceSubset", draw(st.sampled_from(("", "v1", "v2")))),
+                    )
+                    if v
+                },
+            }
+            entries.append(router(name, route))
+    return entries
+
+
+REASONS = (
+    "circular",
+    "does not have a subset",
+    "inconsistent protocols",
+    "does not permit advanced routing",
+)
+
+
+@settings(
+    max_examples=60,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    phases=(Phase.explicit, Phase.generate),
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(chains())
+def test_generated_chains_keep_consul_invariants_and_envoy_accepts_them(
+    tmp_path: Path, entries: list[dict[str, Any]]
+) -> None:
+    result = compiled(*entries)
+    assert not [e.error for e in result.entries if e.error]
+    for obj in result.policies:
+        if obj.error:
+            assert any(r in obj.error for r in REASONS), obj.error
+            continue
+        if isinstance(obj.policy, RoutePolicy):
+            for rule in (*obj.policy.http, *obj.policy.tcp):
+                assert sum(d.weight for d in rule.destinations) == 10000
+    static = envoy_accepts(result, tmp_path)
+    for cluster in static["clusters"]:
+        assert cluster["name"]  # every cluster a route names is here (Envoy checked)
+    assert types.CLUSTER  # the translation had every resource type
+    assert key("web") in CATALOG
