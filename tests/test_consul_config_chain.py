@@ -315,3 +315,19 @@ def test_upstream_config_defaults_then_overrides_and_connect_timeout() -> None:
     traffic = destination(result, "api").policy
     assert traffic is not None
     assert traffic.connection_pool == ConnectionPool(max_connections=3, connect_timeout=2.0)
+
+
+def test_a_route_to_a_service_the_catalog_lacks_is_reported_in_consul_terms() -> None:
+    result = compiled(
+        defaults("web"),
+        defaults("gone"),
+        router(
+            "web", {"Match": {"HTTP": {"PathPrefix": "/g"}}, "Destination": {"Service": "gone"}}
+        ),
+    )
+    resolution = resolve_policies(WEB, result.policies, {})
+    (status,) = [s for s in resolution.statuses if s.key.kind == CHAIN_KIND]
+    assert status.reasons == (
+        "consul discovery chain web: discovery-chain default/web: service-router/web "
+        "Routes[0].Destination: destination host 'gone' names no service",
+    )
