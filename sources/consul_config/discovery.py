@@ -20,10 +20,11 @@ composition root to override the catalog's port protocol with.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from xds_server.model import PolicyKey, PolicyObject, RoutePolicy, ServiceKey
+from xds_server.model import FieldPath, PolicyKey, PolicyObject, RoutePolicy, ServiceKey
 
 from .chain import ChainCompiler, ChainError
 from .destinations import RESOLVER_KIND, compile_destination
@@ -65,7 +66,8 @@ def compile_entries(
             policies.append(PolicyObject(key, origin, error=f"{origin}: {exc}"))
             continue
         policy = RoutePolicy(key, (service.name,), chain.http, chain.tcp, origin=origin)
-        policies.append(PolicyObject(key, origin, policy))
+        locate = functools.partial(_locate, origin, service.name, len(chain.http) - 1)
+        policies.append(PolicyObject(key, origin, policy, locate=locate))
     upstreams = index.services(SERVICE_RESOLVER) | set(meta)
     for sd in index.all_defaults():
         upstreams |= {ServiceKey(sd.key.namespace, n) for n, _ in sd.upstream_overrides}
@@ -81,10 +83,22 @@ def compile_entries(
             )
             continue
         if destination is not None:
-            policies.append(PolicyObject(key, origin, destination))
+            locate = functools.partial(_locate, origin, service.name, 0)
+            policies.append(PolicyObject(key, origin, destination, locate=locate))
     known = sorted(set(meta) | index.services(SERVICE_DEFAULTS, *_CHAIN_KINDS))
     protocols = tuple((s, p) for s in known if (p := protocol_of.configured(s)) is not None)
     return Compiled(tuple(index.objects), tuple(policies), protocols)
+
+
+def _locate(origin: str, service: str, routes: int, path: FieldPath) -> tuple[str, str]:
+    """Where a field the resolver names (in the model's Istio-shaped paths) comes from:
+    a router route's destination, the implicit default route, the entry's name."""
+    match path:
+        case ("spec", "http", int(i), *_) if i < routes:
+            return origin, f"service-router/{service} Routes[{i}].Destination"
+        case ("spec", "http" | "tcp", *_):
+            return origin, "the default route"
+    return origin, "Name"
 
 
 _CHAIN_KINDS = (SERVICE_ROUTER, SERVICE_SPLITTER, SERVICE_RESOLVER)
