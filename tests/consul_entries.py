@@ -74,3 +74,28 @@ def catalog(**services: list[Entry]) -> dict[ServiceKey, Any]:
         assert entry is not None
         out[entry.key] = entry
     return out
+
+
+def static_translation(
+    catalog: dict[ServiceKey, Any], result: Compiled, group: Any
+) -> dict[str, Any]:
+    """`result`'s policies resolved against `catalog` (none REJECTED but refused chains)
+    and translated for `group`, as static bootstrap resources (listeners on loopback)."""
+    from tests.test_translators import static_config, to_dict
+    from translators import translate
+    from translators.policy_resolve import resolve_policies
+    from xds_server import types
+
+    resolution = resolve_policies(catalog, result.policies, {})
+    rejected = [s for s in resolution.statuses if s.state == "REJECTED"]
+    assert all(s.key.kind == "discovery-chain" and s.reasons for s in rejected), rejected
+    translation = translate(catalog, group, policies=resolution.services)
+    # Aggregate clusters (failover) carry no endpoints: `static_config` inlines EDS ones.
+    clusters = translation.resources[types.CLUSTER]
+    aggregates = [c for c in clusters if c.HasField("cluster_type")]
+    translation.resources[types.CLUSTER] = [c for c in clusters if c not in aggregates]
+    static = static_config(translation)
+    static["clusters"] += [to_dict(c) for c in aggregates]
+    for listener in static["listeners"]:
+        listener["address"]["socket_address"]["address"] = "127.0.0.1"
+    return static

@@ -12,24 +12,21 @@ from typing import Any
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from sources.consul_config import CHAIN_KIND, Compiled
+from sources.consul_config import Compiled
 from tests.consul_entries import (
     catalog,
     compiled,
     defaults,
     instance,
-    key,
     resolver,
     router,
     splitter,
+    static_translation,
     versions,
 )
 from tests.harness.envoy import validate_bootstrap
 from tests.harness.ports import free_port
-from tests.test_translators import static_config
-from translators import ProxyGroup, translate
-from translators.policy_resolve import resolve_policies
-from xds_server import types
+from translators import ProxyGroup
 from xds_server.model import RoutePolicy
 
 SERVICES = ("web", "api", "admin", "backup")
@@ -47,11 +44,7 @@ CATALOG = catalog(
 def envoy_accepts(result: Compiled, tmp_path: Path) -> dict[str, Any]:
     """Resolve and translate `result` for an Envoy proxy; Envoy validates it. Returns the
     static resources."""
-    resolution = resolve_policies(CATALOG, result.policies, {})
-    rejected = [s for s in resolution.statuses if s.state == "REJECTED"]
-    assert all(s.key.kind == CHAIN_KIND for s in rejected), rejected
-    translation = translate(CATALOG, ProxyGroup(), policies=resolution.services)
-    static = static_config(translation)
+    static = static_translation(CATALOG, result, ProxyGroup())
     admin = {"address": {"socket_address": {"address": "127.0.0.1", "port_value": free_port()}}}
     validate_bootstrap(
         {"node": {"id": "v", "cluster": "v"}, "static_resources": static, "admin": admin},
@@ -161,9 +154,24 @@ def test_envoy_accepts_a_chain_using_every_supported_field(tmp_path: Path) -> No
     )
     assert not [e.error for e in result.entries if e.error]
     assert not [p.error for p in result.policies if p.error]
-    routes = web_routes(envoy_accepts(result, tmp_path))
+    static = envoy_accepts(result, tmp_path)
+    routes = web_routes(static)
     weighted = routes[-1]["route"]["weighted_clusters"]["clusters"]
-    assert [c["weight"] for c in weighted] == [9000, 333, 667]
+    # web fails over to backup (whose resolver redirects: that changes routes, not clusters).
+    assert [(c["name"], c["weight"]) for c in weighted] == [
+        ("web.default:8080|v1/failover", 9000),
+        ("api.default:8080|v1", 333),
+        ("api.default:8080|v2", 667),
+    ]
+    aggregates = {
+        c["name"]: c["cluster_type"]["typed_config"]["clusters"]
+        for c in static["clusters"]
+        if "cluster_type" in c
+    }
+    assert aggregates == {  # Failover "*": every subset of web a route uses
+        "web.default:8080|v1/failover": ["web.default:8080|v1", "backup.default:8080"],
+        "web.default:8080|v2/failover": ["web.default:8080|v2", "backup.default:8080"],
+    }
 
 
 # -- generated chains ------------------------------------------------------------------
@@ -267,7 +275,7 @@ def test_generated_chains_keep_consul_invariants_and_envoy_accepts_them(
             for rule in (*obj.policy.http, *obj.policy.tcp):
                 assert sum(d.weight for d in rule.destinations) == 10000
     static = envoy_accepts(result, tmp_path)
+    names = {c["name"] for c in static["clusters"]}
     for cluster in static["clusters"]:
-        assert cluster["name"]  # every cluster a route names is here (Envoy checked)
-    assert types.CLUSTER  # the translation had every resource type
-    assert key("web") in CATALOG
+        for member in cluster.get("cluster_type", {}).get("typed_config", {}).get("clusters", []):
+            assert member in names  # an aggregate's members are all there

@@ -324,8 +324,8 @@ class Subset:
 class ServiceFailover:
     """Where the traffic for a service's endpoints (`subset` "": every subset without its
     own entry) goes when none of them is healthy: `targets`, in order (Consul's
-    service-resolver `Failover` to another service or subset). Not rendered yet: the
-    renderers leave it out (an aggregate cluster is the planned rendering)."""
+    service-resolver `Failover` to another service or subset). Rendered as an Envoy
+    aggregate cluster (the service's cluster, then the targets')."""
 
     subset: str
     targets: tuple[Destination, ...]

@@ -1,0 +1,117 @@
+"""A service-resolver `Failover` rendered as an Envoy aggregate cluster: the resolver
+routes the service's traffic to it and brings the targets' clusters into the proxy's
+scope; the real Envoy sends requests to the failover service once every instance of the
+primary is critical, and to the primary while it is healthy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.consul_entries import (
+    catalog,
+    compiled,
+    defaults,
+    instance,
+    key,
+    resolver,
+    static_translation,
+    versions,
+)
+from tests.harness.backends import HttpBackend, http_get
+from tests.harness.ports import free_port
+from tests.harness.waiting import wait_for
+from translators import ProxyGroup, translate
+from translators.policy_resolve import resolve_policies
+from xds_server import types
+
+pytest_plugins = ["tests.harness.fixtures"]
+
+CATALOG = catalog(
+    web=[instance("web", "10.0.0.1", meta={"version": "v1"})],
+    backup=[instance("backup", "10.0.1.1", meta={"version": "v1"})],
+    other=[instance("other", "10.0.2.1")],
+)
+
+
+def test_failover_routes_to_an_aggregate_of_the_service_then_its_targets() -> None:
+    result = compiled(
+        defaults("web"),
+        defaults("backup"),
+        resolver("web", Failover={"*": {"Targets": [{"Service": "backup", "ServiceSubset": "v1"},
+                                                   {"Service": "missing"}]}}),
+        resolver("backup", Subsets=versions("v1")),
+    )  # fmt: skip
+    services = resolve_policies(CATALOG, result.policies, {}).services
+    web = services[key("web")]
+    assert web.failovers == (
+        (8080, "", ("web.default:8080", "backup.default:8080|v1")),  # "missing" left out
+    )
+    (target,) = {t.cluster for _, t in web.targets}
+    assert target == "web.default:8080/failover"
+    assert key("backup") in web.depends
+    assert (8080, "v1") in services[key("backup")].subsets
+    # A proxy that needs only web gets the failover target's clusters too.
+    group = ProxyGroup(dependencies=frozenset({"web"}))
+    names = {c.name for c in translate(CATALOG, group, policies=services).resources[types.CLUSTER]}
+    assert names == {
+        "web.default:8080",
+        "web.default:8080/failover",
+        "backup.default:8080",
+        "backup.default:8080|v1",
+    }
+
+
+def test_a_failover_subset_no_resolver_defines_rejects_the_chain_using_it() -> None:
+    # Written without the compiler's own check: the resolver's is what is tested here.
+    result = compiled(defaults("web"), resolver("web", Failover={"*": {"Service": "backup"}}))
+    (policy,) = [o for o in result.policies if o.key.kind == "discovery-chain-resolver"]
+    assert policy.policy is not None and policy.policy.failover
+    broken = policy.policy.failover[0]
+    from dataclasses import replace
+
+    bad_target = replace(broken.targets[0], subset="v9")
+    bad = replace(
+        policy, policy=replace(policy.policy, failover=(replace(broken, targets=(bad_target,)),))
+    )
+    objects = [o if o is not policy else bad for o in result.policies]
+    statuses = resolve_policies(CATALOG, objects, {}).statuses
+    (chain,) = [s for s in statuses if s.key.kind == "discovery-chain"]
+    assert chain.state == "REJECTED"
+    assert "failover subset 'v9' of service backup.default is not defined" in chain.reasons[0]
+
+
+@pytest.mark.timeout(60)
+def test_envoy_fails_over_to_another_service_when_every_instance_is_critical(
+    envoy_factory: Callable[..., Any], http_backend_factory: Callable[..., HttpBackend]
+) -> None:
+    primary, backup = http_backend_factory("web"), http_backend_factory("backup")
+    result = compiled(
+        defaults("web"), defaults("backup"), resolver("web", Failover={"*": {"Service": "backup"}})
+    )
+
+    def answers(web_status: str) -> str:
+        services = catalog(
+            web=[instance("web", "127.0.0.1", primary.port, status=web_status)],
+            backup=[instance("backup", "127.0.0.1", backup.port)],
+        )
+        listener = free_port()
+        static = static_translation(services, result, ProxyGroup(http_listener_port=listener))
+        admin = {"address": {"socket_address": {"address": "127.0.0.1", "port_value": free_port()}}}
+        boot = {
+            "node": {"id": "failover", "cluster": "t"},
+            "static_resources": static,
+            "admin": admin,
+        }
+        envoy = envoy_factory(boot, name=f"envoy-{web_status}", wait="ready")
+        url = f"http://127.0.0.1:{listener}/"
+        wait_for(lambda: http_get(url, host="web.service.consul")[0] == 200, timeout=10)
+        bodies = {http_get(url, host="web.service.consul")[1] for _ in range(10)}
+        envoy.stop()
+        (body,) = bodies
+        return body
+
+    assert answers("critical") == "backup"
+    assert answers("passing") == "web"
