@@ -20,9 +20,11 @@ from tests.consul_entries import (
     static_translation,
     versions,
 )
-from tests.harness.backends import HttpBackend, http_get
+from tests.harness.backends import GrpcBackend, HttpBackend, http_get
+from tests.harness.grpc_xds import GrpcXdsClient, grpc_bootstrap
 from tests.harness.ports import free_port
 from tests.harness.waiting import wait_for
+from tests.harness.xds import XdsServerThread
 from translators import ProxyGroup, translate
 from translators.policy_resolve import resolve_policies
 from xds_server import types
@@ -115,3 +117,43 @@ def test_envoy_fails_over_to_another_service_when_every_instance_is_critical(
 
     assert answers("critical") == "backup"
     assert answers("passing") == "web"
+
+
+@pytest.mark.timeout(60)
+def test_proxyless_grpc_fails_over_through_the_aggregate_cluster(
+    grpc_backend_factory: Callable[..., GrpcBackend],
+    grpc_xds_client_factory: Callable[..., GrpcXdsClient],
+) -> None:
+    """A real grpcio client ACKs the aggregate cluster (gRFC A37) and its calls reach
+    the failover service while every instance of web is critical."""
+    g1, g2 = grpc_backend_factory("web"), grpc_backend_factory("backup")
+    services = catalog(
+        web=[instance("web", "127.0.0.1", g1.port, meta={"protocol": "grpc"}, status="critical")],
+        backup=[instance("backup", "127.0.0.1", g2.port, meta={"protocol": "grpc"})],
+    )
+    result = compiled(
+        defaults("web", "grpc"),
+        defaults("backup", "grpc"),
+        resolver("web", Failover={"*": {"Service": "backup"}}),
+    )
+    policies = resolve_policies(services, result.policies, {}).services
+    group = ProxyGroup(kind="grpc", dependencies=frozenset({"web"}))
+    translation = translate(services, group, policies=policies)
+    assert "web.default:" + str(g1.port) + "/failover" in {
+        c.name for c in translation.resources[types.CLUSTER]
+    }
+    with XdsServerThread() as xds:
+        xds.set_snapshot(group.key, translation.resources)
+        node_id = "consul-failover-grpc"
+        client = grpc_xds_client_factory(
+            grpc_bootstrap(xds.port, node_id, node_cluster=group.key),
+            "xds:///web",
+            interval=0.02,
+            timeout=2.0,
+        )
+        first = client.wait_for_body("backup", timeout=15)
+        client.wait_for_calls(10, timeout=10)
+        assert client.errors_since(first) == [], client.log_tail(30)
+        assert set(client.bodies_since(first)) == {"backup"}
+        (proxy,) = [p for p in xds.proxies() if p["node_id"] == node_id]
+        assert all(t["nacks"] == 0 for t in proxy["types"].values()), proxy

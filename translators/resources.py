@@ -94,17 +94,22 @@ def eds_cluster(
     return c
 
 
-def aggregate_cluster(name: str, clusters: Iterable[str]) -> cluster_pb2.Cluster:
+def aggregate_cluster(name: str, clusters: Iterable[str], client: Client) -> cluster_pb2.Cluster:
     """Envoy's aggregate cluster: `clusters` in priority order, the next used only when
-    the earlier ones have no healthy endpoint (gRFC A37 for proxyless gRPC)."""
-    return cluster_pb2.Cluster(
+    the earlier ones have no healthy endpoint (gRFC A37 for proxyless gRPC).
+
+    Envoy refuses it without lb_policy CLUSTER_PROVIDED; gRPC NACKs that value (it
+    balances within the chosen cluster by that cluster's own policy)."""
+    c = cluster_pb2.Cluster(
         name=name,
         cluster_type=cluster_pb2.Cluster.CustomClusterType(
             name="envoy.clusters.aggregate",
             typed_config=pack(aggregate_pb2.ClusterConfig(clusters=list(clusters))),
         ),
-        lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED,
     )
+    if client == "envoy":
+        c.lb_policy = cluster_pb2.Cluster.CLUSTER_PROVIDED
+    return c
 
 
 def dns_cluster(

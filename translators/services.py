@@ -72,7 +72,7 @@ def service_clusters(
             )
         out.append(cluster)
     for _, _, clusters in policy.failovers if policy is not None else ():
-        out.append(rb.aggregate_cluster(failover_cluster_name(clusters[0]), clusters))
+        out.append(rb.aggregate_cluster(failover_cluster_name(clusters[0]), clusters, client))
     return out
 
 
