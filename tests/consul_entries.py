@@ -99,3 +99,95 @@ def static_translation(
     for listener in static["listeners"]:
         listener["address"]["socket_address"]["address"] = "127.0.0.1"
     return static
+
+
+def every_field_entries() -> list[Entry]:
+    """Entries for web, api, admin and backup using every field this server applies."""
+    return [
+        *(defaults(s) for s in ("api", "admin", "backup")),
+        {
+            "Kind": "service-defaults",
+            "Name": "web",
+            "Protocol": "http",
+            "UpstreamConfig": {
+                "Defaults": {"Limits": {"MaxConnections": 100}},
+                "Overrides": [
+                    {
+                        "Name": "api",
+                        "Limits": {"MaxPendingRequests": 5, "MaxConcurrentRequests": 9},
+                        "PassiveHealthCheck": {
+                            "Interval": "5s",
+                            "MaxFailures": 3,
+                            "MaxEjectionPercent": 50,
+                            "BaseEjectionTime": "20s",
+                        },
+                    }
+                ],
+            },
+        },
+        router(
+            "web",
+            {
+                "Match": {
+                    "HTTP": {
+                        "PathPrefix": "/admin",
+                        "Header": [{"Name": "x-env", "Suffix": ".test", "Invert": True}],
+                        "QueryParam": [{"Name": "debug", "Present": True}],
+                        "Methods": ["GET", "POST"],
+                    }
+                },
+                "Destination": {
+                    "Service": "admin",
+                    "PrefixRewrite": "/",
+                    "RequestTimeout": "5s",
+                    "NumRetries": 3,
+                    "RetryOnConnectFailure": True,
+                    "RetryOnStatusCodes": [503],
+                    "RequestHeaders": {"Add": {"x-from": "web"}, "Remove": ["x-drop"]},
+                    "ResponseHeaders": {"Set": {"x-served-by": "%HOSTNAME%"}},
+                },
+            },
+            {
+                "Match": {"HTTP": {"PathRegex": "/api/v[0-9]+/.*"}},
+                "Destination": {"Service": "api", "RetryOn": ["5xx", "reset"]},
+            },
+            {"Match": {"HTTP": {"PathExact": "/canary"}}, "Destination": {"ServiceSubset": "v2"}},
+        ),
+        splitter(
+            "web",
+            {"Weight": 90, "ServiceSubset": "v1"},
+            {"Weight": 10, "Service": "api", "RequestHeaders": {"Set": {"x-split": "api"}}},
+        ),
+        splitter(
+            "api",
+            {"Weight": 33.33, "ServiceSubset": "v1"},
+            {"Weight": 66.67, "ServiceSubset": "v2"},
+        ),
+        resolver(
+            "web",
+            Subsets=versions("v1", "v2"),
+            ConnectTimeout="2s",
+            RequestTimeout="20s",
+            Failover={"*": {"Service": "backup"}},
+            LoadBalancer={"Policy": "least_request"},
+        ),
+        resolver(
+            "api",
+            Subsets={**versions("v1"), "v2": {"Filter": '"canary" in Service.Tags'}},
+            LoadBalancer={
+                "Policy": "ring_hash",
+                "RingHashConfig": {"MinimumRingSize": 1024},
+                "HashPolicies": [{"Field": "header", "FieldValue": "x-user"}],
+            },
+        ),
+        resolver(
+            "admin",
+            LoadBalancer={
+                "Policy": "maglev",
+                "HashPolicies": [
+                    {"Field": "cookie", "FieldValue": "sid", "CookieConfig": {"Session": True}}
+                ],
+            },
+        ),
+        resolver("backup", Redirect={"Service": "admin"}),
+    ]

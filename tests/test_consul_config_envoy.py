@@ -17,6 +17,7 @@ from tests.consul_entries import (
     catalog,
     compiled,
     defaults,
+    every_field_entries,
     instance,
     resolver,
     router,
@@ -64,94 +65,7 @@ def web_routes(static: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_envoy_accepts_a_chain_using_every_supported_field(tmp_path: Path) -> None:
-    result = compiled(
-        *(defaults(s) for s in SERVICES if s != "web"),
-        {
-            "Kind": "service-defaults",
-            "Name": "web",
-            "Protocol": "http",
-            "UpstreamConfig": {
-                "Defaults": {"Limits": {"MaxConnections": 100}},
-                "Overrides": [
-                    {
-                        "Name": "api",
-                        "Limits": {"MaxPendingRequests": 5, "MaxConcurrentRequests": 9},
-                        "PassiveHealthCheck": {
-                            "Interval": "5s",
-                            "MaxFailures": 3,
-                            "MaxEjectionPercent": 50,
-                            "BaseEjectionTime": "20s",
-                        },
-                    }
-                ],
-            },
-        },
-        router(
-            "web",
-            {
-                "Match": {
-                    "HTTP": {
-                        "PathPrefix": "/admin",
-                        "Header": [{"Name": "x-env", "Suffix": ".test", "Invert": True}],
-                        "QueryParam": [{"Name": "debug", "Present": True}],
-                        "Methods": ["GET", "POST"],
-                    }
-                },
-                "Destination": {
-                    "Service": "admin",
-                    "PrefixRewrite": "/",
-                    "RequestTimeout": "5s",
-                    "NumRetries": 3,
-                    "RetryOnConnectFailure": True,
-                    "RetryOnStatusCodes": [503],
-                    "RequestHeaders": {"Add": {"x-from": "web"}, "Remove": ["x-drop"]},
-                    "ResponseHeaders": {"Set": {"x-served-by": "%HOSTNAME%"}},
-                },
-            },
-            {
-                "Match": {"HTTP": {"PathRegex": "/api/v[0-9]+/.*"}},
-                "Destination": {"Service": "api", "RetryOn": ["5xx", "reset"]},
-            },
-            {"Match": {"HTTP": {"PathExact": "/canary"}}, "Destination": {"ServiceSubset": "v2"}},
-        ),
-        splitter(
-            "web",
-            {"Weight": 90, "ServiceSubset": "v1"},
-            {"Weight": 10, "Service": "api", "RequestHeaders": {"Set": {"x-split": "api"}}},
-        ),
-        splitter(
-            "api",
-            {"Weight": 33.33, "ServiceSubset": "v1"},
-            {"Weight": 66.67, "ServiceSubset": "v2"},
-        ),
-        resolver(
-            "web",
-            Subsets=versions("v1", "v2"),
-            ConnectTimeout="2s",
-            RequestTimeout="20s",
-            Failover={"*": {"Service": "backup"}},
-            LoadBalancer={"Policy": "least_request"},
-        ),
-        resolver(
-            "api",
-            Subsets={**versions("v1"), "v2": {"Filter": '"canary" in Service.Tags'}},
-            LoadBalancer={
-                "Policy": "ring_hash",
-                "RingHashConfig": {"MinimumRingSize": 1024},
-                "HashPolicies": [{"Field": "header", "FieldValue": "x-user"}],
-            },
-        ),
-        resolver(
-            "admin",
-            LoadBalancer={
-                "Policy": "maglev",
-                "HashPolicies": [
-                    {"Field": "cookie", "FieldValue": "sid", "CookieConfig": {"Session": True}}
-                ],
-            },
-        ),
-        resolver("backup", Redirect={"Service": "admin"}),
-    )
+    result = compiled(*every_field_entries())
     assert not [e.error for e in result.entries if e.error]
     assert not [p.error for p in result.policies if p.error]
     static = envoy_accepts(result, tmp_path)

@@ -65,6 +65,10 @@ def compile_entries(
         except (ChainError, InvalidEntry) as exc:
             policies.append(PolicyObject(key, origin, error=f"{origin}: {exc}"))
             continue
+        except Exception as exc:  # a bug must cost this chain (kept at its last good)
+            reason = f"{origin}: internal error: {type(exc).__name__}: {exc}"
+            policies.append(PolicyObject(key, origin, error=reason))
+            continue
         policy = RoutePolicy(key, (service.name,), chain.http, chain.tcp, origin=origin)
         locate = functools.partial(_locate, origin, service.name, len(chain.http) - 1)
         policies.append(PolicyObject(key, origin, policy, locate=locate))

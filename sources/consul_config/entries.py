@@ -199,11 +199,11 @@ def _upstream(value: object, path: Path, ctx: Context, *, named: bool) -> Upstre
 
 def weight(value: object, path: Path) -> int:
     """A split weight in hundredths of a percent: Consul rounds to 0.01 and allows 0-100."""
-    number = Decimal(str(finite_number(value, path)))
-    scaled = int((number * WEIGHT_SCALE).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
-    if not 0 <= scaled <= TOTAL_WEIGHT:
+    number = finite_number(value, path)
+    if not 0 <= number <= 100:
         raise PolicyError(path, f"weight {value} is outside 0-100")
-    return scaled
+    scaled = Decimal(str(number)) * WEIGHT_SCALE
+    return int(scaled.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
 
 
 def _splitter(obj: Mapping[str, Any], key: PolicyKey, ctx: Context) -> ServiceSplitter:

@@ -68,6 +68,11 @@ class EntryIndex:
             self.invalid.add(key)
             self.objects.append(PolicyObject(key, origin, error=f"{origin}: {exc}"))
             return
+        except Exception as exc:  # a bug here must cost this entry, not every entry
+            self.invalid.add(key)
+            reason = f"{origin}: internal error: {type(exc).__name__}: {exc}"
+            self.objects.append(PolicyObject(key, origin, error=reason))
+            return
         if key in self.parsed or key in self.invalid:
             self.objects.append(PolicyObject(key, origin, error=f"{origin}: listed twice"))
             return

@@ -15,7 +15,17 @@ from typing import Any
 
 from sources.istio.checks import header_name, query_name_problem, regex
 from sources.istio.report import Context, Path, PolicyError
-from sources.istio.values import boolean, checked, count, each, integer, one_of, optional, strings
+from sources.istio.values import (
+    boolean,
+    checked,
+    count,
+    each,
+    integer,
+    items,
+    one_of,
+    optional,
+    strings,
+)
 from xds_server.model import HeaderMatch, PolicyKey, QueryMatch, RequestMatch, Retry, StringMatch
 
 from .kinds import Route, ServiceRouter
@@ -150,7 +160,9 @@ def _retry(dest: Mapping[str, Any], path: Path) -> Retry:
             on.append(token)
     codes = tuple(
         integer(c, (*path, "RetryOnStatusCodes", i), 100, 599)
-        for i, c in enumerate(dest.get("RetryOnStatusCodes") or [])
+        for i, c in enumerate(
+            items(dest.get("RetryOnStatusCodes", []), (*path, "RetryOnStatusCodes"))
+        )
     )
     if not (attempts or on or codes):
         return Retry(attempts=0)  # Consul sets no retry policy: Envoy does not retry
