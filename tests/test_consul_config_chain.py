@@ -4,6 +4,8 @@ built: the cases of issue 11 and Consul's refusals with their reasons."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from sources.consul_config import (
     CHAIN_KIND,
     RESOLVER_KIND,
@@ -331,3 +333,31 @@ def test_a_route_to_a_service_the_catalog_lacks_is_reported_in_consul_terms() ->
         "consul discovery chain web: discovery-chain default/web: service-router/web "
         "Routes[0].Destination: destination host 'gone' names no service",
     )
+
+
+def test_an_unexpected_error_costs_one_entry_or_one_chain(monkeypatch: Any) -> None:
+    from sources.consul_config import chain as chain_module
+    from sources.consul_config import entries as entries_module
+
+    def broken_router(*_: object) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(entries_module, "parse_router", broken_router)
+    original = chain_module.ChainCompiler.compile
+
+    def compile_but_api(self: Any, service: Any) -> Any:
+        if service.name == "api":
+            raise RuntimeError("chain bug")
+        return original(self, service)
+
+    monkeypatch.setattr(chain_module.ChainCompiler, "compile", compile_but_api)
+    result = compiled(
+        defaults("web"), defaults("api"), router("web", {}), resolver("api"), resolver("admin")
+    )
+    assert policy_object(result, "service-router", "web").error == (
+        "consul config entry service-router/web: internal error: RuntimeError: bug"
+    )
+    assert chain_error(result, "api") == (
+        "consul discovery chain api: internal error: RuntimeError: chain bug"
+    )
+    assert chain(result, "admin").tcp  # the others are compiled
