@@ -113,23 +113,43 @@ def test_router_sends_admin_to_another_service_then_the_implicit_catch_all() -> 
     assert served.depends == (key("admin"),)
 
 
-def test_failover_to_another_service() -> None:
+def test_failover_to_another_service_through_its_own_resolver() -> None:
     result = compiled(
         defaults("web"),
+        defaults("backup"),
+        defaults("spare"),
         resolver(
             "web",
             Subsets=versions("v1"),
-            Failover={"*": {"Service": "backup"}, "v1": {"ServiceSubset": "v1", "Service": "web"}},
+            Failover={
+                "*": {"Targets": [{"Service": "backup"}, {"Service": "spare"}]},
+                "v1": {"ServiceSubset": "v1", "Service": "web"},
+            },
         ),
+        # Consul resolves a failover target as any target: redirect, then default subset.
+        resolver("spare", Redirect={"Service": "backup", "ServiceSubset": "v2"}),
+        resolver("backup", Subsets=versions("v2")),
     )
     assert destination(result, "web").failover == (
-        ServiceFailover("", (Destination("backup", "default"),)),
+        ServiceFailover(
+            "",
+            (Destination("backup", "default"), Destination("backup", "default", subset="v2")),
+        ),
         ServiceFailover("v1", (Destination("web", "default", subset="v1"),)),
     )
-    bad = compiled(resolver("web", Failover={"*": {"Service": "backup", "ServiceSubset": "v9"}}))
+    bad = compiled(
+        defaults("web"),
+        defaults("backup"),
+        resolver("web", Failover={"*": {"Service": "backup", "ServiceSubset": "v9"}}),
+    )
     assert policy_object(bad, RESOLVER_KIND, "web").error == (
-        "consul discovery chain web: service-resolver/web: Failover['*']: "
-        "service 'backup' does not have a subset named 'v9'"
+        "consul discovery chain web: service-resolver/web: Failover['*']: service 'backup' "
+        "does not have a subset named 'v9' (no service-resolver/backup defines subsets)"
+    )
+    mixed = compiled(defaults("web"), resolver("web", Failover={"*": {"Service": "db"}}))
+    assert (
+        "'web' is 'http' but its target 'db' is 'tcp'"
+        in policy_object(mixed, RESOLVER_KIND, "web").error
     )
 
 

@@ -71,7 +71,7 @@ def test_envoy_accepts_a_chain_using_every_supported_field(tmp_path: Path) -> No
     static = envoy_accepts(result, tmp_path)
     routes = web_routes(static)
     weighted = routes[-1]["route"]["weighted_clusters"]["clusters"]
-    # web fails over to backup (whose resolver redirects: that changes routes, not clusters).
+    # web fails over to backup, whose resolver redirects to admin: Consul's target is admin.
     assert [(c["name"], c["weight"]) for c in weighted] == [
         ("web.default:8080|v1/failover", 9000),
         ("api.default:8080|v1", 333),
@@ -83,8 +83,8 @@ def test_envoy_accepts_a_chain_using_every_supported_field(tmp_path: Path) -> No
         if "cluster_type" in c
     }
     assert aggregates == {  # Failover "*": every subset of web a route uses
-        "web.default:8080|v1/failover": ["web.default:8080|v1", "backup.default:8080"],
-        "web.default:8080|v2/failover": ["web.default:8080|v2", "backup.default:8080"],
+        "web.default:8080|v1/failover": ["web.default:8080|v1", "admin.default:8080"],
+        "web.default:8080|v2/failover": ["web.default:8080|v2", "admin.default:8080"],
     }
 
 

@@ -45,6 +45,7 @@ def test_failover_routes_to_an_aggregate_of_the_service_then_its_targets() -> No
         resolver("web", Failover={"*": {"Targets": [{"Service": "backup", "ServiceSubset": "v1"},
                                                    {"Service": "missing"}]}}),
         resolver("backup", Subsets=versions("v1")),
+        meta={"missing": "http"},  # of web's protocol, and not in the catalog
     )  # fmt: skip
     services = resolve_policies(CATALOG, result.policies, {}).services
     web = services[key("web")]
@@ -68,7 +69,9 @@ def test_failover_routes_to_an_aggregate_of_the_service_then_its_targets() -> No
 
 def test_a_failover_subset_no_resolver_defines_rejects_the_chain_using_it() -> None:
     # Written without the compiler's own check: the resolver's is what is tested here.
-    result = compiled(defaults("web"), resolver("web", Failover={"*": {"Service": "backup"}}))
+    result = compiled(
+        defaults("web"), defaults("backup"), resolver("web", Failover={"*": {"Service": "backup"}})
+    )
     (policy,) = [o for o in result.policies if o.key.kind == "discovery-chain-resolver"]
     assert policy.policy is not None and policy.policy.failover
     broken = policy.policy.failover[0]

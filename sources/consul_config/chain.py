@@ -117,6 +117,13 @@ class ChainCompiler:
         )
         return CompiledChain(proto, http=tuple(rules))
 
+    def failover_target(self, service: ServiceKey, t: Target, where: str) -> Leaf:
+        """A failover target of `service` through its own resolver (redirect, default
+        subset, subset check), as Consul resolves one; of `service`'s protocol."""
+        target = ServiceKey(t.namespace or service.namespace, t.service or service.name)
+        (leaf,) = self._resolve(target, t, service, self.protocol_of(service), where)
+        return leaf
+
     # -- splitting ---------------------------------------------------------------------
 
     def _split_or_resolve(

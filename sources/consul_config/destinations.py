@@ -26,7 +26,7 @@ from xds_server.model import (
     TrafficPolicy,
 )
 
-from .chain import ChainError
+from .chain import ChainCompiler
 from .index import EntryIndex
 from .kinds import ServiceDefaults, Upstream
 
@@ -61,8 +61,11 @@ def shared_upstream_config(index: EntryIndex, upstream: ServiceKey) -> Upstream 
     return None
 
 
-def compile_destination(index: EntryIndex, service: ServiceKey) -> DestinationPolicy | None:
-    """The policy of `service`, or None when nothing configures it."""
+def compile_destination(
+    index: EntryIndex, chains: ChainCompiler, service: ServiceKey
+) -> DestinationPolicy | None:
+    """The policy of `service`, or None when nothing configures it. Failover targets
+    go through their own resolvers (`ChainCompiler.failover_target`)."""
     resolver = index.resolver(service)
     upstream = shared_upstream_config(index, service)
     if resolver is None and upstream is None:
@@ -77,17 +80,15 @@ def compile_destination(index: EntryIndex, service: ServiceKey) -> DestinationPo
     )
     failover: list[ServiceFailover] = []
     for subset, targets in resolver.failover if resolver else ():
-        dests = []
-        for t in targets:
-            target = ServiceKey(t.namespace or service.namespace, t.service or service.name)
-            if t.subset:
-                other = index.resolver(target)
-                if other is None or not other.has_subset(t.subset):
-                    raise ChainError(
-                        f"service-resolver/{service.name}: Failover[{subset!r}]",
-                        f"service {target.name!r} does not have a subset named {t.subset!r}",
-                    )
-            dests.append(Destination(target.name, target.namespace, subset=t.subset))
+        dests: list[Destination] = []
+        for i, t in enumerate(targets):
+            where = f"service-resolver/{service.name}: Failover[{subset!r}]"
+            leaf = chains.failover_target(
+                service, t, where + (f".Targets[{i}]" if len(targets) > 1 else "")
+            )
+            found = Destination(leaf.service.name, leaf.service.namespace, subset=leaf.subset)
+            if found not in dests:
+                dests.append(found)
         failover.append(ServiceFailover("" if subset == "*" else subset, tuple(dests)))
     if traffic == TrafficPolicy() and not failover and not (resolver and resolver.subsets):
         return None  # a resolver that only redirects: nothing for callers' clusters

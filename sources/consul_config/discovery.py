@@ -80,7 +80,7 @@ def compile_entries(
         key = PolicyKey(RESOLVER_KIND, service.namespace, service.name)
         origin = f"consul service-resolver/{service.name}"
         try:
-            destination = compile_destination(index, service)
+            destination = compile_destination(index, chains, service)
         except (ChainError, InvalidEntry) as exc:
             policies.append(
                 PolicyObject(key, origin, error=f"consul discovery chain {service.name}: {exc}")
