@@ -381,3 +381,25 @@ def test_an_unexpected_error_costs_one_entry_or_one_chain(monkeypatch: Any) -> N
         "consul discovery chain api: internal error: RuntimeError: chain bug"
     )
     assert chain(result, "admin").tcp  # the others are compiled
+
+
+def test_shared_clusters_take_the_first_callers_override_else_the_first_defaults() -> None:
+    def caller(name: str, upstream: dict[str, Any]) -> dict[str, Any]:
+        return {"Kind": "service-defaults", "Name": name, "UpstreamConfig": upstream}
+
+    def limit(n: int) -> dict[str, Any]:
+        return {"Limits": {"MaxConnections": n}}
+
+    result = compiled(
+        caller("b", {"Defaults": limit(10), "Overrides": [{"Name": "api", **limit(7)}]}),
+        caller("a", {"Overrides": [{"Name": "api", **limit(3)}]}),
+        caller("c", {"Defaults": limit(99)}),
+        meta={"api": "http", "x": "http"},
+    )
+
+    def pool(name: str) -> ConnectionPool | None:
+        traffic = destination(result, name).policy
+        return traffic.connection_pool if traffic else None
+
+    assert pool("api") == ConnectionPool(max_connections=3)  # a's override, before b's
+    assert pool("x") == ConnectionPool(max_connections=10)  # b's Defaults, before c's

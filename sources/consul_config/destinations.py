@@ -53,21 +53,35 @@ def upstream_config(caller: ServiceDefaults, upstream: str) -> Upstream | None:
     return Upstream(_overlay(base.pool, override.pool), _overlay(base.outlier, override.outlier))
 
 
-def shared_upstream_config(index: EntryIndex, upstream: ServiceKey) -> Upstream | None:
-    callers = index.all_defaults()
-    named = [c for c in callers if any(n == upstream.name for n, _ in c.upstream_overrides)]
-    for caller in named or [c for c in callers if c.upstream_defaults is not None]:
-        return upstream_config(caller, upstream.name)
-    return None
+class SharedUpstreamConfig:
+    """What every caller's cluster of an upstream gets (see the module docstring),
+    computed once for all upstreams."""
+
+    def __init__(self, index: EntryIndex) -> None:
+        self.overridden: dict[str, Upstream] = {}
+        self.defaults: Upstream | None = None
+        for caller in index.all_defaults():  # by namespace/name: the first one wins
+            for name, _ in caller.upstream_overrides:
+                found = upstream_config(caller, name)
+                if found is not None:
+                    self.overridden.setdefault(name, found)
+            if self.defaults is None:
+                self.defaults = caller.upstream_defaults
+
+    def __call__(self, upstream: ServiceKey) -> Upstream | None:
+        return self.overridden.get(upstream.name, self.defaults)
 
 
 def compile_destination(
-    index: EntryIndex, chains: ChainCompiler, service: ServiceKey
+    index: EntryIndex,
+    chains: ChainCompiler,
+    upstreams: SharedUpstreamConfig,
+    service: ServiceKey,
 ) -> DestinationPolicy | None:
     """The policy of `service`, or None when nothing configures it. Failover targets
     go through their own resolvers (`ChainCompiler.failover_target`)."""
     resolver = index.resolver(service)
-    upstream = shared_upstream_config(index, service)
+    upstream = upstreams(service)
     if resolver is None and upstream is None:
         return None
     pool = upstream.pool if upstream else None

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from xds_server.model import FieldPath, PolicyKey, PolicyObject, RoutePolicy, ServiceKey
 
 from .chain import ChainCompiler, ChainError
-from .destinations import RESOLVER_KIND, compile_destination
+from .destinations import RESOLVER_KIND, SharedUpstreamConfig, compile_destination
 from .index import EntryIndex, InvalidEntry, index_entries
 from .kinds import (
     CONSUL_DEFAULT_PROTOCOL,
@@ -72,15 +72,16 @@ def compile_entries(
         policy = RoutePolicy(key, (service.name,), chain.http, chain.tcp, origin=origin)
         locate = functools.partial(_locate, origin, service.name, len(chain.http) - 1)
         policies.append(PolicyObject(key, origin, policy, locate=locate))
-    upstreams = index.services(SERVICE_RESOLVER) | set(meta)
+    upstreams = SharedUpstreamConfig(index)
+    reached = index.services(SERVICE_RESOLVER) | set(meta)
     for sd in index.all_defaults():
-        upstreams |= {ServiceKey(sd.key.namespace, n) for n, _ in sd.upstream_overrides}
-        upstreams.add(ServiceKey(sd.key.namespace, sd.key.name))
-    for service in sorted(upstreams):
+        reached |= {ServiceKey(sd.key.namespace, n) for n, _ in sd.upstream_overrides}
+        reached.add(ServiceKey(sd.key.namespace, sd.key.name))
+    for service in sorted(reached):
         key = PolicyKey(RESOLVER_KIND, service.namespace, service.name)
         origin = f"consul service-resolver/{service.name}"
         try:
-            destination = compile_destination(index, chains, service)
+            destination = compile_destination(index, chains, upstreams, service)
         except (ChainError, InvalidEntry) as exc:
             policies.append(
                 PolicyObject(key, origin, error=f"consul discovery chain {service.name}: {exc}")
