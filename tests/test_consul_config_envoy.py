@@ -28,7 +28,7 @@ from tests.consul_entries import (
 from tests.harness.envoy import validate_bootstrap
 from tests.harness.ports import free_port
 from translators import ProxyGroup
-from xds_server.model import RoutePolicy
+from xds_server.model import HttpRule, RoutePolicy, TcpRule
 
 SERVICES = ("web", "api", "admin", "backup")
 CATALOG = catalog(
@@ -119,9 +119,10 @@ def chains(draw: st.DrawFn) -> list[dict[str, Any]]:
     ]
     for name in NAMES:
         if draw(st.integers(0, 4)) > 0:  # most services have a resolver: subsets resolve
-            subsets = versions(*draw(st.sampled_from((("v1", "v2"),) * 6 + (("v1",), ()))))
+            choices: tuple[tuple[str, ...], ...] = (("v1", "v2"),) * 6 + (("v1",), ())
+            subsets = versions(*draw(st.sampled_from(choices)))
             fields: dict[str, Any] = {"Subsets": subsets}
-            if subsets and draw(st.booleans()):
+            if draw(st.booleans()) and subsets:
                 fields["DefaultSubset"] = draw(st.sampled_from(sorted(subsets)))
             if draw(st.integers(0, 3)) == 0:
                 fields = {
@@ -186,7 +187,8 @@ def test_generated_chains_keep_consul_invariants_and_envoy_accepts_them(
             assert any(r in obj.error for r in REASONS), obj.error
             continue
         if isinstance(obj.policy, RoutePolicy):
-            for rule in (*obj.policy.http, *obj.policy.tcp):
+            rules: list[HttpRule | TcpRule] = [*obj.policy.http, *obj.policy.tcp]
+            for rule in rules:
                 assert sum(d.weight for d in rule.destinations) == 10000
     static = envoy_accepts(result, tmp_path)
     names = {c["name"] for c in static["clusters"]}

@@ -6,6 +6,7 @@ primary is critical, and to the primary while it is healthy."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -28,6 +29,7 @@ from tests.harness.xds import XdsServerThread
 from translators import ProxyGroup, translate
 from translators.policy_resolve import resolve_policies
 from xds_server import types
+from xds_server.model import DestinationPolicy
 
 pytest_plugins = ["tests.harness.fixtures"]
 
@@ -73,14 +75,12 @@ def test_a_failover_subset_no_resolver_defines_rejects_the_chain_using_it() -> N
         defaults("web"), defaults("backup"), resolver("web", Failover={"*": {"Service": "backup"}})
     )
     (policy,) = [o for o in result.policies if o.key.kind == "discovery-chain-resolver"]
-    assert policy.policy is not None and policy.policy.failover
-    broken = policy.policy.failover[0]
-    from dataclasses import replace
-
+    compiled_policy = policy.policy
+    assert isinstance(compiled_policy, DestinationPolicy) and compiled_policy.failover
+    broken = compiled_policy.failover[0]
     bad_target = replace(broken.targets[0], subset="v9")
-    bad = replace(
-        policy, policy=replace(policy.policy, failover=(replace(broken, targets=(bad_target,)),))
-    )
+    failover = (replace(broken, targets=(bad_target,)),)
+    bad = replace(policy, policy=replace(compiled_policy, failover=failover))
     objects = [o if o is not policy else bad for o in result.policies]
     statuses = resolve_policies(CATALOG, objects, {}).statuses
     (chain,) = [s for s in statuses if s.key.kind == "discovery-chain"]
