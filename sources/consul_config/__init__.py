@@ -6,6 +6,15 @@ report, a `RoutePolicy` per called service (router → splitter → resolver) an
 `DestinationPolicy` per service callers reach (subsets, load balancer, timeouts,
 circuit breakers, outlier detection, failover), and the protocols the entries set.
 
+Use (composition root): `compile_entries(entries of all five kinds, {service: its
+instances' explicit meta protocol})`; `Compiled.policies` go to
+`translators.policy_resolve.resolve_policies` with the other policy objects (kinds
+``discovery-chain`` and ``discovery-chain-resolver`` are in the model's ROUTE_KINDS and
+DESTINATION_KINDS); `Compiled.entries` are for listing (`xdsctl policies`: an error, or
+accepted with notices), not for the resolver; `Compiled.protocols` override the
+catalog's port protocol. Errors: ``consul config entry <kind>/<name>: <field>: <why>``
+and ``consul discovery chain <service>: <entry>: <field>: <why>``.
+
 Modules: `discovery` (the entry point), `chain` (routes, splits, redirects),
 `destinations` (resolver and UpstreamConfig), `index` (entries by kind and service),
 `entries` (the envelope, service-defaults, proxy-defaults, splitter), `router`,
