@@ -1,10 +1,13 @@
-"""A service-resolver `Failover` rendered as an Envoy aggregate cluster: the resolver
-routes the service's traffic to it and brings the targets' clusters into the proxy's
-scope; the real Envoy sends requests to the failover service once every instance of the
-primary is critical, and to the primary while it is healthy."""
+"""Compiled chains carrying traffic through real proxies: a service-resolver `Failover`
+rendered as an aggregate cluster (the resolver routes the service's traffic to it and
+brings the targets' clusters into the proxy's scope; Envoy and a proxyless grpcio client
+use the failover service once every instance of the primary is critical, the primary
+while it is healthy), and a 90/10 split between subsets by `Service.Meta.version` with
+a router sending /admin to another service."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -18,6 +21,8 @@ from tests.consul_entries import (
     instance,
     key,
     resolver,
+    router,
+    splitter,
     static_translation,
     versions,
 )
@@ -160,3 +165,45 @@ def test_proxyless_grpc_fails_over_through_the_aggregate_cluster(
         assert set(client.bodies_since(first)) == {"backup"}
         (proxy,) = [p for p in xds.proxies() if p["node_id"] == node_id]
         assert all(t["nacks"] == 0 for t in proxy["types"].values()), proxy
+
+
+@pytest.mark.timeout(60)
+def test_envoy_splits_90_10_by_meta_version_and_routes_admin_elsewhere(
+    envoy_factory: Callable[..., Any], http_backend_factory: Callable[..., HttpBackend]
+) -> None:
+    v1, v2, admin = (http_backend_factory(n) for n in ("web-v1", "web-v2", "admin"))
+    services = catalog(
+        web=[
+            instance("web", "127.0.0.1", v1.port, meta={"version": "v1"}),
+            instance("web", "127.0.0.1", v2.port, meta={"version": "v2"}),
+        ],
+        admin=[instance("admin", "127.0.0.1", admin.port)],
+    )
+    result = compiled(
+        defaults("web"),
+        defaults("admin"),
+        resolver("web", Subsets=versions("v1", "v2")),
+        splitter("web", {"Weight": 90, "ServiceSubset": "v1"},
+                 {"Weight": 10, "ServiceSubset": "v2"}),
+        router("web", {"Match": {"HTTP": {"PathPrefix": "/admin"}},
+                       "Destination": {"Service": "admin"}}),
+    )  # fmt: skip
+    listener = free_port()
+    static = static_translation(services, result, ProxyGroup(http_listener_port=listener))
+    admin_port = {
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": free_port()}}
+    }
+    boot = {
+        "node": {"id": "split", "cluster": "t"},
+        "static_resources": static,
+        "admin": admin_port,
+    }
+    envoy_factory(boot, name="envoy-split", wait="ready")
+    base = f"http://127.0.0.1:{listener}"
+    wait_for(lambda: http_get(base + "/", host="web.service.consul")[0] == 200, timeout=10)
+    assert {http_get(base + "/admin/x", host="web.service.consul")[1] for _ in range(5)} == {
+        "admin"
+    }
+    bodies = Counter(http_get(base + "/", host="web.service.consul")[1] for _ in range(400))
+    assert set(bodies) == {"web-v1", "web-v2"}, bodies
+    assert 15 <= bodies["web-v2"] <= 80, bodies  # 10 %: 40 expected, 6 standard deviations
