@@ -84,6 +84,13 @@ def subset_cluster_name(base_cluster: str, subset: str) -> str:
     return f"{base_cluster}|{subset}"
 
 
+def failover_cluster_name(primary_cluster: str) -> str:
+    """The aggregate cluster that sends `primary_cluster`'s traffic to its failover
+    targets when none of its endpoints is healthy: ``web.default:80|v1/failover`` (a "/"
+    is in no service, port or subset name, so it cannot collide)."""
+    return f"{primary_cluster}/failover"
+
+
 def policy_rule_subject(subject: str, index: int, name: str = "") -> str:
     """Rule `index` (0-based, as written) of the policy `subject`, in reports and route
     names: ``VirtualService shop/reviews http[1] (canary)``."""

@@ -12,7 +12,10 @@ REJECTED with the reason). Nothing here can make a proxy NACK or answer 503:
 - one VirtualService and one DestinationRule per service: the first by namespace/name
   wins, a later one is rejected naming the winner;
 - a rejected object's last accepted version (`accepted_before`) stays in force if it
-  still resolves; otherwise the object applies to nothing.
+  still resolves; otherwise the object applies to nothing;
+- a destination whose DestinationPolicy has a `failover` (Consul's resolver Failover)
+  is routed to an aggregate cluster: its own cluster, then the failover targets' (a
+  target naming no service, or no port of the route's kind, is left out).
 
 Subset clusters are only built for subsets some route or mirror references.
 """
@@ -20,10 +23,12 @@ Subset clusters are only built for subsets some route or mirror references.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from xds_server.model import (
+    DESTINATION_KINDS,
+    ROUTE_KINDS,
     Destination,
     DestinationPolicy,
     FieldPath,
@@ -38,7 +43,7 @@ from xds_server.model import (
     ServiceKey,
 )
 
-from .names import cluster_name, subset_cluster_name
+from .names import cluster_name, failover_cluster_name, subset_cluster_name
 from .policy_common import RouteTarget
 
 State = Literal["ACCEPTED", "WARNING", "REJECTED"]
@@ -56,7 +61,8 @@ class ServicePolicy:
     for it because a route or mirror somewhere sends traffic there; `targets`: the
     cluster (and hash key) each destination of `routing` names, per route port;
     `depends`: the services those destinations are (a proxy that gets this service's
-    routes must get their clusters too).
+    routes must get their clusters too), and its failover targets; `failovers`: the
+    aggregate clusters to build for it, as (port, subset, clusters in priority order).
     """
 
     routing: RoutePolicy | None = None
@@ -64,6 +70,7 @@ class ServicePolicy:
     subsets: tuple[tuple[int, str], ...] = ()
     targets: tuple[tuple[TargetKey, RouteTarget], ...] = ()
     depends: tuple[ServiceKey, ...] = ()
+    failovers: tuple[tuple[int, str, tuple[str, ...]], ...] = ()
 
     def target(self, destination: Destination, port: int) -> RouteTarget:
         for key, target in self.targets:
@@ -159,28 +166,38 @@ class _Resolver:
         self.targets: dict[ServiceKey, dict[TargetKey, RouteTarget]] = {}
         self.depends: dict[ServiceKey, set[ServiceKey]] = {}
         self.subsets: dict[ServiceKey, set[tuple[int, str]]] = {}
+        self.failovers: dict[ServiceKey, dict[tuple[int, str], tuple[str, ...]]] = {}
+        self.failover_depends: dict[ServiceKey, set[ServiceKey]] = {}
+        # What the VirtualService being applied adds to the two above, kept if it applies.
+        self.pending_failovers: dict[ServiceKey, dict[tuple[int, str], tuple[str, ...]]] = {}
+        self.pending_depends: dict[ServiceKey, set[ServiceKey]] = {}
 
     def run(self, objects: Sequence[PolicyObject]) -> Resolution:
         ordered = sorted(objects, key=lambda o: o.key)
         for obj in ordered:
-            if obj.key.kind == "DestinationRule":
+            if obj.key.kind in DESTINATION_KINDS:
                 self._one(obj, self._apply_dr)
         for obj in ordered:
-            if obj.key.kind == "VirtualService":
+            if obj.key.kind in ROUTE_KINDS:
                 self._one(obj, self._apply_vs)
         for obj in ordered:
-            if obj.key.kind not in ("DestinationRule", "VirtualService"):
+            if obj.key.kind not in DESTINATION_KINDS | ROUTE_KINDS:
                 self.out.statuses.append(
                     PolicyStatus(obj.key, obj.origin, "REJECTED", (obj.error,) if obj.error else ())
                 )
         keys = self.drs.keys() | self.vss.keys() | self.subsets.keys()
         for key in sorted(keys):
+            depends = self.depends.get(key, set()) | self.failover_depends.get(key, set())
             self.out.services[key] = ServicePolicy(
                 routing=self.vss.get(key),
                 destination=self.drs.get(key),
                 subsets=tuple(sorted(self.subsets.get(key, ()))),
                 targets=tuple(sorted(self.targets.get(key, {}).items(), key=_target_order)),
-                depends=tuple(sorted(self.depends.get(key, set()) - {key})),
+                depends=tuple(sorted(depends - {key})),
+                failovers=tuple(
+                    (port, subset, clusters)
+                    for (port, subset), clusters in sorted(self.failovers.get(key, {}).items())
+                ),
             )
         return self.out
 
@@ -282,6 +299,7 @@ class _Resolver:
         targets: dict[ServiceKey, dict[TargetKey, RouteTarget]] = {}
         subsets: dict[ServiceKey, set[tuple[int, str]]] = {}
         depends: set[ServiceKey] = set()
+        self.pending_failovers, self.pending_depends = {}, {}
         for key in hosts:
             service = self.catalog[key].service
             http_ports = [p.port for p in service.ports if p.http_like]
@@ -316,6 +334,10 @@ class _Resolver:
             self.depends[key] = depends
         for key, pairs in subsets.items():
             self.subsets.setdefault(key, set()).update(pairs)
+        for key, aggregates in self.pending_failovers.items():
+            self.failovers.setdefault(key, {}).update(aggregates)
+        for key, more in self.pending_depends.items():
+            self.failover_depends.setdefault(key, set()).update(more)
         return tuple(hosts), warnings
 
     def _service_of(self, d: Destination) -> ServiceKey:
@@ -344,7 +366,7 @@ class _Resolver:
                 raise Rejected(
                     where,
                     f"subset {d.subset!r} of service {key} is not defined by a "
-                    f"DestinationRule{defined}"
+                    f"DestinationRule{defined}",
                 )
             subsets.setdefault(key, set()).add((port.port, d.subset))
         hash_on: HashOn | None = None
@@ -352,7 +374,54 @@ class _Resolver:
             lb = dr.for_port(port.port, d.subset).load_balancer
             hash_on = lb.hash if lb is not None else None
         cluster = subset_cluster_name(base, d.subset) if d.subset else base
+        if dr is not None and dr.failover:
+            cluster = self._failover(key, dr, d.subset, cluster, port, http, where, subsets)
         return RouteTarget(cluster=cluster, hash_on=hash_on)
+
+    def _failover(
+        self,
+        key: ServiceKey,
+        dr: DestinationPolicy,
+        subset: str,
+        primary: str,
+        port: Port,
+        http: bool,
+        where: FieldPath,
+        subsets: dict[ServiceKey, set[tuple[int, str]]],
+    ) -> str:
+        """The aggregate cluster for `primary` when `dr` fails it over (the entry for its
+        subset, else the one for every subset), else `primary` itself."""
+        chosen = next((f for f in dr.failover if f.subset == subset), None)
+        chosen = chosen or next((f for f in dr.failover if f.subset == ""), None)
+        if chosen is None:
+            return primary
+        clusters = [primary]
+        for t in chosen.targets:
+            tkey = self.index.find(t.host, t.namespace)
+            if tkey is None:
+                continue  # no such service yet: it would have no endpoints either
+            target = self.catalog[tkey].service
+            try:
+                tport = self._destination_port(
+                    target, replace(t, port=None), port.port, http, where
+                )
+            except Rejected:
+                continue
+            tcluster = cluster_name(target, tport)
+            if t.subset:
+                tdr = self.drs.get(tkey)
+                if tdr is None or tdr.subset(t.subset) is None:
+                    reason = f"failover subset {t.subset!r} of service {tkey} is not defined"
+                    raise Rejected(where, reason)
+                subsets.setdefault(tkey, set()).add((tport.port, t.subset))
+                tcluster = subset_cluster_name(tcluster, t.subset)
+            if tcluster not in clusters:
+                clusters.append(tcluster)
+                self.pending_depends.setdefault(key, set()).add(tkey)
+        if len(clusters) == 1:
+            return primary
+        self.pending_failovers.setdefault(key, {})[(port.port, subset)] = tuple(clusters)
+        return failover_cluster_name(primary)
 
     @staticmethod
     def _destination_port(

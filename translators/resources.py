@@ -20,6 +20,7 @@ from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, healt
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import api_listener_pb2, listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
@@ -90,6 +91,24 @@ def eds_cluster(
     )
     if http2:
         _use_http2(c)
+    return c
+
+
+def aggregate_cluster(name: str, clusters: Iterable[str], client: Client) -> cluster_pb2.Cluster:
+    """Envoy's aggregate cluster: `clusters` in priority order, the next used only when
+    the earlier ones have no healthy endpoint (gRFC A37 for proxyless gRPC).
+
+    Envoy refuses it without lb_policy CLUSTER_PROVIDED; gRPC NACKs that value (it
+    balances within the chosen cluster by that cluster's own policy)."""
+    c = cluster_pb2.Cluster(
+        name=name,
+        cluster_type=cluster_pb2.Cluster.CustomClusterType(
+            name="envoy.clusters.aggregate",
+            typed_config=pack(aggregate_pb2.ClusterConfig(clusters=list(clusters))),
+        ),
+    )
+    if client == "envoy":
+        c.lb_policy = cluster_pb2.Cluster.CLUSTER_PROVIDED
     return c
 
 

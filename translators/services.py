@@ -24,7 +24,7 @@ from xds_server.model import (
 
 from . import resources as rb
 from .group import Kind
-from .names import cluster_name, subset_cluster_name
+from .names import cluster_name, failover_cluster_name, subset_cluster_name
 from .policy_clusters import apply_traffic_policy, locality_load_assignment, subset_endpoints
 from .policy_resolve import ServicePolicy
 
@@ -71,6 +71,8 @@ def service_clusters(
                 cluster, dr.for_port(port.port, subset), client, subject
             )
         out.append(cluster)
+    for _, _, clusters in policy.failovers if policy is not None else ():
+        out.append(rb.aggregate_cluster(failover_cluster_name(clusters[0]), clusters, client))
     return out
 
 

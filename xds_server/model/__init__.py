@@ -8,6 +8,8 @@ The model imports nothing else of this project.
 """
 
 from .policy import (
+    DESTINATION_KINDS,
+    ROUTE_KINDS,
     ConnectionPool,
     Cors,
     Destination,
@@ -35,6 +37,7 @@ from .policy import (
     Retry,
     Rewrite,
     RoutePolicy,
+    ServiceFailover,
     StringMatch,
     Subset,
     TcpRule,
@@ -60,9 +63,11 @@ from .services import (
 
 __all__ = [
     "DEFAULT_NAMESPACE",
+    "DESTINATION_KINDS",
     "HEALTH_VALUES",
     "HTTP_LIKE",
     "PROTOCOLS",
+    "ROUTE_KINDS",
     "ConnectionPool",
     "Cors",
     "Destination",
@@ -98,6 +103,7 @@ __all__ = [
     "RoutePolicy",
     "Service",
     "ServiceEntry",
+    "ServiceFailover",
     "ServiceKey",
     "StringMatch",
     "Subset",

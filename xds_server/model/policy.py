@@ -29,6 +29,11 @@ MatchKind = Literal["exact", "prefix", "regex", "present", "path_prefix"]
 FieldPath = tuple[str | int, ...]  # a field of an object: ("spec", "http", 0, "route")
 SimpleLb = Literal["ROUND_ROBIN", "LEAST_REQUEST", "RANDOM"]
 PolicyKind = Literal["VirtualService", "DestinationRule"]
+# The kinds of object holding a RoutePolicy or a DestinationPolicy: Istio's, and what
+# other dialects compile into (Consul's discovery chain: the chain of a called service,
+# and the resolver of each service a chain reaches).
+ROUTE_KINDS = frozenset({"VirtualService", "discovery-chain"})
+DESTINATION_KINDS = frozenset({"DestinationRule", "discovery-chain-resolver"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,6 +343,17 @@ class Subset:
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceFailover:
+    """Where the traffic for a service's endpoints (`subset` "": every subset without its
+    own entry) goes when none of them is healthy: `targets`, in order (Consul's
+    service-resolver `Failover` to another service or subset). Rendered as an Envoy
+    aggregate cluster (the service's cluster, then the targets')."""
+
+    subset: str
+    targets: tuple[Destination, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class DestinationPolicy:
     """How callers treat the endpoints of the service named by `host` (a DestinationRule)."""
 
@@ -347,6 +363,7 @@ class DestinationPolicy:
     ports: tuple[PortTrafficPolicy, ...] = ()
     subsets: tuple[Subset, ...] = ()
     origin: str = field(default="", compare=False)  # as RoutePolicy.origin
+    failover: tuple[ServiceFailover, ...] = ()
 
     def subset(self, name: str) -> Subset | None:
         for s in self.subsets:
