@@ -44,9 +44,7 @@ stopped on exit, on error and on Ctrl-C. Figures on a shared machine are noisy.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import random
 import shutil
 import signal
@@ -54,23 +52,34 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any
 
-from bench import common, sovereign_peer, sovereign_templates
+from bench import common, sovereign_peer
 from bench.common import MB, BenchError
 from bench.envoy_admin import DYNAMIC, STATIC, EnvoyWaitError, EnvoyWatch
-from bench.registry import ENDPOINT_PORT, NAMESPACE, SERVICE_PORT, Endpoint, Registry
-from tests.harness import envoy as harness_envoy
+from bench.registry import Registry
+from bench.side_by_side_peers import (
+    FORMATS,
+    SEED,
+    Peer,
+    SovereignPeer,
+    XdsServerPeer,
+    cluster_of,
+    envoy,
+    expected,
+    registry,
+    seed_only,
+    static_bootstrap,
+    time_to_active,
+    write_atomically,
+)
+from bench.side_by_side_report import print_table
 from tests.harness.envoy import EnvoyProcess
-from tests.harness.ports import free_port
 
-SEED = "seed"
 PEERS = ("xds-server", "sovereign")
-FORMATS = ("json", "yaml")
 
 
 @dataclass
@@ -92,216 +101,6 @@ class Options:
     keep_logs: bool = False
 
 
-# -- the file -----------------------------------------------------------------------------
-
-
-def registry(services: int, endpoints: int) -> Registry:
-    """``seed`` plus `services` services; the same for every server (so are its edits)."""
-    full = Registry.generate(services, endpoints)
-    seed = [Endpoint(f"192.0.2.{j + 1}", f"z{j % 3}") for j in range(endpoints)]
-    return Registry(services={SEED: seed, **full.services})
-
-
-def seed_only(reg: Registry) -> Registry:
-    return Registry(services={SEED: reg.services[SEED]})
-
-
-def entries(reg: Registry) -> list[dict[str, Any]]:
-    """The registry's services as data: what its YAML text holds under ``services:``."""
-    return [
-        {
-            "name": name,
-            "namespace": NAMESPACE,
-            "ports": [{"name": "http", "port": SERVICE_PORT, "protocol": "http"}],
-            "endpoints": [
-                {
-                    "address": ep.address,
-                    "port": ENDPOINT_PORT,
-                    "zone": ep.zone,
-                    **({"weight": ep.weight} if ep.weight != 1 else {}),
-                }
-                for ep in eps
-            ],
-        }
-        for name, eps in reg.services.items()
-    ]
-
-
-def file_text(reg: Registry, fmt: str, wrapped: bool) -> str:
-    """The registry in `fmt` (json or yaml): under ``services:`` as xds-server's registry
-    file (`wrapped`), or as the bare list sovereign's file source reads."""
-    if fmt == "json":
-        data = entries(reg)
-        return json.dumps({"services": data} if wrapped else data)
-    text = reg.text()
-    if wrapped:
-        return text
-    header = "services:\n"
-    assert text.startswith(header)
-    return text[len(header) :] or "[]\n"
-
-
-def cluster_of(service: str) -> str:
-    return sovereign_templates.cluster_name(
-        {"name": service, "namespace": NAMESPACE}, {"port": SERVICE_PORT}
-    )
-
-
-def expected(reg: Registry) -> dict[str, int]:
-    """Cluster → how many endpoints Envoy must have for it."""
-    return {cluster_of(name): len(eps) for name, eps in reg.services.items()}
-
-
-def write_atomically(path: Path, text: str) -> float:
-    """Write beside `path`, rename over it; ``time.monotonic()`` just before the rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    at = time.monotonic()
-    os.replace(tmp, path)
-    return at
-
-
-# -- the servers --------------------------------------------------------------------------
-
-
-class Peer(Protocol):
-    name: str
-    path: Path
-
-    def text(self, reg: Registry) -> str: ...
-    def start(self) -> float: ...
-    def bootstrap(self, admin_port: int) -> dict[str, Any]: ...
-    def cpu(self) -> float: ...
-    def rss(self) -> float: ...
-    def close(self) -> float | None: ...
-    def tail(self) -> str: ...
-
-
-class XdsServerPeer:
-    """``xds-server --file PATH`` with its defaults (`common.RealServer`)."""
-
-    name = "xds-server"
-
-    def __init__(self, workdir: Path, timeout: float, fmt: str = "json"):
-        self.path = workdir / f"registry.{fmt}"
-        self.fmt = fmt
-        self.server = common.RealServer(["--file", str(self.path)], workdir / "xds-server.log")
-        self.timeout = timeout
-        self.listener_port = free_port()
-
-    def text(self, reg: Registry) -> str:
-        return file_text(reg, self.fmt, wrapped=True)
-
-    def start(self) -> float:
-        self.server.start()
-        return self.server.wait_ready(self.timeout)
-
-    def bootstrap(self, admin_port: int) -> dict[str, Any]:
-        return harness_envoy.bootstrap(
-            self.server.xds_port,
-            admin_port,
-            "side-by-side",
-            "bench",
-            metadata={"http_listener_port": self.listener_port},
-        )
-
-    def cpu(self) -> float:
-        return sovereign_peer.tree_cpu(self.server.ps)
-
-    def rss(self) -> float:
-        return sovereign_peer.tree_rss(self.server.ps)
-
-    def close(self) -> float | None:
-        return self.server.close()
-
-    def tail(self) -> str:
-        return self.server.tail()
-
-
-class SovereignPeer:
-    name = "sovereign"
-
-    def __init__(self, workdir: Path, o: Options):
-        self.path = workdir / f"services.{o.format}"
-        self.fmt = o.format
-        self.peer = sovereign_peer.Sovereign(
-            Path(o.sovereign_venv), workdir, self.path, o.refresh, o.sovereign_workers, o.format
-        )
-        self.timeout = o.timeout
-        self.refresh = o.refresh
-        self.listener_port = free_port()
-
-    def text(self, reg: Registry) -> str:
-        return file_text(reg, self.fmt, wrapped=False)
-
-    def start(self) -> float:
-        self.peer.start()
-        try:
-            return self.peer.wait_ready(self.timeout)
-        except sovereign_peer.PeerError as exc:
-            raise BenchError(str(exc)) from None
-
-    def bootstrap(self, admin_port: int) -> dict[str, Any]:
-        return sovereign_peer.bootstrap(
-            self.peer.port, admin_port, self.listener_port, self.refresh
-        )
-
-    def cpu(self) -> float:
-        return self.peer.cpu()
-
-    def rss(self) -> float:
-        return self.peer.rss()
-
-    def close(self) -> float | None:
-        return self.peer.close()
-
-    def tail(self) -> str:
-        return self.peer.tail()
-
-
-# -- Envoy --------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def envoy(bootstrap: Callable[[int], dict[str, Any]], log: Path) -> Iterator[EnvoyProcess]:
-    """An Envoy started (spawned, not waited for) with ``bootstrap(admin_port)``; stopped
-    after, whatever happens."""
-    env = EnvoyProcess(log_level="warn")
-    try:
-        env.start(bootstrap(free_port()), log)
-        yield env
-    finally:
-        env.stop()
-
-
-def time_to_active(
-    bootstrap: Callable[[int], dict[str, Any]],
-    log: Path,
-    want: dict[str, int],
-    dump: str,
-    timeout: float,
-) -> float:
-    """Seconds from a new Envoy's spawn to every cluster of `want` active."""
-    with envoy(bootstrap, log) as env:
-        t0 = time.monotonic()
-        return EnvoyWatch(env, dump).wait_all_active(want, timeout) - t0
-
-
-def static_bootstrap(reg: Registry) -> Callable[[int], dict[str, Any]]:
-    """The floor's Envoy: the registry's clusters, endpoints inline, in its bootstrap."""
-    clusters = sovereign_templates.clusters(entries(reg))
-
-    def bootstrap(admin_port: int) -> dict[str, Any]:
-        admin = {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}}
-        return {
-            "node": {"id": "side-by-side-static", "cluster": "bench"},
-            "static_resources": {"clusters": clusters},
-            "admin": admin,
-        }
-
-    return bootstrap
-
-
 # -- one server ---------------------------------------------------------------------------
 
 
@@ -310,57 +109,69 @@ def _sleep_until(at: float) -> None:
 
 
 def run_peer(peer: Peer, o: Options, workdir: Path) -> dict[str, Any]:
+    """Every figure of one server (see the module): it starts with the seed service, one
+    Envoy follows the hot add, the edits and the steady state, then fresh Envoys."""
     reg = registry(o.services, o.endpoints)
     res: dict[str, Any] = {"server": peer.name}
     write_atomically(peer.path, peer.text(seed_only(reg)))
     res["ready_s"] = round(peer.start(), 3)
-
     with envoy(peer.bootstrap, workdir / f"envoy-{peer.name}.log") as env:
         watch = EnvoyWatch(env, DYNAMIC)
         watch.wait_all_active(expected(seed_only(reg)), o.timeout)
-
-        # hot add
-        c0 = peer.cpu()
-        t0 = write_atomically(peer.path, peer.text(reg))
-        res["hot_add_s"] = round(watch.wait_all_active(expected(reg), o.timeout) - t0, 3)
-        res["hot_add_cpu_s"] = round(peer.cpu() - c0, 3)
+        res.update(hot_add(peer, watch, reg, o))
         time.sleep(o.settle)
-
-        # edits
-        rng = random.Random(o.seed)
-        targets = rng.sample(sorted(n for n in reg.services if n != SEED), o.edits)
-        edits = []
-        next_at = time.monotonic() + rng.uniform(0.0, 1.0)
-        for k, name in enumerate(targets):
-            _sleep_until(next_at)
-            reg.edit("move", name, k)
-            address = reg.services[name][0].address
-            c0 = peer.cpu()
-            t0 = write_atomically(peer.path, peer.text(reg))
-            applied = watch.wait_applied(cluster_of(name), address, o.timeout)
-            _sleep_until(applied + o.settle)
-            c1, t1 = peer.cpu(), time.monotonic()
-            edits.append(
-                {
-                    "service": name,
-                    "address": address,
-                    "applied_ms": round((applied - t0) * 1000, 1),
-                    "cpu_s": round(c1 - c0, 3),
-                    "window_s": round(t1 - t0, 3),
-                }
-            )
-            next_at = max(t0 + o.edit_interval, time.monotonic()) + rng.uniform(0.0, 1.0)
-        res["edits"] = edits
-
-        # steady
+        res["edits"] = edits(peer, watch, reg, o)
         c0, t0 = peer.cpu(), time.monotonic()
         time.sleep(o.steady)
         res["steady_cpu_s_per_s"] = round((peer.cpu() - c0) / (time.monotonic() - t0), 4)
         res["rss_mb"] = round(peer.rss() / MB, 1)
         res["envoy"] = envoy_counters(env)
+    res.update(fresh_envoys(peer, reg, o, workdir))
+    res["rss_end_mb"] = round(peer.rss() / MB, 1)
+    return res
 
-    # Fresh Envoys, each paired with a floor run just before it (so the machine's load
-    # drifts alike for both): the server is up and idle meanwhile.
+
+def hot_add(peer: Peer, watch: EnvoyWatch, reg: Registry, o: Options) -> dict[str, Any]:
+    """The file gains every service: write → all clusters active, and the CPU meanwhile."""
+    c0 = peer.cpu()
+    t0 = write_atomically(peer.path, peer.text(reg))
+    active = watch.wait_all_active(expected(reg), o.timeout)
+    return {"hot_add_s": round(active - t0, 3), "hot_add_cpu_s": round(peer.cpu() - c0, 3)}
+
+
+def edits(peer: Peer, watch: EnvoyWatch, reg: Registry, o: Options) -> list[dict[str, Any]]:
+    """`o.edits` endpoint moves, each on another service: write → Envoy applied, and the
+    CPU from the write to `o.settle` s after."""
+    rng = random.Random(o.seed)
+    targets = rng.sample(sorted(n for n in reg.services if n != SEED), o.edits)
+    out = []
+    next_at = time.monotonic() + rng.uniform(0.0, 1.0)
+    for k, name in enumerate(targets):
+        _sleep_until(next_at)
+        reg.edit("move", name, k)
+        address = reg.services[name][0].address
+        c0 = peer.cpu()
+        t0 = write_atomically(peer.path, peer.text(reg))
+        applied = watch.wait_applied(cluster_of(name), address, o.timeout)
+        _sleep_until(applied + o.settle)
+        c1, t1 = peer.cpu(), time.monotonic()
+        out.append(
+            {
+                "service": name,
+                "address": address,
+                "applied_ms": round((applied - t0) * 1000, 1),
+                "cpu_s": round(c1 - c0, 3),
+                "window_s": round(t1 - t0, 3),
+            }
+        )
+        # A random phase against both servers' 1 s loops.
+        next_at = max(t0 + o.edit_interval, time.monotonic()) + rng.uniform(0.0, 1.0)
+    return out
+
+
+def fresh_envoys(peer: Peer, reg: Registry, o: Options, workdir: Path) -> dict[str, Any]:
+    """Fresh Envoys, each paired with a floor run just before it (so the machine's load
+    drifts alike for both); the server is up and idle meanwhile."""
     log = workdir / f"envoy-{peer.name}-fresh.log"
     floor_log = workdir / "envoy-static.log"
     want = expected(reg)
@@ -368,13 +179,12 @@ def run_peer(peer: Peer, o: Options, workdir: Path) -> dict[str, Any]:
     for _ in range(o.fresh_runs):
         floor.append(time_to_active(static_bootstrap(reg), floor_log, want, STATIC, o.timeout))
         fresh.append(time_to_active(peer.bootstrap, log, want, DYNAMIC, o.timeout))
-    res["floor_s"] = [round(t, 3) for t in floor]
-    res["fresh_s"] = [round(t, 3) for t in fresh]
-    res["fresh_over_floor"] = round(
-        statistics.median(a / b for a, b in zip(fresh, floor, strict=True)), 3
-    )
-    res["rss_end_mb"] = round(peer.rss() / MB, 1)
-    return res
+    pairs = [a / b for a, b in zip(fresh, floor, strict=True)]
+    return {
+        "floor_s": [round(t, 3) for t in floor],
+        "fresh_s": [round(t, 3) for t in fresh],
+        "fresh_over_floor": round(statistics.median(pairs), 3),
+    }
 
 
 def envoy_counters(env: EnvoyProcess) -> dict[str, int]:
@@ -428,7 +238,14 @@ def run(o: Options) -> dict[str, Any]:
             peer: Peer = (
                 XdsServerPeer(peer_dir, o.timeout, o.format)
                 if name == "xds-server"
-                else SovereignPeer(peer_dir, o)
+                else SovereignPeer(
+                    peer_dir,
+                    Path(o.sovereign_venv),
+                    o.timeout,
+                    o.refresh,
+                    o.sovereign_workers,
+                    o.format,
+                )
             )
             try:
                 res = run_peer(peer, o, peer_dir)
@@ -451,120 +268,6 @@ def sovereign_version(venv: Path) -> str:
     for dist in venv.glob("lib/python*/site-packages/sovereign-*.dist-info"):
         return dist.name.removeprefix("sovereign-").removesuffix(".dist-info")
     return "?"
-
-
-# -- the table ----------------------------------------------------------------------------
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None or b == 0 else a / b
-
-
-Row = tuple[str, str, str, str, str, str]
-Check = Callable[[float, float], bool]
-
-
-def rows(out: dict[str, Any]) -> list[Row]:
-    """(what, xds-server, sovereign, sovereign / xds-server, target, met) per line."""
-    r = out["results"]
-    ours, sov = r.get("xds-server"), r.get("sovereign")
-    limit_ms = 50.0 if out["options"]["services"] <= 100 else 80.0
-
-    def line(
-        what: str,
-        fn: Callable[[dict[str, Any]], float],
-        unit: str,
-        target: str = "",
-        check: Check | None = None,
-        scale: float = 1.0,
-    ) -> Row:
-        a = None if ours is None else fn(ours) * scale
-        b = None if sov is None else fn(sov) * scale
-        ratio = _ratio(b, a)
-        met = "" if check is None or a is None or b is None else ("yes" if check(a, b) else "NO")
-        cells = (common.fmt(a, unit), common.fmt(b, unit))
-        return (what, *cells, "—" if ratio is None else f"{ratio:.2f}x", target, met)
-
-    def vs_floor(res: dict[str, Any] | None) -> str:
-        return "—" if res is None else f"{res['fresh_over_floor']:.2f}x"
-
-    fresh_ok = "" if ours is None else ("yes" if ours["fresh_over_floor"] <= 1.1 else "NO")
-    return [
-        line(
-            "edit → Envoy applied, median",
-            lambda x: x["edit_applied_ms"]["median"],
-            " ms",
-            f"≥ 10x and ≤ {limit_ms:g} ms",
-            lambda a, b: b >= 10 * a and a <= limit_ms,
-        ),
-        line("edit → Envoy applied, max", lambda x: x["edit_applied_ms"]["max"], " ms"),
-        line(
-            "server CPU per edit, mean",
-            lambda x: x["edit_cpu_s"]["mean"],
-            " ms",
-            "≥ 5x",
-            lambda a, b: b >= 5 * a,
-            scale=1000.0,
-        ),
-        line(
-            "hot add → all clusters active",
-            lambda x: x["hot_add_s"],
-            " s",
-            "≥ 1.5x",
-            lambda a, b: b >= 1.5 * a,
-        ),
-        line("server CPU, hot add", lambda x: x["hot_add_cpu_s"], " ms", scale=1000.0),
-        line(
-            "fresh Envoy → all active, median",
-            lambda x: x["fresh_median_s"],
-            " s",
-            "≥ 1x",
-            lambda a, b: a <= b,
-        ),
-        line("static floor → all active, median", lambda x: x["floor_median_s"], " s"),
-        (
-            "fresh Envoy / floor, paired, median",
-            vs_floor(ours),
-            vs_floor(sov),
-            "",
-            "≤ 1.10",
-            fresh_ok,
-        ),
-        line("steady CPU (ms per s)", lambda x: x["steady_cpu_s_per_s"], " ms", scale=1000.0),
-        line("RSS (process + children)", lambda x: x["rss_mb"], " MB"),
-        line("start → serving", lambda x: x["ready_s"], " s"),
-    ]
-
-
-def print_table(out: dict[str, Any], info: dict[str, Any]) -> None:
-    o = out["options"]
-    table = rows(out)
-    sov = f"sovereign {out.get('sovereign_version', '')}".strip()
-    head = ("", "xds-server", sov, "sov/xds", "target", "met")
-    widths = [max(len(row[i]) for row in [head, *table]) + 2 for i in range(len(head))]
-    print()
-    print(
-        f"side by side: {o['services']} services x {o['endpoints']} endpoints (+ seed), "
-        f"{o['edits']} edits, {o['format']} file, one Envoy each; "
-        f"sovereign: {o['sovereign_workers']} worker, file refresh and Envoy REST refresh "
-        f"{o['refresh']:g} s; CPU in CPU-ms"
-    )
-    print(
-        f"machine: {info['cpus']} CPUs ({info['cpu_model']}), code {info['git']}, "
-        f"load average at end {os.getloadavg()[0]:.2f} (shared machine: noisy)"
-    )
-    for row in [head, *table]:
-        print(
-            row[0].ljust(widths[0])
-            + "".join(c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True))
-        )
-    for name, res in out["results"].items():
-        edits = ", ".join(f"{e['applied_ms']:.0f}" for e in res["edits"])
-        print(
-            f"{name}: edits applied after {edits} ms; fresh Envoy {res['fresh_s']} s, "
-            f"floor {res['floor_s']} s"
-        )
-        print(f"  Envoy counters: {res['envoy']}")
 
 
 # -- command line -------------------------------------------------------------------------

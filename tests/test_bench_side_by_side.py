@@ -14,6 +14,8 @@ import yaml
 from google.protobuf.json_format import MessageToDict
 
 from bench import side_by_side as sbs
+from bench import side_by_side_peers as peers
+from bench import side_by_side_report as report
 from bench import sovereign_peer, sovereign_templates
 from bench.envoy_admin import STATIC, EnvoyWaitError, EnvoyWatch
 from sources.file import parse_registry
@@ -34,24 +36,24 @@ def _ours(reg: Any) -> dict[str, list[dict[str, Any]]]:
     }
 
 
-@pytest.mark.parametrize("fmt", sbs.FORMATS)
+@pytest.mark.parametrize("fmt", peers.FORMATS)
 def test_both_servers_read_the_same_services(fmt: str) -> None:
-    reg = sbs.registry(4, 3)
+    reg = peers.registry(4, 3)
     reg.edit("weight", "svc-0002", 1)
     ours = yaml.safe_load(reg.text())["services"]
-    assert yaml.safe_load(sbs.file_text(reg, fmt, wrapped=True)) == {"services": ours}
-    assert yaml.safe_load(sbs.file_text(reg, fmt, wrapped=False)) == ours
+    assert yaml.safe_load(peers.file_text(reg, fmt, wrapped=True)) == {"services": ours}
+    assert yaml.safe_load(peers.file_text(reg, fmt, wrapped=False)) == ours
     assert [s["name"] for s in ours] == ["seed", "svc-0000", "svc-0001", "svc-0002", "svc-0003"]
-    assert yaml.safe_load(sbs.file_text(sbs.seed_only(reg), fmt, wrapped=False)) == ours[:1]
+    assert yaml.safe_load(peers.file_text(peers.seed_only(reg), fmt, wrapped=False)) == ours[:1]
     # the cluster names the benchmark waits for are the ones xds-server sends
-    assert sorted(sbs.expected(reg)) == [c["name"] for c in _ours(reg)[types.CLUSTER]]
-    assert set(sbs.expected(reg).values()) == {3}
+    assert sorted(peers.expected(reg)) == [c["name"] for c in _ours(reg)[types.CLUSTER]]
+    assert set(peers.expected(reg).values()) == {3}
 
 
 def test_sovereign_templates_send_what_xds_server_sends() -> None:
-    reg = sbs.registry(3, 3)
+    reg = peers.registry(3, 3)
     reg.edit("weight", "svc-0001", 3)  # a weight other than 1 must survive too
-    instances = sbs.entries(reg)
+    instances = peers.entries(reg)
     ours = _ours(reg)
     clusters = sovereign_templates.clusters(instances)
     assert [c["load_assignment"] for c in clusters] == ours[types.ENDPOINT]
@@ -65,7 +67,7 @@ def test_sovereign_templates_send_what_xds_server_sends() -> None:
 
 
 def test_sovereign_resources_and_bootstrap_are_valid_envoy_config(tmp_path: Path) -> None:
-    instances = sbs.entries(sbs.registry(2, 2))
+    instances = peers.entries(peers.registry(2, 2))
     boot = sovereign_peer.bootstrap(18080, 19901, 10000, 1.0)
     boot["static_resources"]["clusters"] += sovereign_templates.clusters(instances)
     boot["static_resources"]["listeners"] = sovereign_templates.listeners(10000, XDS_CLUSTER, 1.0)
@@ -87,18 +89,18 @@ def test_sovereign_config_names_its_file_and_templates(tmp_path: Path) -> None:
 
 
 def test_envoy_watch_says_applied_and_active_only_when_true(tmp_path: Path) -> None:
-    reg = sbs.registry(40, 3)
-    with sbs.envoy(sbs.static_bootstrap(reg), tmp_path / "envoy.log") as env:
+    reg = peers.registry(40, 3)
+    with peers.envoy(peers.static_bootstrap(reg), tmp_path / "envoy.log") as env:
         watch = EnvoyWatch(env, STATIC)
-        want = sbs.expected(reg)
+        want = peers.expected(reg)
         watch.wait_all_active(want, 20)
         name = "svc-0017"
         present = reg.services[name][1].address
-        watch.wait_applied(sbs.cluster_of(name), present, 5)
+        watch.wait_applied(peers.cluster_of(name), present, 5)
         with pytest.raises(EnvoyWaitError, match="not in Envoy's hosts"):
-            watch.wait_applied(sbs.cluster_of(name), "203.0.113.7", 0.2)
+            watch.wait_applied(peers.cluster_of(name), "203.0.113.7", 0.2)
         with pytest.raises(EnvoyWaitError, match="1 of 41 clusters without their endpoints"):
-            watch.wait_all_active({**want, sbs.cluster_of(name): 4}, 0.3)
+            watch.wait_all_active({**want, peers.cluster_of(name): 4}, 0.3)
         with pytest.raises(EnvoyWaitError, match="not all active"):
             watch.wait_all_active({**want, "missing.bench:80": 1}, 0.3)
 
@@ -107,7 +109,7 @@ def test_one_small_run_against_xds_server(tmp_path: Path) -> None:
     o = sbs.Options(
         services=6, edits=2, edit_interval=0.2, settle=0.1, steady=0.2, fresh_runs=2, timeout=20
     )
-    peer = sbs.XdsServerPeer(tmp_path, o.timeout)
+    peer = peers.XdsServerPeer(tmp_path, o.timeout)
     try:
         res = sbs.run_peer(peer, o, tmp_path)
     finally:
@@ -123,3 +125,53 @@ def test_one_small_run_against_xds_server(tmp_path: Path) -> None:
     final = {s["name"]: s for s in json.loads(peer.path.read_text())["services"]}
     for e in res["edits"]:
         assert final[e["service"]]["endpoints"][0]["address"] == e["address"]
+
+
+def _result(edit_ms: float, cpu_s: float, hot_s: float, fresh_s: float, vs_floor: float) -> Any:
+    return {
+        "edit_applied_ms": {"median": edit_ms, "max": edit_ms},
+        "edit_cpu_s": {"mean": cpu_s},
+        "hot_add_s": hot_s,
+        "hot_add_cpu_s": cpu_s,
+        "fresh_median_s": fresh_s,
+        "floor_median_s": fresh_s / vs_floor,
+        "fresh_over_floor": vs_floor,
+        "steady_cpu_s_per_s": 0.0,
+        "rss_mb": 90.0,
+        "ready_s": 0.5,
+    }
+
+
+@pytest.mark.parametrize(
+    ("services", "ours", "met"),
+    [
+        (1000, (80.0, 0.02, 1.0, 1.0, 1.1), ["yes"] * 5),
+        (100, (80.0, 0.021, 1.01, 1.01, 1.11), ["NO"] * 5),  # just short of every target
+        (1000, (90.0, 0.02, 1.0, 1.0, 1.1), ["NO", "yes", "yes", "yes", "yes"]),  # > 80 ms
+    ],
+)
+def test_table_checks_the_issue_targets(services: int, ours: Any, met: list[str]) -> None:
+    out = {
+        "options": {"services": services},
+        "results": {
+            "xds-server": _result(*ours),
+            "sovereign": _result(800.0, 0.1, 1.5, 1.0, 1.0),
+        },
+    }
+    table = {row[0]: row for row in report.rows(out)}
+    got = [
+        table[what][5]
+        for what in (
+            "edit → Envoy applied, median",
+            "server CPU per edit, mean",
+            "hot add → all clusters active",
+            "fresh Envoy → all active, median",
+            "fresh Envoy / floor, paired, median",
+        )
+    ]
+    assert got == met
+    assert table["edit → Envoy applied, median"][1:4] == (
+        f"{ours[0]:.1f} ms",
+        "800.0 ms",
+        f"{800 / ours[0]:.2f}x",
+    )
