@@ -109,20 +109,31 @@ class Peer(Protocol):
     def tail(self) -> str: ...
 
 
-class XdsServerPeer:
+class FileReader:
+    """What both servers share: the file they read (`stem`.`fmt`; xds-server's wraps the
+    list in ``services:``), the time they may take to start, the port their Envoy's HTTP
+    listener is given (node metadata ``http_listener_port``)."""
+
+    wrapped = True
+
+    def __init__(self, workdir: Path, stem: str, fmt: str, timeout: float):
+        self.path = workdir / f"{stem}.{fmt}"
+        self.fmt = fmt
+        self.timeout = timeout
+        self.listener_port = free_port()
+
+    def text(self, reg: Registry) -> str:
+        return file_text(reg, self.fmt, wrapped=self.wrapped)
+
+
+class XdsServerPeer(FileReader):
     """``xds-server --file PATH`` with its defaults (`common.RealServer`)."""
 
     name = "xds-server"
 
     def __init__(self, workdir: Path, timeout: float, fmt: str = "json"):
-        self.path = workdir / f"registry.{fmt}"
-        self.fmt = fmt
+        super().__init__(workdir, "registry", fmt, timeout)
         self.server = common.RealServer(["--file", str(self.path)], workdir / "xds-server.log")
-        self.timeout = timeout
-        self.listener_port = free_port()
-
-    def text(self, reg: Registry) -> str:
-        return file_text(reg, self.fmt, wrapped=True)
 
     def start(self) -> float:
         self.server.start()
@@ -150,21 +161,18 @@ class XdsServerPeer:
         return self.server.tail()
 
 
-class SovereignPeer:
+class SovereignPeer(FileReader):
+    """sovereign as `bench.sovereign_peer` sets it up, reading the bare list."""
+
     name = "sovereign"
+    wrapped = False
 
     def __init__(
         self, workdir: Path, venv: Path, timeout: float, refresh: float, workers: int, fmt: str
     ):
-        self.path = workdir / f"services.{fmt}"
-        self.fmt = fmt
+        super().__init__(workdir, "services", fmt, timeout)
         self.peer = sovereign_peer.Sovereign(venv, workdir, self.path, refresh, workers, fmt)
-        self.timeout = timeout
         self.refresh = refresh
-        self.listener_port = free_port()
-
-    def text(self, reg: Registry) -> str:
-        return file_text(reg, self.fmt, wrapped=False)
 
     def start(self) -> float:
         self.peer.start()
