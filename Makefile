@@ -43,3 +43,15 @@ bench-policy: $(STAMP)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# Side by side with sovereign (PyPI), in its own virtualenv: its dependencies are not ours.
+SOVEREIGN_VENV := .bench/sovereign-venv
+.PHONY: bench-sovereign
+
+$(SOVEREIGN_VENV)/bin/sovereign:
+	$(PYTHON) -m venv $(SOVEREIGN_VENV)
+	$(SOVEREIGN_VENV)/bin/pip install -q 'sovereign==0.32.*'
+
+bench-sovereign: $(STAMP) $(SOVEREIGN_VENV)/bin/sovereign
+	$(BIN)/python -m bench.side_by_side --services 1000 --sovereign-venv $(SOVEREIGN_VENV)
+	$(BIN)/python -m bench.side_by_side --services 100 --sovereign-venv $(SOVEREIGN_VENV)
