@@ -11,7 +11,7 @@ DESIGN §6), each kept here:
   address) resets the watch to 0: the next query answers at once with fresh data;
 - an index of 0 is clamped to 1, so a buggy answer cannot turn the loop into a busy one;
 - a response is not a change: the mapped result is compared with what was published;
-- each watch waits at least `_MIN_INTERVAL` between its queries, and backs off
+- each watch waits at least `MIN_INTERVAL` between its queries, and backs off
   exponentially with jitter after errors;
 - new watches (startup, or after an outage) start at `watch_rate` per second, so
   thousands of services do not hit the agent at the same instant.
@@ -42,12 +42,11 @@ import fnmatch
 import logging
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import aiohttp
 import consul
 import consul.aio
 
@@ -56,9 +55,13 @@ from sources.consul_connection import (
     BACKOFF_BASE,
     BACKOFF_CAP,
     DEFAULT_ADDRESS,
+    BlockingIndex,
     ConsulConfig,
     ConsulConfigError,
+    Pacer,
+    consul_down,
     describe,
+    pause,
 )
 from sources.consul_mapping import to_entry
 from sources.hold import DEFAULT_HOLD, GuardedPublisher, HoldPolicy
@@ -68,6 +71,7 @@ from xds_server.model import DEFAULT_NAMESPACE, ServiceEntry, ServiceKey
 __all__ = [
     "BACKOFF_CAP",
     "DEFAULT_ADDRESS",
+    "BlockingIndex",
     "ConsulConfig",
     "ConsulConfigError",
     "ConsulSource",
@@ -77,46 +81,12 @@ __all__ = [
 log = logging.getLogger("sources.consul")
 
 KIND = "consul"
-_MIN_INTERVAL = 0.1  # between two queries of one watch: Consul asks clients to rate-limit
+T = TypeVar("T")
 _CATALOG = "/v1/catalog/services"
 _PROBE = "/v1/status/leader"
 # Consul's own servers register as service "consul" (server RPC, port 8300): not a service
 # anyone routes HTTP to.
 _SKIPPED = frozenset({"consul"})
-
-
-class BlockingIndex:
-    """A watch's X-Consul-Index, with Consul's rules for resets and the 0 bug."""
-
-    def __init__(self) -> None:
-        self.value = 0
-
-    def update(self, header: str | int | None) -> bool:
-        """Takes the index of a response; False if it went backwards (watch reset)."""
-        try:
-            new = int(header) if header is not None else 0
-        except ValueError:
-            new = 0
-        if new < self.value:
-            self.value = 0
-            return False
-        self.value = max(new, 1)
-        return True
-
-
-class Pacer:
-    """Spreads starts evenly at `rate` per second, in the order they asked."""
-
-    def __init__(self, rate: float) -> None:
-        self.interval = 1.0 / rate
-        self._next = 0.0
-
-    async def wait(self) -> None:
-        now = time.monotonic()
-        at = max(now, self._next)
-        self._next = at + self.interval
-        if at > now:
-            await asyncio.sleep(at - now)
 
 
 @dataclass
@@ -207,29 +177,56 @@ class ConsulSource:
 
     # -- the catalog watch -----------------------------------------------------------
 
-    async def _watch_catalog(self, client: consul.aio.Consul) -> None:
+    async def follow(
+        self,
+        path: str,
+        query: Callable[[int], Awaitable[tuple[str | int | None, T]]],
+        answer: Callable[[T], None],
+        *,
+        watch: str | None = None,
+        paced: bool = False,
+    ) -> None:
+        """One blocking-query watch, forever, with the rules of the module docstring:
+        `query(index)` → (X-Consul-Index, data), each answer handed to `answer`. `watch`
+        names it in the source's failures (else `path`); `paced`: its starts go
+        through the source's Pacer."""
         index = BlockingIndex()
         backoff = Backoff(BACKOFF_BASE, BACKOFF_CAP)
+        name = watch or path
         while True:
+            if paced and index.value == 0:
+                await self._pacer.wait()
             started = time.monotonic()
             try:
-                header, services = await client.catalog.services(
-                    index=index.value, wait=self.config.wait_param
-                )
+                header, data = await query(index.value)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._failed(_CATALOG, exc)
-                await self._retry(exc, backoff, _CATALOG)
+                self._failed(path, exc, watch=watch)
+                await self._retry(exc, backoff, name)
+                if paced:
+                    await self._pacer.wait()
                 continue
             backoff.reset()
             self.outage.up()
             if not index.update(header):
-                self._reset(_CATALOG)
+                self._reset(path)
+            try:
+                answer(data)
+            except Exception:  # a bug in mapping must not end the watch
+                log.exception("consul: cannot apply the answer of %s", path)
+            self._succeeded(name)
+            await pause(started)
+
+    async def _watch_catalog(self, client: consul.aio.Consul) -> None:
+        async def query(index: int) -> tuple[str | int | None, Any]:
+            return await client.catalog.services(index=index, wait=self.config.wait_param)  # type: ignore[no-any-return]
+
+        def answer(services: Any) -> None:
             self._catalog_answer(client, self._select(services or {}))
             self._catalog_answered = True
-            self._succeeded(_CATALOG)
-            await _pause(started)
+
+        await self.follow(_CATALOG, query, answer)
 
     def _catalog_answer(self, client: consul.aio.Consul, now_wanted: set[str]) -> None:
         gone, back = self._wanted - now_wanted, now_wanted - self._wanted
@@ -297,37 +294,18 @@ class ConsulSource:
     # -- one service's watch -----------------------------------------------------------
 
     async def _watch_service(self, client: consul.aio.Consul, name: str) -> None:
-        index = BlockingIndex()
-        backoff = Backoff(BACKOFF_BASE, BACKOFF_CAP)
-        path = f"/v1/health/service/{name}"
-        while True:
-            if index.value == 0:
-                await self._pacer.wait()
-            started = time.monotonic()
-            try:
-                header, instances = await client.health.service(
-                    name,
-                    index=index.value,
-                    wait=self.config.wait_param,
-                    tag=list(self.config.tags) or None,
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._failed(path, exc, watch=name)
-                await self._retry(exc, backoff, name)
-                await self._pacer.wait()
-                continue
-            backoff.reset()
-            self.outage.up()
-            if not index.update(header):
-                self._reset(path)
-            try:
-                self._answer(name, instances or [])
-            except Exception:  # a bug in mapping must not end the watch
-                log.exception("consul: cannot map service %s", name)
-            self._succeeded(name)
-            await _pause(started)
+        async def query(index: int) -> tuple[str | int | None, Any]:
+            return await client.health.service(  # type: ignore[no-any-return]
+                name, index=index, wait=self.config.wait_param, tag=list(self.config.tags) or None
+            )
+
+        await self.follow(
+            f"/v1/health/service/{name}",
+            query,
+            lambda instances: self._answer(name, instances or []),
+            watch=name,
+            paced=True,
+        )
 
     def _answer(self, name: str, instances: Sequence[Mapping[str, Any]]) -> None:
         watch = self._watches.get(name)
@@ -364,7 +342,7 @@ class ConsulSource:
     async def _retry(self, exc: BaseException, backoff: Backoff, watch: str) -> None:
         """After a failed query: Consul unreachable or leaderless → wait with every other
         watch for the prober; any other error (this query's) → this watch's backoff."""
-        if _down(exc):
+        if consul_down(exc):
             await self.outage.wait()
             # Consul answers again: the watch resumes its blocking query, which may not
             # return for a whole wait; the source is not stale meanwhile.
@@ -434,17 +412,3 @@ class ConsulSource:
 
 def entry_key(name: str) -> ServiceKey:
     return ServiceKey(DEFAULT_NAMESPACE, name)
-
-
-async def _pause(started: float) -> None:
-    delay = started + _MIN_INTERVAL - time.monotonic()
-    if delay > 0:
-        await asyncio.sleep(delay)
-
-
-def _down(exc: BaseException) -> bool:
-    """Whether a failed query means Consul itself cannot answer (every watch would fail
-    the same way), rather than this query failing."""
-    if isinstance(exc, consul.ConsulException) and str(exc)[:1] == "5":
-        return True  # "500 No cluster leader", "500 rpc error" from a server going away
-    return isinstance(exc, (aiohttp.ClientConnectionError, asyncio.TimeoutError, consul.Timeout))

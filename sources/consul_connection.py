@@ -1,12 +1,15 @@
 """Where Consul is and how to reach it: the Consul source's settings, resolved as the
 Consul CLI resolves them (flags first, then CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN(_FILE),
 CONSUL_HTTP_SSL, CONSUL_HTTP_SSL_VERIFY, CONSUL_CACERT, CONSUL_CLIENT_CERT and
-CONSUL_CLIENT_KEY), and the one-line description of a failed query.
+CONSUL_CLIENT_KEY), the one-line description of a failed query, and the pieces of a
+blocking-query watch every Consul watch shares (its index, pacing, the pause between
+queries, and which errors mean Consul is down).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,7 @@ _DEFAULT_PORTS = {"http": 8500, "https": 8501}
 # Retries after errors: exponential from BACKOFF_BASE, at most BACKOFF_CAP apart.
 BACKOFF_BASE = 0.2
 BACKOFF_CAP = 10.0
+MIN_INTERVAL = 0.1  # between two queries of one watch: Consul asks clients to rate-limit
 
 
 class ConsulConfigError(ValueError):
@@ -146,3 +150,52 @@ def describe(exc: BaseException, config: ConsulConfig) -> str:
     if isinstance(exc, aiohttp.ClientError):
         return f"{where}: {type(exc).__name__}: {exc}"
     return f"{where}: unexpected {type(exc).__name__}: {exc}"
+
+
+class BlockingIndex:
+    """A watch's X-Consul-Index, with Consul's rules for resets and the 0 bug."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def update(self, header: str | int | None) -> bool:
+        """Takes the index of a response; False if it went backwards (watch reset)."""
+        try:
+            new = int(header) if header is not None else 0
+        except ValueError:
+            new = 0
+        if new < self.value:
+            self.value = 0
+            return False
+        self.value = max(new, 1)
+        return True
+
+
+class Pacer:
+    """Spreads starts evenly at `rate` per second, in the order they asked."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate
+        self._next = 0.0
+
+    async def wait(self) -> None:
+        now = time.monotonic()
+        at = max(now, self._next)
+        self._next = at + self.interval
+        if at > now:
+            await asyncio.sleep(at - now)
+
+
+async def pause(started: float) -> None:
+    """Keeps a watch `MIN_INTERVAL` between two queries."""
+    delay = started + MIN_INTERVAL - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+def consul_down(exc: BaseException) -> bool:
+    """Whether a failed query means Consul itself cannot answer (every watch would fail
+    the same way), rather than this query failing."""
+    if isinstance(exc, consul.ConsulException) and str(exc)[:1] == "5":
+        return True  # "500 No cluster leader", "500 rpc error" from a server going away
+    return isinstance(exc, (aiohttp.ClientConnectionError, asyncio.TimeoutError, consul.Timeout))

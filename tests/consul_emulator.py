@@ -34,6 +34,9 @@ Consul's documented semantics:
   ``/v1/catalog/register`` have no ``serfHealth`` check, as in Consul. JSON keys
   are matched case-insensitively and ``snake_case`` keys are accepted, as Consul
   does (py-consul sends ``{"name": ..., "checks": [...]}``).
+* Config entries (tests.consul_emulator_config): ``PUT /v1/config`` (``?cas``),
+  ``GET /v1/config/<kind>`` (blocking), ``GET|DELETE /v1/config/<kind>/<name>``;
+  ``config_kinds=None`` emulates a Consul without that API (404).
 * ACLs (only when ``acl_tokens`` is given): an unknown token gets 403
   ``ACL not found``; no token is the anonymous token, whose reads are filtered to
   nothing (``X-Consul-Results-Filtered-By-ACLs: true``) and whose writes get 403
@@ -84,6 +87,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from tests.consul_emulator_config import KINDS as CONFIG_KINDS
+from tests.consul_emulator_config import ConfigEntries, ConfigEntryError
 from tests.harness.loop_thread import LoopThread
 
 __all__ = ["ConsulEmulator", "Request", "parse_duration"]
@@ -299,6 +304,7 @@ class _State:
         self.node_services: dict[str, set[str]] = {}
         self.svc_checks: dict[tuple[str, str], set[str]] = {}  # (node, service id or "")
         self.service_index: dict[str, int] = {}
+        self.config = ConfigEntries()
         # Set by the emulator: called with the changed keys after every write.
         self.on_change: Callable[[set[str]], None] = lambda keys: None
         self._changed: set[str] = set()
@@ -315,12 +321,16 @@ class _State:
         for key in self._changed:
             if key == "catalog":
                 self.catalog_index = self.raft
-            else:
+            elif key.startswith("svc:"):
                 self.service_index[key[4:]] = self.raft
+            # "config:<kind>": the config table keeps its own index (ConfigEntries)
         self.on_change(self._changed)
 
     def touch_service(self, name: str) -> None:
         self._changed.add("svc:" + name)
+
+    def touch_config(self, kind: str) -> None:
+        self._changed.add("config:" + kind)
 
     def touch_catalog(self) -> None:
         self._changed.add("catalog")
@@ -452,6 +462,7 @@ class _State:
         to = max(to, 0)
         self.raft = to
         self.catalog_index = min(self.catalog_index, to)
+        self.config.reset(to)
         for name in self.service_index:
             self.service_index[name] = min(self.service_index[name], to)
         for ent in (*self.nodes.values(), *self.services.values(), *self.checks.values()):
@@ -462,6 +473,8 @@ class _State:
     def index_of(self, key: str) -> int:
         if key == "catalog":
             idx = self.catalog_index
+        elif key.startswith("config:"):
+            idx = self.config.index
         else:
             idx = self.service_index.get(key[4:], self.raft)
         return max(idx, 1)
@@ -507,7 +520,10 @@ class ConsulEmulator:
         node_address: str = "127.0.0.1",
         acl_tokens: Iterable[str] | None = None,
         jitter: bool = True,
+        config_kinds: Iterable[str] | None = CONFIG_KINDS,
     ) -> None:
+        """`config_kinds`: the config entry kinds this Consul knows; None: no config
+        entry API at all (Consul before 1.5: `/v1/config` answers 404)."""
         self.host = host
         self._port = port
         self.datacenter = datacenter
@@ -527,6 +543,8 @@ class ConsulEmulator:
         self._no_leader = False
         self._state = _State(datacenter)
         self._state.on_change = self._on_change
+        self._config_api = config_kinds is not None
+        self._state.config = ConfigEntries(config_kinds or ())
         self._events: dict[str, asyncio.Event] = {}
         self._abandon = 0
         self._cache: dict[tuple[Any, ...], tuple[int, bytes]] = {}
@@ -678,6 +696,25 @@ class ConsulEmulator:
                 st.commit()
         self._run(do)
 
+    def config_write(self, entry: dict[str, Any], cas: int | None = None) -> Any:
+        """As `PUT /v1/config` (`consul config write`): True, or False on a cas mismatch."""
+        query = {} if cas is None else {"cas": [str(cas)]}
+        return self._run(lambda: self._config_apply("config_put", "", query, entry))
+
+    def config_delete(self, kind: str, name: str) -> None:
+        """As `DELETE /v1/config/<kind>/<name>` (`consul config delete`)."""
+        self._run(lambda: self._config_apply("config", f"{kind}/{name}", {}, {}))
+
+    def _config_apply(
+        self, name: str, arg: str, query: dict[str, list[str]], data: dict[str, Any]
+    ) -> Any:
+        st = self._state
+        st.begin()
+        try:
+            return self._config_write(name, arg, query, data)
+        finally:
+            st.commit()
+
     # -- thread plumbing -----------------------------------------------------------------------
     def _run(self, fn: Callable[[], Any]) -> Any:
         loop = self._loop
@@ -789,6 +826,8 @@ class ConsulEmulator:
         if dc and dc != self.datacenter:
             raise _HTTPError(500, "No path to datacenter")
         route = _route(path)
+        if route is not None and route[0].startswith("config") and not self._config_api:
+            route = None
         if route is None:
             raise _HTTPError(404, "404 page not found")
         name, arg, methods = route
@@ -805,7 +844,7 @@ class ConsulEmulator:
             return await self._read(name, arg, query, self._reader(token))
         if anonymous:
             raise _HTTPError(403, "Permission denied")
-        if self._no_leader and name.startswith("catalog_"):
+        if self._no_leader and name.startswith(("catalog_", "config")):
             raise _HTTPError(500, "No cluster leader")
         raw = await request.read()
         try:
@@ -814,7 +853,10 @@ class ConsulEmulator:
             raise _HTTPError(400, f"Request decode failed: {exc}") from None
         if data is not None and not isinstance(data, dict):
             raise _HTTPError(400, "Request decode failed: expected an object")
-        return self._write(name, arg, query, data or {})
+        try:
+            return self._write(name, arg, query, data or {})
+        except ConfigEntryError as exc:
+            raise _HTTPError(exc.status, exc.body) from None
 
     def _check_token(self, token: str | None) -> bool:
         """True for the anonymous token; 403 for an unknown one."""
@@ -859,6 +901,8 @@ class ConsulEmulator:
                 and (reads is None or reads(c.service_name))
             }, None)
 
+        if name == "config":
+            return await self._config_read(arg, query, reads)
         key = "catalog" if name == "catalog_services" else "svc:" + arg
         try:
             min_index = int(_q(query, "index") or 0)
@@ -894,6 +938,29 @@ class ConsulEmulator:
                 return _raw_json(data, self._index_header(index), filtered=True)
         return _raw_json(data, self._index_header(index))
 
+    async def _config_read(
+        self, arg: str, query: dict[str, list[str]], reads: Callable[[str], bool] | None
+    ) -> web.Response:
+        """`GET /v1/config/:kind` (blocking) or `/v1/config/:kind/:name`."""
+        kind, _, entry_name = arg.partition("/")
+        st = self._state
+        try:
+            st.config.check_kind(kind)
+            if entry_name:
+                return _json(st.config.get(kind, entry_name, reads), st.index_of("config:"))
+            key = "config:" + kind
+            try:
+                min_index = int(_q(query, "index") or 0)
+            except ValueError:
+                raise _HTTPError(400, "Invalid index") from None
+            if min_index > 0:
+                await self._block(key, min_index, query)
+            entries, filtered = st.config.list(kind, reads)
+        except ConfigEntryError as exc:
+            raise _HTTPError(exc.status, exc.body) from None
+        data = json.dumps(entries, separators=(",", ":")).encode()
+        return _raw_json(data, self._index_header(st.index_of(key)), filtered=filtered)
+
     def _index_header(self, index: int) -> int:
         with self._lock:
             if self._zero_next > 0:
@@ -920,7 +987,8 @@ class ConsulEmulator:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
-            ev_key = key if (key == "catalog" or key[4:] in st.service_index) else "*"
+            known = key == "catalog" or key[:7] == "config:" or key[4:] in st.service_index
+            ev_key = key if known else "*"
             ev = self._events.get(ev_key)
             if ev is None:
                 ev = self._events[ev_key] = asyncio.Event()
@@ -1090,6 +1158,8 @@ class ConsulEmulator:
             return None
         if name == "catalog_register":
             return self._catalog_register(query, data)
+        if name in ("config_put", "config"):
+            return self._config_write(name, arg, query, data)
         if name == "catalog_deregister":
             nname = _get(data, "Node") or ""
             if not nname:
@@ -1104,6 +1174,28 @@ class ConsulEmulator:
                 st.remove_node(nname)
             return True
         raise _HTTPError(404, "404 page not found")
+
+    def _config_write(
+        self, name: str, arg: str, query: dict[str, list[str]], data: dict[str, Any]
+    ) -> Any:
+        st = self._state
+        try:
+            cas = int(c) if (c := _q(query, "cas")) is not None else None
+        except ValueError:
+            raise _HTTPError(400, "Invalid cas index") from None
+        if name == "config_put":
+            done = st.config.put(data, cas, st.raft)
+            kind = str(_get(data, "Kind") or "")
+        else:
+            kind, _, entry_name = arg.partition("/")
+            if not entry_name:
+                raise _HTTPError(405, "method DELETE not allowed")
+            done = st.config.delete(kind, entry_name, cas, st.raft)
+            if cas is None:
+                done = {}  # Consul answers an unconditional delete with an empty object
+        if done:
+            st.touch_config(kind)
+        return done
 
     def _agent_register(self, data: dict[str, Any], *, replace_checks: bool) -> None:
         st = self._state
@@ -1235,6 +1327,8 @@ _ROUTES: list[tuple[str, str, tuple[str, ...], bool]] = [
     ("agent_check_update", "/v1/agent/check/update/", ("PUT",), True),
     ("catalog_register", "/v1/catalog/register", ("PUT",), False),
     ("catalog_deregister", "/v1/catalog/deregister", ("PUT",), False),
+    ("config_put", "/v1/config", ("PUT",), False),
+    ("config", "/v1/config/", ("GET", "DELETE"), True),
 ]
 
 
