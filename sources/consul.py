@@ -51,6 +51,7 @@ import consul
 import consul.aio
 
 from sources.base import Backoff, Catalog, Outage
+from sources.consul_config import KINDS as CONFIG_KINDS
 from sources.consul_connection import (
     BACKOFF_BASE,
     BACKOFF_CAP,
@@ -63,7 +64,8 @@ from sources.consul_connection import (
     describe,
     pause,
 )
-from sources.consul_mapping import to_entry
+from sources.consul_entries_watch import ConfigEntriesWatch
+from sources.consul_mapping import DEFAULT_PROTOCOL, meta_protocol, to_entry, with_protocol
 from sources.hold import DEFAULT_HOLD, GuardedPublisher, HoldPolicy
 from xds_server import metrics
 from xds_server.model import DEFAULT_NAMESPACE, ServiceEntry, ServiceKey
@@ -96,6 +98,7 @@ class _Watch:
     port: int | None = None  # the service's port number so far (consul_mapping.service_port)
     entry: ServiceEntry | None = field(default=None)  # the current view of the service
     empty: bool = False  # the last answer had no instance: waiting for the catalog
+    meta_protocol: str | None = None  # what its instances' meta says (consul_mapping)
 
 
 class ConsulSource:
@@ -123,6 +126,9 @@ class ConsulSource:
         self.outage = Outage(Backoff(BACKOFF_BASE, BACKOFF_CAP), self._probe, self._probe_failed)
         self.publisher = GuardedPublisher(catalog, name, hold, self._lookup, self._prune)
         catalog.register(name, KIND)
+        self.entries = ConfigEntriesWatch(catalog, name, KIND)
+        self.entries.on_change = self._entries_changed
+        self._protocols: dict[ServiceKey, str] = {}  # set by config entries
 
     @property
     def synced(self) -> bool:
@@ -130,15 +136,19 @@ class ConsulSource:
 
     async def run(self) -> None:
         """Forever: watch Consul and publish what changed."""
-        self._client = self._connect()
+        self._client = client = self._connect()
         log.info("watching Consul at %s (services %s)", self.config.address, self._selection())
+        config_watches = [
+            asyncio.create_task(self._watch_config(client, kind), name=f"consul:config:{kind}")
+            for kind in CONFIG_KINDS
+        ]
         try:
-            await self._watch_catalog(self._client)
+            await self._watch_catalog(client)
         finally:
             # Stopping is not deregistering: cancel the watches and publish nothing.
             self.outage.close()
             self.publisher.close()
-            tasks = [w.task for w in self._watches.values()]
+            tasks = [*config_watches, *(w.task for w in self._watches.values())]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -227,6 +237,53 @@ class ConsulSource:
             self._catalog_answered = True
 
         await self.follow(_CATALOG, query, answer)
+
+    async def _watch_config(self, client: consul.aio.Consul, kind: str) -> None:
+        async def query(index: int) -> tuple[str | int | None, Any]:
+            return await self.entries.query(client, self.config, kind, index)
+
+        await self.follow(
+            self.entries.path(kind),
+            query,
+            lambda entries: self.entries.answer(kind, entries),
+            watch=f"config:{kind}",
+        )
+
+    def _entries_changed(self) -> None:
+        """A kind's config entries changed (every kind has answered)."""
+        if self._synced:
+            self._recompile()
+        else:
+            self._maybe_synced()
+
+    def _recompile(self) -> None:
+        """Compiles the config entries again; republishes the services whose protocol
+        they change."""
+        before, self._protocols = self._protocols, self.entries.compile(self._meta_protocols())
+        if self._failing:  # publishing marked the config source synced: it is still stale
+            self.catalog.set_error(self.entries.name, next(iter(self._failing.values())))
+        changed = {k for k in before.keys() | self._protocols.keys()}
+        changed = {k for k in changed if before.get(k) != self._protocols.get(k)}
+        for key in changed:
+            watch = self._watches.get(key.name)
+            if watch is not None and watch.entry is not None:
+                watch.entry = with_protocol(watch.entry, self._protocol(key.name, watch))
+        if self._synced and changed:
+            self.publisher.update({k: self._lookup(k) for k in changed})
+
+    def _protocol(self, name: str, watch: _Watch) -> str:
+        """A service's protocol: config entries', else its instances' meta, else http."""
+        return self._protocols.get(entry_key(name)) or watch.meta_protocol or DEFAULT_PROTOCOL
+
+    def _meta_protocols(self) -> dict[ServiceKey, str]:
+        """Each service's protocol without config entries: its meta's, else http. The
+        chains compile against the protocol this source serves a service with, and that
+        is http (consul_mapping), not Consul's tcp, when nothing sets one."""
+        return {
+            entry_key(name): w.meta_protocol or DEFAULT_PROTOCOL
+            for name, w in self._watches.items()
+            if w.answered and name in self._wanted
+        }
 
     def _catalog_answer(self, client: consul.aio.Consul, now_wanted: set[str]) -> None:
         gone, back = self._wanted - now_wanted, now_wanted - self._wanted
@@ -322,22 +379,27 @@ class ConsulSource:
                 watch.empty = True
                 return
         watch.empty = False
+        meta = meta_protocol(instances)
+        recompile = self._synced and (first or meta != watch.meta_protocol)
+        watch.meta_protocol = meta
         entry = to_entry(
             name,
             instances,
             source=self.name,
             datacenter=self.config.datacenter or "",
             previous_port=watch.port,
+            protocol=self._protocols.get(entry_key(name)),
         )
         if not instances:
             entry = None  # a second empty answer in a row: the service has no instance
         if entry is not None:
             watch.port = entry.service.ports[0].port
-        if entry == watch.entry:
-            return  # a response is not a change
-        watch.entry = entry
-        if self._synced:
-            self.publisher.update({entry_key(name): self._lookup(entry_key(name))})
+        if entry != watch.entry:  # a response is not a change
+            watch.entry = entry
+            if self._synced:
+                self.publisher.update({entry_key(name): self._lookup(entry_key(name))})
+        if recompile:  # the chains' protocol checks read the instances' meta protocol
+            self._recompile()
 
     async def _retry(self, exc: BaseException, backoff: Backoff, watch: str) -> None:
         """After a failed query: Consul unreachable or leaderless → wait with every other
@@ -370,7 +432,12 @@ class ConsulSource:
             log.warning("%s (%s); keeping the last good state", message, what)
         else:
             log.debug("%s (%s)", message, what)
+        self._set_error(message)
+
+    def _set_error(self, message: str) -> None:
+        """Both catalog sources (services, config entries) read the one Consul."""
         self.catalog.set_error(self.name, message)
+        self.catalog.set_error(self.entries.name, message)
 
     def _succeeded(self, watch: str) -> None:
         self._clear_failure(watch)
@@ -379,15 +446,18 @@ class ConsulSource:
     def _clear_failure(self, watch: str) -> None:
         if self._failing.pop(watch, None) is not None and not self._failing:
             log.info("Consul at %s answers again", self.config.address)
-            if self._synced:
-                self.catalog.mark_synced(self.name)  # clears the stale mark
+            if self._synced:  # clears the stale marks
+                self.catalog.mark_synced(self.name)
+                self.catalog.mark_synced(self.entries.name)
 
     def _maybe_synced(self) -> None:
         if self._synced or not self._catalog_answered:
             return
-        if self._unanswered:
+        if self._unanswered or not self.entries.listed:
             return
-        # The first full state in one piece: proxies get every service at once.
+        # The first full state in one piece: proxies get every service at once, with
+        # the protocols and chains of the config entries.
+        self._recompile()
         self._synced = True
         view = {
             entry_key(name): w.entry
@@ -396,7 +466,7 @@ class ConsulSource:
         }
         self.publisher.replace(view)
         if self._failing:
-            self.catalog.set_error(self.name, next(iter(self._failing.values())))
+            self._set_error(next(iter(self._failing.values())))
         endpoints = sum(len(e.endpoints) for e in view.values())
         log.info(
             "consul: synced %d services, %d endpoints from %s",

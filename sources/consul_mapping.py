@@ -4,8 +4,10 @@ Input is the JSON list `/v1/health/service/<name>` returns: one entry per instan
 each with its Node, its Service registration and the Checks that apply to it (the
 node's own and the instance's). Output is one ServiceEntry:
 
-- protocol from the instances' service meta `protocol` (`http`, `http2`, `grpc`,
-  `tcp`, the values of Consul's service-defaults), default `http`, so a service
+- protocol from Consul's config entries when they set one (service-defaults
+  `Protocol`, else proxy-defaults `Config.protocol`: the `protocol` argument), else
+  from the instances' service meta `protocol` (`http`, `http2`, `grpc`, `tcp`, the
+  values of Consul's service-defaults), default `http`, so a service
   registered with nothing but a name and a port is reachable through the HTTP
   listener by its name. An unknown value is passed on, and catalog validation skips
   the service with a reason;
@@ -34,6 +36,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, cast
 
 from xds_server.model import (
@@ -101,6 +104,15 @@ def protocol_of(instances: Sequence[Instance]) -> str:
     return min(votes, key=lambda p: (-votes[p], p))
 
 
+def meta_protocol(instances: Sequence[Instance]) -> str | None:
+    """What protocol_of decides when some ordinary instance sets meta `protocol`, else
+    None (what the config-entry compiler takes as the instances' protocol)."""
+    kept = ordinary(instances)
+    if not any(((i.get("Service") or {}).get("Meta") or {}).get("protocol") for i in kept):
+        return None
+    return protocol_of(kept)
+
+
 def service_port(instances: Sequence[Instance], previous: int | None) -> int | None:
     """The port number the service is known by (see the module docstring)."""
     ports = {p for i in instances if (p := _int((i.get("Service") or {}).get("Port"), 0)) > 0}
@@ -120,15 +132,17 @@ def to_entry(
     source: str,
     datacenter: str = "",
     previous_port: int | None = None,
+    protocol: str | None = None,
 ) -> ServiceEntry | None:
     """The service as the model sees it, or None when it has no ordinary instance and
-    no port known from before (nothing to build a cluster for)."""
+    no port known from before (nothing to build a cluster for). `protocol`: the one
+    config entries set, which wins over the instances' meta."""
     kept = ordinary(instances)
     external = _external_target(kept)
     port = external[1] if external else service_port(kept, previous_port)
     if port is None:
         return None
-    protocol = protocol_of(kept)
+    protocol = protocol or protocol_of(kept)
     port_name = protocol
     dc = datacenter or next(
         (str(i["Node"].get("Datacenter")) for i in kept if (i.get("Node") or {}).get("Datacenter")),
@@ -173,6 +187,21 @@ def to_entry(
         external_name=external[0] if external else "",
     )
     return ServiceEntry(service, () if external else tuple(endpoints))
+
+
+def with_protocol(entry: ServiceEntry, protocol: str) -> ServiceEntry:
+    """`entry` with its port's protocol (and name) set to `protocol`, as to_entry would
+    have made it: when config entries change a service's protocol, its instances have
+    not changed and are not kept to be mapped again."""
+    port = entry.service.ports[0]
+    if port.protocol == protocol:
+        return entry
+    new_port = replace(port, name=protocol, protocol=cast(Protocol, protocol))
+    service = replace(entry.service, ports=(new_port, *entry.service.ports[1:]))
+    endpoints = tuple(
+        replace(e, port_name=protocol) if e.port_name == port.name else e for e in entry.endpoints
+    )
+    return ServiceEntry(service, endpoints)
 
 
 def _address(instance: Instance) -> str:

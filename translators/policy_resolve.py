@@ -180,11 +180,12 @@ class _Resolver:
         for obj in ordered:
             if obj.key.kind in ROUTE_KINDS:
                 self._one(obj, self._apply_vs)
-        for obj in ordered:
+        for obj in ordered:  # listed, not resolved (e.g. a Consul config entry)
             if obj.key.kind not in DESTINATION_KINDS | ROUTE_KINDS:
-                self.out.statuses.append(
-                    PolicyStatus(obj.key, obj.origin, "REJECTED", (obj.error,) if obj.error else ())
-                )
+                reasons = (obj.error,) if obj.error else obj.notices
+                listed: State = "WARNING" if reasons else "ACCEPTED"
+                state: State = "REJECTED" if obj.error or obj.policy else listed
+                self.out.statuses.append(PolicyStatus(obj.key, obj.origin, state, reasons))
         keys = self.drs.keys() | self.vss.keys() | self.subsets.keys()
         for key in sorted(keys):
             depends = self.depends.get(key, set()) | self.failover_depends.get(key, set())
