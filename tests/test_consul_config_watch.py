@@ -45,7 +45,9 @@ def statuses(
 async def test_writes_and_deletes_of_each_kind_are_picked_up(emulator: ConsulEmulator) -> None:
     await register(emulator, "web", 8081, meta={"version": "v1"})
     await register(emulator, "web", 8082, meta={"version": "v2"})
-    async with running(emulator) as w:
+    # A wait longer than the test: the health watch never answers again on its own, so
+    # a protocol change can only come from the config entries' watch.
+    async with running(emulator, wait=30.0) as w:
         assert protocol(w, "web") == "http"
         assert objects(w) == {}
         emulator.config_write(defaults("web", "http2"))
