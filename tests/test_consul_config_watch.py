@@ -52,6 +52,10 @@ async def test_writes_and_deletes_of_each_kind_are_picked_up(emulator: ConsulEmu
         assert objects(w) == {}
         emulator.config_write(defaults("web", "http2"))
         await async_wait_for(lambda: protocol(w, "web") == "http2", WAIT, message="http2")
+        # A new instance maps the service again: config entries still set its protocol.
+        await register(emulator, "web", 8083, meta={"version": "v2"})
+        await async_wait_for(lambda: len(w.health("web")) == 3, WAIT, message="3 instances")
+        assert protocol(w, "web") == "http2"
         emulator.config_write(resolver("web", Subsets=versions("v1", "v2")))
         emulator.config_write(
             splitter(
