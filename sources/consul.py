@@ -1,4 +1,6 @@
-"""The Consul source: Consul's catalog and health, followed by blocking queries.
+"""The Consul source: Consul's catalog, health and config entries, followed by blocking
+queries (the loop and its failure rules: sources.consul_watches; the config entries:
+sources.consul_entries_watch).
 
 One watch on `/v1/catalog/services` decides which services exist; each selected
 service gets its own watch on `/v1/health/service/<name>`, mapped to the model by
@@ -26,6 +28,13 @@ backoff step, and a change made after it returns is seen within one backoff step
 with what it had, nothing is re-published. The first full state is published at once,
 when the catalog and every selected service have answered (readiness, DESIGN §6).
 
+Config entries: service-defaults (else proxy-defaults) `Protocol` sets a service's
+protocol over its instances' meta `protocol`; the first full state waits for every
+kind's first list, so proxies never see a service with the protocol it is about to
+lose. A change of entries compiles them again and republishes the services whose
+protocol it changes; so does a change of an instance's meta protocol (the chains'
+protocol checks read it).
+
 Removals go through sources.hold: one catalog answer that drops more than the
 threshold of the services is held. A health answer with no instance at all for a
 service the catalog still lists waits for the catalog (Consul moves both indexes when
@@ -40,32 +49,26 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
-import time
-import warnings
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from typing import Any
 
 import consul
 import consul.aio
 
-from sources.base import Backoff, Catalog, Outage
+from sources.base import Catalog
 from sources.consul_config import KINDS as CONFIG_KINDS
 from sources.consul_connection import (
-    BACKOFF_BASE,
     BACKOFF_CAP,
     DEFAULT_ADDRESS,
     BlockingIndex,
     ConsulConfig,
     ConsulConfigError,
-    Pacer,
-    consul_down,
     describe,
-    pause,
 )
 from sources.consul_entries_watch import ConfigEntriesWatch
 from sources.consul_mapping import DEFAULT_PROTOCOL, meta_protocol, to_entry, with_protocol
+from sources.consul_watches import ConsulWatches
 from sources.hold import DEFAULT_HOLD, GuardedPublisher, HoldPolicy
 from xds_server import metrics
 from xds_server.model import DEFAULT_NAMESPACE, ServiceEntry, ServiceKey
@@ -83,9 +86,7 @@ __all__ = [
 log = logging.getLogger("sources.consul")
 
 KIND = "consul"
-T = TypeVar("T")
 _CATALOG = "/v1/catalog/services"
-_PROBE = "/v1/status/leader"
 # Consul's own servers register as service "consul" (server RPC, port 8300): not a service
 # anyone routes HTTP to.
 _SKIPPED = frozenset({"consul"})
@@ -101,7 +102,7 @@ class _Watch:
     meta_protocol: str | None = None  # what its instances' meta says (consul_mapping)
 
 
-class ConsulSource:
+class ConsulSource(ConsulWatches):
     """Publishes the services of one Consul datacenter to the catalog."""
 
     def __init__(
@@ -112,27 +113,17 @@ class ConsulSource:
         name: str = "consul",
         hold: HoldPolicy = DEFAULT_HOLD,
     ) -> None:
-        self.catalog = catalog
-        self.config = config
-        self.name = name
+        super().__init__(catalog, config, name)
         self._watches: dict[str, _Watch] = {}
         self._wanted: set[str] = set()  # the services of the catalog's last answer
-        self._failing: dict[str, str] = {}  # watch ("catalog" or a service) → its error
         self._catalog_answered = False
         self._unanswered = 0  # watches that have not answered once (a count: O(1) per answer)
-        self._synced = False
-        self._pacer = Pacer(config.watch_rate)
-        self._client: consul.aio.Consul | None = None
-        self.outage = Outage(Backoff(BACKOFF_BASE, BACKOFF_CAP), self._probe, self._probe_failed)
         self.publisher = GuardedPublisher(catalog, name, hold, self._lookup, self._prune)
         catalog.register(name, KIND)
         self.entries = ConfigEntriesWatch(catalog, name, KIND)
         self.entries.on_change = self._entries_changed
+        self.status_names = (name, self.entries.name)
         self._protocols: dict[ServiceKey, str] = {}  # set by config entries
-
-    @property
-    def synced(self) -> bool:
-        return self._synced
 
     async def run(self) -> None:
         """Forever: watch Consul and publish what changed."""
@@ -156,77 +147,11 @@ class ConsulSource:
             metrics.CONSUL_WATCHES.labels(self.name).set(0)
             await self._client.close()
 
-    def _connect(self) -> consul.aio.Consul:
-        c = self.config
-        parts = urlsplit(c.address)
-        verify: bool | str = str(c.cacert) if c.cacert else c.verify
-        cert = (str(c.client_cert), str(c.client_key)) if c.client_cert and c.client_key else None
-        with warnings.catch_warnings():  # py-consul passes aiohttp deprecated arguments
-            warnings.simplefilter("ignore", DeprecationWarning)
-            client = consul.aio.Consul(
-                host=parts.hostname,
-                port=parts.port,
-                scheme=parts.scheme,
-                verify=verify,
-                cert=cert,
-                dc=c.datacenter,
-                # One connection per blocking query: aiohttp's default pool of 100 would
-                # queue the rest for a whole wait, and the queueing counts against the
-                # read timeout.
-                connections_limit=1 << 20,
-                connections_timeout=c.read_timeout,
-            )
-        # py-consul lets CONSUL_HTTP_TOKEN override its argument; ours is already resolved
-        # with the flag first.
-        client.token = c.token
-        return client
-
     def _selection(self) -> str:
         out = ",".join(self.config.services)
         return out + (f" tagged {','.join(self.config.tags)}" if self.config.tags else "")
 
     # -- the catalog watch -----------------------------------------------------------
-
-    async def follow(
-        self,
-        path: str,
-        query: Callable[[int], Awaitable[tuple[str | int | None, T]]],
-        answer: Callable[[T], None],
-        *,
-        watch: str | None = None,
-        paced: bool = False,
-    ) -> None:
-        """One blocking-query watch, forever, with the rules of the module docstring:
-        `query(index)` → (X-Consul-Index, data), each answer handed to `answer`. `watch`
-        names it in the source's failures (else `path`); `paced`: its starts go
-        through the source's Pacer."""
-        index = BlockingIndex()
-        backoff = Backoff(BACKOFF_BASE, BACKOFF_CAP)
-        name = watch or path
-        while True:
-            if paced and index.value == 0:
-                await self._pacer.wait()
-            started = time.monotonic()
-            try:
-                header, data = await query(index.value)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._failed(path, exc, watch=watch)
-                await self._retry(exc, backoff, name)
-                if paced:
-                    await self._pacer.wait()
-                continue
-            backoff.reset()
-            self.outage.up()
-            if not index.update(header):
-                self._reset(path)
-            try:
-                answer(data)
-            except Exception:  # a bug in mapping must not end the watch
-                log.exception("consul: cannot apply the answer of %s", path)
-            self._succeeded(name)
-            await pause(started)
 
     async def _watch_catalog(self, client: consul.aio.Consul) -> None:
         async def query(index: int) -> tuple[str | int | None, Any]:
@@ -401,55 +326,6 @@ class ConsulSource:
         if recompile:  # the chains' protocol checks read the instances' meta protocol
             self._recompile()
 
-    async def _retry(self, exc: BaseException, backoff: Backoff, watch: str) -> None:
-        """After a failed query: Consul unreachable or leaderless → wait with every other
-        watch for the prober; any other error (this query's) → this watch's backoff."""
-        if consul_down(exc):
-            await self.outage.wait()
-            # Consul answers again: the watch resumes its blocking query, which may not
-            # return for a whole wait; the source is not stale meanwhile.
-            self._clear_failure(watch)
-        else:
-            await asyncio.sleep(backoff.next())
-
-    async def _probe(self) -> None:
-        assert self._client is not None
-        leader = await self._client.status.leader()
-        if not leader:
-            raise consul.ConsulException("No cluster leader")
-        self._succeeded(_PROBE)
-
-    def _probe_failed(self, exc: BaseException) -> None:
-        self._failed(_PROBE, exc)
-
-    # -- state of the source -----------------------------------------------------------
-
-    def _failed(self, what: str, exc: BaseException, watch: str | None = None) -> None:
-        message = describe(exc, self.config)
-        first = not self._failing
-        self._failing[watch or what] = message
-        if first:
-            log.warning("%s (%s); keeping the last good state", message, what)
-        else:
-            log.debug("%s (%s)", message, what)
-        self._set_error(message)
-
-    def _set_error(self, message: str) -> None:
-        """Both catalog sources (services, config entries) read the one Consul."""
-        self.catalog.set_error(self.name, message)
-        self.catalog.set_error(self.entries.name, message)
-
-    def _succeeded(self, watch: str) -> None:
-        self._clear_failure(watch)
-        self._maybe_synced()
-
-    def _clear_failure(self, watch: str) -> None:
-        if self._failing.pop(watch, None) is not None and not self._failing:
-            log.info("Consul at %s answers again", self.config.address)
-            if self._synced:  # clears the stale marks
-                self.catalog.mark_synced(self.name)
-                self.catalog.mark_synced(self.entries.name)
-
     def _maybe_synced(self) -> None:
         if self._synced or not self._catalog_answered:
             return
@@ -474,10 +350,6 @@ class ConsulSource:
             endpoints,
             self.config.address,
         )
-
-    def _reset(self, what: str) -> None:
-        metrics.CONSUL_INDEX_RESETS.labels(self.name).inc()
-        log.info("consul: index of %s went backwards; starting that watch over", what)
 
 
 def entry_key(name: str) -> ServiceKey:

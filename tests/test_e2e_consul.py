@@ -59,6 +59,11 @@ class ConsulMesh(Mesh):
         )
         return sid
 
+    def source(self) -> dict[str, Any]:
+        """The status of the Consul source's services (its config entries are a source
+        of their own, `consul-config`)."""
+        return self.sources()["consul"]
+
     def wait_endpoints(self, service: str, count: int) -> None:
         """Until the server's snapshot holds `count` endpoints of `service`: registrations
         take a blocking query's return to arrive, and a proxy started before that would
@@ -262,7 +267,7 @@ def test_consul_not_reachable_at_startup_is_not_ready_then_syncs(
     emulator.resume()
     ConsulMesh(emulator, server, 0).register("web", v1)
     wait_for(server.ready, 20.0, message="ready once Consul answers")
-    (src,) = server.get("/debug/sources")
+    src = next(s for s in server.get("/debug/sources") if s["name"] == "consul")
     assert src["services"] == 1 and src["error"] is None, src
 
 
