@@ -904,12 +904,7 @@ class ConsulEmulator:
         if name == "config":
             return await self._config_read(arg, query, reads)
         key = "catalog" if name == "catalog_services" else "svc:" + arg
-        try:
-            min_index = int(_q(query, "index") or 0)
-        except ValueError:
-            raise _HTTPError(400, "Invalid index") from None
-        if min_index > 0:
-            await self._block(key, min_index, query)
+        await self._blocking(key, query)
         index = st.index_of(key)
         if reads is not None and name != "catalog_services" and not reads(arg):
             return _raw_json(b"[]", self._index_header(index), filtered=True)
@@ -949,12 +944,7 @@ class ConsulEmulator:
             if entry_name:
                 return _json(st.config.get(kind, entry_name, reads), st.index_of("config:"))
             key = "config:" + kind
-            try:
-                min_index = int(_q(query, "index") or 0)
-            except ValueError:
-                raise _HTTPError(400, "Invalid index") from None
-            if min_index > 0:
-                await self._block(key, min_index, query)
+            await self._blocking(key, query)
             entries, filtered = st.config.list(kind, reads)
         except ConfigEntryError as exc:
             raise _HTTPError(exc.status, exc.body) from None
@@ -967,6 +957,15 @@ class ConsulEmulator:
                 self._zero_next -= 1
                 return 0
         return index
+
+    async def _blocking(self, key: str, query: dict[str, list[str]]) -> None:
+        """A read with ``?index=N`` (N > 0) is a blocking query on ``key``."""
+        try:
+            min_index = int(_q(query, "index") or 0)
+        except ValueError:
+            raise _HTTPError(400, "Invalid index") from None
+        if min_index > 0:
+            await self._block(key, min_index, query)
 
     async def _block(self, key: str, min_index: int, query: dict[str, list[str]]) -> None:
         wait_text = _q(query, "wait")
