@@ -9,6 +9,7 @@ import textwrap
 from sources.policy_file import parse_policy_file
 from translators.names import cluster_name
 from translators.policy_resolve import Resolution, resolve_policies
+from translators.policy_status import grpc_not_applied
 from xds_server.model import (
     Policy,
     PolicyKey,
@@ -191,3 +192,18 @@ def test_policy_files_read_routes_with_positions_and_name_the_supported_kinds() 
     assert "HTTPRoute and GRPCRoute of gateway.networking.k8s.io/v1 are" in other.error
     res = resolve_policies(CAT, [other], {})
     assert res.statuses[0].state == "REJECTED" and res.statuses[0].reasons == (other.error,)
+
+
+QUERY = """\
+- matches: [{queryParams: [{name: debug, value: "1"}]}]
+  backendRefs: [{name: api, port: 80}]
+"""
+
+
+def test_what_grpc_clients_cannot_apply_is_reported_on_the_route_that_wrote_it() -> None:
+    res = resolve(route("split", SPLIT), route("debug", QUERY))
+    statuses = {s.key.name: s for s in grpc_not_applied(res, CAT)}
+    assert statuses["debug"].state == "WARNING"
+    assert "query parameter match" in " ".join(statuses["debug"].reasons)
+    assert statuses["debug"].reasons[0].startswith("HTTPRoute shop/debug http[0]")
+    assert statuses["split"].state == "ACCEPTED"
