@@ -138,10 +138,7 @@ VS = """\
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: web, namespace: shop}
-spec:
-  hosts: [web]
-  http:
-  - route: [{destination: {host: web-v1}}]
+spec: {hosts: [web], http: [{route: [{destination: {host: web-v1}}]}]}
 """
 
 
