@@ -105,6 +105,18 @@ def test_a_parent_port_the_service_lacks_is_no_matching_parent() -> None:
     assert WEB not in res.services
 
 
+def test_a_parent_port_that_is_not_http_is_not_applied_there() -> None:
+    db = Service("db", "shop", (HTTP, Port("db", 5432, "tcp")))
+    catalog = {**CAT, db.key: ServiceEntry(db)}
+    res = resolve_policies(
+        catalog, objects(route("split", SPLIT, parent="{name: db, port: 5432}")), {}
+    )
+    state, reasons, services = status(res, "split")
+    assert (state, services) == ("WARNING", ())
+    assert "parentRef Service shop/db port 5432 is not an HTTP port: not applied there" in reasons
+    assert res.services == {}
+
+
 def test_a_missing_backend_rejects_the_route_and_changes_nothing_else() -> None:
     bad = SPLIT.replace("web-v2", "web-v3")
     res = resolve(route("split", bad), route("api", API))

@@ -99,10 +99,17 @@ def attach(
                 "not applied there; applies when it appears"
             )
             continue
-        if port is not None and all(p.port != port for p in entry.service.ports):
+        found = [p for p in entry.service.ports if p.port == port]
+        if port is not None and not found:
             notes.append(
                 f"parentRef Service {parent_ns}/{name} has no port {port} "
                 "(NoMatchingParent): not applied there"
+            )
+            continue
+        if found and not found[0].http_like:
+            notes.append(
+                f"parentRef Service {parent_ns}/{name} port {port} is not an HTTP port: "
+                "not applied there"
             )
             continue
         owner = vs_owner.get(key)
