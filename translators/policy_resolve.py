@@ -14,7 +14,9 @@ REJECTED with the reason). Nothing here can make a proxy NACK or answer 503:
 - a rejected object's last accepted version (`accepted_before`) stays in force if it
   still resolves; otherwise the object applies to nothing.
 
-Subset clusters are only built for subsets some route or mirror references.
+Subset clusters are only built for subsets some route or mirror references. Gateway API
+routes (HTTPRoute, GRPCRoute) are grouped by the Service they attach to and merged:
+`policy_resolve_gateway`.
 """
 
 from __future__ import annotations
