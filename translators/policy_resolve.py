@@ -17,7 +17,9 @@ REJECTED with the reason). Nothing here can make a proxy NACK or answer 503:
   is routed to an aggregate cluster: its own cluster, then the failover targets' (a
   target naming no service, or no port of the route's kind, is left out).
 
-Subset clusters are only built for subsets some route or mirror references.
+Subset clusters are only built for subsets some route or mirror references. Gateway API
+routes (HTTPRoute, GRPCRoute) are grouped by the Service they attach to and merged:
+`policy_resolve_gateway`.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from xds_server.model import (
 
 from .names import cluster_name, failover_cluster_name, subset_cluster_name
 from .policy_common import RouteTarget
+from .policy_resolve_gateway import GATEWAY_ROUTE_KINDS, RouteError, attach, merge
 
 State = Literal["ACCEPTED", "WARNING", "REJECTED"]
 TargetKey = tuple[Destination, int]  # a destination as used by a route on that port
@@ -171,6 +174,7 @@ class _Resolver:
         # What the VirtualService being applied adds to the two above, kept if it applies.
         self.pending_failovers: dict[ServiceKey, dict[tuple[int, str], tuple[str, ...]]] = {}
         self.pending_depends: dict[ServiceKey, set[ServiceKey]] = {}
+        self.attached: dict[ServiceKey, list[RoutePolicy]] = {}  # Gateway API routes
 
     def run(self, objects: Sequence[PolicyObject]) -> Resolution:
         ordered = sorted(objects, key=lambda o: o.key)
@@ -181,7 +185,11 @@ class _Resolver:
             if obj.key.kind in ROUTE_KINDS:
                 self._one(obj, self._apply_vs)
         for obj in ordered:
-            if obj.key.kind not in DESTINATION_KINDS | ROUTE_KINDS:
+            if obj.key.kind in GATEWAY_ROUTE_KINDS:
+                self._one(obj, self._apply_route)
+        self._merge_routes()
+        for obj in ordered:
+            if obj.key.kind not in DESTINATION_KINDS | ROUTE_KINDS | GATEWAY_ROUTE_KINDS:
                 self.out.statuses.append(
                     PolicyStatus(obj.key, obj.origin, "REJECTED", (obj.error,) if obj.error else ())
                 )
@@ -339,6 +347,38 @@ class _Resolver:
         for key, more in self.pending_depends.items():
             self.failover_depends.setdefault(key, set()).update(more)
         return tuple(hosts), warnings
+
+    # -- Gateway API routes (policy_resolve_gateway) ---------------------------------------
+
+    def _apply_route(self, policy: Policy) -> tuple[tuple[ServiceKey, ...], list[str]]:
+        assert isinstance(policy, RoutePolicy)
+        try:
+            services, notes = attach(policy, self.index.find, self.catalog, self.vs_owner)
+        except RouteError as exc:
+            raise Rejected(exc.path, exc.reason) from None
+        for key in services:
+            self.attached.setdefault(key, []).append(policy)
+        return tuple(services), notes
+
+    def _merge_routes(self) -> None:
+        """Each Service's routes merged into its routing, resolved as a VirtualService's;
+        what that changes for a route amends its status."""
+        notes = merge(self.attached, self.catalog, self._apply_merged)
+        for i, status in enumerate(self.out.statuses):
+            more = notes.get(status.key) if status.key.kind in GATEWAY_ROUTE_KINDS else None
+            if more:
+                gone = {k for k, _ in more if k is not None}
+                state: State = "WARNING" if status.state == "ACCEPTED" else status.state
+                services = tuple(s for s in status.services if s not in gone)
+                reasons = (*status.reasons, *(w for _, w in more))
+                self.out.statuses[i] = replace(status, state=state, reasons=reasons,
+                                               services=services)  # fmt: skip
+
+    def _apply_merged(self, policy: RoutePolicy) -> list[str]:
+        try:
+            return self._apply_vs(policy)[1]
+        except Rejected as exc:  # attach() checked what could fail: a bug, but shown
+            raise RouteError(exc.path, exc.reason) from None
 
     def _service_of(self, d: Destination) -> ServiceKey:
         key = self.index.find(d.host, d.namespace)
