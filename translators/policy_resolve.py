@@ -24,9 +24,8 @@ routes (HTTPRoute, GRPCRoute) are grouped by the Service they attach to and merg
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Literal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 from xds_server.model import (
     DESTINATION_KINDS,
@@ -47,93 +46,30 @@ from xds_server.model import (
 
 from .names import cluster_name, failover_cluster_name, subset_cluster_name
 from .policy_common import RouteTarget
+from .policy_resolution import (
+    HostIndex,
+    PolicyStatus,
+    Rejected,
+    Resolution,
+    ServicePolicy,
+    State,
+    TargetKey,
+)
 from .policy_resolve_gateway import GATEWAY_ROUTE_KINDS, RouteError, attach, merge
 
-State = Literal["ACCEPTED", "WARNING", "REJECTED"]
-TargetKey = tuple[Destination, int]  # a destination as used by a route on that port
+__all__ = [
+    "HostIndex",
+    "PolicyStatus",
+    "Rejected",
+    "Resolution",
+    "ServicePolicy",
+    "State",
+    "policy_origin",
+    "resolve_policies",
+]
+
 # Applies one version of an object: the services it governs and its warnings, or Rejected.
 _Apply = Callable[[Policy], tuple[tuple[ServiceKey, ...], list[str]]]
-
-
-@dataclass(frozen=True, slots=True)
-class ServicePolicy:
-    """Everything policy changes about one service's resources.
-
-    `routing`: the VirtualService whose rules replace the service's default route;
-    `destination`: its DestinationRule; `subsets`: the (port, subset) clusters to build
-    for it because a route or mirror somewhere sends traffic there; `targets`: the
-    cluster (and hash key) each destination of `routing` names, per route port;
-    `depends`: the services those destinations are (a proxy that gets this service's
-    routes must get their clusters too), and its failover targets; `failovers`: the
-    aggregate clusters to build for it, as (port, subset, clusters in priority order).
-    """
-
-    routing: RoutePolicy | None = None
-    destination: DestinationPolicy | None = None
-    subsets: tuple[tuple[int, str], ...] = ()
-    targets: tuple[tuple[TargetKey, RouteTarget], ...] = ()
-    depends: tuple[ServiceKey, ...] = ()
-    failovers: tuple[tuple[int, str, tuple[str, ...]], ...] = ()
-
-    def target(self, destination: Destination, port: int) -> RouteTarget:
-        for key, target in self.targets:
-            if key == (destination, port):
-                return target
-        raise KeyError(f"no target for {destination} on port {port}")
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyStatus:
-    """How one object stands: what is served of it and why, and where it applies."""
-
-    key: PolicyKey
-    origin: str
-    state: State
-    reasons: tuple[str, ...] = ()
-    services: tuple[ServiceKey, ...] = ()
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "kind": self.key.kind,
-            "namespace": self.key.namespace,
-            "name": self.key.name,
-            "origin": self.origin,
-            "state": self.state,
-            "reasons": list(self.reasons),
-            "services": [str(s) for s in self.services],
-        }
-
-
-@dataclass(slots=True)
-class Resolution:
-    services: dict[ServiceKey, ServicePolicy] = field(default_factory=dict)
-    statuses: list[PolicyStatus] = field(default_factory=list)
-    accepted: dict[PolicyKey, Policy] = field(default_factory=dict)
-
-
-class Rejected(Exception):
-    """A policy version that cannot be applied: which field (`path`) and why."""
-
-    def __init__(self, path: FieldPath, reason: str) -> None:
-        super().__init__(reason)
-        self.path, self.reason = path, reason
-
-
-class HostIndex:
-    """Host names → services, as Istio resolves a VirtualService or DestinationRule host."""
-
-    def __init__(self, services: Iterable[Service]) -> None:
-        self._names: dict[str, ServiceKey] = {}
-        for svc in sorted(services, key=lambda s: s.key):
-            base = f"{svc.name}.{svc.namespace}"
-            for host in (base, f"{base}.svc", f"{base}.svc.cluster.local", *svc.hostnames):
-                self._names.setdefault(host.lower().rstrip("."), svc.key)
-
-    def find(self, host: str, namespace: str) -> ServiceKey | None:
-        host = host.lower().rstrip(".")
-        if "." not in host:
-            return self._names.get(f"{host}.{namespace}")
-        return self._names.get(host)
 
 
 def resolve_policies(
