@@ -27,7 +27,9 @@ from tests.xds_util import (
 )
 from xds_server import metrics, types
 from xds_server.cache import SnapshotCache
-from xds_server.session import ProtocolError, Response, SotwSession
+from xds_server.response import Response
+from xds_server.session import ProtocolError
+from xds_server.session_sotw import SotwSession
 
 
 def started(cache: SnapshotCache, type_url: str = CDS, names: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]

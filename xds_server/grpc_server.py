@@ -23,7 +23,9 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from xds_server import metrics, types
 from xds_server.cache import SnapshotCache, Watch
-from xds_server.session import DeltaSession, ProtocolError, Session, SotwSession
+from xds_server.session import ProtocolError, Session
+from xds_server.session_delta import DeltaSession
+from xds_server.session_sotw import SotwSession
 from xds_server.snapshot import Snapshot
 from xds_server.status import ProxyRegistry
 
