@@ -196,3 +196,25 @@ async def test_per_type_services_serve_their_type_sotw_and_delta(server: XdsServ
         eds.cancel()
     finally:
         await channel.close()
+
+
+async def test_a_stream_waiting_for_the_write_budget_sends_the_latest_snapshot_only() -> None:
+    # While the budget of bytes in flight is spent, a stream waits *before* deciding what
+    # to send; two snapshots published meanwhile reach it as one response, the newer.
+    async with running_server(max_bytes_in_flight=1024, write_hold=30.0) as srv:
+        c = await _healthy_client(srv)
+        woken = await srv.budget.turn()
+        spent = srv.budget.charge(10**6)  # another stream's large write in progress
+        srv.budget.pass_on(woken)
+        assert spent is not None and not srv.budget.open
+        srv.cache.set_snapshot("g", {CDS: [cluster("a", timeout=2.0)]})
+        await asyncio.sleep(0.2)
+        srv.cache.set_snapshot("g", {CDS: [cluster("a", timeout=3.0)]})
+        latest = srv.cache.get("g").get(CDS).version
+        with pytest.raises(TimeoutError):
+            await c.recv(timeout=0.3)  # nothing while the budget is spent
+        spent.release()
+        resp = await c.recv()
+        assert resp.version_info == latest
+        assert resp.resources[0].value == srv.cache.get("g").get(CDS).resources["a"].body
+        await c.close()

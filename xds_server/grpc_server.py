@@ -1,10 +1,11 @@
 """gRPC transport: wires sans-IO sessions to `grpc.aio` streams.
 
 Only moves messages. Responses are written as pre-encoded bytes (identity serialiser),
-so a push costs one concatenation per stream rather than a protobuf encode
-(DESIGN §5). Each stream has one writer loop: it drains received requests, then reads
-the *latest* snapshot if one was published, then writes; bursts of snapshots while a
-proxy is slow collapse into one update per type (DESIGN §4.13).
+the same `bytes` object for every stream that sends the same push (DESIGN §5). Each
+stream has one writer loop: it waits for its turn on the shared `WriteBudget` (bytes in
+flight across streams), drains received requests, reads the *latest* snapshot if one was
+published, then writes; bursts of snapshots while a proxy is slow collapse into one
+update per type (DESIGN §4.13).
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from xds_server import metrics, types
 from xds_server.cache import SnapshotCache, Watch
+from xds_server.response import Response
 from xds_server.session import ProtocolError, Session
 from xds_server.session_delta import DeltaSession
 from xds_server.session_sotw import SotwSession
 from xds_server.snapshot import Snapshot
 from xds_server.status import ProxyRegistry
+from xds_server.write_budget import WriteBudget
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,12 @@ class ServerOptions:
     new_streams_per_second: float = 200.0
     new_streams_burst: int = 400
     shutdown_grace: float = 5.0
+    # Bytes of large responses handed to gRPC and not yet written, across all streams
+    # (gRPC copies each message): bounds a fan-out's memory. 0 = unbounded.
+    max_bytes_in_flight: int = 32 * 1024 * 1024
+    # A write holds its share of that budget at most this long (a proxy that stops
+    # reading must not stall the others).
+    write_hold: float = 1.0
 
 
 class _TokenBucket:
@@ -101,10 +110,11 @@ class _TokenBucket:
 class _Stream:
     """One open xDS stream: a session plus its wake-up plumbing."""
 
-    def __init__(self, session: Session, cache: SnapshotCache, context: Any):
+    def __init__(self, session: Session, cache: SnapshotCache, context: Any, budget: WriteBudget):
         self.session = session
         self.cache = cache
         self.context = context
+        self.budget = budget
         self.requests: deque[Any] = deque()
         self.wake = asyncio.Event()
         self.snapshot_dirty = False
@@ -148,8 +158,22 @@ class _Stream:
             "ending %s stream from node %r (%s): %s", st.kind, st.node_id or "?", st.peer, detail
         )
 
+    def _step(self) -> list[Response]:
+        """What to send now: the requests received so far, then the latest snapshot."""
+        session = self.session
+        responses = []
+        while self.requests:
+            responses.extend(session.on_request(self.requests.popleft()))
+            if self.watch is None and session.group is not None:
+                self.watch = self.cache.watch(session.group, self._on_snapshot)
+        if self.snapshot_dirty and session.group is not None:
+            self.snapshot_dirty = False
+            responses.extend(session.on_snapshot(self.cache.get(session.group)))
+        return responses
+
     async def run(self, request_iterator: AsyncIterator[Any]) -> None:
         session = self.session
+        budget = self.budget
         reader = asyncio.create_task(self._read(request_iterator))
         try:
             while True:
@@ -157,16 +181,20 @@ class _Stream:
                 self.wake.clear()
                 if self.closing is not None:
                     await self.context.abort(*self.closing)
-                responses = []
-                while self.requests:
-                    responses.extend(session.on_request(self.requests.popleft()))
-                    if self.watch is None and session.group is not None:
-                        self.watch = self.cache.watch(session.group, self._on_snapshot)
-                if self.snapshot_dirty and session.group is not None:
-                    self.snapshot_dirty = False
-                    responses.extend(session.on_snapshot(self.cache.get(session.group)))
-                for resp in responses:
-                    await self.context.write(resp.encode())
+                # The turn comes before deciding what to send: after a wait, the stream
+                # sends the latest snapshot, never the one it was woken for.
+                woken = await budget.turn()
+                try:
+                    responses = self._step()
+                    charges = [budget.charge(len(r.data)) for r in responses]
+                finally:
+                    budget.pass_on(woken)
+                for resp, charge in zip(responses, charges, strict=True):
+                    try:
+                        await self.context.write(resp.data)
+                    finally:
+                        if charge is not None:
+                            charge.release()
                 if self.reader_done and not self.requests:
                     return
         except ProtocolError as exc:
@@ -203,6 +231,7 @@ class XdsServer:
         self._bucket = _TokenBucket(
             self.options.new_streams_per_second, self.options.new_streams_burst
         )
+        self.budget = WriteBudget(self.options.max_bytes_in_flight, self.options.write_hold)
         self.port: int | None = None
 
     def _grpc_options(self) -> list[tuple[str, int]]:
@@ -262,7 +291,7 @@ class XdsServer:
             session = session_cls(
                 self.cache, type_url=type_url, peer=context.peer(), registry=self.registry
             )
-            stream = _Stream(session, self.cache, context)
+            stream = _Stream(session, self.cache, context, self.budget)
             self._streams.add(stream)
             try:
                 await stream.run(request_iterator)
