@@ -262,7 +262,9 @@ class XdsServer:
                     {
                         sotw: grpc.stream_stream_rpc_method_handler(
                             self._handler(SotwSession, type_url),
-                            request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                            # The session parses it: it compares the subscription as
+                            # received (SotwSession.on_request).
+                            request_deserializer=_identity,
                             response_serializer=_identity,
                         ),
                         delta: grpc.stream_stream_rpc_method_handler(

@@ -10,11 +10,13 @@ from __future__ import annotations
 import weakref
 from collections.abc import Sequence
 
+import grpc
 from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf.message import DecodeError
 
-from xds_server import types
+from xds_server import types, wire
 from xds_server.response import Response
-from xds_server.session import Session
+from xds_server.session import ProtocolError, Session
 from xds_server.session_state import Plan, TypeState, intern_names
 from xds_server.snapshot import Resource
 
@@ -56,6 +58,24 @@ def _names_key(req: discovery_pb2.DiscoveryRequest) -> bytes:
     return key
 
 
+def _raw_names(raw: bytes, req: discovery_pb2.DiscoveryRequest) -> bytes | None:
+    """The bytes of `raw` between its version and its type_url and nonce, if it is laid
+    out as protobuf encoders lay out a DiscoveryRequest without node or error (fields in
+    number order): then they are its `resource_names`. None otherwise.
+
+    A slice and two comparisons instead of `_names_key`'s copy and re-serialisation.
+    When these bytes equal a stream's held key (a canonical, self-delimiting run of
+    field-3 entries) the request's names are exactly the held ones: the bytes before are
+    one whole version field and those after one type_url and one nonce field."""
+    if req.HasField("node") or req.HasField("error_detail"):
+        return None
+    head = wire.field_str(1, req.version_info)
+    tail = wire.field_str(4, req.type_url) + wire.field_str(5, req.response_nonce)
+    if len(raw) < len(head) + len(tail) or not raw.startswith(head) or not raw.endswith(tail):
+        return None
+    return raw[len(head) : len(raw) - len(tail)]
+
+
 def _intern_key(data: bytes) -> NamesKey:
     """The shared holder of `data`: hashing it is paid only when a stream's names
     change, never on a plain ACK (which compares against the held bytes)."""
@@ -72,7 +92,18 @@ class SotwSession(Session):
 
     delta = False
 
-    def on_request(self, req: discovery_pb2.DiscoveryRequest) -> list[Response]:
+    def on_request(self, req: discovery_pb2.DiscoveryRequest | bytes) -> list[Response]:
+        """A request, parsed or as received (the gRPC layer passes the bytes, so an
+        unchanged subscription is recognised without re-serialising it)."""
+        raw = None
+        if isinstance(req, bytes):
+            raw = req
+            try:
+                req = discovery_pb2.DiscoveryRequest.FromString(raw)
+            except DecodeError as exc:
+                raise ProtocolError(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"cannot parse DiscoveryRequest: {exc}"
+                ) from exc
         if self.node is None:
             self._start(req.node if req.HasField("node") else None)
         ts = self._state(self._resolve_type(req.type_url))
@@ -83,12 +114,14 @@ class SotwSession(Session):
             if ts.inflight is not None and ts.inflight.nonce == nonce:
                 self._ack(ts, req.error_detail.message if req.HasField("error_detail") else None)
         first = not ts.subscribed
-        key = _names_key(req)
-        if first or ts.names_key is None or key != ts.names_key.data:
-            # A SotW ACK repeats the whole subscription (thousands of EDS names for an
-            # Envoy); compare it as bytes rather than rebuild a set per ACK (DESIGN §5).
-            ts.names_key = _intern_key(key)
-            self._subscribe(ts, req.resource_names, first)
+        held = ts.names_key
+        # A SotW ACK repeats the whole subscription (thousands of EDS names for an
+        # Envoy); compare it as bytes rather than rebuild a set per ACK (DESIGN §5).
+        if first or held is None or raw is None or _raw_names(raw, req) != held.data:
+            key = _names_key(req)
+            if first or held is None or key != held.data:
+                ts.names_key = _intern_key(key)
+                self._subscribe(ts, req.resource_names, first)
         if first and req.version_info:
             # A reconnecting proxy names the version it holds (§4.11): equal content
             # is not sent again.
