@@ -356,6 +356,7 @@ def _measure(
         "gc_pause_total_s": st_after["gc_pause_total_s"],
         "gc_pause_max_ms": round(st_after["gc_pause_max_s"] * 1000.0, 1),
         "gc_collections": st_after["gc_collections"],
+        "gc_pause_max_by_generation_ms": st_after["gc_pause_max_by_generation_ms"],
         "gc_pause_max_changes_ms": round(st_after["gc_pause_max_since_mark_s"] * 1000.0, 1),
         "gc_collections_changes": [
             a - b
@@ -420,6 +421,10 @@ def print_table(results: list[dict[str, Any]], o: Options, info: dict[str, Any])
     row("server RSS: after gc + malloc_trim", lambda r: r["server"]["rss_after_trim_mb"], " MB")
     row("server GC: total pause", lambda r: r["server"]["gc_pause_total_s"], " s")
     row("server GC: longest pause", lambda r: r["server"]["gc_pause_max_ms"], " ms")
+    row(
+        "server GC: longest pause by generation (0/1/2)",
+        lambda r: " / ".join(fmt(v) for v in r["server"]["gc_pause_max_by_generation_ms"]) + " ms",
+    )
     row(
         "server GC: longest pause during changes",
         lambda r: r["server"]["gc_pause_max_changes_ms"],

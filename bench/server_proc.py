@@ -61,6 +61,7 @@ class GcTimer:
         self.total = 0.0
         self.longest = 0.0
         self.collections = [0, 0, 0]
+        self.longest_by_generation = [0.0, 0.0, 0.0]
         self.longest_since_mark = 0.0
         self._start = 0.0
         gc.callbacks.append(self._on_gc)
@@ -77,7 +78,9 @@ class GcTimer:
             self.total += pause
             self.longest = max(self.longest, pause)
             self.longest_since_mark = max(self.longest_since_mark, pause)
-            self.collections[int(info.get("generation", 0))] += 1
+            gen = int(info.get("generation", 0))
+            self.collections[gen] += 1
+            self.longest_by_generation[gen] = max(self.longest_by_generation[gen], pause)
 
 
 def proc_status() -> dict[str, int]:
@@ -131,6 +134,9 @@ class BenchServer:
             "gc_pause_max_s": round(self.gc.longest, 4),
             "gc_pause_max_since_mark_s": round(self.gc.longest_since_mark, 4),
             "gc_collections": list(self.gc.collections),
+            "gc_pause_max_by_generation_ms": [
+                round(p * 1000.0, 1) for p in self.gc.longest_by_generation
+            ],
             "time": time.time(),
         }
 
