@@ -40,6 +40,7 @@ def test_streams_of_a_group_share_one_encoding_per_push_sotw() -> None:
     first1 = one(s1.on_request(sreq(CDS, node=NODE)), CDS)
     first2 = one(s2.on_request(sreq(CDS, node=NODE)), CDS)
     assert first1.data is first2.data  # the full state: one encoding
+    assert first1.resources is first2.resources  # and one listing, not one per stream
     ack(s1, first1)
     ack(s2, first2)
     e1 = one(s1.on_request(sreq(EDS, ["a", "b"])), EDS)
@@ -51,7 +52,7 @@ def test_streams_of_a_group_share_one_encoding_per_push_sotw() -> None:
     set_types(cache, cds=[cluster("a"), cluster("b")], eds=[cla("a", 81), cla("b")])
     u1 = one(s1.on_snapshot(cache.get("g")), EDS)
     u2 = one(s2.on_snapshot(cache.get("g")), EDS)
-    assert u1.data is u2.data
+    assert u1.data is u2.data and u1.resources is u2.resources
     msg = decode_sotw(u1)
     assert msg.nonce == u1.nonce == u2.nonce and msg.version_info == u1.version
     assert [a.type_url for a in msg.resources] == [EDS] and u1.names == ["a"]
@@ -70,11 +71,11 @@ def test_streams_of_a_group_share_one_encoding_per_push_delta() -> None:
         r = one(s.on_request(dreq(EDS, ["a", "b"])), EDS)
         s.on_request(dreq(EDS, nonce=r.nonce))
         streams.append(s)
-    set_types(cache, cds=[cluster("a")], eds=[cla("a", 81)])
+    set_types(cache, cds=[cluster("a", timeout=2.0)], eds=[cla("a", 81)])
     out = [s.on_snapshot(cache.get("g")) for s in streams]
     cds1, cds2 = (one([r for r in o if r.type_url == CDS]) for o in out)
-    assert cds1.data is cds2.data
-    assert list(decode_delta(cds1).removed_resources) == ["b"]
+    assert cds1.data is cds2.data and cds1.resources is cds2.resources
+    assert list(decode_delta(cds1).removed_resources) == ["b"] and cds1.names == ["a"]
 
 
 def test_a_stream_never_sends_its_last_nonce_again() -> None:

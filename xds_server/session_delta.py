@@ -89,13 +89,15 @@ class DeltaSession(Session):
         if ts.last_version == target.version and not forced and not absent:
             return None
         diff = target.diff_from(ts.known)
-        send = set(diff.changed).union(forced)
         removed = list(diff.removed)
-        if not send and not removed and not absent:
-            self._silently_adopt(ts, target)
-            return None
-        resources = [r for n in sorted(send) if isinstance(r := table[n], Resource)]
-        # Without forced or absent names the content is the diff's: shared by the
-        # group's streams making the same transition.
-        share = None if forced or absent else diff
-        return Plan(target, resources, diff.changed, removed, absent, share)
+        if not forced and not absent:
+            if not diff.changed and not removed:
+                self._silently_adopt(ts, target)
+                return None
+            # The content is the diff's: listed, encoded and shared once for the group.
+            shared = target.changed_resources(diff)
+            return Plan(target, shared, diff.changed, removed, absent, diff)
+        # Names of this stream's own (forced, absent): its own response.
+        send = sorted(set(diff.changed).union(forced))
+        resources = [r for n in send if isinstance(r := table[n], Resource)]
+        return Plan(target, resources, diff.changed, removed, absent)

@@ -161,13 +161,14 @@ class SotwSession(Session):
         if ts.type_url in types.FULL_STATE_TYPES:
             # §4.8: LDS/CDS carry the full subscribed state; absence means deletion.
             # The same for every stream at this target, whatever it held before.
-            resources = [r for r in target.resources.values() if isinstance(r, Resource)]
-            return Plan(target, resources, diff.changed, share=target)
-        send = set(diff.changed).union(forced)
-        if not send:
-            self._silently_adopt(ts, target)
-            return None
+            return Plan(target, target.listed, diff.changed, share=target)
+        if not forced:
+            if not diff.changed:
+                self._silently_adopt(ts, target)
+                return None
+            # The content is the diff's: listed, encoded and shared once for the group.
+            return Plan(target, target.changed_resources(diff), diff.changed, share=diff)
         table = target.resources
-        resources = [r for n in sorted(send) if isinstance(r := table[n], Resource)]
-        # Without forced names the content is the diff's: shared by the group's streams.
-        return Plan(target, resources, diff.changed, share=None if forced else diff)
+        send = sorted(set(diff.changed).union(forced))
+        resources = [r for n in send if isinstance(r := table[n], Resource)]
+        return Plan(target, resources, diff.changed)

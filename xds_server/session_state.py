@@ -32,7 +32,7 @@ class Inflight:
 @dataclass(slots=True)
 class Plan:
     target: View
-    resources: list[Resource]
+    resources: Sequence[Resource]
     changed: Sequence[str]
     removed: list[str] = field(default_factory=list)
     absent: list[str] = field(default_factory=list)

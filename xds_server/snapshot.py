@@ -157,11 +157,12 @@ class Diff:
     """Names that a target view adds or changes, and names it drops, relative to a base;
     and the response that carries exactly that change, once some stream needed it."""
 
-    __slots__ = ("changed", "delta_msg", "removed", "sotw_msg")
+    __slots__ = ("changed", "delta_msg", "listed", "removed", "sotw_msg")
 
     def __init__(self, changed: tuple[str, ...], removed: tuple[str, ...]):
         self.changed = changed
         self.removed = removed
+        self.listed: tuple[Resource, ...] | None = None  # see View.changed_resources
         self.sotw_msg: Encoded | None = None
         self.delta_msg: Encoded | None = None
 
@@ -172,11 +173,12 @@ _DIFF_MEMO_SIZE: Final = 8
 class View:
     """An immutable name → resource mapping of one type, with memoised derived data."""
 
-    __slots__ = ("_diffs", "_missing", "_version", "resources", "sotw_msg")
+    __slots__ = ("_diffs", "_listed", "_missing", "_version", "resources", "sotw_msg")
 
     def __init__(self, resources: Mapping[str, Versioned]):
         self.resources = resources
         self._version: str | None = None
+        self._listed: tuple[Resource, ...] | None = None
         # SotW's full-state response (LDS/CDS): the same whatever the client held.
         self.sotw_msg: Encoded | None = None
         self._diffs: OrderedDict[int, tuple[View, Diff]] = OrderedDict()
@@ -204,6 +206,22 @@ class View:
                 h.update(b"\n")
             self._version = h.hexdigest()
         return self._version
+
+    @property
+    def listed(self) -> tuple[Resource, ...]:
+        """Its resources in name order (what a full-state response carries), listed once
+        for every stream that sends them rather than once per stream."""
+        if self._listed is None:
+            self._listed = tuple(r for r in self.resources.values() if isinstance(r, Resource))
+        return self._listed
+
+    def changed_resources(self, diff: Diff) -> tuple[Resource, ...]:
+        """The resources `diff` (one of this view's) adds or changes, in name order;
+        listed once per diff, for every stream making that transition."""
+        if diff.listed is None:
+            table = self.resources
+            diff.listed = tuple(r for n in diff.changed if isinstance(r := table[n], Resource))
+        return diff.listed
 
     def diff_from(self, base: View) -> Diff:
         """What a client holding `base` must receive to hold this view."""
