@@ -228,7 +228,7 @@ def test_invalid_file_keeps_traffic_on_last_good_state(
         source = wait_for(reported, WAIT, message=f"source error matching {error!r}")
         assert source["stale"] is True and source["synced"] is True, source
         (row,) = xdsctl_table(mesh, "sources")[1:]
-        assert row[:4] == ["file", "file", "yes", "yes"], row
+        assert row[:5] == ["file", "file", "STALE", "yes", "yes"], row
         # For a while: traffic flows on the last good state, the server stays ready.
         mark = web.mark()
         web.wait_for_requests(30, WAIT)
