@@ -340,7 +340,7 @@ def test_xdsctl_matches_what_envoy_holds(
     assert head[:2] == ["GROUP", group] and columns == ["TYPE", "NAME", "VERSION"]
     assert {(r[0], r[1]) for r in rows} >= {("clusters", "web.default:80"), ("routes", listener)}
     assert xdsctl_table(mesh, "sources")[0] == [
-        "NAME", "KIND", "SYNCED", "STALE", "SERVICES", "REJECTED", "ERROR"
+        "NAME", "KIND", "STATE", "SYNCED", "STALE", "SERVICES", "REJECTED", "ERROR"
     ]  # fmt: skip
     assert xdsctl_table(mesh, "proxies")[0] == [
         "NODE", "CLUSTER", "GROUP", "STREAM", "PEER", *TYPE_STATES
