@@ -63,7 +63,14 @@ TARGET_RSS_MB = 300.0
 class ServerProc:
     """``bench.server_proc`` in a child process, driven by JSON lines over its stdin."""
 
-    def __init__(self, clusters: int, endpoints: int, log: IO[bytes], cprofile: str | None = None):
+    def __init__(
+        self,
+        clusters: int,
+        endpoints: int,
+        log: IO[bytes],
+        cprofile: str | None = None,
+        default_gc: bool = False,
+    ):
         cmd = [
             sys.executable,
             "-m",
@@ -75,6 +82,8 @@ class ServerProc:
         ]
         if cprofile:
             cmd += ["--cprofile", cprofile]
+        if default_gc:
+            cmd.append("--default-gc")
         self.proc = subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE,
@@ -202,6 +211,7 @@ class Options(common.RunOptions):
     py_spy_phase: str
     py_spy_format: str
     py_spy_native: bool
+    default_gc: bool
 
 
 def _cpu(stats: dict[str, Any]) -> float:
@@ -211,7 +221,7 @@ def _cpu(stats: dict[str, Any]) -> float:
 def run_mode(mode: str, o: Options) -> dict[str, Any]:
     with common.ServerRun(mode, o, "bench-server") as run:
         prof = f"{o.server_cprofile}-{mode}.prof" if o.server_cprofile else None
-        server = ServerProc(o.clusters, o.endpoints, run.log, prof)
+        server = ServerProc(o.clusters, o.endpoints, run.log, prof, o.default_gc)
         run.adopt("server_process_cpu_s", server.close)
         ready = server.wait_ready(60.0)
         spy: PySpy | None = None
@@ -285,6 +295,7 @@ def _measure(
     tr = changes.Tracker(w)
     apply_cost_ms: list[float] = []
     changes_start = len(data.updates)
+    st_mark = server.request({"cmd": "gc_mark"})
     phase("changes")
     mbusy0, mtotal0 = machine_cpu()
     t0 = time.monotonic()
@@ -345,6 +356,12 @@ def _measure(
         "gc_pause_total_s": st_after["gc_pause_total_s"],
         "gc_pause_max_ms": round(st_after["gc_pause_max_s"] * 1000.0, 1),
         "gc_collections": st_after["gc_collections"],
+        "gc_pause_max_by_generation_ms": st_after["gc_pause_max_by_generation_ms"],
+        "gc_pause_max_changes_ms": round(st_after["gc_pause_max_since_mark_s"] * 1000.0, 1),
+        "gc_collections_changes": [
+            a - b
+            for a, b in zip(st_after["gc_collections"], st_mark["gc_collections"], strict=True)
+        ],
     }
     return res
 
@@ -404,6 +421,19 @@ def print_table(results: list[dict[str, Any]], o: Options, info: dict[str, Any])
     row("server RSS: after gc + malloc_trim", lambda r: r["server"]["rss_after_trim_mb"], " MB")
     row("server GC: total pause", lambda r: r["server"]["gc_pause_total_s"], " s")
     row("server GC: longest pause", lambda r: r["server"]["gc_pause_max_ms"], " ms")
+    row(
+        "server GC: longest pause by generation (0/1/2)",
+        lambda r: " / ".join(fmt(v) for v in r["server"]["gc_pause_max_by_generation_ms"]) + " ms",
+    )
+    row(
+        "server GC: longest pause during changes",
+        lambda r: r["server"]["gc_pause_max_changes_ms"],
+        " ms",
+    )
+    row(
+        "server GC: collections during changes (gen 0/1/2)",
+        lambda r: "/".join(str(n) for n in r["server"]["gc_collections_changes"]),
+    )
     t.whole_run()
     row("machine: busy during changes", lambda r: 100 * r["changes"]["machine_busy_fraction"], " %")
     row("unexpected: updates while idle", lambda r: r["unexpected"]["updates_while_idle"])
@@ -463,6 +493,11 @@ def main(argv: list[str] | None = None) -> int:
             help="py-spy format",
         )
         p.add_argument("--py-spy-native", action="store_true", help="include native (C) frames")
+        p.add_argument(
+            "--default-gc",
+            action="store_true",
+            help="leave the server's garbage collector as Python sets it (no gc_tuning)",
+        )
 
     def one(mode: str, o: Options) -> dict[str, Any]:
         r = run_mode(mode, o)

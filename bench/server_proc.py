@@ -16,13 +16,17 @@ Control protocol: one JSON object per line on stdin, one JSON reply per line on 
   objects, as a translator that caches by input would) and replies with
   ``applied_at`` = ``time.time()`` taken just before ``set_snapshot`` (so the figure
   includes the cache update and the fan-out of wake-ups), and ``done_at`` after it.
+* ``{"cmd": "gc_mark"}`` → starts a phase for the longest garbage-collector pause
+  (``gc_pause_max_since_mark_s`` in the stats); replies with the stats.
 * ``{"cmd": "trim"}`` → runs ``gc.collect()`` and glibc ``malloc_trim(0)`` and replies
   with the stats after it: RSS that remains is live memory, not freed memory the
   allocator kept (a diagnostic; the benchmark calls it only at the very end).
 * ``{"cmd": "quit"}`` → replies with the final stats, stops the server and exits.
   EOF on stdin does the same, so the server never outlives the benchmark.
 
-``--cprofile PATH`` profiles the whole run with cProfile (written at exit).
+``--cprofile PATH`` profiles the whole run with cProfile (written at exit). The garbage
+collector is set up as ``xds-server`` sets it up after its first build
+(`xds_server.gc_tuning`) unless ``--default-gc``.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ import time
 from typing import Any
 
 from bench import fixtures
-from xds_server import types
+from xds_server import gc_tuning, types
 from xds_server.cache import SnapshotCache, group_by_cluster
 from xds_server.grpc_server import ServerOptions, XdsServer
 from xds_server.snapshot import Resource
@@ -57,8 +61,14 @@ class GcTimer:
         self.total = 0.0
         self.longest = 0.0
         self.collections = [0, 0, 0]
+        self.longest_by_generation = [0.0, 0.0, 0.0]
+        self.longest_since_mark = 0.0
         self._start = 0.0
         gc.callbacks.append(self._on_gc)
+
+    def mark(self) -> None:
+        """Start a new phase: `longest_since_mark` counts from here."""
+        self.longest_since_mark = 0.0
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
@@ -67,7 +77,10 @@ class GcTimer:
             pause = time.perf_counter() - self._start
             self.total += pause
             self.longest = max(self.longest, pause)
-            self.collections[int(info.get("generation", 0))] += 1
+            self.longest_since_mark = max(self.longest_since_mark, pause)
+            gen = int(info.get("generation", 0))
+            self.collections[gen] += 1
+            self.longest_by_generation[gen] = max(self.longest_by_generation[gen], pause)
 
 
 def proc_status() -> dict[str, int]:
@@ -82,7 +95,8 @@ def proc_status() -> dict[str, int]:
 
 
 class BenchServer:
-    def __init__(self, clusters: int, endpoints: int, port: int):
+    def __init__(self, clusters: int, endpoints: int, port: int, default_gc: bool = False):
+        self.default_gc = default_gc
         self.clusters = clusters
         self.endpoints = endpoints
         self.gc = GcTimer()
@@ -103,6 +117,8 @@ class BenchServer:
             fixtures.GROUP, fixtures.snapshot_resources(self.clusters, self.endpoints)
         )
         log.info("snapshot built in %.3f s", time.perf_counter() - t0)
+        if not self.default_gc:
+            gc_tuning.tune_for_serving()  # as xds-server does after its first build
         return await self.server.start()
 
     def stats(self) -> dict[str, Any]:
@@ -116,7 +132,11 @@ class BenchServer:
             "cpu_system": t.system,
             "gc_pause_total_s": round(self.gc.total, 4),
             "gc_pause_max_s": round(self.gc.longest, 4),
+            "gc_pause_max_since_mark_s": round(self.gc.longest_since_mark, 4),
             "gc_collections": list(self.gc.collections),
+            "gc_pause_max_by_generation_ms": [
+                round(p * 1000.0, 1) for p in self.gc.longest_by_generation
+            ],
             "time": time.time(),
         }
 
@@ -155,7 +175,7 @@ def _reply(obj: dict[str, Any]) -> None:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    bench = BenchServer(args.clusters, args.endpoints, args.port)
+    bench = BenchServer(args.clusters, args.endpoints, args.port, args.default_gc)
     port = await bench.start()
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -170,6 +190,9 @@ async def serve(args: argparse.Namespace) -> None:
                 cmd = json.loads(line)
                 op = cmd.get("cmd")
                 if op == "stats":
+                    _reply(bench.stats())
+                elif op == "gc_mark":
+                    bench.gc.mark()
                     _reply(bench.stats())
                 elif op == "trim":
                     _reply(bench.trim())
@@ -194,6 +217,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--endpoints", type=int, default=10)
     p.add_argument("--cprofile", default=None, help="write a cProfile of the run here")
     p.add_argument("--log-level", default="WARNING")
+    p.add_argument(
+        "--default-gc", action="store_true", help="leave Python's garbage collector as it is"
+    )
     args = p.parse_args(argv)
     logging.basicConfig(
         level=args.log_level, stream=sys.stderr, format="server %(levelname)s %(message)s"

@@ -288,22 +288,22 @@ def _sotw_request(
     nonce: str = "",
     node: base_pb2.Node | None = None,
 ) -> bytes:
-    """A serialised DiscoveryRequest; the subscription part is encoded once per worker
-    (concatenated protobuf encodings merge, so appending fields is exact)."""
+    """A serialised DiscoveryRequest with its fields in number order, as Envoy's encoder
+    writes them; the names are encoded once per worker (concatenated protobuf encodings
+    merge, so assembling the fields is exact)."""
     key = (type_url, tuple(names))
     tmpl = _request_templates.get(key)
     if tmpl is None:
-        tmpl = discovery_pb2.DiscoveryRequest(
-            type_url=type_url, resource_names=names
-        ).SerializeToString()
+        tmpl = discovery_pb2.DiscoveryRequest(resource_names=names).SerializeToString()
         if len(_request_templates) > 64:
             _request_templates.clear()
         _request_templates[key] = tmpl
-    extra = discovery_pb2.DiscoveryRequest(version_info=version, response_nonce=nonce)
+    head = discovery_pb2.DiscoveryRequest(version_info=version)
     if node is not None:
-        extra.node.CopyFrom(node)
-    tail: bytes = extra.SerializeToString()
-    return tmpl + tail
+        head.node.CopyFrom(node)
+    tail = discovery_pb2.DiscoveryRequest(type_url=type_url, response_nonce=nonce)
+    out: bytes = head.SerializeToString() + tmpl + tail.SerializeToString()
+    return out
 
 
 def _identity(b: bytes) -> bytes:

@@ -1,4 +1,6 @@
-"""Policy files: Istio VirtualService and DestinationRule objects from YAML/JSON files.
+"""Policy files: Istio VirtualService and DestinationRule objects, and Gateway API
+HTTPRoute and GRPCRoute objects (mesh mode: `parentRefs` naming Services), from YAML/JSON
+files.
 
 `--policy PATH` (repeatable) names a file of one or more YAML documents, or a directory
 whose ``*.yaml``, ``*.yml`` and ``*.json`` files are read in name order. Each document
@@ -31,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from sources import gateway_api
 from sources.base import Catalog
 from sources.istio import Parsed, PolicyError, is_supported_kind, parse_policy
 from sources.watch import Mode, Watch
@@ -269,15 +272,19 @@ def _object(
     if not isinstance(data, dict):
         error = located(filename, at.start(base), (), "expected a Kubernetes object")
         return PolicyObject(key, where, error=error)
-    if not is_supported_kind(data):
+    route = gateway_api.is_supported_kind(data)
+    if not route and not is_supported_kind(data):
         api = data.get("apiVersion", "?")
         reason = (
             f"{key.kind} {key.namespace}/{key.name}: kind {key.kind} ({api}) is not "
-            "supported (VirtualService and DestinationRule of networking.istio.io are)"
+            "supported (VirtualService and DestinationRule of networking.istio.io, "
+            f"HTTPRoute and GRPCRoute of {gateway_api.API_GROUP}/v1 are)"
         )
         return PolicyObject(key, where, error=located(filename, at.start(base), (), reason))
     try:
-        parsed: Parsed = parse_policy(data, origin=where)
+        parsed: Parsed = (
+            gateway_api.parse_route(data, origin=where) if route else parse_policy(data, where)
+        )
     except PolicyError as exc:
         subject = f"{key.kind} {key.namespace}/{key.name}"
         error = located(filename, at.mark((*base, *exc.path)), (), f"{subject}: {exc}")
@@ -285,10 +292,15 @@ def _object(
     notices = tuple(
         located(filename, at.mark((*base, *n.path)), n.path, n.message) for n in parsed.notices
     )
+    policy = (
+        gateway_api.attached(parsed)
+        if isinstance(parsed, gateway_api.ParsedRoute)
+        else parsed.policy
+    )
     return PolicyObject(
         parsed.policy.key,
         where,
-        parsed.policy,
+        policy,
         notices=notices,
         applies=parsed.applies,
         locate=locate,

@@ -228,7 +228,7 @@ def test_invalid_file_keeps_traffic_on_last_good_state(
         source = wait_for(reported, WAIT, message=f"source error matching {error!r}")
         assert source["stale"] is True and source["synced"] is True, source
         (row,) = xdsctl_table(mesh, "sources")[1:]
-        assert row[:4] == ["file", "file", "yes", "yes"], row
+        assert row[:5] == ["file", "file", "STALE", "yes", "yes"], row
         # For a while: traffic flows on the last good state, the server stays ready.
         mark = web.mark()
         web.wait_for_requests(30, WAIT)
@@ -340,7 +340,7 @@ def test_xdsctl_matches_what_envoy_holds(
     assert head[:2] == ["GROUP", group] and columns == ["TYPE", "NAME", "VERSION"]
     assert {(r[0], r[1]) for r in rows} >= {("clusters", "web.default:80"), ("routes", listener)}
     assert xdsctl_table(mesh, "sources")[0] == [
-        "NAME", "KIND", "SYNCED", "STALE", "SERVICES", "REJECTED", "ERROR"
+        "NAME", "KIND", "STATE", "SYNCED", "STALE", "SERVICES", "REJECTED", "ERROR"
     ]  # fmt: skip
     assert xdsctl_table(mesh, "proxies")[0] == [
         "NODE", "CLUSTER", "GROUP", "STREAM", "PEER", *TYPE_STATES

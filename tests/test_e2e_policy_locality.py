@@ -62,14 +62,9 @@ def test_zone_first_then_failover_to_the_other_zone_without_errors(
     request_loop_factory: Callable[..., RequestLoop],
 ) -> None:
     a, b = e2e.backends(http_backend_factory, "zone-a", "zone-b")
-    registry, policy = tmp_path / "registry.yaml", tmp_path / "policy.yaml"
-    write(registry, [endpoint(a, "a"), endpoint(b, "b")])
-    policy.write_text(POLICY)
-    port = free_port()
-    server = xds_server_factory(
-        "--file", str(registry), "--policy", str(policy), "--file-interval", "0.1",
-        "--http-listener-port", str(port),
-    )  # fmt: skip
+    server, port, registry = started(
+        tmp_path, xds_server_factory, [endpoint(a, "a"), endpoint(b, "b")], {}
+    )
     mesh = Mesh(server, port, "in-zone-a")
     env = mesh.envoy(envoy_factory, delta, locality={"region": "r1", "zone": "a"})
     mesh.wait_synced()

@@ -88,7 +88,7 @@ async def test_bad_requests_end_only_their_stream_with_invalid_argument(
 async def test_client_that_never_acks_does_not_affect_others(server: XdsServer) -> None:
     silent = AdsClient(server.port or 0)
     await silent.send(discovery_pb2.DiscoveryRequest(node=NODE, type_url=CDS))
-    await silent.recv()  # and never ACKs
+    first = await silent.recv()  # and never ACKs
     good = await _healthy_client(server)
     for t in range(2, 8):
         server.cache.set_snapshot("g", {CDS: [cluster("a", timeout=float(t))]})
@@ -100,7 +100,7 @@ async def test_client_that_never_acks_does_not_affect_others(server: XdsServer) 
         )
     # The silent client holds one pending update (bounded), nothing queued.
     silent_status = next(p for p in server.registry.all() if p.types[CDS].acked_version == "")
-    assert silent_status.types[CDS].sent_nonce == "1"
+    assert silent_status.types[CDS].sent_nonce == first.nonce
     await silent.close()
     await good.close()
 
@@ -196,3 +196,25 @@ async def test_per_type_services_serve_their_type_sotw_and_delta(server: XdsServ
         eds.cancel()
     finally:
         await channel.close()
+
+
+async def test_a_stream_waiting_for_the_write_budget_sends_the_latest_snapshot_only() -> None:
+    # While the budget of bytes in flight is spent, a stream waits *before* deciding what
+    # to send; two snapshots published meanwhile reach it as one response, the newer.
+    async with running_server(max_bytes_in_flight=1024, write_hold=30.0) as srv:
+        c = await _healthy_client(srv)
+        woken = await srv.budget.turn()
+        spent = srv.budget.charge(10**6)  # another stream's large write in progress
+        srv.budget.pass_on(woken)
+        assert spent is not None and not srv.budget.open
+        srv.cache.set_snapshot("g", {CDS: [cluster("a", timeout=2.0)]})
+        await asyncio.sleep(0.2)
+        srv.cache.set_snapshot("g", {CDS: [cluster("a", timeout=3.0)]})
+        latest = srv.cache.get("g").get(CDS).version
+        with pytest.raises(TimeoutError):
+            await c.recv(timeout=0.3)  # nothing while the budget is spent
+        spent.release()
+        resp = await c.recv()
+        assert resp.version_info == latest
+        assert resp.resources[0].value == srv.cache.get("g").get(CDS).resources["a"].body
+        await c.close()

@@ -48,7 +48,7 @@ spec:
 
 OTHER_KIND = """\
 apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
+kind: TCPRoute
 metadata: {name: r}
 spec: {}
 """
@@ -81,8 +81,9 @@ def test_an_invalid_object_names_file_line_column_object_and_field() -> None:
 def test_other_kinds_are_reported_and_do_not_stop_the_rest() -> None:
     objects = parse_policy_file(OTHER_KIND + "---\n" + CANARY, "p.yaml")
     assert objects[0].error == (
-        "p.yaml:1:1: HTTPRoute default/r: kind HTTPRoute (gateway.networking.k8s.io/v1) is not "
-        "supported (VirtualService and DestinationRule of networking.istio.io are)"
+        "p.yaml:1:1: TCPRoute default/r: kind TCPRoute (gateway.networking.k8s.io/v1) is not "
+        "supported (VirtualService and DestinationRule of networking.istio.io, HTTPRoute and "
+        "GRPCRoute of gateway.networking.k8s.io/v1 are)"
     )
     assert [o.policy is not None for o in objects] == [False, True, True]
 

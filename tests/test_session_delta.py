@@ -23,7 +23,9 @@ from tests.xds_util import (
     set_types,
 )
 from xds_server.cache import SnapshotCache
-from xds_server.session import DeltaSession, ProtocolError, Response
+from xds_server.response import Response
+from xds_server.session import ProtocolError
+from xds_server.session_delta import DeltaSession
 
 
 def names(resp: Response) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import discovery_pb2
 
 from tests.xds_util import (
     CDS,
@@ -27,7 +28,9 @@ from tests.xds_util import (
 )
 from xds_server import metrics, types
 from xds_server.cache import SnapshotCache
-from xds_server.session import ProtocolError, Response, SotwSession
+from xds_server.response import Response
+from xds_server.session import ProtocolError
+from xds_server.session_sotw import SotwSession
 
 
 def started(cache: SnapshotCache, type_url: str = CDS, names: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
@@ -434,3 +437,55 @@ def test_streams_with_the_same_subscription_share_one_names_key() -> None:
     a.on_request(sreq(EDS, names[:10], nonce=a.states[EDS].nonce))
     assert a.states[EDS].names_key is not b.states[EDS].names_key
     assert a.states[EDS].names == frozenset(names[:10])
+
+
+def test_an_ack_received_as_bytes_with_unchanged_names_is_not_re_serialised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # DESIGN §5: the gRPC layer hands SotW requests over as received; an ACK that
+    # repeats the subscription is recognised from its bytes, without the copy and
+    # re-serialisation of `_names_key` (counted, not timed).
+    from xds_server import session_sotw
+
+    names = [f"c{i}" for i in range(50)]
+    cache = make_cache(cds=[cluster(n) for n in names], eds=[cla(n) for n in names])
+    s = sotw(cache)
+    s.on_request(sreq(EDS, names, node=NODE).SerializeToString())
+    calls: list[int] = []
+    real = session_sotw._names_key
+
+    def counting(req):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return real(req)
+
+    monkeypatch.setattr(session_sotw, "_names_key", counting)
+    eds = s.states[EDS]
+    for _ in range(3):
+        raw = sreq(EDS, names, nonce=eds.nonce, version=eds.last_version or "")
+        assert s.on_request(raw.SerializeToString()) == []
+    assert calls == [] and eds.inflight is None and eds.known.version == eds.last_version
+    # Changed names are seen, as bytes too.
+    out = s.on_request(sreq(EDS, names[:10], nonce=eds.nonce).SerializeToString())
+    assert calls == [1] and eds.names == frozenset(names[:10]) and out == []
+
+
+def test_a_request_as_bytes_in_another_field_order_is_still_read_right() -> None:
+    # Encoders write fields in number order, but protobuf allows any order: an ACK that
+    # repeats the held names and names one more after its nonce subscribes to it too.
+    names = ["a", "b", "c"]
+    cache = make_cache(cds=[cluster(n) for n in names], eds=[cla(n) for n in names])
+    s = sotw(cache)
+    s.on_request(sreq(EDS, ["a", "b"], node=NODE).SerializeToString())
+    eds = s.states[EDS]
+    ack_raw = sreq(EDS, ["a", "b"], nonce=eds.nonce, version=eds.last_version or "")
+    extra = discovery_pb2.DiscoveryRequest(resource_names=["c"]).SerializeToString()
+    out = s.on_request(ack_raw.SerializeToString() + extra)
+    assert eds.names == frozenset(names)
+    assert one(out, EDS).names == ["c"]
+
+
+def test_a_request_that_is_not_protobuf_ends_the_stream() -> None:
+    s = sotw(make_cache(cds=[cluster("a")]))
+    with pytest.raises(ProtocolError) as e:
+        s.on_request(b"\xff\xff\xff")
+    assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT

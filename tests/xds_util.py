@@ -13,7 +13,9 @@ from translators import resources as rb
 from xds_server import types
 from xds_server.cache import SnapshotCache
 from xds_server.model import Endpoint
-from xds_server.session import DeltaSession, Response, SotwSession
+from xds_server.response import Response
+from xds_server.session_delta import DeltaSession
+from xds_server.session_sotw import SotwSession
 
 GROUP = "g"
 NODE = base_pb2.Node(id="proxy-1", cluster=GROUP)

@@ -17,14 +17,15 @@ REJECTED with the reason). Nothing here can make a proxy NACK or answer 503:
   is routed to an aggregate cluster: its own cluster, then the failover targets' (a
   target naming no service, or no port of the route's kind, is left out).
 
-Subset clusters are only built for subsets some route or mirror references.
+Subset clusters are only built for subsets some route or mirror references. Gateway API
+routes (HTTPRoute, GRPCRoute) are grouped by the Service they attach to and merged:
+`policy_resolve_gateway`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Literal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 from xds_server.model import (
     DESTINATION_KINDS,
@@ -45,92 +46,30 @@ from xds_server.model import (
 
 from .names import cluster_name, failover_cluster_name, subset_cluster_name
 from .policy_common import RouteTarget
+from .policy_resolution import (
+    HostIndex,
+    PolicyStatus,
+    Rejected,
+    Resolution,
+    ServicePolicy,
+    State,
+    TargetKey,
+)
+from .policy_resolve_gateway import GATEWAY_ROUTE_KINDS, RouteError, attach, merge
 
-State = Literal["ACCEPTED", "WARNING", "REJECTED"]
-TargetKey = tuple[Destination, int]  # a destination as used by a route on that port
+__all__ = [
+    "HostIndex",
+    "PolicyStatus",
+    "Rejected",
+    "Resolution",
+    "ServicePolicy",
+    "State",
+    "policy_origin",
+    "resolve_policies",
+]
+
 # Applies one version of an object: the services it governs and its warnings, or Rejected.
 _Apply = Callable[[Policy], tuple[tuple[ServiceKey, ...], list[str]]]
-
-
-@dataclass(frozen=True, slots=True)
-class ServicePolicy:
-    """Everything policy changes about one service's resources.
-
-    `routing`: the VirtualService whose rules replace the service's default route;
-    `destination`: its DestinationRule; `subsets`: the (port, subset) clusters to build
-    for it because a route or mirror somewhere sends traffic there; `targets`: the
-    cluster (and hash key) each destination of `routing` names, per route port;
-    `depends`: the services those destinations are (a proxy that gets this service's
-    routes must get their clusters too), and its failover targets; `failovers`: the
-    aggregate clusters to build for it, as (port, subset, clusters in priority order).
-    """
-
-    routing: RoutePolicy | None = None
-    destination: DestinationPolicy | None = None
-    subsets: tuple[tuple[int, str], ...] = ()
-    targets: tuple[tuple[TargetKey, RouteTarget], ...] = ()
-    depends: tuple[ServiceKey, ...] = ()
-    failovers: tuple[tuple[int, str, tuple[str, ...]], ...] = ()
-
-    def target(self, destination: Destination, port: int) -> RouteTarget:
-        for key, target in self.targets:
-            if key == (destination, port):
-                return target
-        raise KeyError(f"no target for {destination} on port {port}")
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyStatus:
-    """How one object stands: what is served of it and why, and where it applies."""
-
-    key: PolicyKey
-    origin: str
-    state: State
-    reasons: tuple[str, ...] = ()
-    services: tuple[ServiceKey, ...] = ()
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "kind": self.key.kind,
-            "namespace": self.key.namespace,
-            "name": self.key.name,
-            "origin": self.origin,
-            "state": self.state,
-            "reasons": list(self.reasons),
-            "services": [str(s) for s in self.services],
-        }
-
-
-@dataclass(slots=True)
-class Resolution:
-    services: dict[ServiceKey, ServicePolicy] = field(default_factory=dict)
-    statuses: list[PolicyStatus] = field(default_factory=list)
-    accepted: dict[PolicyKey, Policy] = field(default_factory=dict)
-
-
-class Rejected(Exception):
-    """A policy version that cannot be applied: which field (`path`) and why."""
-
-    def __init__(self, path: FieldPath, reason: str) -> None:
-        super().__init__(reason)
-        self.path, self.reason = path, reason
-
-
-class HostIndex:
-    """Host names → services, as Istio resolves a VirtualService or DestinationRule host."""
-
-    def __init__(self, services: Iterable[Service]) -> None:
-        self._names: dict[str, ServiceKey] = {}
-        for svc in sorted(services, key=lambda s: s.key):
-            base = f"{svc.name}.{svc.namespace}"
-            for host in (base, f"{base}.svc", f"{base}.svc.cluster.local", *svc.hostnames):
-                self._names.setdefault(host.lower().rstrip("."), svc.key)
-
-    def find(self, host: str, namespace: str) -> ServiceKey | None:
-        host = host.lower().rstrip(".")
-        if "." not in host:
-            return self._names.get(f"{host}.{namespace}")
-        return self._names.get(host)
 
 
 def resolve_policies(
@@ -171,6 +110,7 @@ class _Resolver:
         # What the VirtualService being applied adds to the two above, kept if it applies.
         self.pending_failovers: dict[ServiceKey, dict[tuple[int, str], tuple[str, ...]]] = {}
         self.pending_depends: dict[ServiceKey, set[ServiceKey]] = {}
+        self.attached: dict[ServiceKey, list[RoutePolicy]] = {}  # Gateway API routes
 
     def run(self, objects: Sequence[PolicyObject]) -> Resolution:
         ordered = sorted(objects, key=lambda o: o.key)
@@ -180,8 +120,12 @@ class _Resolver:
         for obj in ordered:
             if obj.key.kind in ROUTE_KINDS:
                 self._one(obj, self._apply_vs)
+        for obj in ordered:
+            if obj.key.kind in GATEWAY_ROUTE_KINDS:
+                self._one(obj, self._apply_route)
+        self._merge_routes()
         for obj in ordered:  # listed, not resolved (e.g. a Consul config entry)
-            if obj.key.kind not in DESTINATION_KINDS | ROUTE_KINDS:
+            if obj.key.kind not in DESTINATION_KINDS | ROUTE_KINDS | GATEWAY_ROUTE_KINDS:
                 reasons = (obj.error,) if obj.error else obj.notices
                 listed: State = "WARNING" if reasons else "ACCEPTED"
                 state: State = "REJECTED" if obj.error or obj.policy else listed
@@ -340,6 +284,38 @@ class _Resolver:
         for key, more in self.pending_depends.items():
             self.failover_depends.setdefault(key, set()).update(more)
         return tuple(hosts), warnings
+
+    # -- Gateway API routes (policy_resolve_gateway) ---------------------------------------
+
+    def _apply_route(self, policy: Policy) -> tuple[tuple[ServiceKey, ...], list[str]]:
+        assert isinstance(policy, RoutePolicy)
+        try:
+            services, notes = attach(policy, self.index.find, self.catalog, self.vs_owner)
+        except RouteError as exc:
+            raise Rejected(exc.path, exc.reason) from None
+        for key in services:
+            self.attached.setdefault(key, []).append(policy)
+        return tuple(services), notes
+
+    def _merge_routes(self) -> None:
+        """Each Service's routes merged into its routing, resolved as a VirtualService's;
+        what that changes for a route amends its status."""
+        notes = merge(self.attached, self.catalog, self._apply_merged)
+        for i, status in enumerate(self.out.statuses):
+            more = notes.get(status.key) if status.key.kind in GATEWAY_ROUTE_KINDS else None
+            if more:
+                gone = {k for k, _ in more if k is not None}
+                state: State = "WARNING" if status.state == "ACCEPTED" else status.state
+                services = tuple(s for s in status.services if s not in gone)
+                reasons = (*status.reasons, *(w for _, w in more))
+                self.out.statuses[i] = replace(status, state=state, reasons=reasons,
+                                               services=services)  # fmt: skip
+
+    def _apply_merged(self, policy: RoutePolicy) -> list[str]:
+        try:
+            return self._apply_vs(policy)[1]
+        except Rejected as exc:  # attach() checked what could fail: a bug, but shown
+            raise RouteError(exc.path, exc.reason) from None
 
     def _service_of(self, d: Destination) -> ServiceKey:
         key = self.index.find(d.host, d.namespace)

@@ -15,6 +15,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from xds_server.model import (
     Destination,
     DestinationPolicy,
+    HttpRule,
     PolicyKey,
     RoutePolicy,
     Service,
@@ -61,17 +62,29 @@ def _destination_notes(policy: DestinationPolicy, service: Service) -> tuple[Not
     return tuple(notes)
 
 
+def _by_writer(routing: RoutePolicy | None) -> list[RoutePolicy]:
+    """`routing` as the objects that wrote it: itself, or when it merges the rules of
+    several (Gateway API routes, `HttpRule.route`), one policy per route with its rules,
+    so that each route's status names what gRPC clients do not apply of it."""
+    if routing is None or not routing.http:
+        return []
+    if all(r.route is None for r in routing.http):
+        return [routing]
+    groups: dict[PolicyKey, list[HttpRule]] = {}
+    for rule in routing.http:
+        groups.setdefault(rule.route or routing.key, []).append(rule)
+    return [replace(routing, key=key, http=tuple(rules)) for key, rules in groups.items()]
+
+
 def grpc_not_applied(
     resolution: Resolution, catalog: Mapping[ServiceKey, ServiceEntry]
 ) -> list[PolicyStatus]:
     """The statuses, each applied object's warned of what gRPC clients will not apply."""
     notes: dict[PolicyKey, list[str]] = {}
     for key, service in resolution.services.items():
-        if service.routing is not None and service.routing.http:
-            found = _routing_notes(service.routing, service)
-            notes.setdefault(service.routing.key, []).extend(
-                f"{n.subject}: {n.what}" for n in found
-            )
+        for policy in _by_writer(service.routing):
+            found = _routing_notes(policy, service)
+            notes.setdefault(policy.key, []).extend(f"{n.subject}: {n.what}" for n in found)
         entry = catalog.get(key)
         if service.destination is not None and entry is not None and entry.service.ports:
             found = _destination_notes(service.destination, entry.service)

@@ -1,10 +1,11 @@
 """gRPC transport: wires sans-IO sessions to `grpc.aio` streams.
 
 Only moves messages. Responses are written as pre-encoded bytes (identity serialiser),
-so a push costs one concatenation per stream rather than a protobuf encode
-(DESIGN §5). Each stream has one writer loop: it drains received requests, then reads
-the *latest* snapshot if one was published, then writes; bursts of snapshots while a
-proxy is slow collapse into one update per type (DESIGN §4.13).
+the same `bytes` object for every stream that sends the same push (DESIGN §5). Each
+stream has one writer loop: it waits for its turn on the shared `WriteBudget` (bytes in
+flight across streams), drains received requests, reads the *latest* snapshot if one was
+published, then writes; bursts of snapshots while a proxy is slow collapse into one
+update per type (DESIGN §4.13).
 """
 
 from __future__ import annotations
@@ -23,9 +24,13 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from xds_server import metrics, types
 from xds_server.cache import SnapshotCache, Watch
-from xds_server.session import DeltaSession, ProtocolError, Session, SotwSession
+from xds_server.response import Response
+from xds_server.session import ProtocolError, Session
+from xds_server.session_delta import DeltaSession
+from xds_server.session_sotw import SotwSession
 from xds_server.snapshot import Snapshot
 from xds_server.status import ProxyRegistry
+from xds_server.write_budget import WriteBudget
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +79,12 @@ class ServerOptions:
     new_streams_per_second: float = 200.0
     new_streams_burst: int = 400
     shutdown_grace: float = 5.0
+    # Bytes of large responses handed to gRPC and not yet written, across all streams
+    # (gRPC copies each message): bounds a fan-out's memory. 0 = unbounded.
+    max_bytes_in_flight: int = 32 * 1024 * 1024
+    # A write holds its share of that budget at most this long (a proxy that stops
+    # reading must not stall the others).
+    write_hold: float = 1.0
 
 
 class _TokenBucket:
@@ -96,15 +107,43 @@ class _TokenBucket:
         return False
 
 
+class _Wake:
+    """A stream's wake-up flag: `asyncio.Event` without its loop lookup per wait (a
+    getpid() system call each, once per stream per push in the profile)."""
+
+    __slots__ = ("_flag", "_loop", "_waiter")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._flag = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        self._flag = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait_and_clear(self) -> None:
+        if not self._flag:
+            waiter = self._waiter = self._loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        self._flag = False
+
+
 class _Stream:
     """One open xDS stream: a session plus its wake-up plumbing."""
 
-    def __init__(self, session: Session, cache: SnapshotCache, context: Any):
+    def __init__(self, session: Session, cache: SnapshotCache, context: Any, budget: WriteBudget):
         self.session = session
         self.cache = cache
         self.context = context
+        self.budget = budget
         self.requests: deque[Any] = deque()
-        self.wake = asyncio.Event()
+        self.wake = _Wake()
         self.snapshot_dirty = False
         self.reader_done = False
         self.closing: tuple[grpc.StatusCode, str] | None = None
@@ -121,8 +160,8 @@ class _Stream:
     async def _read(self, request_iterator: AsyncIterator[Any]) -> None:
         # context.read() rather than the iterator: grpc.aio's request iterator (an async
         # generator) and an `async for` variable both pin the last request while waiting
-        # for the next one, and an Envoy's SotW EDS ACK names every cluster (~56 KB
-        # parsed for 1,000 names): ~56 MB of idle memory per 1,000 proxies.
+        # for the next one, and an Envoy's SotW EDS ACK names every cluster (34-56 KB
+        # for 1,000 names): tens of MB of idle memory per 1,000 proxies.
         del request_iterator
         try:
             while True:
@@ -146,25 +185,42 @@ class _Stream:
             "ending %s stream from node %r (%s): %s", st.kind, st.node_id or "?", st.peer, detail
         )
 
+    def _step(self) -> list[Response]:
+        """What to send now: the requests received so far, then the latest snapshot."""
+        session = self.session
+        responses = []
+        while self.requests:
+            responses.extend(session.on_request(self.requests.popleft()))
+            if self.watch is None and session.group is not None:
+                self.watch = self.cache.watch(session.group, self._on_snapshot)
+        if self.snapshot_dirty and session.group is not None:
+            self.snapshot_dirty = False
+            responses.extend(session.on_snapshot(self.cache.get(session.group)))
+        return responses
+
     async def run(self, request_iterator: AsyncIterator[Any]) -> None:
         session = self.session
+        budget = self.budget
         reader = asyncio.create_task(self._read(request_iterator))
         try:
             while True:
-                await self.wake.wait()
-                self.wake.clear()
+                await self.wake.wait_and_clear()
                 if self.closing is not None:
                     await self.context.abort(*self.closing)
-                responses = []
-                while self.requests:
-                    responses.extend(session.on_request(self.requests.popleft()))
-                    if self.watch is None and session.group is not None:
-                        self.watch = self.cache.watch(session.group, self._on_snapshot)
-                if self.snapshot_dirty and session.group is not None:
-                    self.snapshot_dirty = False
-                    responses.extend(session.on_snapshot(self.cache.get(session.group)))
-                for resp in responses:
-                    await self.context.write(resp.encode())
+                # The turn comes before deciding what to send: after a wait, the stream
+                # sends the latest snapshot, never the one it was woken for.
+                woken = await budget.turn()
+                try:
+                    responses = self._step()
+                    charges = [budget.charge(len(r.data)) for r in responses]
+                finally:
+                    budget.pass_on(woken)
+                for resp, charge in zip(responses, charges, strict=True):
+                    try:
+                        await self.context.write(resp.data)
+                    finally:
+                        if charge is not None:
+                            charge.release()
                 if self.reader_done and not self.requests:
                     return
         except ProtocolError as exc:
@@ -201,6 +257,7 @@ class XdsServer:
         self._bucket = _TokenBucket(
             self.options.new_streams_per_second, self.options.new_streams_burst
         )
+        self.budget = WriteBudget(self.options.max_bytes_in_flight, self.options.write_hold)
         self.port: int | None = None
 
     def _grpc_options(self) -> list[tuple[str, int]]:
@@ -231,7 +288,9 @@ class XdsServer:
                     {
                         sotw: grpc.stream_stream_rpc_method_handler(
                             self._handler(SotwSession, type_url),
-                            request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                            # The session parses it: it compares the subscription as
+                            # received (SotwSession.on_request).
+                            request_deserializer=_identity,
                             response_serializer=_identity,
                         ),
                         delta: grpc.stream_stream_rpc_method_handler(
@@ -260,7 +319,7 @@ class XdsServer:
             session = session_cls(
                 self.cache, type_url=type_url, peer=context.peer(), registry=self.registry
             )
-            stream = _Stream(session, self.cache, context)
+            stream = _Stream(session, self.cache, context, self.budget)
             self._streams.add(stream)
             try:
                 await stream.run(request_iterator)

@@ -1,8 +1,9 @@
-"""Sans-IO xDS session state machines: one per gRPC stream, SotW or delta.
+"""Sans-IO xDS session state shared by SotW and delta: one session per gRPC stream.
 
 A session turns a request (or a new snapshot) into the responses to send; it never
 touches a socket, so every rule of DESIGN §4 is unit-testable. The gRPC layer feeds it
-requests and snapshot notifications and writes out `Response.encode()`.
+requests and snapshot notifications and writes out `Response.encode()`. The two
+protocols' request handling lives in `session_sotw` and `session_delta`.
 
 The model, per resource type on a stream:
 
@@ -15,33 +16,32 @@ The model, per resource type on a stream:
 On ADS streams pushes follow CDS → EDS → LDS → RDS (§4.9): EDS waits until CDS has been
 sent, LDS/RDS wait until clusters and endpoints are acknowledged, and clusters the proxy
 holds are kept (make-before-break) until listeners and routes are in sync without them.
+
+Responses are encoded once per transition and shared by the streams that make it
+(`xds_server.response`); a plan says what its content depends on so it can be shared.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
-import weakref
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
 from envoy.config.core.v3 import base_pb2
-from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import descriptor_pool
 
-from xds_server import metrics, types, wire
+from xds_server import response, types
 from xds_server.cache import SnapshotCache
-from xds_server.snapshot import EMPTY_SNAPSHOT, EMPTY_VIEW, Known, Resource, Snapshot, View
-from xds_server.status import ProxyRegistry, ProxyStatus, TypeStatus
+from xds_server.response import Response
+from xds_server.session_state import Inflight, Plan, TypeState, metrics_of
+from xds_server.snapshot import EMPTY_SNAPSHOT, Diff, Encoded, Resource, Snapshot, View
+from xds_server.status import ProxyRegistry, ProxyStatus
+
+__all__ = ["ProtocolError", "Response", "Session"]
 
 log = logging.getLogger(__name__)
-
-CONTROL_PLANE_ID = "xds-server"
-_CONTROL_PLANE_SOTW = wire.field_bytes(6, wire.field_str(1, CONTROL_PLANE_ID))
-_CONTROL_PLANE_DELTA = wire.field_bytes(7, wire.field_str(1, CONTROL_PLANE_ID))
 
 
 class ProtocolError(Exception):
@@ -51,145 +51,6 @@ class ProtocolError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-@dataclass(slots=True)
-class Response:
-    """One DiscoveryResponse / DeltaDiscoveryResponse, encoded from shared bytes."""
-
-    type_url: str
-    version: str
-    nonce: str
-    resources: Sequence[Resource]
-    removed: Sequence[str]
-    delta: bool
-    body: bytes  # the resources' pre-encoded fields
-
-    def encode(self) -> bytes:
-        if self.delta:
-            return b"".join(
-                (
-                    wire.field_str(1, self.version),
-                    self.body,
-                    wire.field_str(4, self.type_url),
-                    wire.field_str(5, self.nonce),
-                    *(wire.field_str(6, n) for n in self.removed),
-                    _CONTROL_PLANE_DELTA,
-                )
-            )
-        return b"".join(
-            (
-                wire.field_str(1, self.version),
-                self.body,
-                wire.field_str(4, self.type_url),
-                wire.field_str(5, self.nonce),
-                _CONTROL_PLANE_SOTW,
-            )
-        )
-
-    @property
-    def names(self) -> list[str]:
-        return [r.name for r in self.resources]
-
-
-@dataclass(slots=True)
-class _Inflight:
-    nonce: str
-    view: View
-    sent_at: float
-    changed_at: float | None  # the registry change this response carries, if an update
-
-
-@dataclass(slots=True)
-class _Plan:
-    target: View
-    resources: list[Resource]
-    changed: Sequence[str]
-    removed: list[str] = field(default_factory=list)
-    absent: list[str] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class TypeState:
-    type_url: str
-    status: TypeStatus
-    subscribed: bool = False
-    wildcard: bool = False
-    names: frozenset[str] = frozenset()
-    names_ever: bool = False  # SotW legacy wildcard ends once a name has been sent
-    known: View = EMPTY_VIEW
-    last_version: str | None = None
-    inflight: _Inflight | None = None
-    nonce: str = ""
-    force: set[str] = field(default_factory=set)
-    told_absent: set[str] = field(default_factory=set)
-    held: tuple[View, View, View] | None = None  # (base, known, merged) memo
-    names_key: _NamesKey | None = None  # SotW: the last request's resource_names
-
-
-# Interning subscription name sets lets thousands of streams with the same
-# subscription share one frozenset and one memoised subset view.
-_interned: dict[frozenset[str], frozenset[str]] = {}
-
-
-def _intern(names: Iterable[str]) -> frozenset[str]:
-    fs = frozenset(names)
-    hit = _interned.get(fs)
-    if hit is not None:
-        return hit
-    if len(_interned) > 4096:
-        _interned.clear()
-    _interned[fs] = fs
-    return fs
-
-
-_KEY_CLEAR = ("version_info", "node", "type_url", "response_nonce", "error_detail")
-
-
-class _NamesKey:
-    """A SotW subscription's `resource_names`, serialised, shared by every stream that
-    sent the same names.
-
-    Every stream keeps the key of its last request to tell, per ACK, whether the
-    subscription changed. An Envoy's EDS key names every cluster (~130 KB for 5,000),
-    so one copy per stream was the bulk of SotW's per-stream memory; the streams of a
-    group send equal names, and interning makes them hold one object. The table is
-    weak-valued, so a key lives only while some stream uses it (bytes cannot be weakly
-    referenced, hence this holder).
-    """
-
-    __slots__ = ("__weakref__", "data")
-
-    def __init__(self, data: bytes):
-        self.data = data
-
-
-_NO_NAMES = _NamesKey(b"")
-_names_keys: weakref.WeakValueDictionary[bytes, _NamesKey] = weakref.WeakValueDictionary()
-
-
-def _names_key(req: discovery_pb2.DiscoveryRequest) -> bytes:
-    """`resource_names` serialised (a C-level copy, ~15 µs for 1,000 names, against
-    ~140 µs to build and intern a frozenset of them)."""
-    if not req.resource_names:
-        return b""
-    probe = discovery_pb2.DiscoveryRequest()
-    probe.CopyFrom(req)
-    for name in _KEY_CLEAR:
-        probe.ClearField(name)
-    key: bytes = probe.SerializeToString()
-    return key
-
-
-def _intern_key(data: bytes) -> _NamesKey:
-    """The shared holder of `data`: hashing it is paid only when a stream's names
-    change, never on a plain ACK (which compares against the held bytes)."""
-    if not data:
-        return _NO_NAMES
-    key = _names_keys.get(data)
-    if key is None:
-        key = _names_keys[data] = _NamesKey(data)
-    return key
 
 
 def _is_known_type(type_url: str) -> bool:
@@ -233,7 +94,6 @@ class Session:
         # A reconnecting delta client named clusters/endpoints it holds; its listener and
         # route subscriptions follow on the same stream and may still use them (§4.9).
         self.resuming = False
-        self._nonces = itertools.count(1)
 
     # -- entry points -------------------------------------------------------------
 
@@ -295,7 +155,9 @@ class Session:
     def _state(self, type_url: str) -> TypeState:
         ts = self.states.get(type_url)
         if ts is None:
-            ts = self.states[type_url] = TypeState(type_url, self.status.type_status(type_url))
+            ts = self.states[type_url] = TypeState(
+                type_url, self.status.type_status(type_url), metrics_of(type_url)
+            )
         return ts
 
     def _ack(self, ts: TypeState, error: str | None) -> None:
@@ -305,14 +167,12 @@ class Session:
         # Envoy sends every subscription of a resumed stream before its first ACK.
         self.resuming = False
         now = self.clock()
-        short = types.short_name(ts.type_url)
-        metrics.ACK_LATENCY.labels(short).observe(max(0.0, now - inflight.sent_at))
+        m = ts.metrics
+        m.ack_latency.observe(max(0.0, now - inflight.sent_at))
         st = ts.status
         if error is None:
             if inflight.changed_at is not None:
-                metrics.CONVERGENCE_LATENCY.labels(short).observe(
-                    max(0.0, now - inflight.changed_at)
-                )
+                m.convergence.observe(max(0.0, now - inflight.changed_at))
             ts.known = inflight.view
             st.acked_version = inflight.view.version
             st.acked_at = time.time()
@@ -324,12 +184,12 @@ class Session:
         st.last_error = error
         st.error_version = inflight.view.version
         st.error_at = time.time()
-        metrics.NACKS.labels(short).inc()
+        m.nacks.inc()
         log.warning(
             "NACK from node %r (%s) for %s version %s: %s",
             self.status.node_id,
             self.status.kind,
-            short,
+            types.short_name(ts.type_url),
             inflight.view.version,
             error,
         )
@@ -412,7 +272,7 @@ class Session:
     def on_request(self, req: Any) -> list[Response]:
         raise NotImplementedError
 
-    def _plan(self, ts: TypeState) -> _Plan | None:
+    def _plan(self, ts: TypeState) -> Plan | None:
         raise NotImplementedError
 
     def _pending(self) -> list[Response]:
@@ -461,16 +321,14 @@ class Session:
             return idle[types.CLUSTER] and idle[types.ENDPOINT] and not unsent[types.LISTENER]
         return True
 
-    def _commit(self, ts: TypeState, plan: _Plan) -> Response:
-        nonce = str(next(self._nonces))
+    def _commit(self, ts: TypeState, plan: Plan) -> Response:
         now = self.clock()
         # Only updates of content this stream already had measure a registry change's
         # journey; a first push to a new proxy is not one.
         changed_at = self.snapshot.changed_at if ts.last_version is not None else None
-        # Record before the write is awaited: the ACK can arrive first (§4.3).
-        ts.inflight = _Inflight(nonce, plan.target, now, changed_at)
+        # Recorded before the write is awaited (the caller writes after this returns):
+        # the ACK can arrive first (§4.3).
         ts.last_version = plan.target.version
-        ts.nonce = nonce
         # Forced names that were not sendable are new to the client when they appear,
         # so the diff sends them then; nothing needs remembering.
         ts.force.clear()
@@ -488,36 +346,52 @@ class Session:
                     r = table.get(name)
                     if isinstance(r, Resource):
                         eds.force.update(r.eds_names)
-        whole = len(plan.resources) == len(plan.target)
-        if self.delta:
-            # A whole view (a first push) is encoded once and shared by every stream
-            # that receives the same view (DESIGN §5).
-            body = (
-                plan.target.delta_body if whole else b"".join(r.delta_field for r in plan.resources)
-            )
-        elif ts.type_url in types.FULL_STATE_TYPES or whole:
-            # The whole view (e.g. a first EDS/RDS push): its body is encoded once and
-            # shared by every stream that holds the same view (DESIGN §5).
-            body = plan.target.sotw_body
-        else:
-            body = b"".join(r.sotw_field for r in plan.resources)
+        enc = self._encoded(ts, plan)
+        ts.nonce = enc.nonce
+        ts.inflight = Inflight(enc.nonce, plan.target, now, changed_at)
         resp = Response(
             ts.type_url,
             plan.target.version,
-            nonce,
+            enc.nonce,
             plan.resources,
             plan.removed + plan.absent,
             self.delta,
-            body,
+            enc.data,
         )
         st = ts.status
-        st.sent_version, st.sent_nonce, st.sent_at = plan.target.version, nonce, time.time()
-        short = types.short_name(ts.type_url)
-        metrics.PUSHES.labels(short).inc()
-        metrics.PUSH_BYTES.labels(short).inc(len(body))
+        st.sent_version, st.sent_nonce, st.sent_at = plan.target.version, enc.nonce, time.time()
+        m = ts.metrics
+        m.pushes.inc()
+        m.push_bytes.inc(len(enc.data))
         if changed_at is not None:
-            metrics.PUSH_LATENCY.labels(short).observe(max(0.0, now - changed_at))
+            m.push_latency.observe(max(0.0, now - changed_at))
         return resp
+
+    def _encoded(self, ts: TypeState, plan: Plan) -> Encoded:
+        """The response for `plan`: the one already encoded for its view or diff if
+        another stream (or this one before) needed it, else a new one, memoised there.
+
+        A stream never sends one encoding twice in a row: after a NACK the same
+        transition can come up again, and its old nonce would make a request the client
+        sent before receiving the resend look like that resend's ACK (§4.3, §4.5)."""
+        holder = plan.share
+        if holder is not None:
+            # Delta plans share diffs only (their removals depend on what was held).
+            enc = holder.delta_msg if isinstance(holder, Diff) and self.delta else holder.sotw_msg
+            if enc is not None and enc.nonce != ts.nonce:
+                return enc
+        enc = response.encode(
+            self.delta,
+            ts.type_url,
+            plan.target.version,
+            plan.resources,
+            plan.removed + plan.absent,
+        )
+        if isinstance(holder, Diff) and self.delta:
+            holder.delta_msg = enc
+        elif holder is not None:
+            holder.sotw_msg = enc
+        return enc
 
     def _silently_adopt(self, ts: TypeState, target: View) -> None:
         """Nothing the client must hear (e.g. a pure unsubscribe): just move on."""
@@ -526,155 +400,3 @@ class Session:
         ts.force.clear()
         ts.status.acked_version = target.version
         ts.status.sent_version = target.version
-
-
-class SotwSession(Session):
-    """State-of-the-world xDS (DiscoveryRequest / DiscoveryResponse)."""
-
-    delta = False
-
-    def on_request(self, req: discovery_pb2.DiscoveryRequest) -> list[Response]:
-        if self.node is None:
-            self._start(req.node if req.HasField("node") else None)
-        ts = self._state(self._resolve_type(req.type_url))
-        nonce = req.response_nonce
-        if nonce and ts.nonce:
-            if nonce != ts.nonce:
-                return []  # §4.5: a stale nonce is ignored in SotW
-            if ts.inflight is not None and ts.inflight.nonce == nonce:
-                self._ack(ts, req.error_detail.message if req.HasField("error_detail") else None)
-        first = not ts.subscribed
-        key = _names_key(req)
-        if first or ts.names_key is None or key != ts.names_key.data:
-            # A SotW ACK repeats the whole subscription (thousands of EDS names for an
-            # Envoy); compare it as bytes rather than rebuild a set per ACK (DESIGN §5).
-            ts.names_key = _intern_key(key)
-            self._subscribe(ts, req.resource_names, first)
-        if first and req.version_info:
-            # A reconnecting proxy names the version it holds (§4.11): equal content
-            # is not sent again.
-            target = self._target(ts)
-            if target.version == req.version_info:
-                self._silently_adopt(ts, target)
-        return self._pending()
-
-    def _subscribe(self, ts: TypeState, requested: Sequence[str], first: bool) -> None:
-        ts.subscribed = True
-        if requested:
-            ts.names_ever = True
-        names = [n for n in requested if n != types.WILDCARD]
-        # §4.6: explicit "*", or legacy empty names until a name has been sent.
-        ts.wildcard = types.WILDCARD in requested or (
-            not ts.names_ever and ts.type_url in types.LEGACY_WILDCARD_TYPES
-        )
-        new = _intern(names)
-        ts.status.wildcard, ts.status.subscribed, ts.status.names = ts.wildcard, len(new), new
-        if new is ts.names:
-            return
-        added = new - ts.names
-        dropped = ts.names - new
-        ts.names = new
-        if dropped and not ts.wildcard:
-            self._forget(ts, dropped)
-        if added and not first:
-            # §4.7: a newly named resource is sent again even if it was sent before.
-            ts.force.update(added)
-
-    def _plan(self, ts: TypeState) -> _Plan | None:
-        target = self._target(ts)
-        forced = [n for n in ts.force if n in target.resources] if ts.force else []
-        if ts.last_version == target.version and not forced:
-            return None
-        diff = target.diff_from(ts.known)
-        if ts.type_url in types.FULL_STATE_TYPES:
-            # §4.8: LDS/CDS carry the full subscribed state; absence means deletion.
-            resources = [r for r in target.resources.values() if isinstance(r, Resource)]
-            return _Plan(target, resources, diff.changed)
-        send = set(diff.changed).union(forced)
-        if not send:
-            self._silently_adopt(ts, target)
-            return None
-        table = target.resources
-        resources = [r for n in sorted(send) if isinstance(r := table[n], Resource)]
-        return _Plan(target, resources, diff.changed)
-
-
-class DeltaSession(Session):
-    """Incremental xDS (DeltaDiscoveryRequest / DeltaDiscoveryResponse)."""
-
-    delta = True
-
-    def on_request(self, req: discovery_pb2.DeltaDiscoveryRequest) -> list[Response]:
-        if self.node is None:
-            self._start(req.node if req.HasField("node") else None)
-        ts = self._state(self._resolve_type(req.type_url))
-        nonce = req.response_nonce
-        if nonce and ts.inflight is not None and ts.inflight.nonce == nonce:
-            self._ack(ts, req.error_detail.message if req.HasField("error_detail") else None)
-        # §4.5: subscription changes apply even when the nonce is stale.
-        first = not ts.subscribed
-        self._subscribe(ts, req, first)
-        if first and req.initial_resource_versions:
-            table = self.snapshot.get(ts.type_url).resources
-            claimed: dict[str, Resource | Known] = {}
-            for name, version in sorted(req.initial_resource_versions.items()):
-                r = table.get(name)
-                claimed[name] = (
-                    r if r is not None and r.version == version else Known(name, version)
-                )
-            self._adopt_claimed(ts, View(claimed))
-        return self._pending()
-
-    def _subscribe(
-        self, ts: TypeState, req: discovery_pb2.DeltaDiscoveryRequest, first: bool
-    ) -> None:
-        sub = list(req.resource_names_subscribe)
-        unsub = list(req.resource_names_unsubscribe)
-        ts.subscribed = True
-        if first and not sub and ts.type_url in types.LEGACY_WILDCARD_TYPES:
-            ts.wildcard = True
-        if types.WILDCARD in sub:
-            ts.wildcard = True
-        if types.WILDCARD in unsub and ts.wildcard:
-            ts.wildcard = False
-            # Leaving the wildcard drops interest in everything not named explicitly;
-            # the client forgets those itself, so no removal is owed (§4.10).
-            keep = ts.names.union(n for n in sub if n != types.WILDCARD)
-            self._forget(ts, [n for n in ts.known.resources if n not in keep])
-        add = [n for n in sub if n != types.WILDCARD]
-        drop = [n for n in unsub if n != types.WILDCARD]
-        if add or drop:
-            ts.names = _intern((ts.names | set(add)) - set(drop))
-        if drop:
-            # The client dropped them. If a wildcard still covers one, it is owed the
-            # resource again (or its removal): forgetting it makes the diff send it.
-            self._forget(ts, drop)
-            ts.told_absent.difference_update(drop)
-        if add and not first:
-            # §4.10: every name in resource_names_subscribe is answered.
-            ts.force.update(add)
-            ts.told_absent.difference_update(add)
-        st = ts.status
-        st.wildcard, st.subscribed, st.names = ts.wildcard, len(ts.names), ts.names
-
-    def _plan(self, ts: TypeState) -> _Plan | None:
-        target = self._target(ts)
-        table = target.resources
-        forced = [n for n in ts.force if n in table] if ts.force else []
-        absent: list[str] = []
-        if ts.names:
-            missing = target.missing(ts.names)
-            if missing:
-                # §4.10: subscribed names that do not exist are reported removed, once,
-                # even if they were never sent.
-                absent = sorted(missing.difference(ts.told_absent, ts.known.resources))
-        if ts.last_version == target.version and not forced and not absent:
-            return None
-        diff = target.diff_from(ts.known)
-        send = set(diff.changed).union(forced)
-        removed = list(diff.removed)
-        if not send and not removed and not absent:
-            self._silently_adopt(ts, target)
-            return None
-        resources = [r for n in sorted(send) if isinstance(r := table[n], Resource)]
-        return _Plan(target, resources, diff.changed, removed, absent)

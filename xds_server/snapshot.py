@@ -7,8 +7,9 @@ built once and shared by every stream that receives the resource (DESIGN §5).
 
 A `View` is a set of resources of one type as one client sees it (a snapshot's full
 set, a subscription's subset, or what a client has acknowledged). Views memoise their
-version, their encoded SotW body and their diffs against other views, so the many
-streams of one proxy group pay for a transition once.
+version and their diffs against other views, and views and diffs hold the response
+encoded for them (`Encoded`), so the many streams of one proxy group pay for a
+transition once.
 """
 
 from __future__ import annotations
@@ -142,14 +143,28 @@ def _cluster_refs(message: Message) -> tuple[str, ...]:
     return tuple(sorted(refs))
 
 
-class Diff:
-    """Names that a target view adds or changes, and names it drops, relative to a base."""
+class Encoded:
+    """A whole encoded response and its nonce (built by `xds_server.response`)."""
 
-    __slots__ = ("changed", "removed")
+    __slots__ = ("data", "nonce")
+
+    def __init__(self, data: bytes, nonce: str):
+        self.data = data
+        self.nonce = nonce
+
+
+class Diff:
+    """Names that a target view adds or changes, and names it drops, relative to a base;
+    and the response that carries exactly that change, once some stream needed it."""
+
+    __slots__ = ("changed", "delta_msg", "listed", "removed", "sotw_msg")
 
     def __init__(self, changed: tuple[str, ...], removed: tuple[str, ...]):
         self.changed = changed
         self.removed = removed
+        self.listed: tuple[Resource, ...] | None = None  # see View.changed_resources
+        self.sotw_msg: Encoded | None = None
+        self.delta_msg: Encoded | None = None
 
 
 _DIFF_MEMO_SIZE: Final = 8
@@ -158,13 +173,14 @@ _DIFF_MEMO_SIZE: Final = 8
 class View:
     """An immutable name → resource mapping of one type, with memoised derived data."""
 
-    __slots__ = ("_delta_body", "_diffs", "_missing", "_sotw_body", "_version", "resources")
+    __slots__ = ("_diffs", "_listed", "_missing", "_version", "resources", "sotw_msg")
 
     def __init__(self, resources: Mapping[str, Versioned]):
         self.resources = resources
         self._version: str | None = None
-        self._sotw_body: bytes | None = None
-        self._delta_body: bytes | None = None
+        self._listed: tuple[Resource, ...] | None = None
+        # SotW's full-state response (LDS/CDS): the same whatever the client held.
+        self.sotw_msg: Encoded | None = None
         self._diffs: OrderedDict[int, tuple[View, Diff]] = OrderedDict()
         self._missing: tuple[frozenset[str], frozenset[str]] | None = None
 
@@ -192,22 +208,20 @@ class View:
         return self._version
 
     @property
-    def sotw_body(self) -> bytes:
-        """All resources encoded as DiscoveryResponse.resources fields, in name order."""
-        if self._sotw_body is None:
-            self._sotw_body = b"".join(
-                r.sotw_field for r in self.resources.values() if isinstance(r, Resource)
-            )
-        return self._sotw_body
+    def listed(self) -> tuple[Resource, ...]:
+        """Its resources in name order (what a full-state response carries), listed once
+        for every stream that sends them rather than once per stream."""
+        if self._listed is None:
+            self._listed = tuple(r for r in self.resources.values() if isinstance(r, Resource))
+        return self._listed
 
-    @property
-    def delta_body(self) -> bytes:
-        """All resources encoded as DeltaDiscoveryResponse.resources fields, in name order."""
-        if self._delta_body is None:
-            self._delta_body = b"".join(
-                r.delta_field for r in self.resources.values() if isinstance(r, Resource)
-            )
-        return self._delta_body
+    def changed_resources(self, diff: Diff) -> tuple[Resource, ...]:
+        """The resources `diff` (one of this view's) adds or changes, in name order;
+        listed once per diff, for every stream making that transition."""
+        if diff.listed is None:
+            table = self.resources
+            diff.listed = tuple(r for n in diff.changed if isinstance(r := table[n], Resource))
+        return diff.listed
 
     def diff_from(self, base: View) -> Diff:
         """What a client holding `base` must receive to hold this view."""

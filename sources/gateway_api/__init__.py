@@ -10,9 +10,11 @@ the CRD's schema and CEL rules refuse is refused, and so is what Envoy or gRPC w
 Service by the Gateway API's precedence; `route_status` computes `status.parents[]`.
 
 Modules: `objects` (entry point), `rules` with `matches`, `filters` and `backends`;
-`values` (Gateway API value types), `precedence`, `status`, `constants`.
+`values` (Gateway API value types), `precedence`, `status`, `constants`;
+`attached` (the policy sources publish for a route, which merges its Service's routes).
 """
 
+from sources.gateway_api.attached import AttachedRoute, attached
 from sources.gateway_api.backends import Ref
 from sources.gateway_api.constants import API_GROUP, API_VERSIONS, CONTROLLER_NAME, KINDS
 from sources.gateway_api.objects import ParsedRoute, is_supported_kind, parse_route
@@ -24,9 +26,11 @@ __all__ = [
     "API_VERSIONS",
     "CONTROLLER_NAME",
     "KINDS",
+    "AttachedRoute",
     "ParsedRoute",
     "Ref",
     "any_namespace",
+    "attached",
     "is_supported_kind",
     "kind_conflicts",
     "match_rank",

@@ -1,0 +1,178 @@
+"""Gateway API routes (HTTPRoute, GRPCRoute in mesh mode) resolved against the catalog.
+
+A route applies to the Services its `parentRefs` name, each found like a host
+(``name.namespace``); the valid routes of one Service are merged into one `RoutePolicy`
+in the Gateway API's precedence, which is then resolved like a VirtualService's:
+
+- a parent that names no Service, or a port it does not have, is not applied
+  (the Gateway API's Accepted=False, NoMatchingParent); the route applies to the others;
+- a backend (backendRef or mirror) naming no Service or a port it lacks rejects the
+  route (ResolvedRefs=False, BackendNotFound); its last valid version stays, as for any
+  policy object;
+- a Service that a VirtualService routes keeps the VirtualService: Istio turns routes
+  into VirtualServices and applies one per host to sidecars (IST0109), so the routes
+  attached to it are reported and not applied;
+- an HTTPRoute that a GRPCRoute displaces on every port it attaches to is not applied
+  (Conflicted);
+- consumer routes (written in another namespace than their Service's) apply only to
+  callers in their namespace, and proxies carry no namespace yet: they are not applied
+  rather than applied to everyone.
+
+The merging itself (precedence) belongs to the dialect: the policy objects carry it
+(`AttachableRoute`), as the resolver may not import sources.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+from xds_server.model import (
+    Destination,
+    FieldPath,
+    PolicyKey,
+    RoutePolicy,
+    ServiceEntry,
+    ServiceKey,
+)
+
+GATEWAY_ROUTE_KINDS = frozenset({"HTTPRoute", "GRPCRoute"})
+CONSUMER_ROUTE = (
+    "not applied: a consumer route (its Service is in namespace {service_ns}, it is in "
+    "{route_ns}) applies only to callers in namespace {route_ns}; proxies carry no "
+    "namespace yet, so consumer routes are not supported"
+)
+
+
+@runtime_checkable
+class AttachableRoute(Protocol):
+    """What a source's route policy offers beyond `RoutePolicy` (sources.gateway_api)."""
+
+    @property
+    def parents(self) -> tuple[tuple[str, str, int | None], ...]: ...
+
+    def merge_attached(
+        self, routes: Sequence[RoutePolicy], service: str, namespace: str,
+        service_ports: Sequence[int] = (),
+    ) -> RoutePolicy: ...  # fmt: skip
+
+    def kind_conflicts(
+        self, routes: Sequence[RoutePolicy], service: str, namespace: str,
+        service_ports: Sequence[int] = (),
+    ) -> Mapping[PolicyKey, str]: ...  # fmt: skip
+
+
+class RouteError(Exception):
+    """A route version that cannot be applied (the resolver turns it into `Rejected`)."""
+
+    def __init__(self, path: FieldPath, reason: str) -> None:
+        super().__init__(reason)
+        self.path, self.reason = path, reason
+
+
+Find = Callable[[str, str], ServiceKey | None]
+
+
+def attach(
+    policy: RoutePolicy,
+    find: Find,
+    catalog: Mapping[ServiceKey, ServiceEntry],
+    vs_owner: Mapping[ServiceKey, PolicyKey],
+) -> tuple[list[ServiceKey], list[str]]:
+    """The Services one route version attaches to, and why it does not attach elsewhere;
+    RouteError if it names a backend that is not there."""
+    if not isinstance(policy, AttachableRoute):
+        raise RouteError((), "not a Gateway API route policy (internal)")
+    namespace = policy.key.namespace
+    if policy.callers is not None:
+        ns = policy.parents[0][0] if policy.parents else "?"
+        return [], [CONSUMER_ROUTE.format(service_ns=ns, route_ns=namespace)]
+    _check_backends(policy, find, catalog)
+    services: list[ServiceKey] = []
+    notes: list[str] = []
+    for parent_ns, name, port in policy.parents:
+        key = find(f"{name}.{parent_ns}", namespace)
+        entry = catalog.get(key) if key is not None else None
+        if key is None or entry is None:
+            notes.append(
+                f"parentRef Service {parent_ns}/{name} not found (NoMatchingParent): "
+                "not applied there; applies when it appears"
+            )
+            continue
+        found = [p for p in entry.service.ports if p.port == port]
+        if port is not None and not found:
+            notes.append(
+                f"parentRef Service {parent_ns}/{name} has no port {port} "
+                "(NoMatchingParent): not applied there"
+            )
+            continue
+        if found and not found[0].http_like:
+            notes.append(
+                f"parentRef Service {parent_ns}/{name} port {port} is not an HTTP port: "
+                "not applied there"
+            )
+            continue
+        owner = vs_owner.get(key)
+        if owner is not None:
+            notes.append(
+                f"not applied to Service {key}: {owner} routes it (Conflicted; one route "
+                "object per host applies to sidecars, as in Istio, and the VirtualService "
+                "keeps it)"
+            )
+            continue
+        if key not in services:
+            services.append(key)
+    return services, notes
+
+
+def _check_backends(
+    policy: RoutePolicy, find: Find, catalog: Mapping[ServiceKey, ServiceEntry]
+) -> None:
+    namespace = policy.key.namespace
+    for i, rule in enumerate(policy.http):
+        named: list[tuple[Destination, FieldPath]] = [
+            (d.destination, ("spec", "rules", i, "backendRefs")) for d in rule.destinations
+        ]
+        named += [(m.destination, ("spec", "rules", i, "filters")) for m in rule.mirrors]
+        for d, where in named:
+            key = find(f"{d.host}.{d.namespace}", namespace)
+            entry = catalog.get(key) if key is not None else None
+            what = f"backend Service {d.namespace}/{d.host}"
+            if entry is None:
+                raise RouteError(where, f"{what} not found (BackendNotFound)")
+            port = next((p for p in entry.service.ports if p.port == d.port), None)
+            if d.port is not None and port is None:
+                raise RouteError(where, f"{what} has no port {d.port} (BackendNotFound)")
+            if port is not None and not port.http_like:
+                raise RouteError(where, f"{what} port {d.port} is not HTTP (UnsupportedProtocol)")
+
+
+Notes = dict[PolicyKey, list[tuple[ServiceKey | None, str]]]
+
+
+def merge(
+    attached: Mapping[ServiceKey, list[RoutePolicy]],
+    catalog: Mapping[ServiceKey, ServiceEntry],
+    apply: Callable[[RoutePolicy], list[str]],
+) -> Notes:
+    """Per Service, its routes merged into one policy and applied (`apply`: its warnings,
+    or RouteError); per route, what its status must add: (a Service it is not applied
+    to, or None, and why)."""
+    notes: Notes = {}
+    for key, routes in attached.items():
+        first = routes[0]
+        assert isinstance(first, AttachableRoute)
+        ports = [p.port for p in catalog[key].service.ports]
+        for loser, why in first.kind_conflicts(routes, key.name, key.namespace, ports).items():
+            notes.setdefault(loser, []).append((key, f"not applied to Service {key}: {why} "
+                                                     "(Conflicted)"))  # fmt: skip
+        policy = first.merge_attached(routes, key.name, key.namespace, ports)
+        if not policy.http:
+            continue
+        try:
+            found: list[tuple[ServiceKey | None, str]] = [(None, w) for w in apply(policy)]
+        except RouteError as exc:
+            found = [(key, f"not applied to Service {key}: {exc.reason}")]
+        for route in routes:
+            notes.setdefault(route.key, []).extend(found)
+    return notes
