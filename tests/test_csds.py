@@ -20,7 +20,7 @@ from envoy.type.matcher.v3 import node_pb2, regex_pb2, string_pb2, struct_pb2, v
 
 from tests.harness import e2e
 from tests.harness.e2e import Mesh
-from tests.harness.fixtures import EnvoyFactory
+from tests.harness.envoy import EnvoyProcess
 from tests.harness.ports import free_port
 from tests.harness.server_proc import XdsServerProcess
 from tests.xds_util import (
@@ -275,7 +275,8 @@ def fleet() -> tuple[SnapshotCache, list[Session]]:
         (matching(meta_matcher(["zone", "name"], string_match=exact("a"))), ["gw-1"]),
         (matching(meta_matcher(["canary"], bool_match=True)), ["Sidecar-1"]),
         (matching(meta_matcher(["role"], present_match=False)), ["sidecar-2"]),
-        (matching(meta_matcher(["zone"], string_match=exact("a"))), []),
+        # Any string at all, but "zone" holds a struct.
+        (matching(meta_matcher(["zone"], string_match=string_pb2.StringMatcher(prefix=""))), []),
     ],
     ids=[
         "empty-is-all", "exact", "prefix", "prefix-ignore-case", "suffix", "contains",
@@ -345,8 +346,11 @@ def write_registry(path: Path, backends: dict[str, int]) -> None:
 def mesh(
     tmp_path: Path,
     xds_server_factory: Callable[..., XdsServerProcess],
-    envoy_factory: EnvoyFactory,
-) -> Iterator[Mesh]:
+    envoy_factory: Callable[..., EnvoyProcess],
+    request: pytest.FixtureRequest,
+) -> Iterator[tuple[Mesh, EnvoyProcess]]:
+    """`xds-server --file` with two services and one ready, synced Envoy (over delta ADS
+    when parametrised indirectly with True)."""
     registry = tmp_path / "registry.yaml"
     write_registry(registry, {name: free_port() for name in SERVICES})
     port = free_port()
@@ -354,26 +358,30 @@ def mesh(
         "--file", str(registry), "--file-interval", "1h", "--http-listener-port", str(port)
     )
     m = Mesh(server, port, NODE_ID)
-    m.envoy(envoy_factory)
+    env = m.envoy(envoy_factory, getattr(request, "param", False))
     m.wait_synced()
-    yield m
+    yield m, env
 
 
 @pytest.fixture
-def csds_stub(mesh: Mesh) -> Iterator[csds_pb2_grpc.ClientStatusDiscoveryServiceStub]:
-    with grpc.insecure_channel(f"127.0.0.1:{mesh.server.xds_port}") as channel:
+def csds_stub(
+    mesh: tuple[Mesh, EnvoyProcess],
+) -> Iterator[csds_pb2_grpc.ClientStatusDiscoveryServiceStub]:
+    with grpc.insecure_channel(f"127.0.0.1:{mesh[0].server.xds_port}") as channel:
         yield csds_pb2_grpc.ClientStatusDiscoveryServiceStub(channel)
 
 
+@pytest.mark.parametrize("mesh", [False, True], ids=["sotw", "delta"], indirect=True)
 def test_fetch_client_status_shows_the_real_envoy_with_its_clusters_synced(
-    mesh: Mesh, csds_stub: csds_pb2_grpc.ClientStatusDiscoveryServiceStub
+    mesh: tuple[Mesh, EnvoyProcess], csds_stub: csds_pb2_grpc.ClientStatusDiscoveryServiceStub
 ) -> None:
     response = csds_stub.FetchClientStatus(csds_pb2.ClientStatusRequest(), timeout=e2e.WAIT)
     (config,) = response.config
     assert config.node.id == NODE_ID and config.node.user_agent_name == "envoy"
     clusters = {c.name: c for c in config.generic_xds_configs if c.type_url == CDS}
-    # The registry's services, as the server names their clusters.
+    # The registry's services, as the server names their clusters, and as Envoy has them.
     assert sorted(clusters) == [f"{name}.default:80" for name in SERVICES]
+    assert sorted(clusters) == mesh[1].cluster_names(dynamic_only=True)
     assert statuses(clusters) == {n: ("SYNCED", "ACKED") for n in clusters}
     assert {unpacked(c).name for c in clusters.values()} == set(clusters)
     # Every type Envoy subscribed to reads SYNCED too, as /debug/proxies says.
@@ -393,7 +401,7 @@ def test_fetch_client_status_shows_the_real_envoy_with_its_clusters_synced(
 
 
 def test_stream_client_status_answers_each_request_as_it_arrives(
-    mesh: Mesh, csds_stub: csds_pb2_grpc.ClientStatusDiscoveryServiceStub
+    mesh: tuple[Mesh, EnvoyProcess], csds_stub: csds_pb2_grpc.ClientStatusDiscoveryServiceStub
 ) -> None:
     requests: queue.Queue[csds_pb2.ClientStatusRequest | None] = queue.Queue()
 
