@@ -23,7 +23,7 @@ import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.status.v3 import csds_pb2
 
-from xds_server import csds, metrics, types
+from xds_server import csds, csds_service, metrics, types
 from xds_server.cache import SnapshotCache, Watch
 from xds_server.response import Response
 from xds_server.session import ProtocolError, Session
@@ -302,26 +302,10 @@ class XdsServer:
                     },
                 )
             )
-        handlers.append(
-            grpc.method_handlers_generic_handler(
-                "envoy.service.status.v3.ClientStatusDiscoveryService",
-                {
-                    "FetchClientStatus": grpc.unary_unary_rpc_method_handler(
-                        self._fetch_client_status,
-                        request_deserializer=csds_pb2.ClientStatusRequest.FromString,
-                        response_serializer=csds_pb2.ClientStatusResponse.SerializeToString,
-                    ),
-                    "StreamClientStatus": grpc.stream_stream_rpc_method_handler(
-                        self._stream_client_status,
-                        request_deserializer=csds_pb2.ClientStatusRequest.FromString,
-                        response_serializer=csds_pb2.ClientStatusResponse.SerializeToString,
-                    ),
-                },
-            )
-        )
+        handlers.append(csds_service.handler(self._client_status))
         return handlers
 
-    # -- CSDS (xds_server.csds): read-only, from the streams' own state ---------------
+    # CSDS (xds_server.csds): read-only, from the open streams' own state.
 
     def _client_status(
         self, request: csds_pb2.ClientStatusRequest
@@ -329,25 +313,6 @@ class XdsServer:
         states = (csds.of_session(s.session) for s in self._streams)
         streams = [st for st in states if st is not None]
         return csds.client_status(request, streams, self.cache.get)
-
-    async def _fetch_client_status(
-        self, request: csds_pb2.ClientStatusRequest, context: Any
-    ) -> csds_pb2.ClientStatusResponse:
-        try:
-            return self._client_status(request)
-        except csds.MatcherError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            raise  # not reached: abort() raises
-
-    async def _stream_client_status(
-        self, request_iterator: AsyncIterator[csds_pb2.ClientStatusRequest], context: Any
-    ) -> AsyncIterator[csds_pb2.ClientStatusResponse]:
-        async for request in request_iterator:
-            try:
-                response = self._client_status(request)
-            except csds.MatcherError as exc:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            yield response
 
     def _handler(
         self, session_cls: type[SotwSession] | type[DeltaSession], type_url: str | None
