@@ -122,7 +122,7 @@ class ProxyRegistry:
         return len(self._proxies)
 
 
-def target_version(snap: Snapshot, ts: TypeStatus) -> str | None:
+def target_version(snap: Snapshot, ts: TypeStatus) -> str:
     """The version the server would send this subscriber now (`TypeStatus.state`'s target).
 
     A wildcard subscriber gets the group's whole set, a named subscription its subset
