@@ -18,11 +18,14 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 from envoy.type.matcher.v3 import node_pb2, regex_pb2, string_pb2, struct_pb2, value_pb2
 
+from tests import test_e2e_envoy as envoy_e2e
 from tests.harness import e2e
 from tests.harness.e2e import Mesh
-from tests.harness.envoy import EnvoyProcess
+from tests.harness.envoy import EnvoyProcess, bootstrap
 from tests.harness.ports import free_port
 from tests.harness.server_proc import XdsServerProcess
+from tests.harness.waiting import wait_for
+from tests.harness.xds import XdsServerThread
 from tests.xds_util import (
     CDS,
     EDS,
@@ -41,6 +44,7 @@ from tests.xds_util import (
     sotw,
     sreq,
 )
+from translators import resources as rb
 from xds_server import csds
 from xds_server.cache import SnapshotCache
 from xds_server.session import Session
@@ -421,3 +425,42 @@ def test_stream_client_status_answers_each_request_as_it_arrives(
     finally:
         requests.put(None)
     assert list(call) == []
+
+
+def test_a_real_nack_reads_error_and_nacked_with_envoys_own_message(
+    envoy_factory: Callable[..., EnvoyProcess],
+) -> None:
+    """A cluster the real Envoy refuses (valid proto, refused by its cluster manager)."""
+    srv = XdsServerThread().start()
+    try:
+        good = envoy_e2e.mesh(free_port(), {"c1": free_port()}, {"*": "c1"})
+        srv.set_snapshot(envoy_e2e.GROUP, good)
+        boot = bootstrap(srv.port, free_port(), envoy_e2e.NODE, node_cluster=envoy_e2e.GROUP)
+        envoy_factory(boot, name="nacking", wait="ready", timeout=e2e.WAIT)
+        e2e.wait_synced(srv.proxies, envoy_e2e.NODE)
+        bad = rb.eds_cluster("c2", lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED)
+        srv.set_snapshot(envoy_e2e.GROUP, {**good, CDS: [*good[CDS], bad]})
+
+        with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as channel:
+            stub = csds_pb2_grpc.ClientStatusDiscoveryServiceStub(channel)
+
+            def nacked() -> dict[str, Config] | None:
+                response = stub.FetchClientStatus(csds_pb2.ClientStatusRequest(), timeout=5)
+                clusters = by_name(response, CDS)
+                c2 = clusters.get("c2")
+                return clusters if c2 is not None and c2.client_status == dump_pb2.NACKED else None
+
+            found = wait_for(nacked, e2e.WAIT, message="CSDS never showed the NACK")
+    finally:
+        srv.stop()
+    assert found is not None
+    clusters = found
+    assert statuses(clusters) == {n: ("ERROR", "NACKED") for n in ("c1", "c2")}
+    _, _, _, message = envoy_e2e.NACK_CASES["cluster"]
+    for c in clusters.values():
+        assert message in c.error_state.details, c.error_state
+    # c1 is what Envoy still runs; c2 it never accepted: what it refused.
+    assert unpacked(clusters["c1"]).name == "c1"
+    refused = cluster_pb2.Cluster()
+    assert clusters["c2"].error_state.failed_configuration.Unpack(refused)
+    assert refused.lb_policy == cluster_pb2.Cluster.CLUSTER_PROVIDED
