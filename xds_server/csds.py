@@ -16,7 +16,7 @@ response of its type was rejected; `error_state` holds Envoy's error) or DOES_NO
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import re2
@@ -265,22 +265,35 @@ def client_config(
     return config
 
 
-def client_status(
+def client_configs(
     request: csds_pb2.ClientStatusRequest,
     streams: Iterable[StreamState],
     snapshot_of: Callable[[str], Snapshot],
-) -> csds_pb2.ClientStatusResponse:
-    """The answer to one request: a `ClientConfig` per matching node id, in id order.
-    Raises `MatcherError` (INVALID_ARGUMENT) for a matcher it cannot evaluate."""
+) -> Iterator[csds_pb2.ClientConfig]:
+    """The answer to one request, a `ClientConfig` per matching node id in id order, one
+    at a time (the caller may let pushes run in between: a fleet's answer is large).
+    Raises `MatcherError` (INVALID_ARGUMENT) for a matcher it cannot evaluate, before
+    the first config."""
     wanted = selector(request.node_matchers)
     by_node: dict[str, list[StreamState]] = {}
     for stream in streams:
         if wanted(stream.node):
             by_node.setdefault(stream.node.id, []).append(stream)
     contents = not request.exclude_resource_contents
-    response = csds_pb2.ClientStatusResponse()
-    for node_id in sorted(by_node):
-        node_streams = by_node[node_id]
-        group = max(node_streams, key=lambda s: s.status.stream_id).status.group
-        response.config.append(client_config(node_streams, snapshot_of(group), contents=contents))
-    return response
+    return (
+        client_config(by_node[node_id], snapshot_of(_group(by_node[node_id])), contents=contents)
+        for node_id in sorted(by_node)
+    )
+
+
+def _group(streams: Sequence[StreamState]) -> str:
+    return max(streams, key=lambda s: s.status.stream_id).status.group
+
+
+def client_status(
+    request: csds_pb2.ClientStatusRequest,
+    streams: Iterable[StreamState],
+    snapshot_of: Callable[[str], Snapshot],
+) -> csds_pb2.ClientStatusResponse:
+    """`client_configs` in one response."""
+    return csds_pb2.ClientStatusResponse(config=client_configs(request, streams, snapshot_of))

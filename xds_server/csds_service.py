@@ -1,12 +1,13 @@
 """The CSDS gRPC service (`envoy.service.status.v3.ClientStatusDiscoveryService`), served
-on the xDS port beside ADS: each request is answered by a function of the server's open
-streams (`XdsServer._client_status`, built by `xds_server.csds`); a node matcher it
+on the xDS port beside ADS: each request is answered from the server's open streams
+(`XdsServer._client_configs`, built by `xds_server.csds`), node by node; a node matcher it
 cannot evaluate ends the call with INVALID_ARGUMENT and says where and why.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -16,7 +17,7 @@ from xds_server.csds import MatcherError
 
 SERVICE = "envoy.service.status.v3.ClientStatusDiscoveryService"
 
-Answer = Callable[[csds_pb2.ClientStatusRequest], csds_pb2.ClientStatusResponse]
+Answer = Callable[[csds_pb2.ClientStatusRequest], Iterator[csds_pb2.ClientConfig]]
 
 
 def handler(answer: Answer) -> grpc.GenericRpcHandler:
@@ -26,11 +27,16 @@ def handler(answer: Answer) -> grpc.GenericRpcHandler:
     async def fetch(
         request: csds_pb2.ClientStatusRequest, context: Any
     ) -> csds_pb2.ClientStatusResponse:
+        response = csds_pb2.ClientStatusResponse()
         try:
-            return answer(request)
+            for config in answer(request):
+                response.config.append(config)
+                # A node's config costs ~5 µs per resource: a fleet's answer would hold
+                # the event loop for seconds, so pushes run between nodes.
+                await asyncio.sleep(0)
         except MatcherError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            raise  # not reached: abort() raises
+        return response
 
     async def stream(
         requests: AsyncIterator[csds_pb2.ClientStatusRequest], context: Any

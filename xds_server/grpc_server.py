@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -302,17 +302,17 @@ class XdsServer:
                     },
                 )
             )
-        handlers.append(csds_service.handler(self._client_status))
+        handlers.append(csds_service.handler(self._client_configs))
         return handlers
 
     # CSDS (xds_server.csds): read-only, from the open streams' own state.
 
-    def _client_status(
+    def _client_configs(
         self, request: csds_pb2.ClientStatusRequest
-    ) -> csds_pb2.ClientStatusResponse:
+    ) -> Iterator[csds_pb2.ClientConfig]:
         states = (csds.of_session(s.session) for s in self._streams)
         streams = [st for st in states if st is not None]
-        return csds.client_status(request, streams, self.cache.get)
+        return csds.client_configs(request, streams, self.cache.get)
 
     def _handler(
         self, session_cls: type[SotwSession] | type[DeltaSession], type_url: str | None
