@@ -20,7 +20,7 @@ from google.protobuf import json_format
 from xds_server import types
 from xds_server.cache import SnapshotCache
 from xds_server.snapshot import Resource, Snapshot, TypeSnapshot
-from xds_server.status import ProxyRegistry, ProxyStatus
+from xds_server.status import ProxyRegistry, ProxyStatus, target_version
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +54,6 @@ def parse_address(address: str) -> tuple[str | None, int]:
         raise ValueError(f"admin address must be host:port, not {address!r}")
     host = host.removeprefix("[").removesuffix("]")
     return host or None, int(port_text)
-
-
-def _push_rank(type_url: str) -> tuple[int, str]:
-    order = types.PUSH_ORDER
-    return (order.index(type_url) if type_url in order else len(order), type_url)
 
 
 def envoy_json(resource: Resource) -> dict[str, Any]:
@@ -208,7 +203,7 @@ class AdminServer:
             message = str(exc) if repr(key) in str(exc) else f"bad group {key!r}: {exc}"
             return _error(400, message)
         if type_urls is None:
-            type_urls = sorted({*types.PUSH_ORDER, *snap.types}, key=_push_rank)
+            type_urls = sorted({*types.PUSH_ORDER, *snap.types}, key=types.push_rank)
         tsnaps: list[TypeSnapshot] = [snap.get(t) for t in type_urls]
         versions = {types.short_name(ts.type_url): ts.version for ts in tsnaps}
         resources = [r for ts in tsnaps for r in ts.resources.values()]  # name order
@@ -223,7 +218,7 @@ class AdminServer:
         doc = proxy.as_dict()
         snap = self.cache.get(proxy.group)
         for type_url, ts in proxy.types.items():
-            target = _target_version(snap, ts.type_url, ts.wildcard, ts.names)
+            target = target_version(snap, ts)
             entry = doc["types"][types.short_name(type_url)]
             entry["target_version"] = target
             entry["state"] = ts.state(target)
@@ -234,20 +229,3 @@ class AdminServer:
 
     async def _policies(self, request: web.Request) -> web.Response:
         return _json(self.policies())
-
-
-def _target_version(
-    snap: Snapshot, type_url: str, wildcard: bool, names: frozenset[str] | None
-) -> str | None:
-    """The version the server would send a subscriber now, when the status tells.
-
-    A wildcard subscriber gets the group's whole set. A named subscription's target
-    is its subset, computable only if the status records the names; otherwise None
-    (the state then compares sent with acked only).
-    """
-    tsnap = snap.get(type_url)
-    if wildcard:
-        return tsnap.version
-    if names is not None:
-        return tsnap.subset(frozenset(names)).version
-    return None

@@ -15,14 +15,15 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
+from envoy.service.status.v3 import csds_pb2
 
-from xds_server import metrics, types
+from xds_server import csds, csds_service, metrics, types
 from xds_server.cache import SnapshotCache, Watch
 from xds_server.response import Response
 from xds_server.session import ProtocolError, Session
@@ -301,7 +302,17 @@ class XdsServer:
                     },
                 )
             )
+        handlers.append(csds_service.handler(self._client_configs))
         return handlers
+
+    # CSDS (xds_server.csds): read-only, from the open streams' own state.
+
+    def _client_configs(
+        self, request: csds_pb2.ClientStatusRequest
+    ) -> Iterator[csds_pb2.ClientConfig]:
+        states = (csds.of_session(s.session) for s in self._streams)
+        streams = [st for st in states if st is not None]
+        return csds.client_configs(request, streams, self.cache.get)
 
     def _handler(
         self, session_cls: type[SotwSession] | type[DeltaSession], type_url: str | None

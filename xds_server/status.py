@@ -8,9 +8,12 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xds_server import metrics, types
+
+if TYPE_CHECKING:
+    from xds_server.snapshot import Snapshot
 
 
 @dataclass
@@ -117,3 +120,16 @@ class ProxyRegistry:
 
     def __len__(self) -> int:
         return len(self._proxies)
+
+
+def target_version(snap: Snapshot, ts: TypeStatus) -> str:
+    """The version the server would send this subscriber now (`TypeStatus.state`'s target).
+
+    A wildcard subscriber gets the group's whole set, a named subscription its subset
+    (the status records the names). Shared by /debug/proxies and CSDS so both say the
+    same about a proxy.
+    """
+    tsnap = snap.get(ts.type_url)
+    if ts.wildcard:
+        return tsnap.version
+    return tsnap.subset(ts.names).version

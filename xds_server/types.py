@@ -57,3 +57,8 @@ def resource_name(type_url: str, message: Message) -> str:
 
 def short_name(type_url: str) -> str:
     return SHORT_NAMES.get(type_url, type_url.removeprefix(PREFIX))
+
+
+def push_rank(type_url: str) -> tuple[int, str]:
+    """Sort key: types in push order (CDS, EDS, LDS, RDS), then any other by URL."""
+    return (PUSH_ORDER.index(type_url) if type_url in PUSH_ORDER else len(PUSH_ORDER), type_url)
