@@ -18,8 +18,14 @@ For each mode it starts the server (``bench.server_proc``) and the simulated pro
    it, pooled over changes x proxies: p50/p99/max), and *change → last proxy ACKed*
    (per change, until every proxy had it: median and max over the changes); the server's
    CPU per change over that window only (psutil, from just before the change to when the
-   benchmark saw the last ACK), not the waits between changes;
+   benchmark saw the last ACK), not the waits between changes, and in the same window
+   each server process's CPU, the simulated proxies' CPU and the machine's busy cores
+   (who had the cores while the change was in flight);
 4. server RSS (current and peak) and CPU seconds per phase, client CPU seconds.
+
+``--server-processes N`` runs N server processes sharing the port with SO_REUSEPORT
+(`bench.server_group`): every figure above is for all of them together (CPU and RSS
+summed), the streams each got are shown, and ``--py-spy`` records the first one only.
 
 Prints a table; ``--json [PATH]`` also writes the figures as JSON (``-`` = stdout).
 Every wait has a timeout, and every child process is stopped on exit or Ctrl-C.
