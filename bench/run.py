@@ -18,8 +18,14 @@ For each mode it starts the server (``bench.server_proc``) and the simulated pro
    it, pooled over changes x proxies: p50/p99/max), and *change → last proxy ACKed*
    (per change, until every proxy had it: median and max over the changes); the server's
    CPU per change over that window only (psutil, from just before the change to when the
-   benchmark saw the last ACK), not the waits between changes;
+   benchmark saw the last ACK), not the waits between changes, and in the same window
+   each server process's CPU, the simulated proxies' CPU and the machine's busy cores
+   (who had the cores while the change was in flight);
 4. server RSS (current and peak) and CPU seconds per phase, client CPU seconds.
+
+``--server-processes N`` runs N server processes sharing the port with SO_REUSEPORT
+(`bench.server_group`): every figure above is for all of them together (CPU and RSS
+summed), the streams each got are shown, and ``--py-spy`` records the first one only.
 
 Prints a table; ``--json [PATH]`` also writes the figures as JSON (``-`` = stdout).
 Every wait has a timeout, and every child process is stopped on exit or Ctrl-C.
@@ -30,27 +36,25 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
-import queue
+import os
 import random
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import Any, ClassVar
 
 import psutil
 
 from bench import changes, common
 from bench.common import MB, fmt, machine_cpu, percentile, ramp
-from tests.harness.server_proc import stop_process
+from bench.server_group import ServerGroup
 
 TARGET_CHANGE_P99_MS = 500.0
 TARGET_LATE_MS = 250.0
@@ -58,96 +62,6 @@ TARGET_RSS_MB = 300.0
 
 
 # -- the server process ---------------------------------------------------------------
-
-
-class ServerProc:
-    """``bench.server_proc`` in a child process, driven by JSON lines over its stdin."""
-
-    def __init__(
-        self,
-        clusters: int,
-        endpoints: int,
-        log: IO[bytes],
-        cprofile: str | None = None,
-        default_gc: bool = False,
-    ):
-        cmd = [
-            sys.executable,
-            "-m",
-            "bench.server_proc",
-            "--clusters",
-            str(clusters),
-            "--endpoints",
-            str(endpoints),
-        ]
-        if cprofile:
-            cmd += ["--cprofile", cprofile]
-        if default_gc:
-            cmd.append("--default-gc")
-        self.proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            start_new_session=True,  # Ctrl-C is ours to handle; we stop it in order
-            cwd=str(Path(__file__).resolve().parent.parent),
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.pid = self.proc.pid
-        self.ps = psutil.Process(self.pid)
-        self.port = 0
-        self.final_stats: dict[str, Any] | None = None
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            self.lines.put(raw.decode())
-        self.lines.put(None)
-
-    def _next(self, timeout: float) -> dict[str, Any]:
-        try:
-            line = self.lines.get(timeout=timeout)
-        except queue.Empty:
-            raise common.BenchError(f"server did not answer within {timeout} s") from None
-        if line is None:
-            raise common.BenchError(f"server exited (code {self.proc.poll()})")
-        reply: dict[str, Any] = json.loads(line)
-        if "error" in reply:
-            raise common.BenchError(f"server: {reply['error']}")
-        return reply
-
-    def wait_ready(self, timeout: float) -> dict[str, Any]:
-        ready = self._next(timeout)
-        self.port = int(ready["port"])
-        return ready
-
-    def request(self, cmd: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
-        self.proc.stdin.flush()
-        return self._next(timeout)
-
-    def cpu(self) -> float:
-        """CPU seconds (user + system) of the server process so far, read from outside
-        (a "stats" request would itself be work on the server's event loop)."""
-        t = self.ps.cpu_times()
-        return float(t.user + t.system)
-
-    def close(self) -> float | None:
-        """Stop the server; its CPU seconds as it reported them on the way out."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(Exception):
-                self.final_stats = self.request({"cmd": "quit"}, timeout=5.0)
-            with contextlib.suppress(Exception):
-                assert self.proc.stdin is not None
-                self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                stop_process(self.proc, timeout=5)
-        return _cpu(self.final_stats) if self.final_stats is not None else None
 
 
 class PySpy:
@@ -212,6 +126,7 @@ class Options(common.RunOptions):
     py_spy_format: str
     py_spy_native: bool
     default_gc: bool
+    server_processes: int
 
 
 def _cpu(stats: dict[str, Any]) -> float:
@@ -221,7 +136,9 @@ def _cpu(stats: dict[str, Any]) -> float:
 def run_mode(mode: str, o: Options) -> dict[str, Any]:
     with common.ServerRun(mode, o, "bench-server") as run:
         prof = f"{o.server_cprofile}-{mode}.prof" if o.server_cprofile else None
-        server = ServerProc(o.clusters, o.endpoints, run.log, prof, o.default_gc)
+        server = ServerGroup(
+            o.server_processes, o.clusters, o.endpoints, run.log, prof, o.default_gc
+        )
         run.adopt("server_process_cpu_s", server.close)
         ready = server.wait_ready(60.0)
         spy: PySpy | None = None
@@ -237,7 +154,7 @@ def run_mode(mode: str, o: Options) -> dict[str, Any]:
 
 def _measure(
     o: Options,
-    server: ServerProc,
+    server: ServerGroup,
     w: common.Workers,
     ready: dict[str, Any],
     phase: Callable[[str], None],
@@ -262,7 +179,11 @@ def _measure(
     w.pump_for(o.settle)
     st_idle = server.request({"cmd": "stats"})
     idle_rate = (_cpu(st_idle) - _cpu(st_ramp)) / max(1e-9, st_idle["time"] - st_ramp["time"])
-    res["idle"] = {"streams": st_idle["streams"], "server_cpu_s_per_s": round(idle_rate, 3)}
+    res["idle"] = {
+        "streams": st_idle["streams"],
+        "streams_each": st_idle["streams_each"],
+        "server_cpu_s_per_s": round(idle_rate, 3),
+    }
     phase("late")
     late_ms: list[float] = []
     late_failed = 0
@@ -311,7 +232,17 @@ def _measure(
             what = f"cluster {cluster}"
             return changes.Edit("change", what, [reply["marker"]], [], reply["applied_at"])
 
-        records.append(tr.record(tr.follow(server, act, o.timeout)))
+        # Who used the two cores inside this change's window: the server processes
+        # (each), the simulated proxies' workers, the machine as a whole.
+        m0, s0, c0 = machine_cpu(), server.cpu_each(), _clients_cpu(w)
+        rec = tr.record(tr.follow(server, act, o.timeout))
+        m1, s1, c1 = machine_cpu(), server.cpu_each(), _clients_cpu(w)
+        rec["server_cpu_each_s"] = [round(b - a, 3) for a, b in zip(s0, s1, strict=True)]
+        rec["clients_cpu_s"] = round(c1 - c0, 3)
+        rec["machine_busy_cores"] = round(
+            (m1[0] - m0[0]) / max(1e-9, m1[1] - m0[1]) * len(os.sched_getaffinity(0)), 2
+        )
+        records.append(rec)
     w.pump_for(1.0)  # catch anything that follows the changes (resends)
     st_after = server.request({"cmd": "stats"})
     mbusy1, mtotal1 = machine_cpu()
@@ -322,6 +253,7 @@ def _measure(
         "proxies": len(tr.live),
         "apply_ms": [round(x, 2) for x in apply_cost_ms],
         "machine_busy_fraction": round((mbusy1 - mbusy0) / max(1e-9, mtotal1 - mtotal0), 3),
+        "in_windows": _window_means(records),
     }
     changes.drop_raw(records)
     res["changes"]["each"] = records
@@ -352,6 +284,9 @@ def _measure(
         "peak_rss_mb": round(st_after["peak_rss"] / MB, 1),
         "rss_after_trim_mb": round(st_trim["rss"] / MB, 1),
         "streams": st_after["streams"],
+        "processes": len(st_after["streams_each"]),
+        "streams_each": st_after["streams_each"],
+        "versions_identical": True,  # merge() raised otherwise
         "cpu_total_s": round(_cpu(st_after) - _cpu(ready), 2),
         "gc_pause_total_s": st_after["gc_pause_total_s"],
         "gc_pause_max_ms": round(st_after["gc_pause_max_s"] * 1000.0, 1),
@@ -364,6 +299,31 @@ def _measure(
         ],
     }
     return res
+
+
+def _clients_cpu(w: common.Workers) -> float:
+    """CPU seconds of the simulated proxies' worker processes so far (from outside)."""
+    total = 0.0
+    for p in w.procs:
+        with contextlib.suppress(psutil.Error, TypeError):
+            t = psutil.Process(p.pid).cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def _window_means(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means over the changes' windows (change → last ACK seen): CPU seconds of each
+    server process, of the clients, and the machine's busy cores."""
+    if not records:
+        return {}
+    n = len(records)
+    each = [sum(c) / n for c in zip(*(r["server_cpu_each_s"] for r in records), strict=True)]
+    return {
+        "server_cpu_each_s": [round(c, 3) for c in each],
+        "clients_cpu_s": round(sum(r["clients_cpu_s"] for r in records) / n, 3),
+        "machine_busy_cores": round(sum(r["machine_busy_cores"] for r in records) / n, 2),
+        "window_s": round(sum(r["cpu_window_s"] for r in records) / n, 3),
+    }
 
 
 # -- reporting ------------------------------------------------------------------------
@@ -390,9 +350,25 @@ def targets(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
+def _cpu_per_proxy_ms(r: dict[str, Any]) -> float | None:
+    """Server CPU per change (all processes), divided by the proxies that ACKed it."""
+    mean = r["changes"]["server_cpu_s"]["mean"]
+    return None if mean is None else mean * 1000.0 / max(1, r["changes"]["proxies"])
+
+
+def _window_cell(r: dict[str, Any]) -> str:
+    w = r["changes"]["in_windows"]
+    each = " + ".join(fmt(c * 1000.0) for c in w["server_cpu_each_s"])
+    return f"{each} / {fmt(w['clients_cpu_s'] * 1000.0)} ms"
+
+
 def print_table(results: list[dict[str, Any]], o: Options, info: dict[str, Any]) -> None:
     t = common.Table(results)
     row = t.row
+    row(
+        "server processes: streams each (SO_REUSEPORT split)",
+        lambda r: " + ".join(str(n) for n in r["server"]["streams_each"]),
+    )
     row("ramp: proxies with full config", lambda r: r["ramp"]["full_config"])
     row("ramp: all streams answered", lambda r: r["ramp"]["all_connected_s"], " s")
     row("ramp: all proxies full config", lambda r: r["ramp"]["all_full_config_s"], " s")
@@ -412,6 +388,12 @@ def print_table(results: list[dict[str, Any]], o: Options, info: dict[str, Any])
         lambda r: (
             " / ".join(fmt(r["changes"]["per_proxy_recv_ms"][q]) for q in ("p50", "p99")) + " ms"
         ),
+    )
+    row("changes: server CPU per proxy per change (mean)", _cpu_per_proxy_ms, " ms")
+    row("changes window: server CPU each process / clients CPU (mean)", _window_cell)
+    row(
+        "changes window: machine busy cores (mean)",
+        lambda r: r["changes"]["in_windows"]["machine_busy_cores"],
     )
     row("changes: set_snapshot cost (max)", lambda r: max(r["changes"]["apply_ms"] or [0.0]), " ms")
     row("server RSS: ready (no proxies)", lambda r: r["server"]["rss_ready_mb"], " MB")
@@ -493,6 +475,13 @@ def main(argv: list[str] | None = None) -> int:
             help="py-spy format",
         )
         p.add_argument("--py-spy-native", action="store_true", help="include native (C) frames")
+        p.add_argument(
+            "--server-processes",
+            type=int,
+            default=1,
+            metavar="N",
+            help="N server processes sharing the port with SO_REUSEPORT (bench.server_group)",
+        )
         p.add_argument(
             "--default-gc",
             action="store_true",

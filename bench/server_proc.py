@@ -8,6 +8,11 @@ throttled.
 Control protocol: one JSON object per line on stdin, one JSON reply per line on stdout
 (logs go to stderr). On start it prints ``{"event": "ready", "port": …, "pid": …}``.
 
+``--reuseport`` listens with SO_REUSEPORT so that several of these processes share one
+``--port`` (the kernel spreads new connections across them); the ready event and every
+change reply carry ``versions``, the content-hash versions served (per type and the whole
+snapshot), which must be identical across such processes.
+
 * ``{"cmd": "stats"}`` → RSS, peak RSS, open streams, CPU seconds, garbage-collector
   pauses (total, longest, collections per generation), wall time.
 * ``{"cmd": "change", "cluster": i, "generation": g}`` → replaces service i's
@@ -95,7 +100,14 @@ def proc_status() -> dict[str, int]:
 
 
 class BenchServer:
-    def __init__(self, clusters: int, endpoints: int, port: int, default_gc: bool = False):
+    def __init__(
+        self,
+        clusters: int,
+        endpoints: int,
+        port: int,
+        default_gc: bool = False,
+        reuseport: bool = False,
+    ):
         self.default_gc = default_gc
         self.clusters = clusters
         self.endpoints = endpoints
@@ -108,6 +120,7 @@ class BenchServer:
                 new_streams_per_second=1_000_000.0,
                 new_streams_burst=1_000_000,
                 shutdown_grace=1.0,
+                so_reuseport=reuseport,
             ),
         )
 
@@ -120,6 +133,13 @@ class BenchServer:
         if not self.default_gc:
             gc_tuning.tune_for_serving()  # as xds-server does after its first build
         return await self.server.start()
+
+    def versions(self) -> dict[str, str]:
+        """The content-hash version of each type of the served snapshot, and of the whole."""
+        snap = self.cache.get(fixtures.GROUP)
+        out = {types.short_name(t): snap.get(t).version for t in snap.types}
+        out["snapshot"] = snap.version
+        return out
 
     def stats(self) -> dict[str, Any]:
         t = os.times()
@@ -163,6 +183,7 @@ class BenchServer:
             "done_at": done_at,
             "changed": changed,
             "marker": fixtures.cla_marker(cla),
+            "versions": self.versions(),
         }
 
     async def stop(self) -> None:
@@ -175,12 +196,13 @@ def _reply(obj: dict[str, Any]) -> None:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    bench = BenchServer(args.clusters, args.endpoints, args.port, args.default_gc)
+    bench = BenchServer(args.clusters, args.endpoints, args.port, args.default_gc, args.reuseport)
     port = await bench.start()
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    _reply({"event": "ready", "port": port, "pid": os.getpid(), **bench.stats()})
+    ready = {"event": "ready", "port": port, "pid": os.getpid(), "versions": bench.versions()}
+    _reply({**ready, **bench.stats()})
     try:
         while True:
             line = await reader.readline()
@@ -217,6 +239,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--endpoints", type=int, default=10)
     p.add_argument("--cprofile", default=None, help="write a cProfile of the run here")
     p.add_argument("--log-level", default="WARNING")
+    p.add_argument(
+        "--reuseport",
+        action="store_true",
+        help="listen with SO_REUSEPORT (several server processes share --port)",
+    )
     p.add_argument(
         "--default-gc", action="store_true", help="leave Python's garbage collector as it is"
     )

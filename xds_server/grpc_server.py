@@ -86,6 +86,10 @@ class ServerOptions:
     # A write holds its share of that budget at most this long (a proxy that stops
     # reading must not stall the others).
     write_hold: float = 1.0
+    # SO_REUSEPORT on the listener: several processes may then bind the same port and
+    # the kernel spreads new connections across them. Off by default, so a second
+    # server started by mistake on a busy port fails instead of silently sharing it.
+    so_reuseport: bool = False
 
 
 class _TokenBucket:
@@ -271,7 +275,7 @@ class XdsServer:
             # Envoy and gRPC clients may ping every few seconds; do not GOAWAY them.
             ("grpc.http2.min_ping_interval_without_data_ms", 5000),
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", int(o.so_reuseport)),
         ]
         if o.max_connection_age:
             opts.append(("grpc.max_connection_age_ms", int(o.max_connection_age * 1000)))
