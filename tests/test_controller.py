@@ -341,3 +341,33 @@ async def test_a_policy_that_only_moved_in_its_file_rebuilds_nothing(
     await controller.rebuild()
     assert built == []  # listeners and routes were not even rebuilt
     assert controller.policy_statuses()[0]["origin"] == "p.yaml:2:1"
+
+
+async def test_policy_object_metric_counts_every_kind(
+    setup: tuple[Catalog, SnapshotCache, Controller],
+) -> None:
+    """xds_policy_objects{kind,state} has Gateway API routes (and any other kind) as well as
+    VirtualServices, and a kind whose objects are gone drops to 0."""
+    from sources.policy_file import parse_policy_file
+    from xds_server import metrics
+
+    def count(kind: str, state: str = "ACCEPTED") -> float:
+        return metrics.POLICY_OBJECTS.labels(kind, state)._value.get()  # type: ignore[no-any-return]
+
+    catalog, _, controller = setup
+    catalog.register("p", "policy")
+    catalog.replace("f", [entry("web", "10.0.0.1"), entry("api", "10.0.0.2")])
+    route = """\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web}]
+  rules: [{backendRefs: [{name: api, port: 80}]}]
+"""
+    catalog.replace_policies("p", parse_policy_file(route, "p.yaml"))
+    await controller.rebuild()
+    assert count("HTTPRoute") == 1
+    catalog.replace_policies("p", [])
+    await controller.rebuild()
+    assert count("HTTPRoute") == 0

@@ -111,6 +111,7 @@ class Controller:
         self._scopes: dict[str, tuple[int, list[ServiceKey]]] = {}
         self._skipped_logged: set[Skipped] = set()
         self._logged_statuses: set[PolicyStatus] = set()
+        self._policy_kinds: set[str] = {"VirtualService", "DestinationRule"}
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self.builds = 0
@@ -270,7 +271,9 @@ class Controller:
         for status in self._statuses:
             kind_state = (status.key.kind, status.state)
             counts[kind_state] = counts.get(kind_state, 0) + 1
-        for kind in ("VirtualService", "DestinationRule"):
+        # Every kind seen so far keeps its series (at 0 once its last object is gone).
+        self._policy_kinds |= {kind for kind, _ in counts}
+        for kind in sorted(self._policy_kinds):
             for state in ("ACCEPTED", "WARNING", "REJECTED"):
                 metrics.POLICY_OBJECTS.labels(kind, state).set(counts.get((kind, state), 0))
         for status in self._statuses:
