@@ -10,15 +10,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final
 
 import prometheus_client
 from aiohttp import web
 from google.protobuf import json_format
 
-from xds_server import types
+from xds_server import admin_auth, types
 from xds_server.cache import SnapshotCache
+from xds_server.csds import StreamState
 from xds_server.snapshot import Resource, Snapshot, TypeSnapshot
 from xds_server.status import ProxyRegistry, ProxyStatus, target_version
 
@@ -104,6 +105,8 @@ class AdminServer:
         default_group: str,
         warnings: Callable[[], list[str]] = list,
         policies: Callable[[], list[dict[str, Any]]] = list,
+        token: str | None = None,
+        streams: Callable[[], Iterable[StreamState]] = tuple,
     ) -> None:
         self.host, self.port = parse_address(address)
         self.cache = cache
@@ -114,10 +117,13 @@ class AdminServer:
         self.default_group = default_group
         self.warnings = warnings
         self.policies = policies
+        self.token = token  # admin_auth: required, when set, for all but OPEN_PATHS
+        self.streams = streams  # the open streams' held views, for /debug/diff
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
-        app = web.Application()
+        middlewares = [] if self.token is None else [admin_auth.middleware(self.token)]
+        app = web.Application(middlewares=middlewares)
         app.router.add_get("/", self._index)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
@@ -140,7 +146,12 @@ class AdminServer:
             raise
         self._runner = runner
         self.port = int(runner.addresses[0][1])
-        log.info("admin server listening on %s:%d", self.host or "*", self.port)
+        log.info(
+            "admin server listening on %s:%d%s",
+            self.host or "*",
+            self.port,
+            " (bearer token required)" if self.token is not None else "",
+        )
         return self.port
 
     async def stop(self) -> None:

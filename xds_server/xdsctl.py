@@ -32,20 +32,26 @@ def _one_line(text: str, width: int = ERROR_WIDTH) -> str:
 
 
 class Client:
-    def __init__(self, server: str, timeout: float) -> None:
+    def __init__(self, server: str, timeout: float, token: str | None = None) -> None:
         server = server.strip().rstrip("/")
         if "://" not in server:
             server = "http://" + server
         self.server = server
         self.timeout = timeout
+        self.token = token.strip() if token else None
 
     def get(self, path: str, **params: str | None) -> Any:
         query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
         url = f"{self.server}{path}" + (f"?{query}" if query else "")
+        request = urllib.request.Request(url)
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
                 body = resp.read()
         except urllib.error.HTTPError as exc:
+            if exc.code == 401:
+                _fail(self._unauthorized())
             _fail(_http_error(exc))
         except urllib.error.URLError as exc:
             reason = exc.reason
@@ -58,6 +64,17 @@ class Client:
             return json.loads(body)
         except ValueError:
             _fail(f"unexpected (non-JSON) answer from {url}")
+
+    def _unauthorized(self) -> str:
+        if not self.token:
+            return (
+                f"{self.server} requires a bearer token (HTTP 401): set XDSCTL_TOKEN"
+                " (or --token) to the server's --admin-token"
+            )
+        return (
+            f"{self.server} rejected the token (HTTP 401): XDSCTL_TOKEN (or --token) must"
+            " equal the server's --admin-token"
+        )
 
 
 def _http_error(exc: urllib.error.HTTPError) -> str:
@@ -125,11 +142,18 @@ def _fetch(client: Client, path: str, output: str, empty: str = "", **params: st
     show_envvar=True,
     help="Admin URL of the xds-server.",
 )
+@click.option(
+    "--token",
+    envvar="XDSCTL_TOKEN",
+    show_envvar=True,
+    help="Bearer token for an admin API started with --admin-token (prefer the variable:"
+    " a flag shows in the process list).",
+)
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="HTTP timeout (s).")
 @click.pass_context
-def main(ctx: click.Context, server: str, timeout: float) -> None:
+def main(ctx: click.Context, server: str, token: str | None, timeout: float) -> None:
     """Inspect a running xds-server: snapshots, connected proxies, sources, policies."""
-    ctx.obj = Client(server, timeout)
+    ctx.obj = Client(server, timeout, token)
 
 
 def _command(*outputs: str) -> Callable[[Callable[..., None]], click.Command]:
