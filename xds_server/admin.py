@@ -17,7 +17,7 @@ import prometheus_client
 from aiohttp import web
 from google.protobuf import json_format
 
-from xds_server import admin_auth, types
+from xds_server import admin_auth, diff, types
 from xds_server.cache import SnapshotCache
 from xds_server.csds import StreamState
 from xds_server.snapshot import Resource, Snapshot, TypeSnapshot
@@ -45,6 +45,8 @@ INDEX: Final = """xds-server admin
   /debug/proxies    connected proxies and their per-type sync state
   /debug/sources    service registry sources
   /debug/policies   traffic policy objects: ACCEPTED, WARNING or REJECTED, and why
+  /debug/diff       ?node=ID[&type=...]: what that proxy acknowledged versus what it
+                    would get now, per resource (added, removed, changed fields)
 """
 
 
@@ -81,6 +83,18 @@ def render_snapshot(group: str, versions: dict[str, str], resources: Sequence[Re
         items.append(item)
     doc = {"group": group, "versions": versions, "resources": items}
     return json.dumps(doc, indent=2).encode()
+
+
+def _type_param(request: web.Request) -> Sequence[str] | None:
+    """`?type=` as a one-type tuple (None: every type); ValueError for an unknown type."""
+    if "type" not in request.query:
+        return None
+    raw = request.query["type"].strip()
+    type_url = TYPE_ALIASES.get(raw) or TYPE_ALIASES.get(raw.lower())
+    if type_url is None:
+        valid = ", ".join(types.SHORT_NAMES.values())
+        raise ValueError(f"unknown resource type {request.query['type']!r} (one of: {valid})")
+    return (type_url,)
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -132,6 +146,7 @@ class AdminServer:
         app.router.add_get("/debug/proxies", self._proxies)
         app.router.add_get("/debug/sources", self._sources)
         app.router.add_get("/debug/policies", self._policies)
+        app.router.add_get("/debug/diff", self._diff)
         return app
 
     async def start(self) -> int:
@@ -194,14 +209,10 @@ class AdminServer:
         node, group = q.get("node"), q.get("group")
         if node is not None and group is not None:
             return _error(400, "give either node or group, not both")
-        type_urls: Sequence[str] | None = None
-        if "type" in q:
-            raw = q["type"].strip()
-            type_url = TYPE_ALIASES.get(raw) or TYPE_ALIASES.get(raw.lower())
-            if type_url is None:
-                valid = ", ".join(types.SHORT_NAMES.values())
-                return _error(400, f"unknown resource type {q['type']!r} (one of: {valid})")
-            type_urls = (type_url,)
+        try:
+            type_urls = _type_param(request)
+        except ValueError as exc:
+            return _error(400, str(exc))
         if node is not None:
             proxies = self.registry.by_node(node)
             if not proxies:
@@ -234,6 +245,22 @@ class AdminServer:
             entry["target_version"] = target
             entry["state"] = ts.state(target)
         return doc
+
+    async def _diff(self, request: web.Request) -> web.Response:
+        node = request.query.get("node")
+        if not node:
+            return _error(400, "give node=ID (a connected proxy's node id)")
+        try:
+            type_urls = _type_param(request)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        streams = [s for s in self.streams() if s.node.id == node]
+        if not streams:
+            return _error(404, f"no connected proxy with node id {node!r}")
+        group = max(streams, key=lambda s: s.status.stream_id).status.group
+        found = diff.compare(streams, self.cache.get(group), type_urls)
+        body = await asyncio.to_thread(diff.render, found, envoy_json)
+        return web.Response(body=body, content_type="application/json")
 
     async def _sources(self, request: web.Request) -> web.Response:
         return _json(self.sources())

@@ -267,3 +267,48 @@ def policies(client: Client, output: str) -> None:
         click.echo(line)
         for reason in p.get("reasons", []):
             click.echo(f"    {_one_line(reason, 400)}")
+
+
+@_command("table", "json", "yaml")
+@click.option("--node", required=True, help="Node id of a connected proxy.")
+@click.option("--type", "type_", type=click.Choice(TYPES), help="Only this resource type.")
+@click.option("--patch", is_flag=True, help="Under each change, a unified diff of its JSON.")
+def diff(client: Client, node: str, type_: str | None, patch: bool, output: str) -> None:
+    """What a proxy has acknowledged versus what it would get now, per resource: added,
+    removed, or changed and in which fields (why a type is STALE or NACKED)."""
+    doc = _fetch(client, "/debug/diff", output, node=node, type=type_)
+    if doc is None:
+        return
+    states = " ".join(f"{t}={v.get('state')}" for t, v in doc.get("types", {}).items())
+    click.echo(f"NODE {doc.get('node')}  GROUP {doc.get('group')}  {states}".rstrip())
+    changes = doc.get("changes", [])
+    if not changes:
+        click.echo("no differences: the proxy has acknowledged what it would get now")
+        return
+    rows = [(c["type"], c["name"], c["change"], _fields(c)) for c in changes]
+    lines = table(("TYPE", "NAME", "CHANGE", "FIELDS"), rows).split("\n")
+    click.echo(lines[0])
+    for line, c in zip(lines[1:], changes, strict=True):
+        click.echo(line)
+        if c.get("in_flight"):
+            click.echo("    sent, waiting for the proxy's ACK")
+        if c.get("note"):
+            click.echo(f"    {c['note']}")
+        if patch and c.get("patch"):
+            click.echo("".join(f"    {p}" for p in c["patch"].splitlines(keepends=True)), nl=False)
+
+
+def _fields(change: dict[str, Any], width: int = 100) -> str:
+    fields = change.get("fields")
+    if fields is None:
+        return "?"
+    if not fields:
+        return "-"
+    shown: list[str] = []
+    rest = len(fields)
+    for f in fields:
+        if shown and len(", ".join([*shown, f])) > width:
+            break
+        shown.append(f)
+        rest -= 1
+    return ", ".join(shown) + (f" (+{rest} more)" if rest else "")
