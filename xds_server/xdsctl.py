@@ -101,6 +101,18 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def _echo_table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], notes: Sequence[Sequence[str]]
+) -> None:
+    """A table with each row's notes (`notes[i]`, already indented) under row i."""
+    lines = table(headers, rows).split("\n")
+    click.echo(lines[0])
+    for line, below in zip(lines[1:], notes, strict=True):
+        click.echo(line)
+        for note in below:
+            click.echo(note)
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
@@ -199,10 +211,10 @@ def proxies(client: Client, output: str) -> None:
         return
     headers = ("NODE", "CLUSTER", "GROUP", "STREAM", "PEER", *(c for c, _ in TYPE_COLUMNS))
     rows: list[tuple[str, ...]] = []
-    notes: dict[int, list[str]] = {}  # row index -> NACK lines under it
+    notes: list[list[str]] = []  # per row, the NACK lines under it
     for p in doc:
         tstates = p.get("types", {})
-        states = []
+        states, nacks = [], []
         for column, short in TYPE_COLUMNS:
             ts = tstates.get(short)
             state = ts.get("state", "NOT_SENT") if ts else "NOT_SENT"
@@ -211,15 +223,11 @@ def proxies(client: Client, output: str) -> None:
                 version = str(ts.get("error_version") or "")[:12]
                 what = f"{column} NACKED {version}".rstrip()
                 error = _one_line(ts.get("last_error") or "(no error detail)")
-                notes.setdefault(len(rows), []).append(f"    {what}: {error}")
+                nacks.append(f"    {what}: {error}")
         row = (p.get("node_id"), p.get("cluster"), p.get("group"), p.get("kind"), p.get("peer"))
         rows.append((*(_cell(v) for v in row), *states))
-    lines = table(headers, rows).split("\n")
-    click.echo(lines[0])
-    for i, line in enumerate(lines[1:]):
-        click.echo(line)
-        for note in notes.get(i, ()):
-            click.echo(note)
+        notes.append(nacks)
+    _echo_table(headers, rows, notes)
 
 
 @_command("table", "json")
@@ -233,12 +241,13 @@ def sources(client: Client, output: str) -> None:
     rows = [[*(_cell(s.get(k)) for k in keys[:2]), _state(s)] for s in doc]
     for row, s in zip(rows, doc, strict=True):
         row.extend(_cell(s.get(k)) for k in keys[2:])
-    lines = table(["NAME", "KIND", "STATE", *(k.upper() for k in keys[2:])], rows).split("\n")
-    click.echo(lines[0])
-    for line, s in zip(lines[1:], doc, strict=True):
-        click.echo(line)
-        if s.get("holding"):
-            click.echo(f"    HOLDING {s.get('held_removals', 0)} removals: {s.get('hold_reason')}")
+    notes = [
+        [f"    HOLDING {s.get('held_removals', 0)} removals: {s.get('hold_reason')}"]
+        if s.get("holding")
+        else []
+        for s in doc
+    ]
+    _echo_table(["NAME", "KIND", "STATE", *(k.upper() for k in keys[2:])], rows, notes)
 
 
 def _state(source: dict[str, Any]) -> str:
@@ -261,12 +270,8 @@ def policies(client: Client, output: str) -> None:
         services = ",".join(p.get("services", [])) or "-"
         name = f"{p.get('namespace')}/{p.get('name')}"
         rows.append((p.get("kind", "?"), name, p.get("state", "?"), services, p.get("origin")))
-    lines = table(headers, [[_cell(c) for c in r] for r in rows]).split("\n")
-    click.echo(lines[0])
-    for line, p in zip(lines[1:], doc, strict=True):
-        click.echo(line)
-        for reason in p.get("reasons", []):
-            click.echo(f"    {_one_line(reason, 400)}")
+    notes = [[f"    {_one_line(reason, 400)}" for reason in p.get("reasons", [])] for p in doc]
+    _echo_table(headers, [[_cell(c) for c in r] for r in rows], notes)
 
 
 @_command("table", "json", "yaml")
@@ -286,16 +291,20 @@ def diff(client: Client, node: str, type_: str | None, patch: bool, output: str)
         click.echo("no differences: the proxy has acknowledged what it would get now")
         return
     rows = [(c["type"], c["name"], c["change"], _fields(c)) for c in changes]
-    lines = table(("TYPE", "NAME", "CHANGE", "FIELDS"), rows).split("\n")
-    click.echo(lines[0])
-    for line, c in zip(lines[1:], changes, strict=True):
-        click.echo(line)
-        if c.get("in_flight"):
-            click.echo("    sent, waiting for the proxy's ACK")
-        if c.get("note"):
-            click.echo(f"    {c['note']}")
-        if patch and c.get("patch"):
-            click.echo("".join(f"    {p}" for p in c["patch"].splitlines(keepends=True)), nl=False)
+    _echo_table(
+        ("TYPE", "NAME", "CHANGE", "FIELDS"), rows, [_change_notes(c, patch) for c in changes]
+    )
+
+
+def _change_notes(change: dict[str, Any], patch: bool) -> list[str]:
+    notes = []
+    if change.get("in_flight"):
+        notes.append("    sent, waiting for the proxy's ACK")
+    if change.get("note"):
+        notes.append(f"    {change['note']}")
+    if patch and change.get("patch"):
+        notes.extend(f"    {line}" for line in change["patch"].splitlines())
+    return notes
 
 
 def _fields(change: dict[str, Any], width: int = 100) -> str:
