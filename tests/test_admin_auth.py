@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -10,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.harness.ports import free_port
-from tests.harness.server_proc import XdsServerProcess, run_xdsctl
+from tests.harness.server_proc import XdsServerProcess, run_xdsctl, script
 from xds_server.admin_auth import is_loopback, valid_token
+from xds_server.settings import SettingsError, load
 
 pytest_plugins = ["tests.harness.fixtures"]
 pytestmark = pytest.mark.timeout(60)
@@ -121,10 +123,6 @@ def test_a_token_on_loopback_is_required_too(tmp_path: Path, xds_server_factory:
 
 
 def test_help_documents_the_token() -> None:
-    import subprocess
-
-    from tests.harness.server_proc import script
-
     out = subprocess.run(
         [script("xds-server"), "--help"], capture_output=True, text=True, timeout=30
     ).stdout
@@ -132,3 +130,12 @@ def test_help_documents_the_token() -> None:
     assert "XDSCTL_TOKEN" in out
     out = run_xdsctl("--help").stdout
     assert "--token" in out and "XDSCTL_TOKEN" in out
+
+
+def test_a_bad_token_value_is_never_quoted(tmp_path: Path) -> None:
+    cfg = tmp_path / "xds-server.yaml"
+    cfg.write_text("admin_token: [s3cr3t-one, s3cr3t-two]\n")
+    with pytest.raises(SettingsError) as err:
+        load({}, environ={}, config=cfg)
+    assert str(err.value).startswith(f"invalid admin_token from config file {cfg}: ")
+    assert "s3cr3t" not in str(err.value)
