@@ -130,6 +130,28 @@ EXIT_2: dict[str, tuple[list[str], dict[str, str], str]] = {
         {},
         "xds-server: unrecognized arguments: --no-such-flag (see --help)",
     ),
+    "admin on every interface without a token": (
+        ["--admin-address", "0.0.0.0:{port}"],
+        {},
+        "xds-server: admin address 0.0.0.0:{port} is not loopback: set --admin-token or"
+        " --admin-token-file (XDS_SERVER_ADMIN_TOKEN, XDS_SERVER_ADMIN_TOKEN_FILE), or bind it"
+        " to 127.0.0.1",
+    ),
+    "admin on :: without a token": (
+        ["--admin-address", "[::]:{port}"],
+        {"XDS_SERVER_ADMIN_TOKEN": ""},
+        "xds-server: admin address [::]:{port} is not loopback: set --admin-token",
+    ),
+    "unreadable admin token file": (
+        ["--admin-token-file", "{dir}/no-token"],
+        {},
+        "xds-server: cannot read admin_token_file {dir}/no-token: No such file or directory",
+    ),
+    "admin token with a space": (
+        [],
+        {"XDS_SERVER_ADMIN_TOKEN": "two words"},
+        "xds-server: invalid admin_token: must be printable ASCII without spaces",
+    ),
     "bad environment value": (
         [],
         {"XDS_SERVER_DEBOUNCE_QUIET": "soon"},

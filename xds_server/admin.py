@@ -10,15 +10,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final
 
 import prometheus_client
 from aiohttp import web
 from google.protobuf import json_format
 
-from xds_server import types
+from xds_server import admin_auth, diff, types
 from xds_server.cache import SnapshotCache
+from xds_server.csds import StreamState
 from xds_server.snapshot import Resource, Snapshot, TypeSnapshot
 from xds_server.status import ProxyRegistry, ProxyStatus, target_version
 
@@ -44,6 +45,8 @@ INDEX: Final = """xds-server admin
   /debug/proxies    connected proxies and their per-type sync state
   /debug/sources    service registry sources
   /debug/policies   traffic policy objects: ACCEPTED, WARNING or REJECTED, and why
+  /debug/diff       ?node=ID[&type=...]: what that proxy acknowledged versus what it
+                    would get now, per resource (added, removed, changed fields)
 """
 
 
@@ -82,6 +85,18 @@ def render_snapshot(group: str, versions: dict[str, str], resources: Sequence[Re
     return json.dumps(doc, indent=2).encode()
 
 
+def _type_param(request: web.Request) -> Sequence[str] | None:
+    """`?type=` as a one-type tuple (None: every type); ValueError for an unknown type."""
+    if "type" not in request.query:
+        return None
+    raw = request.query["type"].strip()
+    type_url = TYPE_ALIASES.get(raw) or TYPE_ALIASES.get(raw.lower())
+    if type_url is None:
+        valid = ", ".join(types.SHORT_NAMES.values())
+        raise ValueError(f"unknown resource type {request.query['type']!r} (one of: {valid})")
+    return (type_url,)
+
+
 def _json(data: Any, status: int = 200) -> web.Response:
     body = json.dumps(data, indent=2, default=str).encode()
     return web.Response(body=body, status=status, content_type="application/json")
@@ -104,6 +119,8 @@ class AdminServer:
         default_group: str,
         warnings: Callable[[], list[str]] = list,
         policies: Callable[[], list[dict[str, Any]]] = list,
+        token: str | None = None,
+        streams: Callable[[], Iterable[StreamState]] = tuple,
     ) -> None:
         self.host, self.port = parse_address(address)
         self.cache = cache
@@ -114,10 +131,13 @@ class AdminServer:
         self.default_group = default_group
         self.warnings = warnings
         self.policies = policies
+        self.token = token  # admin_auth: required, when set, for all but OPEN_PATHS
+        self.streams = streams  # the open streams' held views, for /debug/diff
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
-        app = web.Application()
+        middlewares = [] if self.token is None else [admin_auth.middleware(self.token)]
+        app = web.Application(middlewares=middlewares)
         app.router.add_get("/", self._index)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
@@ -126,6 +146,7 @@ class AdminServer:
         app.router.add_get("/debug/proxies", self._proxies)
         app.router.add_get("/debug/sources", self._sources)
         app.router.add_get("/debug/policies", self._policies)
+        app.router.add_get("/debug/diff", self._diff)
         return app
 
     async def start(self) -> int:
@@ -140,7 +161,12 @@ class AdminServer:
             raise
         self._runner = runner
         self.port = int(runner.addresses[0][1])
-        log.info("admin server listening on %s:%d", self.host or "*", self.port)
+        log.info(
+            "admin server listening on %s:%d%s",
+            self.host or "*",
+            self.port,
+            " (bearer token required)" if self.token is not None else "",
+        )
         return self.port
 
     async def stop(self) -> None:
@@ -183,14 +209,10 @@ class AdminServer:
         node, group = q.get("node"), q.get("group")
         if node is not None and group is not None:
             return _error(400, "give either node or group, not both")
-        type_urls: Sequence[str] | None = None
-        if "type" in q:
-            raw = q["type"].strip()
-            type_url = TYPE_ALIASES.get(raw) or TYPE_ALIASES.get(raw.lower())
-            if type_url is None:
-                valid = ", ".join(types.SHORT_NAMES.values())
-                return _error(400, f"unknown resource type {q['type']!r} (one of: {valid})")
-            type_urls = (type_url,)
+        try:
+            type_urls = _type_param(request)
+        except ValueError as exc:
+            return _error(400, str(exc))
         if node is not None:
             proxies = self.registry.by_node(node)
             if not proxies:
@@ -223,6 +245,22 @@ class AdminServer:
             entry["target_version"] = target
             entry["state"] = ts.state(target)
         return doc
+
+    async def _diff(self, request: web.Request) -> web.Response:
+        node = request.query.get("node")
+        if not node:
+            return _error(400, "give node=ID (a connected proxy's node id)")
+        try:
+            type_urls = _type_param(request)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        streams = [s for s in self.streams() if s.node.id == node]
+        if not streams:
+            return _error(404, f"no connected proxy with node id {node!r}")
+        group = max(streams, key=lambda s: s.status.stream_id).status.group
+        found = diff.compare(streams, self.cache.get(group), type_urls)
+        body = await asyncio.to_thread(diff.render, found, envoy_json)
+        return web.Response(body=body, content_type="application/json")
 
     async def _sources(self, request: web.Request) -> web.Response:
         return _json(self.sources())

@@ -26,14 +26,14 @@ from sources.kube_config import resolve as kube_connection
 from sources.kubernetes import KubernetesSource
 from sources.policy_file import PolicyFileError, PolicyFileSource
 from translators import ProxyGroup
-from xds_server import __version__, gc_tuning
-from xds_server.admin import AdminServer
+from xds_server import __version__, admin_auth, gc_tuning
+from xds_server.admin import AdminServer, parse_address
 from xds_server.cache import SnapshotCache
 from xds_server.catalog import Catalog
 from xds_server.controller import Controller
 from xds_server.debounce import Debouncer
 from xds_server.grpc_server import ServerOptions, XdsServer
-from xds_server.settings import Settings, SettingsError, load
+from xds_server.settings import Settings, SettingsError, admin_token, load
 from xds_server.status import ProxyRegistry
 
 log = logging.getLogger("xds_server")
@@ -115,7 +115,24 @@ def _fail(message: str) -> int:
     return 2
 
 
-async def serve(settings: Settings) -> int:
+def _admin_access(settings: Settings) -> str | None:
+    """The admin API's token; refuses (SettingsError) a non-loopback address without one,
+    before anything starts: the debug views show every service and endpoint."""
+    token = admin_token(settings)
+    try:
+        host, _port = parse_address(settings.admin_address)
+    except ValueError as exc:
+        raise SettingsError(f"invalid admin_address: {exc}") from exc
+    if token is None and not admin_auth.is_loopback(host):
+        raise SettingsError(
+            f"admin address {settings.admin_address} is not loopback: set --admin-token or"
+            " --admin-token-file (XDS_SERVER_ADMIN_TOKEN, XDS_SERVER_ADMIN_TOKEN_FILE), or"
+            " bind it to 127.0.0.1"
+        )
+    return token
+
+
+async def serve(settings: Settings, token: str | None = None) -> int:
     catalog = Catalog()
     cache = SnapshotCache()
     registry = ProxyRegistry()
@@ -204,6 +221,8 @@ async def serve(settings: Settings) -> int:
         snapshot_for=controller.snapshot_for,
         default_group=ProxyGroup(http_listener_port=settings.http_listener_port).key,
         policies=controller.policy_statuses,
+        token=token,
+        streams=server.stream_states,
     )
     try:
         await server.start()
@@ -252,10 +271,11 @@ def main(argv: list[str] | None = None) -> int:
     config = args.pop("config", None)
     try:
         settings = load(args, config=config)
+        token = _admin_access(settings)
     except SettingsError as exc:
         return _fail(str(exc))
     _setup_logging(settings)
-    return asyncio.run(serve(settings))
+    return asyncio.run(serve(settings, token))
 
 
 if __name__ == "__main__":

@@ -311,12 +311,15 @@ class XdsServer:
 
     # CSDS (xds_server.csds): read-only, from the open streams' own state.
 
+    def stream_states(self) -> list[csds.StreamState]:
+        """Every open stream that has named its node: CSDS and /debug/diff read these."""
+        states = (csds.of_session(s.session) for s in self._streams)
+        return [st for st in states if st is not None]
+
     def _client_configs(
         self, request: csds_pb2.ClientStatusRequest
     ) -> Iterator[csds_pb2.ClientConfig]:
-        states = (csds.of_session(s.session) for s in self._streams)
-        streams = [st for st in states if st is not None]
-        return csds.client_configs(request, streams, self.cache.get)
+        return csds.client_configs(request, self.stream_states(), self.cache.get)
 
     def _handler(
         self, session_cls: type[SotwSession] | type[DeltaSession], type_url: str | None

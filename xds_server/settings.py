@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
+
+from xds_server import admin_auth
 
 ENV_PREFIX = "XDS_SERVER_"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
@@ -64,7 +66,23 @@ class Settings(BaseModel):
 
     xds_address: str = _setting("0.0.0.0:18000", "HOST:PORT", "gRPC xDS listen address")
     admin_address: str = _setting(
-        "127.0.0.1:19000", "HOST:PORT", "admin HTTP listen address: health, metrics, debug"
+        "127.0.0.1:19000",
+        "HOST:PORT",
+        "admin HTTP listen address: health, metrics, debug; anything but loopback needs"
+        " --admin-token or --admin-token-file",
+    )
+    admin_token: SecretStr | None = _setting(
+        None,
+        "TOKEN",
+        "bearer token the admin API requires (Authorization: Bearer TOKEN; xdsctl reads"
+        " XDSCTL_TOKEN) for all but /healthz, /readyz and /metrics; required when"
+        " --admin-address is not loopback",
+    )
+    admin_token_file: Path | None = _setting(
+        None,
+        "PATH",
+        "read --admin-token from this file at start, e.g. a mounted Kubernetes Secret;"
+        " surrounding whitespace is ignored",
     )
     file: Path | None = _setting(None, "PATH", "file registry: YAML/JSON services, watched")
     file_interval: Duration = _setting(
@@ -160,6 +178,30 @@ class Settings(BaseModel):
 
 
 KEYS: tuple[str, ...] = tuple(Settings.model_fields)
+# Never quoted back in an error message.
+SECRETS = frozenset({"admin_token", "consul_token"})
+
+
+def admin_token(settings: Settings) -> str | None:
+    """The admin API's bearer token from --admin-token or --admin-token-file, if any."""
+    if settings.admin_token is not None and settings.admin_token_file is not None:
+        raise SettingsError("give admin_token or admin_token_file, not both")
+    if settings.admin_token_file is not None:
+        path = settings.admin_token_file
+        try:
+            token = path.read_text().strip()
+        except (OSError, UnicodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise SettingsError(f"cannot read admin_token_file {path}: {reason}") from exc
+        where = f"admin_token_file {path}"
+    elif settings.admin_token is not None:
+        token, where = settings.admin_token.get_secret_value(), "admin_token"
+    else:
+        return None
+    why = admin_auth.valid_token(token)
+    if why is not None:
+        raise SettingsError(f"invalid {where}: {why}")
+    return token
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -217,5 +259,9 @@ def load(
         msg = err["msg"].removeprefix("Value error, ")
         raise SettingsError(
             f"invalid {key} from {origin.get(key, 'defaults')}: {msg}"
-            + (f" (got {err['input']!r})" if err["type"] != "value_error" and key in values else "")
+            + (
+                f" (got {err['input']!r})"
+                if err["type"] != "value_error" and key in values and key not in SECRETS
+                else ""
+            )
         ) from exc

@@ -32,20 +32,26 @@ def _one_line(text: str, width: int = ERROR_WIDTH) -> str:
 
 
 class Client:
-    def __init__(self, server: str, timeout: float) -> None:
+    def __init__(self, server: str, timeout: float, token: str | None = None) -> None:
         server = server.strip().rstrip("/")
         if "://" not in server:
             server = "http://" + server
         self.server = server
         self.timeout = timeout
+        self.token = token.strip() if token else None
 
     def get(self, path: str, **params: str | None) -> Any:
         query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
         url = f"{self.server}{path}" + (f"?{query}" if query else "")
+        request = urllib.request.Request(url)
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
                 body = resp.read()
         except urllib.error.HTTPError as exc:
+            if exc.code == 401:
+                _fail(self._unauthorized())
             _fail(_http_error(exc))
         except urllib.error.URLError as exc:
             reason = exc.reason
@@ -58,6 +64,17 @@ class Client:
             return json.loads(body)
         except ValueError:
             _fail(f"unexpected (non-JSON) answer from {url}")
+
+    def _unauthorized(self) -> str:
+        if not self.token:
+            return (
+                f"{self.server} requires a bearer token (HTTP 401): set XDSCTL_TOKEN"
+                " (or --token) to the server's --admin-token"
+            )
+        return (
+            f"{self.server} rejected the token (HTTP 401): XDSCTL_TOKEN (or --token) must"
+            " equal the server's --admin-token"
+        )
 
 
 def _http_error(exc: urllib.error.HTTPError) -> str:
@@ -82,6 +99,18 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         cells = [str(c).ljust(w) for c, w in zip(row, widths, strict=True)]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
+
+
+def _echo_table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], notes: Sequence[Sequence[str]]
+) -> None:
+    """A table with each row's notes (`notes[i]`, already indented) under row i."""
+    lines = table(headers, rows).split("\n")
+    click.echo(lines[0])
+    for line, below in zip(lines[1:], notes, strict=True):
+        click.echo(line)
+        for note in below:
+            click.echo(note)
 
 
 def _cell(value: Any) -> str:
@@ -125,11 +154,18 @@ def _fetch(client: Client, path: str, output: str, empty: str = "", **params: st
     show_envvar=True,
     help="Admin URL of the xds-server.",
 )
+@click.option(
+    "--token",
+    envvar="XDSCTL_TOKEN",
+    show_envvar=True,
+    help="Bearer token for an admin API started with --admin-token (prefer the variable:"
+    " a flag shows in the process list).",
+)
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="HTTP timeout (s).")
 @click.pass_context
-def main(ctx: click.Context, server: str, timeout: float) -> None:
+def main(ctx: click.Context, server: str, token: str | None, timeout: float) -> None:
     """Inspect a running xds-server: snapshots, connected proxies, sources, policies."""
-    ctx.obj = Client(server, timeout)
+    ctx.obj = Client(server, timeout, token)
 
 
 def _command(*outputs: str) -> Callable[[Callable[..., None]], click.Command]:
@@ -175,10 +211,10 @@ def proxies(client: Client, output: str) -> None:
         return
     headers = ("NODE", "CLUSTER", "GROUP", "STREAM", "PEER", *(c for c, _ in TYPE_COLUMNS))
     rows: list[tuple[str, ...]] = []
-    notes: dict[int, list[str]] = {}  # row index -> NACK lines under it
+    notes: list[list[str]] = []  # per row, the NACK lines under it
     for p in doc:
         tstates = p.get("types", {})
-        states = []
+        states, nacks = [], []
         for column, short in TYPE_COLUMNS:
             ts = tstates.get(short)
             state = ts.get("state", "NOT_SENT") if ts else "NOT_SENT"
@@ -187,15 +223,11 @@ def proxies(client: Client, output: str) -> None:
                 version = str(ts.get("error_version") or "")[:12]
                 what = f"{column} NACKED {version}".rstrip()
                 error = _one_line(ts.get("last_error") or "(no error detail)")
-                notes.setdefault(len(rows), []).append(f"    {what}: {error}")
+                nacks.append(f"    {what}: {error}")
         row = (p.get("node_id"), p.get("cluster"), p.get("group"), p.get("kind"), p.get("peer"))
         rows.append((*(_cell(v) for v in row), *states))
-    lines = table(headers, rows).split("\n")
-    click.echo(lines[0])
-    for i, line in enumerate(lines[1:]):
-        click.echo(line)
-        for note in notes.get(i, ()):
-            click.echo(note)
+        notes.append(nacks)
+    _echo_table(headers, rows, notes)
 
 
 @_command("table", "json")
@@ -209,12 +241,13 @@ def sources(client: Client, output: str) -> None:
     rows = [[*(_cell(s.get(k)) for k in keys[:2]), _state(s)] for s in doc]
     for row, s in zip(rows, doc, strict=True):
         row.extend(_cell(s.get(k)) for k in keys[2:])
-    lines = table(["NAME", "KIND", "STATE", *(k.upper() for k in keys[2:])], rows).split("\n")
-    click.echo(lines[0])
-    for line, s in zip(lines[1:], doc, strict=True):
-        click.echo(line)
-        if s.get("holding"):
-            click.echo(f"    HOLDING {s.get('held_removals', 0)} removals: {s.get('hold_reason')}")
+    notes = [
+        [f"    HOLDING {s.get('held_removals', 0)} removals: {s.get('hold_reason')}"]
+        if s.get("holding")
+        else []
+        for s in doc
+    ]
+    _echo_table(["NAME", "KIND", "STATE", *(k.upper() for k in keys[2:])], rows, notes)
 
 
 def _state(source: dict[str, Any]) -> str:
@@ -237,9 +270,54 @@ def policies(client: Client, output: str) -> None:
         services = ",".join(p.get("services", [])) or "-"
         name = f"{p.get('namespace')}/{p.get('name')}"
         rows.append((p.get("kind", "?"), name, p.get("state", "?"), services, p.get("origin")))
-    lines = table(headers, [[_cell(c) for c in r] for r in rows]).split("\n")
-    click.echo(lines[0])
-    for line, p in zip(lines[1:], doc, strict=True):
-        click.echo(line)
-        for reason in p.get("reasons", []):
-            click.echo(f"    {_one_line(reason, 400)}")
+    notes = [[f"    {_one_line(reason, 400)}" for reason in p.get("reasons", [])] for p in doc]
+    _echo_table(headers, [[_cell(c) for c in r] for r in rows], notes)
+
+
+@_command("table", "json", "yaml")
+@click.option("--node", required=True, help="Node id of a connected proxy.")
+@click.option("--type", "type_", type=click.Choice(TYPES), help="Only this resource type.")
+@click.option("--patch", is_flag=True, help="Under each change, a unified diff of its JSON.")
+def diff(client: Client, node: str, type_: str | None, patch: bool, output: str) -> None:
+    """What a proxy has acknowledged versus what it would get now, per resource: added,
+    removed, or changed and in which fields (why a type is STALE or NACKED)."""
+    doc = _fetch(client, "/debug/diff", output, node=node, type=type_)
+    if doc is None:
+        return
+    states = " ".join(f"{t}={v.get('state')}" for t, v in doc.get("types", {}).items())
+    click.echo(f"NODE {doc.get('node')}  GROUP {doc.get('group')}  {states}".rstrip())
+    changes = doc.get("changes", [])
+    if not changes:
+        click.echo("no differences: the proxy has acknowledged what it would get now")
+        return
+    rows = [(c["type"], c["name"], c["change"], _fields(c)) for c in changes]
+    _echo_table(
+        ("TYPE", "NAME", "CHANGE", "FIELDS"), rows, [_change_notes(c, patch) for c in changes]
+    )
+
+
+def _change_notes(change: dict[str, Any], patch: bool) -> list[str]:
+    notes = []
+    if change.get("in_flight"):
+        notes.append("    sent, waiting for the proxy's ACK")
+    if change.get("note"):
+        notes.append(f"    {change['note']}")
+    if patch and change.get("patch"):
+        notes.extend(f"    {line}" for line in change["patch"].splitlines())
+    return notes
+
+
+def _fields(change: dict[str, Any], width: int = 100) -> str:
+    fields = change.get("fields")
+    if fields is None:
+        return "?"
+    if not fields:
+        return "-"
+    shown: list[str] = []
+    rest = len(fields)
+    for f in fields:
+        if shown and len(", ".join([*shown, f])) > width:
+            break
+        shown.append(f)
+        rest -= 1
+    return ", ".join(shown) + (f" (+{rest} more)" if rest else "")
