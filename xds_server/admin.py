@@ -117,8 +117,10 @@ class AdminServer:
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
+        from xds_server import status_page  # it reads this module's renderers
+
         app = web.Application()
-        app.router.add_get("/", self._index)
+        status_page.install(app, self, text_index=self._index)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
