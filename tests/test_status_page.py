@@ -10,29 +10,33 @@ is complete without JavaScript and escapes what it shows.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Final
 
 import pytest
 import yaml
+from selenium import webdriver
+from selenium.common.exceptions import (
+    NoAlertPresentException,
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
 
-from xds_server.admin import AdminServer
-
-if TYPE_CHECKING:
-    from selenium.webdriver.remote.webdriver import WebDriver
-
-from tests.harness.admin_state import NACK_ERROR, AdminState
+from tests.harness.admin_state import NACK_ERROR, AdminState, serving
 from tests.harness.e2e import WAIT, Mesh
-from tests.harness.loop_thread import LoopThread
 from tests.harness.ports import free_port
 from tests.harness.server_proc import XdsServerProcess
 from tests.test_e2e_file_registry import service, write
+from xds_server.admin import AdminServer
 
 pytest_plugins = ["tests.harness.fixtures"]
 
@@ -57,13 +61,18 @@ def get_page(url: str) -> tuple[dict[str, str], str]:
         return dict(r.headers), r.read().decode()
 
 
+def get_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return str(r.read().decode())
+
+
 # ------------------------------------------------------------------- static rendering
 
 
-def test_page_renders_everything_server_side_and_escapes_it() -> None:
-    state = AdminState()
-    state.connect()
-    hostile_sources = [
+class HostileState(AdminState):
+    """The hand-made admin state, its sources and policies carrying markup."""
+
+    SOURCES: Final = [
         {"name": "file", "kind": "file", "synced": True, "stale": False, "error": None,
          "services": 1, "rejected": [f"registry.yaml: services[1]: invalid name {XSS!r}"],
          "holding": False},
@@ -71,17 +80,25 @@ def test_page_renders_everything_server_side_and_escapes_it() -> None:
          "error": None, "services": 0, "rejected": [], "holding": True,
          "hold_reason": "would remove 10 of 10 services", "held_removals": 10},
     ]  # fmt: skip
-    hostile_policies = [
+    POLICIES: Final = [
         {"kind": "VirtualService", "namespace": "shop", "name": XSS, "origin": "p.yaml:1:1",
          "state": "REJECTED", "reasons": [f"bad host {XSS}"], "services": ["api.shop"]},
     ]  # fmt: skip
-    server = state.server()
-    server.sources = lambda: hostile_sources
-    server.policies = lambda: hostile_policies
-    with serving_admin(server) as url:
+
+    def server(self, address: str = "127.0.0.1:0") -> AdminServer:
+        server = super().server(address)
+        server.sources = lambda: self.SOURCES
+        server.policies = lambda: self.POLICIES
+        return server
+
+
+def test_page_renders_everything_server_side_and_escapes_it() -> None:
+    state = HostileState()
+    state.connect()
+    with serving(state) as url:
         headers, body = get_page(f"{url}/?group=web&type=clusters&name=api")
-        _, text_index = _get_text(url + "/")
-        _, js = _get_text(url + "/static/status.js")
+        text_index = get_text(url + "/")
+        js = get_text(url + "/static/status.js")
 
     assert headers["Content-Type"].startswith("text/html")
     assert "script-src 'self'" in headers["Content-Security-Policy"]
@@ -106,22 +123,6 @@ def test_page_renders_everything_server_side_and_escapes_it() -> None:
     assert "fetch(window.location.href" in js
 
 
-def _get_text(url: str) -> tuple[int, str]:
-    with urllib.request.urlopen(url, timeout=5) as r:
-        return r.status, r.read().decode()
-
-
-@contextlib.contextmanager
-def serving_admin(server: AdminServer) -> Iterator[str]:
-    """`server` on its own loop thread; yields its base URL."""
-    thread = LoopThread("admin").start()
-    try:
-        yield f"http://127.0.0.1:{thread.run(server.start())}"
-        thread.run(server.stop())
-    finally:
-        thread.stop()
-
-
 # ------------------------------------------------------------------------ in a browser
 
 
@@ -130,8 +131,6 @@ def chromium(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDri
     """Headless Debian Chromium through its chromedriver; quit at teardown, always."""
     if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
         pytest.skip(f"needs {CHROMIUM} and {CHROMEDRIVER} (make test installs them)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
 
     monkeypatch.setenv("SE_OFFLINE", "true")  # never let Selenium Manager fetch a driver
     options = webdriver.ChromeOptions()
@@ -162,31 +161,37 @@ def keep_screenshot(driver: WebDriver, tmp_path: Path) -> Path:
 
 
 def section_text(driver: WebDriver, section: str) -> str:
-    from selenium.webdriver.common.by import By
-
     return str(driver.find_element(By.ID, section).text)
 
 
 def wait_text(driver: WebDriver, section: str, predicate: Callable[[str], bool], what: str) -> str:
     """Wait (WAIT at most) for the section's rendered text to satisfy `predicate`."""
-    from selenium.webdriver.support.ui import WebDriverWait
 
     def check(d: WebDriver) -> str | bool:
         text = section_text(d, section)
         return text if predicate(text) else False
 
     try:
-        return str(WebDriverWait(driver, WAIT, poll_frequency=0.1).until(check))
+        return str(wait(driver).until(check))
     except Exception as exc:
         raise AssertionError(
             f"{section}: {what}; it shows:\n{section_text(driver, section)}"
         ) from exc
 
 
-def click_link(driver: WebDriver, section: str, text: str) -> None:
-    from selenium.webdriver.common.by import By
+def wait(driver: WebDriver) -> WebDriverWait[WebDriver]:
+    """WAIT at most, retrying when the live refresh swapped an element out under us."""
+    return WebDriverWait(
+        driver, WAIT, 0.1, (NoSuchElementException, StaleElementReferenceException)
+    )
 
-    driver.find_element(By.ID, section).find_element(By.LINK_TEXT, text).click()
+
+def click_link(driver: WebDriver, section: str, text: str) -> None:
+    def click(d: WebDriver) -> bool:
+        d.find_element(By.ID, section).find_element(By.LINK_TEXT, text).click()
+        return True
+
+    wait(driver).until(click, f"no link {text!r} in {section}")
 
 
 def test_status_page_in_chromium(
@@ -195,9 +200,6 @@ def test_status_page_in_chromium(
     xds_server_factory: Callable[..., XdsServerProcess],
     envoy_factory: Callable[..., Any],
 ) -> None:
-    from selenium.common.exceptions import NoAlertPresentException
-    from selenium.webdriver.common.by import By
-
     registry = tmp_path / "registry.yaml"
     web = service("web", {"address": "127.0.0.1", "port": free_port()})
     hostile = service("web", {"address": "127.0.0.1", "port": free_port()}) | {"name": XSS}

@@ -117,7 +117,7 @@ class AdminServer:
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
-        from xds_server import status_page  # it reads this module's renderers
+        from xds_server import status_page  # here, not at the top: it imports this module
 
         app = web.Application()
         status_page.install(app, self, text_index=self._index)
