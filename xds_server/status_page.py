@@ -17,15 +17,14 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 from urllib.parse import urlencode
 
 from aiohttp import web
 
 from xds_server import types
-
-if TYPE_CHECKING:
-    from xds_server.admin import AdminServer
+from xds_server.admin import TYPE_ALIASES, AdminServer, render_snapshot
+from xds_server.xdsctl import _state as source_state  # the word `xdsctl sources` prints
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -66,8 +65,9 @@ def _table(headers: Sequence[str], rows: Iterable[str], empty: str) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _ago(at: float | None, now: float) -> str:
-    return "" if at is None else f"{max(0, int(now - at))} s ago"
+def _clock(at: float | None) -> str:
+    """A time of day; absolute, so a section that did not change renders the same."""
+    return "" if at is None else time.strftime("%H:%M:%S UTC", time.gmtime(at))
 
 
 def _link(text: str, **query: str) -> str:
@@ -77,7 +77,7 @@ def _link(text: str, **query: str) -> str:
 # -- sections (each a function of the debug documents) ----------------------------------
 
 
-def proxies_section(proxies: list[dict[str, Any]], now: float) -> str:
+def proxies_section(proxies: list[dict[str, Any]]) -> str:
     rows = []
     for p in proxies:
         states = []
@@ -97,21 +97,12 @@ def proxies_section(proxies: list[dict[str, Any]], now: float) -> str:
             + _tag("td", group)
             + _tag("td", esc(p.get("kind")))
             + _tag("td", esc(p.get("peer")))
-            + _tag("td", esc(_ago(p.get("connected_since"), now)))
+            + _tag("td", esc(_clock(p.get("connected_since"))))
             + _tag("td", " ".join(states) + "".join(errors))
             + "</tr>"
         )
-    headers = ("node", "cluster", "group", "stream", "peer", "connected", "types")
+    headers = ("node", "cluster", "group", "stream", "peer", "connected at", "types")
     return _table(headers, rows, "no proxies connected")
-
-
-def source_state(source: dict[str, Any]) -> str:
-    """The one-word state `xdsctl sources` shows, from a /debug/sources entry."""
-    if source.get("holding"):
-        return "HOLDING"
-    if source.get("stale"):
-        return "STALE"
-    return "SYNCED" if source.get("synced") else "SYNCING"
 
 
 def sources_section(sources: list[dict[str, Any]]) -> str:
@@ -234,6 +225,8 @@ def wants_html(request: web.Request) -> bool:
 
 
 class StatusPage:
+    """The page's handlers over one admin server (admin.py imports this module lazily)."""
+
     def __init__(self, admin: AdminServer, text_index: Handler) -> None:
         self.admin = admin
         self.text_index = text_index
@@ -241,17 +234,15 @@ class StatusPage:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if not wants_html(request):
             return await self.text_index(request)
-        from xds_server.admin import TYPE_ALIASES, render_snapshot  # admin imports us
-
         admin, q = self.admin, request.query
-        now = time.time()
+        # Exactly the /debug/proxies document (states against the current snapshot).
         proxies = json.loads((await admin._proxies(request)).text or "[]")
         groups = sorted({admin.default_group, *admin.cache.groups()})
         group = q.get("group") or admin.default_group
         type_url = TYPE_ALIASES.get(q.get("type", "").strip().lower(), types.CLUSTER)
         short = types.short_name(type_url)
         sections = [
-            ("proxies", "Connected proxies", proxies_section(proxies, now)),
+            ("proxies", "Connected proxies", proxies_section(proxies)),
             ("sources", "Registry sources", sources_section(admin.sources())),
             ("policies", "Policy objects", policies_section(admin.policies())),
         ]
@@ -272,7 +263,7 @@ class StatusPage:
             browser = snapshot_section(groups, group, short, ts.version, ts.resources, chosen, name)
         sections.append(("snapshot", f"Snapshot: group {group}", browser))
         return web.Response(
-            text=page(sections, now),
+            text=page(sections, time.time()),
             content_type="text/html",
             headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store"},
         )
