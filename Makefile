@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test lint bench bench-registry bench-consul bench-kubernetes bench-policy clean
+.PHONY: run demo test lint browser bench bench-registry bench-consul bench-kubernetes bench-policy clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: lint
+# tests/test_status_page drives Debian's Chromium through its chromedriver; installed with
+# apt-get (as root, as CI runs) only when missing, so the test downloads nothing itself.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -q --no-install-recommends chromium chromium-driver; }
+
+test: lint browser
 	$(BIN)/pytest -q
 
 bench: $(STAMP)

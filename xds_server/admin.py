@@ -136,9 +136,11 @@ class AdminServer:
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
+        from xds_server import status_page  # here, not at the top: it imports this module
+
         middlewares = [] if self.token is None else [admin_auth.middleware(self.token)]
         app = web.Application(middlewares=middlewares)
-        app.router.add_get("/", self._index)
+        status_page.install(app, self, text_index=self._index)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
