@@ -130,7 +130,11 @@ def test_page_renders_everything_server_side_and_escapes_it() -> None:
 def chromium(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDriver]:
     """Headless Debian Chromium through its chromedriver; quit at teardown, always."""
     if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
-        pytest.skip(f"needs {CHROMIUM} and {CHROMEDRIVER} (make test installs them)")
+        # `make test` (and so CI) installs them: missing there is a failure, not a skip.
+        missing = f"needs {CHROMIUM} and {CHROMEDRIVER} (make test installs them)"
+        if os.environ.get("CI"):
+            pytest.fail(missing)
+        pytest.skip(missing)
 
     monkeypatch.setenv("SE_OFFLINE", "true")  # never let Selenium Manager fetch a driver
     options = webdriver.ChromeOptions()
