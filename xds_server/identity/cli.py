@@ -83,7 +83,6 @@ def _issue(args: argparse.Namespace) -> None:
     workload = ca.issue(spiffe_id, ttl=args.ttl)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    # The key first: a watcher that sees the new chain must find the matching key.
     write_file(out / KEY_FILE, workload.key_pem(), private=True)
     write_file(out / CERT_CHAIN_FILE, workload.cert_chain_pem())
     write_file(out / ROOT_CERT_FILE, workload.trust_bundle.pem())
