@@ -72,6 +72,17 @@ def test_issue_writes_what_envoy_and_grpc_read(tmp_path: Path) -> None:
     assert [str(s.value) for s in subjects] == ["spiffe://cluster.local/ns/shop/sa/web"]
 
 
+def test_issue_takes_the_trust_domain_from_the_ca_unless_told(tmp_path: Path) -> None:
+    assert (
+        ca("init", "--dir", str(tmp_path / "ca"), "--trust-domain", "example.org").returncode == 0
+    )
+    base = ["issue", "--ca-dir", str(tmp_path / "ca"), "--namespace", "a", "--service-account", "b"]
+    done = ca(*base, "--out", str(tmp_path / "o1"))
+    assert "issued spiffe://example.org/ns/a/sa/b " in done.stdout, done.stderr
+    done = ca(*base, "--trust-domain", "other.org", "--out", str(tmp_path / "o2"))
+    assert "issued spiffe://other.org/ns/a/sa/b " in done.stdout, done.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

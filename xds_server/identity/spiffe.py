@@ -42,20 +42,21 @@ def check_trust_domain(value: str) -> str:
 
 def check_namespace(value: str) -> str:
     """Return ``value`` if it is a DNS-1123 label (a Kubernetes namespace name)."""
-    if len(value) > 63 or not _LABEL.fullmatch(value):
-        raise SpiffeIdError(
-            f"namespace {value!r}: not a DNS-1123 label (at most 63 lower case letters, "
-            "digits and '-', starting and ending with a letter or digit)"
-        )
-    return value
+    return _check_dns(value, "namespace", _LABEL, 63, "label", "'-'")
 
 
 def check_service_account(value: str) -> str:
     """Return ``value`` if it is a DNS-1123 subdomain (a Kubernetes ServiceAccount name)."""
-    if len(value) > 253 or not _SUBDOMAIN.fullmatch(value):
+    return _check_dns(value, "service account", _SUBDOMAIN, 253, "subdomain", "'-' and '.'")
+
+
+def _check_dns(
+    value: str, what: str, pattern: re.Pattern[str], limit: int, kind: str, extra: str
+) -> str:
+    if len(value) > limit or not pattern.fullmatch(value):
         raise SpiffeIdError(
-            f"service account {value!r}: not a DNS-1123 subdomain (at most 253 lower case "
-            "letters, digits, '-' and '.', each part starting and ending with a letter or digit)"
+            f"{what} {value!r}: not a DNS-1123 {kind} (at most {limit} lower case letters, "
+            f"digits and {extra}, starting and ending with a letter or digit)"
         )
     return value
 
