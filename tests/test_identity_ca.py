@@ -23,14 +23,12 @@ from xds_server.identity.ca import (
     CA_KEY,
     CERT_CHAIN,
     ROOT_CERT,
-    CaError,
     CertificateAuthority,
-    TrustBundle,
     WorkloadCertificate,
     intermediate_under,
-    pem,
-    renewal_time,
 )
+from xds_server.identity.pki import CaError, TrustBundle, pem
+from xds_server.identity.renewal import renewal_time
 from xds_server.identity.spiffe import SpiffeId
 
 WEB = SpiffeId("cluster.local", "default", "web")

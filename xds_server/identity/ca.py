@@ -11,28 +11,35 @@ Profile (SPIFFE X509-SVID standard, ECDSA P-256 + SHA-256 as the research digest
   clientAuth, a random 128-bit serial, notBefore backdated for clock skew and notAfter
   never past the signing CA's.
 
-Private keys live in :class:`PrivateKey`, whose repr and str never show the key.
+Private keys live in :class:`~xds_server.identity.pki.PrivateKey`, which never shows them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import itertools
-import os
-import secrets
-import tempfile
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from xds_server.identity.pki import (
+    CaError,
+    PrivateKey,
+    TrustBundle,
+    is_self_signed,
+    issued_by,
+    load_certs,
+    pem,
+    random_serial,
+    read_file,
+    spki,
+    write_file,
+)
 from xds_server.identity.spiffe import DEFAULT_TRUST_DOMAIN, SpiffeId, check_trust_domain
 
 ROOT_TTL: Final = dt.timedelta(days=3650)  # Istio's DefaultSelfSignedCACertTTL
@@ -46,83 +53,6 @@ CA_KEY: Final = "ca-key.pem"
 CERT_CHAIN: Final = "cert-chain.pem"
 ROOT_CERT: Final = "root-cert.pem"
 CACERTS_FILES: Final = (ROOT_CERT, CA_CERT, CA_KEY, CERT_CHAIN)
-
-SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
-
-
-class CaError(ValueError):
-    """A CA that cannot be loaded, created or used: ``where: what: why``."""
-
-
-class PrivateKey:
-    """A private key that never shows itself in repr, str, logs or dumps."""
-
-    __slots__ = ("_key",)
-
-    def __init__(self, key: SigningKey) -> None:
-        self._key = key
-
-    @classmethod
-    def generate(cls) -> PrivateKey:
-        return cls(ec.generate_private_key(ec.SECP256R1()))
-
-    @property
-    def key(self) -> SigningKey:
-        return self._key
-
-    def pem(self) -> bytes:
-        """The key as unencrypted PKCS#8 PEM (what Envoy, gRPC and Istio read)."""
-        return self._key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-
-    def __repr__(self) -> str:
-        kind = "EC P-256" if isinstance(self._key, ec.EllipticCurvePrivateKey) else "RSA"
-        return f"<PrivateKey {kind} redacted>"
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> tuple[object, ...]:  # pickling would copy the key out
-        raise TypeError("PrivateKey cannot be pickled")
-
-
-def pem(certs: Iterable[x509.Certificate]) -> bytes:
-    """Certificates PEM-encoded and concatenated, in the order given."""
-    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
-
-
-def is_self_signed(cert: x509.Certificate) -> bool:
-    return cert.issuer == cert.subject and _issued_by(cert, cert)
-
-
-@dataclass(frozen=True, slots=True)
-class TrustBundle:
-    """The roots peers trust; two during a CA rotation (old and new), PEM concatenated."""
-
-    roots: tuple[x509.Certificate, ...]
-
-    def __post_init__(self) -> None:
-        if not self.roots:
-            raise CaError("trust bundle: empty: at least one root certificate is needed")
-
-    @classmethod
-    def from_pem(cls, data: bytes, where: str = "trust bundle") -> TrustBundle:
-        return cls(tuple(_load_certs(data, where)))
-
-    def pem(self) -> bytes:
-        return pem(self.roots)
-
-    def with_root(self, root: x509.Certificate) -> TrustBundle:
-        """This bundle plus ``root`` (kept once): the overlap of a CA rotation."""
-        if root in self.roots:
-            return self
-        return TrustBundle((*self.roots, root))
-
-    def without_root(self, root: x509.Certificate) -> TrustBundle:
-        """This bundle without ``root``: the end of a CA rotation."""
-        return TrustBundle(tuple(r for r in self.roots if r != root))
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,21 +155,21 @@ class CertificateAuthority:
         ``cert_chain`` is Istio's cert-chain.pem: the signing certificate, the
         intermediates, maybe the root; the signing certificate and roots are dropped.
         """
-        certs = _load_certs(_read(ca_cert), str(ca_cert))
+        certs = load_certs(read_file(ca_cert), str(ca_cert))
         cert = certs[0]
-        key_data = _read(ca_key)
+        key_data = read_file(ca_key)
         try:
             loaded = serialization.load_pem_private_key(key_data, password=None)
         except (ValueError, TypeError) as exc:
             raise CaError(f"{ca_key}: not an unencrypted PEM private key: {exc}") from None
         if not isinstance(loaded, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
             raise CaError(f"{ca_key}: {type(loaded).__name__}: only EC and RSA CA keys")
-        if _spki(loaded.public_key()) != _spki(cert.public_key()):
+        if spki(loaded.public_key()) != spki(cert.public_key()):
             raise CaError(f"{ca_key}: does not match the certificate in {ca_cert}")
-        bundle = TrustBundle.from_pem(_read(root_cert or ca_cert), str(root_cert or ca_cert))
+        bundle = TrustBundle.from_pem(read_file(root_cert or ca_cert), str(root_cert or ca_cert))
         above = [*certs[1:]]
         if cert_chain is not None:
-            above = _load_certs(_read(cert_chain), str(cert_chain))
+            above = load_certs(read_file(cert_chain), str(cert_chain))
         intermediates = tuple(c for c in above if c != cert and not is_self_signed(c))
         ca = cls(cert, PrivateKey(loaded), intermediates, bundle)
         ca.check(where=str(ca_cert))
@@ -257,7 +187,7 @@ class CertificateAuthority:
         for child, parent in itertools.pairwise(path):
             _check_issued(child, parent, where)
         top = path[-1]
-        if not any(_issued_by(top, root) for root in self.trust_bundle.roots):
+        if not any(issued_by(top, root) for root in self.trust_bundle.roots):
             raise CaError(
                 f"{where}: chain does not end at a root of the trust bundle: "
                 f"{top.issuer.rfc4514_string()!r} is not among its roots"
@@ -376,25 +306,25 @@ def build_ca_certificate(
     )
 
 
-def random_serial() -> int:
-    """A random positive serial of up to 128 bits (RFC 5280: positive, at most 20 octets)."""
-    return secrets.randbelow((1 << 128) - 1) + 1
-
-
-def write_file(path: Path, data: bytes, *, private: bool = False) -> None:
-    """Write ``data`` atomically (temp file + rename: Envoy and gRPC file watchers see one
-    swap, never a half-written file), 0600 for keys, 0644 otherwise."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # created 0600
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        if not private:
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def intermediate_under(
+    parent: CertificateAuthority,
+    trust_domain: str,
+    *,
+    now: dt.datetime | None = None,
+    ttl: dt.timedelta = ROOT_TTL,
+) -> CertificateAuthority:
+    """A new intermediate CA signed by ``parent`` (pathlen 0: it signs workloads only)."""
+    key = PrivateKey.generate()
+    cert = build_ca_certificate(
+        subject=_ca_name(trust_domain),
+        public_key=key.key.public_key(),
+        issuer=parent.certificate,
+        issuer_key=parent.key,
+        now=now or _now(),
+        ttl=ttl,
+        path_length=0,
+    )
+    return CertificateAuthority(cert, key, parent.chain_for_leaf(), parent.trust_bundle)
 
 
 def _ca_name(trust_domain: str) -> x509.Name:
@@ -421,94 +351,9 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _read(path: Path) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise CaError(f"{path}: cannot read: {exc.strerror}") from None
-
-
-def _load_certs(data: bytes, where: str) -> list[x509.Certificate]:
-    try:
-        certs = x509.load_pem_x509_certificates(data)
-    except ValueError as exc:
-        raise CaError(f"{where}: no PEM certificate: {exc}") from None
-    return certs
-
-
-def _spki(key: CertificatePublicKeyTypes) -> bytes:
-    return key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
-def _issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
-    try:
-        child.verify_directly_issued_by(parent)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
-
-
 def _check_issued(child: x509.Certificate, parent: x509.Certificate, where: str) -> None:
-    if not _issued_by(child, parent):
+    if not issued_by(child, parent):
         raise CaError(
             f"{where}: {child.subject.rfc4514_string()!r} is not signed by "
             f"{parent.subject.rfc4514_string()!r}: cert-chain.pem out of order or foreign"
         )
-
-
-def renewal_time(
-    now: dt.datetime,
-    not_before: dt.datetime,
-    not_after: dt.datetime,
-    random: float,
-    *,
-    ratio: float = 0.5,
-    jitter: float = 0.1,
-) -> dt.datetime:
-    """When to renew a certificate valid ``not_before``..``not_after``.
-
-    At ``ratio`` of its life plus up to ``jitter`` of its life (``random`` in [0, 1) picks
-    where), so proxies that connected together do not renew together; ``now`` when that
-    time has already passed. Istio renews at 50 % (SECRET_GRACE_PERIOD_RATIO); the 10 %
-    spread keeps every renewal far from expiry (Consul's upper bound is 90 %).
-    """
-    if not 0.0 <= random < 1.0:
-        raise ValueError(f"random {random}: must be in [0, 1)")
-    life = not_after - not_before
-    at = not_before + life * (ratio + jitter * random)
-    return max(now, at)
-
-
-def intermediate_under(
-    parent: CertificateAuthority,
-    trust_domain: str,
-    *,
-    now: dt.datetime | None = None,
-    ttl: dt.timedelta = ROOT_TTL,
-) -> CertificateAuthority:
-    """A new intermediate CA signed by ``parent`` (pathlen 0: it signs workloads only)."""
-    key = PrivateKey.generate()
-    cert = build_ca_certificate(
-        subject=_ca_name(trust_domain),
-        public_key=key.key.public_key(),
-        issuer=parent.certificate,
-        issuer_key=parent.key,
-        now=now or _now(),
-        ttl=ttl,
-        path_length=0,
-    )
-    return CertificateAuthority(cert, key, parent.chain_for_leaf(), parent.trust_bundle)
-
-
-__all__: Sequence[str] = (
-    "CaError",
-    "CertificateAuthority",
-    "PrivateKey",
-    "TrustBundle",
-    "WorkloadCertificate",
-    "intermediate_under",
-    "renewal_time",
-    "write_file",
-)

@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 from typing import Final, NoReturn
 
-from xds_server.identity.ca import CaError, CertificateAuthority, write_file
+from xds_server.identity.ca import CertificateAuthority
+from xds_server.identity.pki import CaError, write_file
 from xds_server.identity.spiffe import DEFAULT_TRUST_DOMAIN, SpiffeId, SpiffeIdError
 
 # What `ca issue --out DIR` writes (istio-agent's OUTPUT_CERTS names).
