@@ -33,6 +33,7 @@ from xds_server.catalog import Catalog
 from xds_server.controller import Controller
 from xds_server.debounce import Debouncer
 from xds_server.grpc_server import ServerOptions, XdsServer
+from xds_server.identity import cli as ca_cli
 from xds_server.settings import Settings, SettingsError, admin_token, load
 from xds_server.status import ProxyRegistry
 
@@ -267,6 +268,9 @@ async def serve(settings: Settings, token: str | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["ca"]:  # the CA's own commands (xds_server/identity/cli.py)
+        return ca_cli.main(argv[1:])
     args = vars(_parser().parse_args(argv))
     config = args.pop("config", None)
     try:
