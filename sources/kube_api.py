@@ -11,7 +11,7 @@ from typing import Literal
 import aiohttp
 
 Key = tuple[str, str]  # (namespace, name)
-Kind = Literal["services", "endpointslices"]
+Kind = Literal["services", "endpointslices", "pods"]
 
 
 class Gone(Exception):
@@ -59,7 +59,7 @@ class Resource:
 
 
 def resource_path(kind: Kind, namespace: str | None) -> str:
-    base = "/api/v1" if kind == "services" else "/apis/discovery.k8s.io/v1"
+    base = "/apis/discovery.k8s.io/v1" if kind == "endpointslices" else "/api/v1"
     return f"{base}/namespaces/{namespace}/{kind}" if namespace else f"{base}/{kind}"
 
 
@@ -75,7 +75,10 @@ async def check(resp: aiohttp.ClientResponse, what: str) -> None:
         message = ""
     hint = {
         401: " (check the token or client certificate)",
-        403: " (the account needs get/list/watch on services and endpointslices)",
+        403: (
+            " (the account needs get/list/watch on services and endpointslices,"
+            " list/watch on pods)"
+        ),
     }.get(resp.status, "")
     if resp.status == 404 and "endpointslices" in what:
         hint = " (discovery.k8s.io/v1 EndpointSlices need Kubernetes 1.21+)"
