@@ -75,10 +75,7 @@ async def check(resp: aiohttp.ClientResponse, what: str) -> None:
         message = ""
     hint = {
         401: " (check the token or client certificate)",
-        403: (
-            " (the account needs get/list/watch on services and endpointslices,"
-            " list/watch on pods)"
-        ),
+        403: " (needs get/list/watch on services and endpointslices, list/watch on pods)",
     }.get(resp.status, "")
     if resp.status == 404 and "endpointslices" in what:
         hint = " (discovery.k8s.io/v1 EndpointSlices need Kubernetes 1.21+)"

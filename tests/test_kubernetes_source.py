@@ -224,7 +224,9 @@ async def test_unreachable_api_keeps_last_good_state(api: KubeApi, tmp_path: Pat
         status = await async_wait_for(
             lambda: (s := rec.status())["stale"] and s, WAIT, message="stale"
         )
-        assert status["synced"] and status["error"].startswith(("services", "endpointslices"))
+        assert status["synced"] and status["error"].startswith(
+            ("services", "endpointslices", "pods")
+        )
         assert rec.entry() == before and not rec.catalog.not_ready()
         api.restore()
         await async_wait_for(lambda: not rec.status()["stale"], WAIT, message="recovered")
