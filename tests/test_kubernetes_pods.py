@@ -165,6 +165,14 @@ async def test_gone_on_the_pod_watch_relists_and_catches_up(api: KubeApi, tmp_pa
         await async_wait_for(
             lambda: labels_by_ip(rec.entry()) == {"10.0.0.1": {"version": "v2"}}, WAIT
         )
+        # A pod deleted while the watch was down: only the relist can tell (the emulator's
+        # new watch replays what exists, never what went away).
+        once.armed = True
+        api.cut()
+        api.delete("pods", "web-a")
+        api.restore()
+        await async_wait_for(lambda: len(pod_lists()) >= 3, WAIT, message="second relist")
+        await async_wait_for(lambda: labels_by_ip(rec.entry()) == {"10.0.0.1": {}}, WAIT)
 
 
 def test_pod_labels_store_counts_references_and_shares_label_sets() -> None:
