@@ -48,60 +48,98 @@ def slice_pods(sl: KubeSlice) -> Iterable[Key]:
     return ((sl.namespace, ep.pod) for ep in sl.endpoints if ep.pod)
 
 
+# Who names a pod, in its namespace: one Service's name (named once: the usual case, and
+# the cheapest), or each Service's count of endpoints naming it.
+Users = str | dict[str, int]
+
+
 class PodLabels:
-    """Pod labels by (namespace, name), and which services' endpoints reference each pod."""
+    """Pod labels by (namespace, name), and which services' endpoints reference each pod.
+
+    Both maps are nested by namespace so a pod costs no key tuple, and its name is the
+    interned string the slices' endpoints hold too (`sources.kube_mapping`)."""
 
     def __init__(self) -> None:
-        self._labels: dict[Key, Labels] = {}
+        self._labels: dict[str, dict[str, Labels]] = {}
+        self._users: dict[str, dict[str, Users]] = {}
         self._shared: dict[Labels, Labels] = {}  # one tuple per distinct label set
         self._uses: dict[Labels, int] = {}
-        # pod -> {service key: number of its slices' endpoints naming the pod}
-        self._refs: dict[Key, dict[Key, int]] = {}
+        self._count = 0
 
     def __len__(self) -> int:
-        return len(self._labels)
+        return self._count
 
     def labels(self, namespace: str, name: str) -> Labels:
         """A pod's labels; () for a pod not (yet) seen."""
-        return self._labels.get((namespace, name), ())
+        pods = self._labels.get(namespace)
+        return pods.get(name, ()) if pods else ()
 
     def set(self, key: Key, labels: Labels | None) -> set[Key]:
         """A pod's labels (None: deleted); the services to republish because of it."""
-        old = self._labels.get(key)
+        namespace, name = key
+        pods = self._labels.get(namespace)
+        old = pods.get(name) if pods else None
         if old == labels:
-            return set()
+            return set()  # most pod events: a status change
         if old is not None:
             self._release(old)
         if labels is None:
-            del self._labels[key]
+            assert pods is not None
+            del pods[name]
+            self._count -= 1
+            if not pods:
+                del self._labels[namespace]
         else:
-            self._labels[key] = self._share(labels)
+            self._count += old is None
+            self._labels.setdefault(namespace, {})[name] = self._share(labels)
         if (old or ()) == (labels or ()):
             return set()  # appeared or went without labels: the endpoints read the same
-        return set(self._refs.get(key, ()))
+        users = self._users.get(namespace, {}).get(name)
+        names = () if users is None else (users,) if isinstance(users, str) else users
+        return {(namespace, service) for service in names}
 
     def replace(self, owns: Callable[[Key], bool], pods: Iterable[tuple[Key, Labels]]) -> None:
         """A complete list of the pods `owns` selects (the caller republishes everything)."""
-        for key in [k for k in self._labels if owns(k)]:
+        gone = [(ns, n) for ns, names in self._labels.items() for n in names if owns((ns, n))]
+        for key in gone:
             self.set(key, None)
         for key, labels in pods:
             self.set(key, labels)
 
     def ref(self, service: Key, sl: KubeSlice) -> None:
-        for pod in slice_pods(sl):
-            users = self._refs.setdefault(pod, {})
-            users[service] = users.get(service, 0) + 1
+        """`service`'s slice `sl` is stored: its endpoints name their pods."""
+        svc = service[1]
+        for namespace, pod in slice_pods(sl):
+            pods = self._users.setdefault(namespace, {})
+            users = pods.get(pod)
+            if users is None:
+                pods[pod] = svc
+                continue
+            if isinstance(users, str):
+                users = pods[pod] = {users: 1}
+            users[svc] = users.get(svc, 0) + 1
 
     def unref(self, service: Key, sl: KubeSlice) -> None:
-        for pod in slice_pods(sl):
-            users = self._refs.get(pod)
-            if users is None or service not in users:
+        """`service`'s slice `sl` is gone (or replaced)."""
+        svc = service[1]
+        for namespace, pod in slice_pods(sl):
+            pods = self._users.get(namespace)
+            users = pods.get(pod) if pods else None
+            if pods is None or users is None:
                 continue
-            users[service] -= 1
-            if not users[service]:
-                del users[service]
+            if isinstance(users, str):
+                if users == svc:
+                    del pods[pod]
+            elif svc in users:
+                users[svc] -= 1
+                if not users[svc]:
+                    del users[svc]
                 if not users:
-                    del self._refs[pod]
+                    del pods[pod]
+                elif len(users) == 1 and next(iter(users.values())) == 1:
+                    pods[pod] = next(iter(users))  # back to the cheap form
+            if not pods:
+                del self._users[namespace]
 
     def _share(self, labels: Labels) -> Labels:
         shared = self._shared.setdefault(labels, labels)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sources.kube_mapping import parse_slice
+from sources.kube_mapping import KubeSlice, parse_slice
 from sources.kube_pods import METADATA_LIST, METADATA_WATCH, PodLabels, parse_pod
 from sources.kubernetes import KubernetesSource
 from tests.harness.kubeapi import PODS, FirstWatch, KubeApi, endpoint, endpoint_slice, pod, service
@@ -175,17 +175,28 @@ async def test_gone_on_the_pod_watch_relists_and_catches_up(api: KubeApi, tmp_pa
         await async_wait_for(lambda: labels_by_ip(rec.entry()) == {"10.0.0.1": {}}, WAIT)
 
 
-def test_pod_labels_store_counts_references_and_shares_label_sets() -> None:
+def test_pod_labels_store_counts_references() -> None:
+    """Slices naming a pod are counted per service: the endpoint slice controller moves
+    endpoints between slices non-atomically, and a pod can back several Services."""
     store = PodLabels()
-    v1 = parse_pod(pod("a", {"version": "v1"}))[1]
+    web, api = ("default", "web"), ("default", "api")
+    v1, v2 = (("version", "v1"),), (("version", "v2"),)
     assert store.set(("default", "a"), v1) == set()  # no endpoint names it yet
-    one = parse_slice(endpoint_slice("web-1", "web", [endpoint(pod="a")], [("http", 80)]))
-    two = parse_slice(endpoint_slice("web-2", "web", [endpoint(pod="a")], [("http", 80)]))
-    store.ref(("default", "web"), one)
-    store.ref(("default", "web"), two)
-    store.unref(("default", "web"), one)  # still named by web-2
-    assert store.set(("default", "a"), (("version", "v2"),)) == {("default", "web")}
-    store.unref(("default", "web"), two)
+
+    def named_by(service: str, name: str) -> KubeSlice:
+        eps = [endpoint(pod="a")]
+        return parse_slice(endpoint_slice(name, service, eps, [("http", 80)]))
+
+    one, two, api_one = named_by("web", "web-1"), named_by("web", "web-2"), named_by("api", "api-1")
+    store.ref(web, one)
+    store.ref(web, two)
+    store.ref(api, api_one)
+    assert store.set(("default", "a"), v2) == {web, api}
+    store.unref(web, one)  # still named by web-2
+    assert store.set(("default", "a"), v1) == {web, api}
+    store.unref(web, two)
+    assert store.set(("default", "a"), v2) == {api}
+    store.unref(api, api_one)
     assert store.set(("default", "a"), v1) == set()
     store.set(("default", "a"), None)
     assert len(store) == 0 and store.labels("default", "a") == ()
