@@ -55,6 +55,7 @@ from sources.kube_api import (
     check,
     describe,
     resource_path,
+    watch_lines,
 )
 from sources.kube_config import KubeConfigError, KubeConnection
 from sources.kube_mapping import (
@@ -235,15 +236,7 @@ class KubernetesSource:
 
     async def _stream(self, res: Resource, resp: aiohttp.ClientResponse) -> int:
         events = 0
-        pending = bytearray()
-        # Lines are split here rather than with readline(): aiohttp caps a line at
-        # 128 KiB, and one object with big annotations can exceed that.
-        async for chunk in resp.content.iter_any():
-            pending += chunk
-            if b"\n" not in chunk:
-                continue
-            *lines, rest = pending.split(b"\n")
-            pending = bytearray(rest)
+        async for lines in watch_lines(resp):
             changed: set[Key] = set()
             try:
                 for line in lines:
