@@ -200,3 +200,12 @@ def test_pod_labels_store_counts_references() -> None:
     assert store.set(("default", "a"), v1) == set()
     store.set(("default", "a"), None)
     assert len(store) == 0 and store.labels("default", "a") == ()
+
+
+def test_only_a_pod_target_ref_names_a_pod() -> None:
+    """A targetRef of another kind (an Endpoints' Node, a VM's WorkloadEntry) gives the
+    endpoint no pod, hence no labels."""
+    eps = [endpoint("10.0.0.1", pod="a"), endpoint("10.0.0.2", pod="b"), endpoint("10.0.0.3")]
+    eps[1]["targetRef"]["kind"] = "WorkloadEntry"
+    sl = parse_slice(endpoint_slice("web-1", "web", eps, [("http", 80)]))
+    assert [ep.pod for ep in sl.endpoints] == ["a", "", ""]
