@@ -16,7 +16,15 @@ from sources.kube_pods import METADATA_LIST, METADATA_WATCH, PodLabels, parse_po
 from sources.kubernetes import KubernetesSource
 from tests.harness.kubeapi import PODS, FirstWatch, KubeApi, endpoint, endpoint_slice, pod, service
 from tests.harness.waiting import async_wait_for, running_task
-from tests.test_kubernetes_source import GONE, WAIT, WEB, Recorder, gets, make_source
+from tests.test_kubernetes_source import (
+    GONE,
+    WAIT,
+    WEB,
+    Recorder,
+    gets,
+    make_source,
+    relist_after_gone,
+)
 from xds_server.model import ServiceEntry, ServiceKey
 
 pytestmark = pytest.mark.timeout(60)
@@ -153,25 +161,18 @@ async def test_gone_on_the_pod_watch_relists_and_catches_up(api: KubeApi, tmp_pa
     async with running_task(source.run()):
         await async_wait_for(lambda: rec.entry(), WAIT, message="initial state")
         changes = rec.changes
-        once.armed = True
-        api.cut()  # the watch reconnects: that request gets the scripted 410
-        api.restore()
-        pod_lists = lambda: [r for r in gets(api, "pods") if not r["query"].get("watch")]  # noqa: E731
-        await async_wait_for(lambda: len(pod_lists()) >= 2, WAIT, message="relist")
-        await async_wait_for(lambda: not rec.status()["stale"], WAIT, message="recovered")
+        await relist_after_gone(api, rec, once, "pods", 2)
         assert rec.changes == changes  # the same pods again: nothing to push
-        assert all(r["headers"]["Accept"] == METADATA_LIST for r in pod_lists())
+        pod_lists = [r for r in gets(api, "pods") if not r["query"].get("watch")]
+        assert [r["headers"]["Accept"] for r in pod_lists] == [METADATA_LIST] * 2
         api.patch("pods", "web-a", {"metadata": {"labels": {"version": "v2"}}})
         await async_wait_for(
             lambda: labels_by_ip(rec.entry()) == {"10.0.0.1": {"version": "v2"}}, WAIT
         )
-        # A pod deleted while the watch was down: only the relist can tell (the emulator's
-        # new watch replays what exists, never what went away).
-        once.armed = True
-        api.cut()
-        api.delete("pods", "web-a")
-        api.restore()
-        await async_wait_for(lambda: len(pod_lists()) >= 3, WAIT, message="second relist")
+        # A pod deleted while the source is not watching (kmock's stream ended with the
+        # cut): only the relist can tell; the emulator's new watch replays what exists,
+        # never what went away.
+        await relist_after_gone(api, rec, once, "pods", 3, lambda: api.delete("pods", "web-a"))
         await async_wait_for(lambda: labels_by_ip(rec.entry()) == {"10.0.0.1": {}}, WAIT)
 
 
