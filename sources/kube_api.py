@@ -1,17 +1,19 @@
 """The Kubernetes API server as the Kubernetes source requests it: resource paths,
-timeouts and backoff (`Timing`), one list+watch loop's state (`Resource`), and how a
-refused request or a failure reads (`check`, `describe`)."""
+timeouts and backoff (`Timing`), one list+watch loop's state (`Resource`), how a
+refused request or a failure reads (`check`, `describe`), and a watch stream's lines
+(`watch_lines`)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal
 
 import aiohttp
 
 Key = tuple[str, str]  # (namespace, name)
-Kind = Literal["services", "endpointslices"]
+Kind = Literal["services", "endpointslices", "pods"]
 
 
 class Gone(Exception):
@@ -59,7 +61,7 @@ class Resource:
 
 
 def resource_path(kind: Kind, namespace: str | None) -> str:
-    base = "/api/v1" if kind == "services" else "/apis/discovery.k8s.io/v1"
+    base = "/apis/discovery.k8s.io/v1" if kind == "endpointslices" else "/api/v1"
     return f"{base}/namespaces/{namespace}/{kind}" if namespace else f"{base}/{kind}"
 
 
@@ -75,7 +77,7 @@ async def check(resp: aiohttp.ClientResponse, what: str) -> None:
         message = ""
     hint = {
         401: " (check the token or client certificate)",
-        403: " (the account needs get/list/watch on services and endpointslices)",
+        403: " (needs get/list/watch on services and endpointslices, list/watch on pods)",
     }.get(resp.status, "")
     if resp.status == 404 and "endpointslices" in what:
         hint = " (discovery.k8s.io/v1 EndpointSlices need Kubernetes 1.21+)"
@@ -87,3 +89,18 @@ def describe(exc: BaseException) -> str:
         return "timed out"
     text = str(exc) or type(exc).__name__
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+async def watch_lines(resp: aiohttp.ClientResponse) -> AsyncIterator[list[bytearray]]:
+    """A watch response's complete lines (one event each), as they arrive, in batches.
+
+    Split here rather than with readline(): aiohttp caps a line at 128 KiB, and one
+    object with big annotations can exceed that."""
+    pending = bytearray()
+    async for chunk in resp.content.iter_any():
+        pending += chunk
+        if b"\n" not in chunk:
+            continue
+        *lines, rest = pending.split(b"\n")
+        pending = bytearray(rest)
+        yield lines

@@ -21,6 +21,8 @@ Mapping (DESIGN §6):
   healthy: serving → draining, not serving → unhealthy; not ready → unhealthy;
 - an address in several slices is kept once (the healthiest state wins: the endpoint
   slice controller moves endpoints between slices non-atomically);
+- an endpoint's labels are its pod's (`targetRef` of kind Pod; `sources.kube_pods`
+  watches them): DestinationRule subsets select endpoints by them, as in Istio;
 - `zone` → locality zone (regions would need the Nodes, which are not watched);
 - headless Services work like any other (their endpoints are pod IPs); an ExternalName
   Service becomes a service with that external name: a DNS cluster per port, which
@@ -30,7 +32,8 @@ Mapping (DESIGN §6):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,6 +87,7 @@ class KubeEndpoint:
     addresses: tuple[str, ...]
     health: model.Health
     zone: str = ""
+    pod: str = ""  # the name of the Pod in targetRef ("": none, or not a Pod)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,11 +184,14 @@ def parse_slice(obj: dict[str, Any]) -> KubeSlice:
     for ep in raw_endpoints if isinstance(raw_endpoints, list) else []:
         if not isinstance(ep, dict) or not isinstance(ep.get("addresses"), list):
             continue
+        ref = ep.get("targetRef")
+        pod = ref.get("name") if isinstance(ref, dict) and ref.get("kind") == "Pod" else None
         endpoints.append(
             KubeEndpoint(
                 tuple(str(a) for a in ep["addresses"]),
                 _health(ep.get("conditions")),
                 str(ep.get("zone") or ""),
+                sys.intern(pod) if isinstance(pod, str) else "",  # shared with the pod store
             )
         )
     return KubeSlice(namespace, name, service, tuple(ports), tuple(endpoints))
@@ -200,8 +207,10 @@ def build_entry(
     slices: Iterable[KubeSlice],
     source: str,
     cluster_domain: str = DEFAULT_CLUSTER_DOMAIN,
+    pod_labels: Callable[[str, str], model.Labels] | None = None,
 ) -> ServiceEntry:
-    """The model entry of a (not skipped) Service and the slices that name it.
+    """The model entry of a (not skipped) Service and the slices that name it;
+    `pod_labels(namespace, name)` gives each endpoint its pod's labels.
 
     Endpoints are sorted, so the entry depends only on the set of slices, never on the
     order they arrived in (a relist must not look like a change)."""
@@ -211,12 +220,15 @@ def build_entry(
         matched = [(by_kube_name[n], num) for n, num in sl.ports if n in by_kube_name]
         for kep in sl.endpoints:
             locality = Locality(zone=kep.zone)
+            labels = pod_labels(sl.namespace, kep.pod) if pod_labels and kep.pod else ()
             for ip in kep.addresses:
                 for port_name, number in matched:
                     key = (ip, number, port_name)
                     old = best.get(key)
                     if old is None or _HEALTH_RANK[kep.health] < _HEALTH_RANK[old.health]:
-                        best[key] = Endpoint(ip, number, port_name, kep.health, locality)
+                        best[key] = Endpoint(
+                            ip, number, port_name, kep.health, locality, labels=labels
+                        )
     service = Service(
         name=svc.name,
         namespace=svc.namespace,

@@ -1,4 +1,4 @@
-"""The Kubernetes registry source: Services and EndpointSlices by list + watch.
+"""The Kubernetes registry source: Services, EndpointSlices and Pods by list + watch.
 
 One list-then-watch loop per (resource, namespace) — all namespaces by default — over
 `aiohttp`, reading raw JSON (DESIGN §6: the official client's model deserialisation is
@@ -25,9 +25,10 @@ what makes large clusters slow). The semantics are client-go's reflector's:
   threshold of the published services is held (sources.hold): the previous state is
   served for the hold period, then what is still gone is removed.
 
-Nothing is published until both initial lists (in every namespace) have succeeded, so
+Nothing is published until every initial list (in every namespace) has succeeded, so
 readiness waits for the whole first state. The label selector applies to Services;
-EndpointSlices are joined to them through their `kubernetes.io/service-name` label.
+EndpointSlices are joined to them through their `kubernetes.io/service-name` label;
+Pods are watched as metadata only, for their labels (`sources.kube_pods`).
 Mapping rules: `sources.kube_mapping`; connection settings: `sources.kube_config`.
 """
 
@@ -54,6 +55,7 @@ from sources.kube_api import (
     check,
     describe,
     resource_path,
+    watch_lines,
 )
 from sources.kube_config import KubeConfigError, KubeConnection
 from sources.kube_mapping import (
@@ -66,6 +68,7 @@ from sources.kube_mapping import (
     parse_slice,
     resource_version,
 )
+from sources.kube_pods import METADATA_LIST, METADATA_WATCH, PodLabels, parse_pod
 from xds_server import __version__, metrics
 from xds_server.model import ServiceEntry, ServiceKey
 
@@ -75,7 +78,7 @@ KIND = "kubernetes"
 
 
 class KubernetesSource:
-    """Lists and watches Services and EndpointSlices and publishes them to the catalog."""
+    """Lists and watches Services, EndpointSlices and Pods; publishes to the catalog."""
 
     def __init__(
         self,
@@ -99,12 +102,13 @@ class KubernetesSource:
             Resource(
                 kind, ns, resource_path(kind, ns), label_selector if kind == "services" else None
             )
-            for kind in ("services", "endpointslices")
+            for kind in ("services", "endpointslices", "pods")
             for ns in scopes
         ]
         self._services: dict[Key, KubeService] = {}
         self._slices: dict[Key, KubeSlice] = {}
         self._slices_of: dict[Key, set[Key]] = {}  # service key -> its slices' keys
+        self.pods = PodLabels()
         self.publisher = GuardedPublisher(catalog, name, hold, self._lookup)
         self.outage = Outage(
             Backoff(timing.backoff_initial, timing.backoff_max), self._probe, self._probe_failed
@@ -185,12 +189,11 @@ class KubernetesSource:
         timeout = aiohttp.ClientTimeout(
             total=None, connect=self.timing.connect_timeout, sock_read=read_timeout
         )
-        return self._session.get(
-            self.connection.server + res.path,
-            params=params,
-            headers=self.connection.headers(),
-            timeout=timeout,
-        )
+        headers = self.connection.headers()
+        if res.kind == "pods":  # their metadata only: see sources.kube_pods
+            headers = {**headers, "Accept": METADATA_WATCH if "watch" in params else METADATA_LIST}
+        url = self.connection.server + res.path
+        return self._session.get(url, params=params, headers=headers, timeout=timeout)
 
     async def _list(self, res: Resource) -> tuple[list[Any], str | None]:
         items: list[Any] = []
@@ -233,15 +236,7 @@ class KubernetesSource:
 
     async def _stream(self, res: Resource, resp: aiohttp.ClientResponse) -> int:
         events = 0
-        pending = bytearray()
-        # Lines are split here rather than with readline(): aiohttp caps a line at
-        # 128 KiB, and one object with big annotations can exceed that.
-        async for chunk in resp.content.iter_any():
-            pending += chunk
-            if b"\n" not in chunk:
-                continue
-            *lines, rest = pending.split(b"\n")
-            pending = bytearray(rest)
+        async for lines in watch_lines(resp):
             changed: set[Key] = set()
             try:
                 for line in lines:
@@ -275,6 +270,9 @@ class KubernetesSource:
         if kind not in ("ADDED", "MODIFIED", "DELETED"):
             log.debug("%s: ignored event type %r", res.label, kind)
             return set()
+        if res.kind == "pods":
+            key, labels = parse_pod(obj)
+            return self.pods.set(key, None if kind == "DELETED" else labels)
         key = object_key(obj)
         if res.kind == "services":
             return self._set_service(key, None if kind == "DELETED" else parse_service(obj))
@@ -296,6 +294,7 @@ class KubernetesSource:
         if old is not None:
             owner = (old.namespace, old.service)
             self._slices.pop(key)
+            self.pods.unref(owner, old)
             members = self._slices_of.get(owner)
             if members is not None:
                 members.discard(key)
@@ -306,6 +305,7 @@ class KubernetesSource:
             self._slices[key] = sl
             owner = (sl.namespace, sl.service)
             self._slices_of.setdefault(owner, set()).add(key)
+            self.pods.ref(owner, sl)
             changed.add(owner)
         return changed
 
@@ -313,18 +313,18 @@ class KubernetesSource:
         """A full list of one resource: its part of the store is rebuilt, then published."""
         if res.listed:
             metrics.KUBE_RELISTS.labels(self.name, res.kind).inc()
-        store: dict[Key, Any] = self._services if res.kind == "services" else self._slices
-        for key in [k for k in store if res.owns(k)]:
-            if res.kind == "services":
+        objs = [obj for obj in items if isinstance(obj, dict)]
+        if res.kind == "pods":
+            self.pods.replace(res.owns, map(parse_pod, objs))
+        elif res.kind == "services":
+            for key in [k for k in self._services if res.owns(k)]:
                 self._set_service(key, None)
-            else:
-                self._set_slice(key, None)
-        for obj in items:
-            if not isinstance(obj, dict):
-                continue
-            if res.kind == "services":
+            for obj in objs:
                 self._set_service(object_key(obj), parse_service(obj))
-            else:
+        else:
+            for key in [k for k in self._slices if res.owns(k)]:
+                self._set_slice(key, None)
+            for obj in objs:
                 self._set_slice(object_key(obj), parse_slice(obj))
         res.rv = rv
         res.listed = True
@@ -346,7 +346,7 @@ class KubernetesSource:
         if svc is None or reason is not None:
             return None
         slices = [self._slices[k] for k in self._slices_of.get(key, ())]
-        return build_entry(svc, slices, self.name, self.cluster_domain)
+        return build_entry(svc, slices, self.name, self.cluster_domain, self.pods.labels)
 
     def _publish_all(self) -> None:
         entries: dict[Key, ServiceEntry] = {}

@@ -46,7 +46,7 @@ def test_kustomization_lists_every_manifest() -> None:
     assert sorted(kustomization["resources"]) == [p.name for p in manifests()]
 
 
-def test_rbac_is_read_only_on_services_and_endpointslices() -> None:
+def test_rbac_is_read_only_on_services_endpointslices_and_pods() -> None:
     role = one("ClusterRole")
     granted = {
         (group, resource, verb)
@@ -59,7 +59,7 @@ def test_rbac_is_read_only_on_services_and_endpointslices() -> None:
         (group, resource, verb)
         for group, resource in [("", "services"), ("discovery.k8s.io", "endpointslices")]
         for verb in ("get", "list", "watch")
-    }
+    } | {("", "pods", "list"), ("", "pods", "watch")}  # the pod label watch needs no get
     binding = one("ClusterRoleBinding")
     account = one("ServiceAccount")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]

@@ -6,6 +6,7 @@ in a thread, behind a proxy that can be cut) and publishes to the real Catalog.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,25 @@ async def test_bookmark_then_close_resumes_from_its_version(api: KubeApi, tmp_pa
     assert len(lists(api, "services")) == 1  # a normal close is resumed, not relisted
 
 
+async def relist_after_gone(
+    api: KubeApi,
+    rec: Recorder,
+    once: FirstWatch,
+    kind: str,
+    relists: int,
+    meanwhile: Callable[[], Any] = lambda: None,
+) -> None:
+    """Arm `once` (a watch scripted to answer 410) and cut the connections (`meanwhile`
+    runs while they are cut): the watch reconnects, gets the 410, and the source relists
+    (its `relists`-th list of `kind`) and recovers."""
+    once.armed = True
+    api.cut()
+    meanwhile()
+    api.restore()
+    await async_wait_for(lambda: len(lists(api, kind)) >= relists, WAIT, message="relist")
+    await async_wait_for(lambda: not rec.status()["stale"], WAIT, message="recovered")
+
+
 @pytest.mark.parametrize("how", ["status", "event"])
 async def test_gone_relists_without_spurious_changes(
     how: str, api: KubeApi, tmp_path: Path
@@ -199,11 +219,7 @@ async def test_gone_relists_without_spurious_changes(
     async with running_task(source.run()):
         await async_wait_for(lambda: rec.entry(), WAIT, message="initial state")
         changes = rec.changes
-        once.armed = True
-        api.cut()  # the watch reconnects: that request gets the scripted 410
-        api.restore()
-        await async_wait_for(lambda: len(lists(api, "endpointslices")) >= 2, WAIT, message="relist")
-        await async_wait_for(lambda: not rec.status()["stale"], WAIT, message="recovered")
+        await relist_after_gone(api, rec, once, "endpointslices", 2)
         assert rec.changes == changes  # the same state again: nothing to push
         # And it still follows changes after the relist.
         api.patch("endpointslices", "web-1", {"endpoints": [endpoint("10.0.0.9")]})
@@ -224,7 +240,9 @@ async def test_unreachable_api_keeps_last_good_state(api: KubeApi, tmp_path: Pat
         status = await async_wait_for(
             lambda: (s := rec.status())["stale"] and s, WAIT, message="stale"
         )
-        assert status["synced"] and status["error"].startswith(("services", "endpointslices"))
+        assert status["synced"] and status["error"].startswith(
+            ("services", "endpointslices", "pods")
+        )
         assert rec.entry() == before and not rec.catalog.not_ready()
         api.restore()
         await async_wait_for(lambda: not rec.status()["stale"], WAIT, message="recovered")

@@ -7,6 +7,10 @@ thread, so sync end-to-end tests and async unit tests use it alike. Clients (the
 `cut()` closes every connection and stops listening (the API server is unreachable:
 connection refused), `restore()` listens again on the same port.
 
+`MetadataEmulator` adds what kmock lacks and the source relies on: a request whose
+`Accept` asks for `as=PartialObjectMetadata[List]` (the metadata-only view of Pods) gets
+only the objects' metadata, as a real API server sends it.
+
 What the emulator does not do, the tests script with kmock's reactions
 (`script(...)`): 410 Gone, BOOKMARK and ERROR events, watches that end. Note what it
 does not emulate: resourceVersions (the list says "...", objects have none), label
@@ -16,7 +20,7 @@ selectors, `timeoutSeconds`; and a watch starts by replaying every object as ADD
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
@@ -31,6 +35,7 @@ T = TypeVar("T")
 
 SERVICES = "v1/services"
 SLICES = "discovery.k8s.io/v1/endpointslices"
+PODS = "v1/pods"
 TOKEN = "test-token"
 
 
@@ -53,11 +58,27 @@ def service(
     }
 
 
-def endpoint(ip: str = "127.0.0.1", zone: str | None = None, **conditions: bool) -> dict[str, Any]:
+def endpoint(
+    ip: str = "127.0.0.1", zone: str | None = None, pod: str | None = None, **conditions: bool
+) -> dict[str, Any]:
+    """An EndpointSlice endpoint; `pod`: the Pod its targetRef names."""
     ep: dict[str, Any] = {"addresses": [ip], "conditions": conditions}
     if zone:
         ep["zone"] = zone
+    if pod:
+        ep["targetRef"] = {"kind": "Pod", "name": pod, "namespace": "default"}
     return ep
+
+
+def pod(name: str, labels: dict[str, str], namespace: str = "default") -> dict[str, Any]:
+    """A Pod with `labels`, and a spec and status the metadata-only view must leave out."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {"containers": [{"name": "app", "image": "example/app:1"}]},
+        "status": {"phase": "Running", "podIP": "127.0.0.1"},
+    }
 
 
 def endpoint_slice(
@@ -81,11 +102,50 @@ def endpoint_slice(
     }
 
 
+_PLURALS = {"Service": "services", "Pod": "pods", "EndpointSlice": "endpointslices"}
+
+
 def _path(obj_or_kind: dict[str, Any] | str, namespace: str, name: str | None = None) -> str:
     kind = obj_or_kind if isinstance(obj_or_kind, str) else obj_or_kind["kind"]
-    base = "/api/v1" if kind in ("Service", "services") else "/apis/discovery.k8s.io/v1"
-    plural = "services" if kind in ("Service", "services") else "endpointslices"
+    plural = _PLURALS.get(kind, kind)
+    base = "/apis/discovery.k8s.io/v1" if plural == "endpointslices" else "/api/v1"
     return f"{base}/namespaces/{namespace}/{plural}" + (f"/{name}" if name else "")
+
+
+def _metadata_only(request: Any) -> bool:
+    accept = next((v for k, v in request.headers.items() if k.lower() == "accept"), "")
+    return "as=PartialObjectMetadata" in accept and "g=meta.k8s.io" in accept
+
+
+def _partial(obj: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata", {}),
+    }
+
+
+class MetadataEmulator(kmock.KubernetesEmulator):
+    """kmock's emulator, serving PartialObjectMetadata(List) to requests that ask for it."""
+
+    async def _serve_list(self, request: Any) -> Any:
+        body = await super()._serve_list(request)
+        if not _metadata_only(request):
+            return body
+        items = [_partial(obj) for obj in body["items"]]
+        return {
+            **body,
+            "kind": "PartialObjectMetadataList",
+            "apiVersion": "meta.k8s.io/v1",
+            "items": items,
+        }
+
+    async def _serve_watch(self, request: Any) -> AsyncIterator[Any]:
+        partial = _metadata_only(request)
+        async for event in super()._serve_watch(request):
+            if partial and isinstance(event, dict) and isinstance(event.get("object"), dict):
+                event = {**event, "object": _partial(event["object"])}
+            yield event
 
 
 class FirstWatch:
@@ -115,7 +175,7 @@ class KubeApi:
         self.port = free_port()
         self._thread = LoopThread("kube-api")
         self.loop = self._thread.loop
-        self.handler: kmock.KubernetesEmulator | None = None
+        self.handler: MetadataEmulator | None = None
         self._server: kmock.Server | None = None
         self._proxy: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -129,12 +189,13 @@ class KubeApi:
         return self
 
     async def _start(self) -> None:
-        self.handler = kmock.KubernetesEmulator()
+        self.handler = MetadataEmulator()
         await self.handler.__aenter__()
         self._server = kmock.Server(self.handler)
         await self._server.__aenter__()
         self.handler.resources[SERVICES] = {}
         self.handler.resources[SLICES] = {}
+        self.handler.resources[PODS] = {}
         self._session = aiohttp.ClientSession(
             base_url=f"http://127.0.0.1:{self._server.port}",
             timeout=aiohttp.ClientTimeout(total=10),
