@@ -103,7 +103,9 @@ class Settings(BaseModel):
         "Istio VirtualService/DestinationRule YAML: a file or a directory of *.yaml/*.yml/"
         "*.json, watched; repeatable (comma-separated in XDS_SERVER_POLICY)",
     )
-    consul: bool = _setting(False, "", "watch Consul's catalog and health (blocking queries)")
+    consul: bool = _setting(
+        False, "", "watch Consul's catalog, health and config entries (blocking queries)"
+    )
     consul_address: str | None = _setting(
         None, "URL", "Consul HTTP API address (else CONSUL_HTTP_ADDR, else http://127.0.0.1:8500)"
     )
@@ -134,7 +136,9 @@ class Settings(BaseModel):
     consul_watch_rate: float = _setting(
         500.0, "N", "new Consul blocking queries per second when many watches start", gt=0
     )
-    kubernetes: bool = _setting(False, "", "Kubernetes registry: watch Services and EndpointSlices")
+    kubernetes: bool = _setting(
+        False, "", "Kubernetes registry: watch Services, EndpointSlices and Pod labels"
+    )
     kubeconfig: Path | None = _setting(
         None, "PATH", "kubeconfig file (else KUBECONFIG, ~/.kube/config, else in-cluster)"
     )
