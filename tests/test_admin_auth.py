@@ -139,3 +139,48 @@ def test_a_bad_token_value_is_never_quoted(tmp_path: Path) -> None:
         load({}, environ={}, config=cfg)
     assert str(err.value).startswith(f"invalid admin_token from config file {cfg}: ")
     assert "s3cr3t" not in str(err.value)
+
+
+def request(
+    url: str, method: str = "GET", body: str | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], str]:
+    """One request, redirects not followed: status, headers, body."""
+    import http.client
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=5)
+    try:
+        conn.request(method, parts.path or "/", body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read().decode()
+    finally:
+        conn.close()
+
+
+def test_a_browser_signs_in_with_a_cookie_that_is_not_the_token(
+    exposed: XdsServerProcess,
+) -> None:
+    """A browser cannot send the bearer header: the status page offers a sign-in form; the
+    right token sets an HttpOnly, SameSite=Strict cookie (an HMAC, not the token) that then
+    opens the page and the API; a wrong token or a forged cookie does not."""
+    base = exposed.admin_url
+    html = {"Accept": "text/html"}
+    status, headers, body = request(base + "/", headers=html)
+    assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer ")
+    assert 'action="/login"' in body and 'type="password"' in body
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    status, headers, body = request(base + "/login", "POST", "token=wrong-token", form)
+    assert status == 401 and "Set-Cookie" not in headers and "Wrong token." in body
+    status, headers, _ = request(base + "/login", "POST", f"token={TOKEN}", form)
+    assert status == 303 and headers["Location"] == "/"
+    cookie = headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie, cookie
+    assert TOKEN not in cookie and all(TOKEN not in v for v in headers.values())
+    session = cookie.split(";", 1)[0]
+    status, _, body = request(base + "/", headers={**html, "Cookie": session})
+    assert status == 200 and "<html" in body
+    assert request(base + "/debug/proxies", headers={"Cookie": session})[0] == 200
+    name = session.split("=", 1)[0]
+    for forged in ("0" * 64, TOKEN):  # a made-up session, and the token itself as cookie
+        assert request(base + "/debug/proxies", headers={"Cookie": f"{name}={forged}"})[0] == 401
