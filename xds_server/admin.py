@@ -17,9 +17,10 @@ import prometheus_client
 from aiohttp import web
 from google.protobuf import json_format
 
-from xds_server import admin_auth, diff, types
+from xds_server import admin_auth, diff, explain, types
 from xds_server.cache import SnapshotCache
 from xds_server.csds import StreamState
+from xds_server.explain_match import Client, Request
 from xds_server.snapshot import Resource, Snapshot, TypeSnapshot
 from xds_server.status import ProxyRegistry, ProxyStatus, target_version
 
@@ -47,6 +48,9 @@ INDEX: Final = """xds-server admin
   /debug/policies   traffic policy objects: ACCEPTED, WARNING or REJECTED, and why
   /debug/diff       ?node=ID[&type=...]: what that proxy acknowledged versus what it
                     would get now, per resource (added, removed, changed fields)
+  /debug/explain    ?node=ID&host=H[&path=P][&header=K=V]...[&method=M][&port=N], or
+                    &target=xds:///name for a proxyless client: why that request goes
+                    where it goes (listener, virtual host, route, policy, endpoints)
 """
 
 
@@ -149,6 +153,7 @@ class AdminServer:
         app.router.add_get("/debug/sources", self._sources)
         app.router.add_get("/debug/policies", self._policies)
         app.router.add_get("/debug/diff", self._diff)
+        app.router.add_get("/debug/explain", self._explain)
         return app
 
     async def start(self) -> int:
@@ -269,3 +274,69 @@ class AdminServer:
 
     async def _policies(self, request: web.Request) -> web.Response:
         return _json(self.policies())
+
+    async def _explain(self, request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            found = await self._explain_doc(q)
+        except explain.ExplainError as exc:
+            return _error(exc.status, str(exc))
+        return _json(found)
+
+    async def _explain_doc(self, q: Any) -> dict[str, Any]:
+        """`/debug/explain` (xds_server/explain.py): the node's (or group's) snapshot now,
+        walked for the request the query describes."""
+        node, group, target = q.get("node"), q.get("group"), q.get("target")
+        if (node is None) == (group is None):
+            raise explain.ExplainError(400, "explain", "query", "give node=ID (or group=KEY)")
+        if (target is None) == (q.get("host") is None):
+            raise explain.ExplainError(
+                400, "explain", "query", "give host=H (Envoy) or target=xds:///name (gRPC)"
+            )
+        port_text = q.get("port")
+        if port_text is not None and not port_text.isdigit():
+            raise explain.ExplainError(400, "explain", f"port {port_text!r}", "not a number")
+        sync: dict[str, Any] | None = None
+        if node is not None:
+            proxies = self.registry.by_node(node)
+            if not proxies:
+                raise explain.ExplainError(
+                    404, "explain", f"node {node!r}", "no connected proxy with this node id"
+                )
+            proxy = max(proxies, key=lambda p: p.stream_id)  # the newest stream
+            group = proxy.group
+            snap = self.cache.get(group)
+            sync = explain.sync_summary(self._proxy_dict(proxy)["types"])
+        else:
+            assert group is not None
+            try:
+                snap = await self.snapshot_for(group)
+            except ValueError as exc:
+                raise explain.ExplainError(400, "explain", f"group {group!r}", str(exc)) from None
+        client: Client = "grpc" if group.split(";", 1)[0] == "grpc" else "envoy"
+        if client == "grpc" and target is None:
+            raise explain.ExplainError(
+                400, "explain", f"group {group}", "a proxyless gRPC client: give target=xds:///name"
+            )
+        if client == "envoy" and target is not None:
+            raise explain.ExplainError(
+                400, "explain", f"group {group}", "an Envoy proxy: give host=H, not a target"
+            )
+        headers = explain.parse_headers(q.getall("header", []))
+        host = explain.grpc_target_name(target) if target is not None else q["host"]
+        req = Request(
+            host=host,
+            path=q.get("path") or "/",
+            method=(q.get("method") or "GET").upper(),
+            headers=headers,
+            client=client,
+        )
+        doc = await asyncio.to_thread(
+            explain.explain,
+            snap,
+            req,
+            policies=self.policies(),
+            port=int(port_text) if port_text is not None else None,
+            target=target,
+        )
+        return {"node": node, "group": group, **({"sync": sync} if sync else {}), **doc}
