@@ -352,3 +352,19 @@ def test_parse_headers() -> None:
     }  # fmt: skip
     with pytest.raises(ExplainError, match="header: 'nothing': give K=V"):
         parse_headers(["nothing"])
+
+
+def test_grpc_skips_query_parameter_routes_and_binary_headers() -> None:
+    """gRPC has no query string to match (gRFC A28): such a route never matches a gRPC
+    call, even where an Envoy request with the parameter would; and gRPC C-core routes
+    as if binary (-bin) headers were absent."""
+    r = route(prefix="/", query_parameters=[rc.QueryParameterMatcher(name="q", present_match=True)])
+    assert match_route(r, Request("web", "/?q=1")).matched
+    assert match_route(r, Request("web", "/?q=1", client="grpc")).why == (
+        "gRPC skips routes that match query parameters",
+    )
+    binary = header("x-bin", present_match=True)
+    assert header_mismatch(binary, Request("web", headers={"x-bin": "1"})) is None
+    assert header_mismatch(binary, Request("web", headers={"x-bin": "1"}, client="grpc")) == (
+        "header x-bin is absent, wanted present (gRPC hides binary -bin headers from routing)"
+    )

@@ -49,8 +49,10 @@ class Request:
             return self.method if self.client == "envoy" else "POST"
         if name == ":scheme":
             return self.headers.get(":scheme", "http")
-        if name == "content-type" and self.client == "grpc":
-            return self.headers.get(name, "application/grpc")
+        if self.client == "grpc" and name.endswith("-bin"):
+            return None  # gRPC C-core shows no binary header to routing
+        if self.client == "grpc" and name == "content-type":
+            return "application/grpc"  # what gRPC C-core matches, whatever was sent
         return self.headers.get(name)
 
     @property
@@ -196,8 +198,14 @@ def header_mismatch(h: rc.HeaderMatcher, request: Request) -> str | None:
     name = h.name
     value = request.header(name)
     kind = h.WhichOneof("header_match_specifier")
-    if request.client == "grpc" and name.endswith("-bin"):
-        return f"header {name}: gRPC never matches binary (-bin) headers"
+    why = _header_why(h, value, kind)
+    if why is not None and request.client == "grpc" and name.lower().endswith("-bin"):
+        return f"{why} (gRPC hides binary -bin headers from routing)"
+    return why
+
+
+def _header_why(h: rc.HeaderMatcher, value: str | None, kind: str | None) -> str | None:
+    name = h.name
     if kind == "present_match":
         present = value is not None
         ok = (present == h.present_match) != h.invert_match
