@@ -20,7 +20,13 @@ from translators.group import ProxyGroup
 from translators.policy_resolve import resolve_policies
 from translators.translate import translate
 from xds_server.cache import SnapshotCache
-from xds_server.explain import ExplainError, explain, parse_headers, route_policy
+from xds_server.explain import (
+    ExplainError,
+    explain,
+    grpc_target_name,
+    parse_headers,
+    route_policy,
+)
 from xds_server.explain_match import Request, find_virtual_host, header_mismatch, match_route
 from xds_server.explain_text import render
 from xds_server.model import Endpoint, Locality, Port, Service, ServiceEntry, ServiceKey, labels
@@ -368,3 +374,11 @@ def test_grpc_skips_query_parameter_routes_and_binary_headers() -> None:
     assert header_mismatch(binary, Request("web", headers={"x-bin": "1"}, client="grpc")) == (
         "header x-bin is absent, wanted present (gRPC hides binary -bin headers from routing)"
     )
+
+
+def test_grpc_target_names() -> None:
+    forms = ["xds:///web", "xds://authority.example/web", "xds:web", "xds:///web:8080"]
+    assert [grpc_target_name(t) for t in forms] == ["web", "web", "web", "web:8080"]
+    for bad, why in [("dns:///web", "a proxyless target is xds:///<name>"), ("xds:///", "no name")]:
+        with pytest.raises(ExplainError, match=why):
+            grpc_target_name(bad)

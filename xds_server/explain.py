@@ -51,8 +51,11 @@ def grpc_target_name(target: str) -> str:
     (``xds://authority/web`` too: the resource name is the path)."""
     if not target.startswith("xds:"):
         raise ExplainError(400, "target", repr(target), "a proxyless target is xds:///<name>")
-    rest = target.removeprefix("xds:").removeprefix("//")
-    _, _, name = rest.partition("/") if not rest.startswith("/") else ("", "", rest[1:])
+    rest = target.removeprefix("xds:")
+    if rest.startswith("//"):  # an authority (maybe empty), then the name
+        name = rest[2:].partition("/")[2]
+    else:
+        name = rest.lstrip("/")
     if not name:
         raise ExplainError(400, "target", repr(target), "no name after xds:///")
     return name
