@@ -191,12 +191,20 @@ def test_errors_say_where_what_why(
 
 
 def test_text_rendering_reads_top_down() -> None:
-    doc = {"node": "n1", "group": "envoy", **run("web", "/", ["end-user=bob"])}
+    def labels(service: str, subset: str) -> dict[str, str] | None:
+        return {"version": subset} if service == "web.default" else None
+
+    doc = {
+        "node": "n1",
+        "group": "envoy",
+        **run("web", "/", ["end-user=bob"], subset_labels=labels),
+    }
+    assert doc["clusters"][0]["subset_labels"] == {"version": "v1"}
     text = render(doc)
     assert "route[0] VirtualService default/web http[0] (jason): no match" in text
     assert "header end-user 'bob' does not match exact 'jason'" in text
     assert "route[3] VirtualService default/web http[2] (everyone-else): MATCHES" in text
-    assert "cluster web.default:80|v1  subset v1" in text
+    assert "cluster web.default:80|v1  subset v1 (version=v1)" in text
     assert "endpoint 10.0.0.1:8001  HEALTHY" in text
 
 

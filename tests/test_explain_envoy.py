@@ -88,6 +88,7 @@ def test_explained_rule_and_subset_are_what_envoy_does(
     (cluster,) = doc["clusters"]
     assert (cluster["subset"], cluster["name"]) == (subset, f"web.default:80|{subset}")
     assert cluster["destination_policy"]["name"] == "web"
+    assert cluster["subset_labels"] == {"version": subset}  # the DestinationRule's, as written
     (endpoint,) = cluster["endpoints"]
     explained = backend_at(world, endpoint["address"])
     assert explained == f"web-{subset}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import prometheus_client
@@ -125,6 +125,7 @@ class AdminServer:
         policies: Callable[[], list[dict[str, Any]]] = list,
         token: str | None = None,
         streams: Callable[[], Iterable[StreamState]] = tuple,
+        subset_labels: Callable[[str, str], Mapping[str, str] | None] = lambda svc, sub: None,
     ) -> None:
         self.host, self.port = parse_address(address)
         self.cache = cache
@@ -137,6 +138,7 @@ class AdminServer:
         self.policies = policies
         self.token = token  # admin_auth: required, when set, for all but OPEN_PATHS
         self.streams = streams  # the open streams' held views, for /debug/diff
+        self.subset_labels = subset_labels  # for /debug/explain: what a subset selects
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
@@ -338,5 +340,6 @@ class AdminServer:
             policies=self.policies(),
             port=int(port_text) if port_text is not None else None,
             target=target,
+            subset_labels=self.subset_labels,
         )
         return {"node": node, "group": group, **({"sync": sync} if sync else {}), **doc}

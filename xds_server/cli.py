@@ -224,6 +224,7 @@ async def serve(settings: Settings, token: str | None = None) -> int:
         policies=controller.policy_statuses,
         token=token,
         streams=server.stream_states,
+        subset_labels=controller.subset_labels,
     )
     try:
         await server.start()

@@ -165,6 +165,15 @@ class Controller:
             out.append(doc)
         return out
 
+    def subset_labels(self, service: str, subset: str) -> dict[str, str] | None:
+        """The labels subset `subset` of `service` (``name.namespace``) selects, from the
+        DestinationRule in force (for `/debug/explain`); None when none defines it."""
+        for key, policy in self._policies.items():
+            if str(key) == service and policy.destination is not None:
+                found = policy.destination.subset(subset)
+                return dict(found.labels) if found is not None else None
+        return None
+
     # -- building -----------------------------------------------------------------
 
     async def rebuild(self) -> None:

@@ -29,7 +29,12 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from xds_server import types
-from xds_server.explain_clusters import describe_cluster, destination_policies, seconds
+from xds_server.explain_clusters import (
+    SubsetLabels,
+    describe_cluster,
+    destination_policies,
+    seconds,
+)
 from xds_server.explain_match import Request, describe_string, find_virtual_host, match_route
 from xds_server.snapshot import Snapshot
 
@@ -250,6 +255,7 @@ def explain(
     policies: Sequence[Mapping[str, Any]] = (),
     port: int | None = None,
     target: str | None = None,
+    subset_labels: SubsetLabels = lambda service, subset: None,
 ) -> dict[str, Any]:
     """Explain `request` against snapshot `snap` (see the module docstring). For a
     proxyless client give `target` (``xds:///web``); `request.host` is then its name."""
@@ -280,6 +286,7 @@ def explain(
             lambda n: res.get(types.CLUSTER, n),
             lambda n: res.get(types.ENDPOINT, n),
             lookup_policy,
+            subset_labels,
         )
 
     if isinstance(config, tcp_proxy_pb2.TcpProxy):

@@ -27,6 +27,8 @@ FAILOVER_SUFFIX = "/failover"
 LB_LABELS = "envoy.lb"  # Envoy's subset load balancer reads endpoint labels from here
 
 Lookup = Callable[[str], Message | None]
+# (service ``name.namespace``, subset) -> the labels that subset selects, if known
+SubsetLabels = Callable[[str, str], Mapping[str, str] | None]
 
 
 def seconds(d: duration_pb2.Duration) -> float:
@@ -131,14 +133,20 @@ def describe_cluster(
     clusters: Lookup,
     assignments: Lookup,
     destination_policy: Callable[[str], dict[str, Any] | None],
+    subset_labels: SubsetLabels = lambda service, subset: None,
     seen: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """Cluster `name` in brief, its endpoints, and (an aggregate's) its members in order.
-    `destination_policy(service)` names the DestinationRule behind a service's clusters."""
+    `destination_policy(service)` names the DestinationRule behind a service's clusters,
+    `subset_labels(service, subset)` the labels a subset selects."""
     doc: dict[str, Any] = {"name": name, **name_parts(name)}
     policy = destination_policy(doc["service"])
     if policy is not None:
         doc["destination_policy"] = policy
+    if "subset" in doc:
+        selects = subset_labels(doc["service"], doc["subset"])
+        if selects is not None:
+            doc["subset_labels"] = dict(selects)
     message = clusters(name)
     if not isinstance(message, cluster_pb2.Cluster):
         doc["missing"] = "the proxy's configuration has no cluster of this name (Envoy: 503 NC)"
@@ -147,7 +155,9 @@ def describe_cluster(
     members = aggregate_members(message)
     if members:
         doc["members"] = [
-            describe_cluster(m, clusters, assignments, destination_policy, seen | {name})
+            describe_cluster(
+                m, clusters, assignments, destination_policy, subset_labels, seen | {name}
+            )
             if m not in seen
             else {"name": m, "missing": "a cycle of aggregate clusters"}
             for m in members

@@ -22,6 +22,8 @@ def _cluster_lines(c: Mapping[str, Any], indent: str, weighted: bool) -> list[st
         head += f"  weight {c.get('weight')} ({c.get('share')}%)"
     if "subset" in c:
         head += f"  subset {c['subset']}"
+        if c.get("subset_labels"):
+            head += " (" + ",".join(f"{k}={v}" for k, v in c["subset_labels"].items()) + ")"
     lines = [head]
     if "missing" in c:
         return [*lines, f"{indent}  {c['missing']}"]
