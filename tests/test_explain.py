@@ -25,9 +25,9 @@ from xds_server.explain import (
     explain,
     grpc_target_name,
     parse_headers,
-    route_policy,
 )
 from xds_server.explain_match import Request, find_virtual_host, header_mismatch, match_route
+from xds_server.explain_routes import route_policy
 from xds_server.explain_text import render
 from xds_server.model import Endpoint, Locality, Port, Service, ServiceEntry, ServiceKey, labels
 from xds_server.snapshot import Snapshot

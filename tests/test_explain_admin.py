@@ -20,16 +20,11 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture(scope="module")
-def fx() -> Iterator[AdminState]:
-    f = AdminState()
-    f.connect()
-    yield f
-    f.disconnect()
-
-
-@pytest.fixture(scope="module")
-def url(fx: AdminState) -> Iterator[str]:
-    with serving(fx) as base:
+def url() -> Iterator[str]:
+    """An admin server over the harness state, its proxies connected."""
+    state = AdminState()
+    state.connect()
+    with serving(state) as base:
         yield base
 
 

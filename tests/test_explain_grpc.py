@@ -5,9 +5,9 @@ subset and the endpoint whose backend answered the client's calls."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -52,32 +52,18 @@ def grpc_service(name: str, *backends: tuple[GrpcBackend, dict[str, str]]) -> di
     }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def world(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[PolicyMesh, dict[str, GrpcBackend]]]:
-    with contextlib.ExitStack() as stack:
-        backends = {}
-        for name in ("echo-v1", "echo-v2", "users-own"):
-            backend = GrpcBackend(name)
-            stack.callback(backend.stop)
-            backends[name] = backend.start()
-        services = [
-            grpc_service(
-                "echo", (backends["echo-v1"], VERSIONS["v1"]), (backends["echo-v2"], VERSIONS["v2"])
-            ),
-            grpc_service("users", (backends["users-own"], {})),
-        ]
-        directory = tmp_path_factory.mktemp("explain-grpc")
-
-        def start(*args: str, **kwargs: Any) -> XdsServerProcess:
-            server = XdsServerProcess(*args, log_path=directory / "xds-server.log", **kwargs)
-            stack.callback(server.stop)
-            return server.start()
-
-        mesh = start_policy_mesh(start, directory, services, POLICIES)
-        mesh.wait_policies(map(key_of, POLICIES))
-        yield mesh, backends
+    tmp_path: Path,
+    xds_server_factory: Callable[..., XdsServerProcess],
+    grpc_backend_factory: Callable[..., GrpcBackend],
+) -> tuple[PolicyMesh, dict[str, GrpcBackend]]:
+    backends = {n: grpc_backend_factory(n) for n in ("echo-v1", "echo-v2", "users-own")}
+    v1, v2 = (backends["echo-v1"], VERSIONS["v1"]), (backends["echo-v2"], VERSIONS["v2"])
+    services = [grpc_service("echo", v1, v2), grpc_service("users", (backends["users-own"], {}))]
+    mesh = start_policy_mesh(xds_server_factory, tmp_path, services, POLICIES)
+    mesh.wait_policies(map(key_of, POLICIES))
+    return mesh, backends
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,9 @@ translators/names.py `policy_rule_subject`) → each cluster and its endpoints.
 
 Sans-IO: `explain` takes the snapshot, the request and the controller's policy statuses
 and returns a plain JSON-able dict; `ExplainError` carries the HTTP status and a
-`where: what: why` message. Rendering as text is `explain_text` (no protobuf there, so
-`xdsctl` stays light).
+`where: what: why` message. Matching is in `explain_match`, routes described in
+`explain_routes`, clusters and endpoints in `explain_clusters`; rendering as text is
+`explain_text` (no protobuf there, so `xdsctl` stays light).
 """
 
 from __future__ import annotations
@@ -19,13 +20,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
-from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from xds_server import types
@@ -33,14 +32,13 @@ from xds_server.explain_clusters import (
     SubsetLabels,
     describe_cluster,
     destination_policies,
-    seconds,
 )
-from xds_server.explain_match import Request, describe_string, find_virtual_host, match_route
+from xds_server.explain_match import Request, find_virtual_host, match_route
+from xds_server.explain_routes import describe_match, route_action, route_policy
 from xds_server.snapshot import Snapshot
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
-DEFAULT_ROUTE_NAME = "default"  # translators/names.py: a service's route without policy
 
 
 class ExplainError(Exception):
@@ -146,105 +144,6 @@ def _choose_listener(
     )
 
 
-# ------------------------------------------------------------------------- routes
-
-
-def describe_match(match: rc.RouteMatch) -> str:
-    """A RouteMatch in one line, as an operator reads it."""
-    kind = match.WhichOneof("path_specifier") or "?"
-    value = match.safe_regex.regex if kind == "safe_regex" else getattr(match, kind, "")
-    parts = [f"{'regex' if kind == 'safe_regex' else kind} {value!r}"]
-    if match.HasField("case_sensitive") and not match.case_sensitive.value:
-        parts[0] += " (case-insensitive)"
-    for h in match.headers:
-        spec = h.WhichOneof("header_match_specifier")
-        if spec == "present_match":
-            what = "present" if h.present_match else "absent"
-        elif spec == "string_match":
-            what = describe_string(h.string_match)
-        elif spec is None:
-            what = "present"
-        else:
-            value = h.safe_regex_match.regex if spec == "safe_regex_match" else getattr(h, spec)
-            what = f"{spec.removesuffix('_match')} {value!r}"
-        parts.append(f"header {h.name} {'not ' if h.invert_match else ''}{what}")
-    for q in match.query_parameters:
-        what = describe_string(q.string_match) if q.HasField("string_match") else "present"
-        parts.append(f"query {q.name} {what}")
-    if match.HasField("runtime_fraction"):
-        parts.append("runtime_fraction")
-    return ", ".join(parts)
-
-
-def _retries(policy: rc.RetryPolicy) -> dict[str, Any]:
-    doc: dict[str, Any] = {"retry_on": policy.retry_on}
-    doc["num_retries"] = policy.num_retries.value if policy.HasField("num_retries") else 1
-    if policy.HasField("per_try_timeout"):
-        doc["per_try_timeout"] = seconds(policy.per_try_timeout)
-    return doc
-
-
-def _action(route: rc.Route, vhost: rc.VirtualHost) -> tuple[dict[str, Any], list[tuple[str, int]]]:
-    """The route's action in brief, and the (cluster, weight) pairs it sends to."""
-    kind = route.WhichOneof("action")
-    if kind == "redirect":
-        redirect = json_format.MessageToDict(route.redirect, preserving_proto_field_name=True)
-        return {"kind": "redirect", **redirect}, []
-    if kind == "direct_response":
-        dr = route.direct_response
-        body = dr.body.inline_string or dr.body.inline_bytes.decode(errors="replace")
-        return {"kind": "direct_response", "status": dr.status, "body": body[:200]}, []
-    if kind != "route":
-        return {"kind": kind or "none"}, []
-    action = route.route
-    doc: dict[str, Any] = {}
-    targets: list[tuple[str, int]] = []
-    spec = action.WhichOneof("cluster_specifier")
-    if spec == "cluster":
-        doc["kind"] = "cluster"
-        targets = [(action.cluster, 1)]
-    elif spec == "weighted_clusters":
-        doc["kind"] = "weighted_clusters"
-        targets = [(c.name, c.weight.value) for c in action.weighted_clusters.clusters]
-    else:
-        doc["kind"] = spec or "none"
-        if spec == "cluster_header":
-            doc["cluster_header"] = action.cluster_header
-    if action.HasField("timeout"):
-        timeout = seconds(action.timeout)
-        doc["timeout"] = "off" if timeout == 0 else timeout
-    else:
-        doc["timeout"] = "15.0 (Envoy's default)"
-    if action.HasField("retry_policy"):
-        doc["retries"] = _retries(action.retry_policy)
-    elif vhost.HasField("retry_policy"):
-        doc["retries"] = {**_retries(vhost.retry_policy), "from": "virtual host"}
-    if action.prefix_rewrite:
-        doc["prefix_rewrite"] = action.prefix_rewrite
-    if action.host_rewrite_literal:
-        doc["host_rewrite"] = action.host_rewrite_literal
-    return doc, targets
-
-
-def route_policy(name: str, statuses: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """The policy object whose rule made route `name`, with its origin and state; None
-    for a route no policy made (a service's `default` route)."""
-    if name == DEFAULT_ROUTE_NAME or not name:
-        return None
-    best: Mapping[str, Any] | None = None
-    for s in statuses:
-        subject = f"{s.get('kind')} {s.get('namespace')}/{s.get('name')}"
-        if name.startswith(subject + " http[") and (
-            best is None or len(str(best.get("name"))) < len(str(s.get("name")))
-        ):
-            best = s
-    rule = name.split(" match[", 1)[0]
-    if best is None:
-        return {"rule": rule, "note": "no policy object of this name is known now"}
-    keys = ("kind", "namespace", "name", "origin", "state")
-    return {"rule": rule, **{k: best.get(k) for k in keys}}
-
-
 # -------------------------------------------------------------------------- walk
 
 
@@ -334,7 +233,7 @@ def explain(
                 }
             )
             continue
-        action, targets = _action(route, vhost)
+        action, targets = route_action(route, vhost)
         doc["route"] = {
             "index": index,
             "name": route.name,
