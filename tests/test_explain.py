@@ -390,3 +390,23 @@ def test_grpc_target_names() -> None:
     for bad, why in [("dns:///web", "a proxyless target is xds:///<name>"), ("xds:///", "no name")]:
         with pytest.raises(ExplainError, match=why):
             grpc_target_name(bad)
+
+
+def test_route_policy_asks_who_wrote_a_rule_of_a_merged_policy() -> None:
+    common = {"kind": "HTTPRoute", "namespace": "default", "state": "ACCEPTED"}
+    statuses = [{**common, "name": "a", "origin": "a.yaml"}, {**common, "name": "b", "origin": "b"}]
+
+    def writer(subject: str, index: int) -> tuple[str, str, str] | None:
+        return (
+            ("HTTPRoute", "default", "b")
+            if (subject, index) == ("Service default/web", 1)
+            else None
+        )
+
+    found = route_policy("Service default/web http[1] match[0]", statuses, writer)
+    assert found == {"rule": "Service default/web http[1]", **common, "name": "b", "origin": "b"}
+    unknown = route_policy("Service default/web http[0]", statuses, writer)
+    assert unknown == {
+        "rule": "Service default/web http[0]",
+        "note": "no policy object of this name is known now",
+    }

@@ -18,6 +18,7 @@ from tests.harness.policy import (
     PolicyWorld,
     destination,
     destination_rule,
+    routes,
     subsets,
     virtual_service,
 )
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.timeout(120)
 
 V1, V2 = {"version": "v1"}, {"version": "v2"}
 V3 = {"version": "v3"}
-SERVICES = [("web", [("web-v1", V1), ("web-v2", V2), ("web-v3", V3)])]
+SERVICES = [("web", [("web-v1", V1), ("web-v2", V2), ("web-v3", V3)]), ("api", [("api", {})])]
 
 JASON = {"name": "jason", "match": [{"headers": {"end-user": {"exact": "jason"}}}],
          "route": [destination("web", "v2")]}  # fmt: skip
@@ -153,3 +154,45 @@ def test_explain_agrees_with_envoy_request_by_request(world: PolicyWorld, mode: 
     client.close()
     assert disagreements == []
     assert seen == {"web-v1", "web-v2", "web-v3"}  # every rule kind was taken somewhere
+
+
+def http_route(name: str, rule: dict[str, Any]) -> dict[str, Any]:
+    """A Gateway API HTTPRoute attached to Service web (mesh, GAMMA)."""
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "web"}], "rules": [rule]},
+    }
+
+
+def test_merged_gateway_routes_name_the_route_object_that_wrote_the_rule(
+    world: PolicyWorld, mode: str
+) -> None:
+    """Two HTTPRoutes on Service web merge into one routing policy whose routes are named
+    after the Service; explain still names the HTTPRoute (and its origin) behind each."""
+    canary = http_route("web-canary", {
+        "matches": [{"headers": [{"name": "x-canary", "value": "1"}]}],
+        "backendRefs": [{"name": "api", "port": 80}],
+    })  # fmt: skip
+    main = http_route("web-main", {"backendRefs": [{"name": "web", "port": 80}]})
+    merged = {"Service default/web http[0]", "Service default/web http[1]"}
+    statuses = world.apply(
+        canary, main, until=lambda env: merged <= {r.get("name") for r in routes(env)}
+    )
+    origins = {s["name"]: s["origin"] for s in statuses}
+    client = world.client(mode)
+    for headers, writer, backends in [
+        (["x-canary=1"], "web-canary", {"api"}),
+        ([], "web-main", {"web-v1", "web-v2", "web-v3"}),
+    ]:
+        doc = explain(world, mode, *headers)
+        policy = doc["route"]["policy"]
+        assert (policy["kind"], policy["name"]) == ("HTTPRoute", writer), policy
+        assert policy["origin"] == origins[writer]
+        (cluster,) = doc["clusters"]
+        explained = {backend_at(world, e["address"]) for e in cluster["endpoints"]}
+        assert explained == backends
+        sent = dict(h.split("=", 1) for h in headers)
+        assert set(client.bodies("web", 10, sent)) <= explained
+    client.close()

@@ -126,6 +126,7 @@ class AdminServer:
         token: str | None = None,
         streams: Callable[[], Iterable[StreamState]] = tuple,
         subset_labels: Callable[[str, str], Mapping[str, str] | None] = lambda svc, sub: None,
+        rule_writer: Callable[[str, int], tuple[str, str, str] | None] = lambda s, i: None,
     ) -> None:
         self.host, self.port = parse_address(address)
         self.cache = cache
@@ -139,6 +140,7 @@ class AdminServer:
         self.token = token  # admin_auth: required, when set, for all but OPEN_PATHS
         self.streams = streams  # the open streams' held views, for /debug/diff
         self.subset_labels = subset_labels  # for /debug/explain: what a subset selects
+        self.rule_writer = rule_writer  # for /debug/explain: who wrote a merged rule
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
@@ -341,5 +343,6 @@ class AdminServer:
             port=int(port_text) if port_text is not None else None,
             target=target,
             subset_labels=self.subset_labels,
+            rule_writer=self.rule_writer,
         )
         return {"node": node, "group": group, **({"sync": sync} if sync else {}), **doc}

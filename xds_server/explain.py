@@ -34,7 +34,7 @@ from xds_server.explain_clusters import (
     destination_policies,
 )
 from xds_server.explain_match import Request, find_virtual_host, match_route
-from xds_server.explain_routes import describe_match, route_action, route_policy
+from xds_server.explain_routes import RuleWriter, describe_match, route_action, route_policy
 from xds_server.snapshot import Snapshot
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
@@ -155,6 +155,7 @@ def explain(
     port: int | None = None,
     target: str | None = None,
     subset_labels: SubsetLabels = lambda service, subset: None,
+    rule_writer: RuleWriter = lambda subject, index: None,
 ) -> dict[str, Any]:
     """Explain `request` against snapshot `snap` (see the module docstring). For a
     proxyless client give `target` (``xds:///web``); `request.host` is then its name."""
@@ -239,7 +240,7 @@ def explain(
             "name": route.name,
             "match": describe_match(route.match),
             "notes": list(verdict.notes),
-            "policy": route_policy(route.name, policies),
+            "policy": route_policy(route.name, policies, rule_writer),
         }
         doc["action"] = action
         doc["clusters"] = _weighted(targets, cluster)

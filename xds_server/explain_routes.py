@@ -10,7 +10,7 @@ a service's route without policy is ``default``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -20,6 +20,8 @@ from xds_server.explain_clusters import seconds
 from xds_server.explain_match import describe_string
 
 DEFAULT_ROUTE_NAME = "default"
+# (merged policy subject, rule index) -> (kind, namespace, name) of the object that wrote it
+RuleWriter = Callable[[str, int], tuple[str, str, str] | None]
 
 
 def describe_match(match: rc.RouteMatch) -> str:
@@ -101,19 +103,33 @@ def route_action(
     return doc, targets
 
 
-def route_policy(name: str, statuses: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+def route_policy(
+    name: str, statuses: Sequence[Mapping[str, Any]], writer: RuleWriter = lambda s, i: None
+) -> dict[str, Any] | None:
     """The policy object whose rule made route `name`, with its origin and state; None
-    for a route no policy made (a service's `default` route)."""
+    for a route no policy made (a service's `default` route).
+
+    A route merged from several objects (Gateway API routes attached to one Service) is
+    named after the merged policy (``Service <ns>/<name> http[<i>]``); `writer(subject,
+    i)` names the object that wrote rule i of it."""
     if name == DEFAULT_ROUTE_NAME or not name:
         return None
+    rule = name.split(" match[", 1)[0]
+    subject, sep, rest = rule.partition(" http[")
+    index = rest.split("]", 1)[0]
+    written = writer(subject, int(index)) if sep and index.isdigit() else None
     best: Mapping[str, Any] | None = None
     for s in statuses:
-        subject = f"{s.get('kind')} {s.get('namespace')}/{s.get('name')}"
-        if name.startswith(subject + " http[") and (
+        key = (s.get("kind"), s.get("namespace"), s.get("name"))
+        if written is not None:
+            if key == written:
+                best = s
+            continue
+        prefix = f"{key[0]} {key[1]}/{key[2]} http["
+        if name.startswith(prefix) and (
             best is None or len(str(best.get("name"))) < len(str(s.get("name")))
         ):
             best = s
-    rule = name.split(" match[", 1)[0]
     if best is None:
         return {"rule": rule, "note": "no policy object of this name is known now"}
     keys = ("kind", "namespace", "name", "origin", "state")
