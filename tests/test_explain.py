@@ -16,9 +16,11 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import wrappers_pb2
 
 from sources.policy_parse import parse_policy_file
+from translators import resources as rb
 from translators.group import ProxyGroup
 from translators.policy_resolve import resolve_policies
 from translators.translate import translate
+from xds_server import types
 from xds_server.cache import SnapshotCache
 from xds_server.explain import (
     ExplainError,
@@ -410,3 +412,51 @@ def test_route_policy_asks_who_wrote_a_rule_of_a_merged_policy() -> None:
         "rule": "Service default/web http[0]",
         "note": "no policy object of this name is known now",
     }
+
+
+def test_redirect_direct_response_missing_cluster_and_host_header() -> None:
+    """Actions other than a cluster; a weighted cluster the snapshot lacks (Envoy: 503
+    NC); and Envoy's header map has :authority, never a "host" header."""
+    config = route_pb2.RouteConfiguration(name="http_1")
+    vhost = config.virtual_hosts.add(name="all", domains=["*"])
+    moved = rc.RedirectAction(host_redirect="new.example", response_code=rc.RedirectAction.FOUND)
+    vhost.routes.add(
+        name="by-host",
+        match=rc.RouteMatch(prefix="/", headers=[header("host", present_match=True)]),
+        direct_response=rc.DirectResponseAction(status=500),
+    )
+    vhost.routes.add(name="moved", match=rc.RouteMatch(prefix="/old"), redirect=moved)
+    vhost.routes.add(
+        name="teapot",
+        match=rc.RouteMatch(path="/tea"),
+        direct_response=rc.DirectResponseAction(status=418),
+    )
+    split = rc.WeightedCluster(
+        clusters=[
+            rc.WeightedCluster.ClusterWeight(name="gone", weight=wrappers_pb2.UInt32Value(value=1))
+        ]
+    )
+    vhost.routes.add(
+        name="split", match=rc.RouteMatch(prefix="/"), route=rc.RouteAction(weighted_clusters=split)
+    )
+    cache = SnapshotCache()
+    cache.set_snapshot(
+        "g", {types.LISTENER: [rb.http_listener("http_1", 1, "http_1")], types.ROUTE: [config]}
+    )
+    snap = cache.get("g")
+
+    def walk(path: str) -> dict[str, Any]:
+        return explain(snap, Request("web", path, headers={"host": "web"}))
+
+    assert walk("/old/x")["not_matched"][0]["why"] == ["header host is absent, wanted present"]
+    assert walk("/old/x")["action"] == {
+        "kind": "redirect",
+        "host_redirect": "new.example",
+        "response_code": "FOUND",
+    }
+    assert walk("/tea")["action"] == {"kind": "direct_response", "status": 418, "body": ""}
+    (gone,) = walk("/x")["clusters"]
+    assert (
+        gone["missing"] == "the proxy's configuration has no cluster of this name (Envoy: 503 NC)"
+    )
+    assert "action: redirect" in render({"group": "g", **walk("/old/x")})

@@ -15,6 +15,8 @@ import pytest
 
 from tests.harness.admin_state import GROUP, NACK_ERROR, AdminState, serving
 from tests.harness.server_proc import run_xdsctl
+from xds_server import types
+from xds_server.status import ProxyStatus
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -26,6 +28,7 @@ def url() -> Iterator[str]:
     state.connect()
     with serving(state) as base:
         yield base
+    state.disconnect()
 
 
 def get(url: str, query: list[tuple[str, str]]) -> tuple[int, Any]:
@@ -92,3 +95,25 @@ def test_xdsctl_explain_text_and_json(url: str) -> None:
     assert bad.stderr.strip() == (
         "xdsctl: explain: node 'ghost': no connected proxy with this node id"
     )
+
+
+def test_a_node_with_several_streams_reports_each_type_from_the_stream_carrying_it() -> None:
+    """Envoy without ADS opens one stream per type: each type's ACK state comes from the
+    newest stream that carries it, not only from the newest stream."""
+    state = AdminState()
+    rds = ProxyStatus(kind="rds-sotw", node_id="envoy-1")
+    rds.group = GROUP
+    routes = rds.type_status(types.ROUTE)
+    routes.subscribed, routes.names = 1, frozenset({"local"})
+    routes.sent_version = "0123456789abcdef"  # sent, not yet ACKed
+    state.proxies.append(rds)
+    state.connect()
+    try:
+        with serving(state) as base:
+            status, doc = get(base, [("node", "envoy-1"), ("host", "web")])
+    finally:
+        state.disconnect()  # the connected-proxies gauge is process-wide
+    assert status == 200, doc
+    assert {t: s["state"] for t, s in doc["sync"].items()} == {
+        "clusters": "SYNCED", "endpoints": "SYNCED", "listeners": "NACKED", "routes": "STALE"
+    }  # fmt: skip

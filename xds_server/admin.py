@@ -307,10 +307,12 @@ class AdminServer:
                 raise explain.ExplainError(
                     404, "explain", f"node {node!r}", "no connected proxy with this node id"
                 )
-            proxy = max(proxies, key=lambda p: p.stream_id)  # the newest stream
-            group = proxy.group
+            streams = sorted(proxies, key=lambda p: p.stream_id)
+            group = streams[-1].group  # the newest stream's
             snap = self.cache.get(group)
-            sync = explain.sync_summary(self._proxy_dict(proxy)["types"])
+            # Per type, the newest stream that carries it (a node without ADS has several).
+            merged = {k: v for p in streams for k, v in self._proxy_dict(p)["types"].items()}
+            sync = explain.sync_summary(merged)
         else:
             assert group is not None
             try:

@@ -41,8 +41,10 @@ class Request:
     def header(self, name: str) -> str | None:
         """A header's value as Envoy's route matcher sees it, pseudo-headers included."""
         name = name.lower()
-        if name == ":authority" or (name == "host" and self.client == "envoy"):
+        if name == ":authority":
             return self.host
+        if name == "host":
+            return None  # HTTP/1 Host becomes :authority: Envoy's header map has no "host"
         if name == ":path":
             return self.path
         if name == ":method":
