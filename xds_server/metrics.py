@@ -17,7 +17,9 @@ PUSH_BYTES = Counter("xds_push_bytes_total", "Bytes of responses sent, by resour
 NACKS = Counter(
     "xds_nacks_total", "Responses rejected by proxies (NACK), by resource type", ["type"]
 )
-ACK_LATENCY = _latency("xds_ack_latency_seconds", "Time from sending a response to its ACK or NACK")
+ACK_LATENCY = _latency(
+    "xds_ack_latency_seconds", "Time from sending a response to its ACK or NACK"
+)
 STREAMS_REJECTED = Counter(
     "xds_streams_rejected_total", "Streams refused or ended by the server, by reason", ["reason"]
 )
@@ -67,7 +69,9 @@ CATALOG_VALIDATIONS = Counter(
     "Registry entries validated by the catalog (an entry republished unchanged is not)",
     ["source"],
 )
-DEBOUNCE_EVENTS = Counter("xds_debounce_events_total", "Catalog changes received by the debouncer")
+DEBOUNCE_EVENTS = Counter(
+    "xds_debounce_events_total", "Catalog changes received by the debouncer"
+)
 DEBOUNCE_PUSHES = Counter(
     "xds_debounce_pushes_total",
     "Rebuilds triggered by the debouncer, by trigger (leading, quiet, max_delay)",
