@@ -224,6 +224,8 @@ async def serve(settings: Settings, token: str | None = None) -> int:
         policies=controller.policy_statuses,
         token=token,
         streams=server.stream_states,
+        subset_labels=controller.subset_labels,
+        rule_writer=controller.rule_writer,
     )
     try:
         await server.start()

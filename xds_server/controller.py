@@ -165,6 +165,27 @@ class Controller:
             out.append(doc)
         return out
 
+    def subset_labels(self, service: str, subset: str) -> dict[str, str] | None:
+        """The labels subset `subset` of `service` (``name.namespace``) selects, from the
+        DestinationRule in force (for `/debug/explain`); None when none defines it."""
+        for key, policy in self._policies.items():
+            if str(key) == service and policy.destination is not None:
+                found = policy.destination.subset(subset)
+                return dict(found.labels) if found is not None else None
+        return None
+
+    def rule_writer(self, subject: str, index: int) -> tuple[str, str, str] | None:
+        """(kind, namespace, name) of the object that wrote rule `index` of the routing
+        policy `subject` when that policy merges several (Gateway API routes attached to
+        one Service), for `/debug/explain`; None otherwise."""
+        for policy in self._policies.values():
+            routing = policy.routing
+            if routing is None or str(routing.key) != subject or index >= len(routing.http):
+                continue
+            key = routing.http[index].route
+            return (key.kind, key.namespace, key.name) if key is not None else None
+        return None
+
     # -- building -----------------------------------------------------------------
 
     async def rebuild(self) -> None:

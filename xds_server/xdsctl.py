@@ -321,3 +321,53 @@ def _fields(change: dict[str, Any], width: int = 100) -> str:
         shown.append(f)
         rest -= 1
     return ", ".join(shown) + (f" (+{rest} more)" if rest else "")
+
+
+@main.command()
+@click.option("--node", help="Node id of a connected proxy (its current configuration).")
+@click.option("--group", help="A proxy group key instead (its snapshot; no ACK state).")
+@click.option("--host", help="The request's Host (:authority), e.g. web or web:8080.")
+@click.option("--target", help="A proxyless gRPC client's target instead, e.g. xds:///web.")
+@click.option("--path", default="/", show_default=True, help="Path, with any query string.")
+@click.option("--header", "headers", multiple=True, metavar="K=V", help="A request header.")
+@click.option("--method", default="GET", show_default=True, help="HTTP method (Envoy only).")
+@click.option("--port", type=int, help="Listener port the request arrives on (default: the"
+              " port in --host if the proxy listens there, else its HTTP listener).")  # fmt: skip
+@click.option("-o", "--output", type=click.Choice(("text", "json")), default="text",
+              show_default=True)  # fmt: skip
+@click.pass_obj
+def explain(
+    client: Client,
+    node: str | None,
+    group: str | None,
+    host: str | None,
+    target: str | None,
+    path: str,
+    headers: tuple[str, ...],
+    method: str,
+    port: int | None,
+    output: str,
+) -> None:
+    """Why a request goes where it goes: the listener, virtual host and route that match
+    (and why earlier routes did not), the policy rule behind the route, the clusters
+    with their weights, and their endpoints (health, locality, priority, subset)."""
+    if (node is None) == (group is None):
+        raise click.UsageError("give --node (or --group)")
+    if (host is None) == (target is None):
+        raise click.UsageError("give --host (Envoy) or --target (proxyless gRPC)")
+    params: dict[str, str | list[str]] = {"path": path, "method": method}
+    for key, value in (("node", node), ("group", group), ("host", host), ("target", target)):
+        if value is not None:
+            params[key] = value
+    if port is not None:
+        params["port"] = str(port)
+    if headers:
+        params["header"] = list(headers)
+    query = urllib.parse.urlencode(params, doseq=True)
+    doc = client.get(f"/debug/explain?{query}")
+    if output == "json":
+        _dump(doc, output)
+        return
+    from xds_server.explain_text import render  # only this command needs it
+
+    click.echo(render(doc))
