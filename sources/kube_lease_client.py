@@ -68,6 +68,7 @@ class LeaseElector:
         *,
         name: str = LEASE_NAME,
         namespace: str | None = None,
+        release_on_cancel: bool = True,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -75,6 +76,7 @@ class LeaseElector:
         self.election = election or LeaderElection(identity())
         self.name = name
         self.namespace = namespace or lease_namespace(connection)
+        self.release_on_cancel = release_on_cancel
         self.clock, self.wall = clock, wall
         self.error: str | None = None  # the last failure, reported once
         self._subscribers: list[Callable[[bool], None]] = []
@@ -169,7 +171,7 @@ class LeaseElector:
         action = self.election.release(self.wall())
         self.election.released()
         self._notify()
-        if action is None or session.closed:
+        if action is None or session.closed or not self.release_on_cancel:
             return
         try:
             async with asyncio.timeout(2.0):

@@ -362,6 +362,9 @@ class WritableEmulator(MetadataEmulator):
         super().__attrs_post_init__()
         self.resource_version = 0
         self.write_lock = asyncio.Lock()  # the check and the write of one request, atomic
+        # (method, path part) → (HTTP status, message): refused before anything changes
+        # (kmock applies a write even when a scripted reaction answers it).
+        self.refusals: dict[tuple[str, str], tuple[int, str]] = {}
 
     def _next_rv(self) -> str:
         self.resource_version += 1
@@ -369,6 +372,10 @@ class WritableEmulator(MetadataEmulator):
 
     async def _handle(self, request: Any) -> aiohttp.web.StreamResponse:
         method = str(request.method.value).upper()
+        for (refused_method, part), (code, message) in self.refusals.items():
+            if method == refused_method and part in request.url.path:
+                status = {"kind": "Status", "code": code, "message": message}
+                return aiohttp.web.json_response(status, status=code)
         if request.resource is None or method not in ("POST", "PATCH", "PUT"):
             return await super()._handle(request)
         async with self.write_lock:
@@ -428,7 +435,7 @@ class WritableKubeApi(KubeApi):
     def get_object(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
         async def get() -> dict[str, Any] | None:
             assert self.handler is not None
-            key = (resource, namespace, name)
+            key = (kmock.resource(resource), namespace, name)
             if key not in self.handler.objects or self.handler.objects[key].deleted:
                 return None
             return dict(self.handler.objects[key].raw)
@@ -436,12 +443,14 @@ class WritableKubeApi(KubeApi):
         return self.call(get())
 
     def list_objects(self, resource: str) -> list[dict[str, Any]]:
+        wanted = kmock.resource(resource)
+
         async def collect() -> list[dict[str, Any]]:
             assert self.handler is not None
             return [
                 dict(obj.raw)
                 for (res, _, _), obj in list(self.handler.objects.items())
-                if str(res) == resource and not obj.deleted
+                if res == wanted and not obj.deleted
             ]
 
         return self.call(collect())

@@ -1,0 +1,230 @@
+"""The route status writer against kmock (sources.kube_route_status_writer with its Lease
+elector): a good HTTPRoute gets Accepted/ResolvedRefs True with our controller name and
+observedGeneration, one naming a missing Service ResolvedRefs False/BackendNotFound;
+another controller's entry survives, also a concurrent write of it (409, re-read);
+two replicas write each status once; when the leader dies the other takes over after
+the lease expires; a refused write is logged once and retried.
+
+The route watch is stood in for by `feed`: it lists the routes kmock holds and hands
+them to every writer, as the Kubernetes source will on each change."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sources.gateway_api import CONTROLLER_NAME
+from sources.kube_config import from_kubeconfig
+from sources.kube_lease import LeaderElection
+from sources.kube_lease_client import LeaseElector
+from sources.kube_route_status import route_id
+from sources.kube_route_status_writer import RouteStatusWriter
+from tests.gateway_objects import route, to
+from tests.harness.kubeapi import GRPC_ROUTES, HTTP_ROUTES, LEASES, WritableKubeApi
+from tests.harness.waiting import async_wait_for
+
+SERVICES = {("shop", "web"): frozenset({80}), ("shop", "web-v1"): frozenset({80}),
+            ("shop", "web-v2"): frozenset({80})}  # fmt: skip
+OTHER = {
+    "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "edge"},
+    "controllerName": "example.net/gateway",
+    "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
+                    "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+}  # fmt: skip
+
+
+def services(namespace: str, name: str) -> frozenset[int] | None:
+    return SERVICES.get((namespace, name))
+
+
+@pytest.fixture
+def api() -> Iterator[WritableKubeApi]:
+    server = WritableKubeApi().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def http_route(name: str, *backends: str, generation: int = 1) -> dict[str, Any]:
+    obj = route(to(*backends), name=name)
+    obj["metadata"]["generation"] = generation
+    return obj
+
+
+def writer(
+    api: WritableKubeApi, tmp_path: Path, identity: str, *, release: bool = True
+) -> RouteStatusWriter:
+    connection = from_kubeconfig([api.kubeconfig(tmp_path / f"{identity}.yaml")])
+    # A short lease so a takeover happens within the test; the ratios are the defaults'.
+    election = LeaderElection(identity, lease_duration=2, renew_deadline=1.4, retry_period=0.3)
+    elector = LeaseElector(connection, election, namespace="xds-system", release_on_cancel=release)
+    return RouteStatusWriter(connection, elector, debounce=0.05, qps=100)
+
+
+def routes(api: WritableKubeApi) -> dict[Any, dict[str, Any]]:
+    objs = api.list_objects(HTTP_ROUTES) + api.list_objects(GRPC_ROUTES)
+    return {route_id(o): o for o in objs}
+
+
+@contextlib.asynccontextmanager
+async def running(api: WritableKubeApi, *writers: RouteStatusWriter) -> AsyncIterator[None]:
+    """The writers run, fed the routes every 0.1 s (the watch's stand-in)."""
+
+    async def feed() -> None:
+        while True:
+            current = await asyncio.to_thread(routes, api)
+            for w in writers:
+                w.update(current, services)
+            await asyncio.sleep(0.1)
+
+    tasks = [asyncio.create_task(w.run()) for w in writers] + [asyncio.create_task(feed())]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            assert task.cancelled()  # ran until cancelled, never died
+
+
+def ours(api: WritableKubeApi, name: str) -> dict[str, Any] | None:
+    obj = api.get_object(HTTP_ROUTES, "shop", name) or {}
+    mine = [p for p in obj.get("status", {}).get("parents", [])
+            if p["controllerName"] == CONTROLLER_NAME]  # fmt: skip
+    return mine[0] if mine else None
+
+
+def conditions(entry: dict[str, Any] | None) -> list[tuple[str, str, str, int | None]]:
+    return [
+        (c["type"], c["status"], c["reason"], c.get("observedGeneration"))
+        for c in (entry or {}).get("conditions", [])
+    ]
+
+
+def status_patches(api: WritableKubeApi, name: str) -> int:
+    return len(api.writes("PATCH", f"/httproutes/{name}/status"))
+
+
+async def test_good_route_accepted_missing_backend_not_found(
+    api: WritableKubeApi, tmp_path: Path
+) -> None:
+    good = http_route("good", "web-v1", "web-v2", generation=3)
+    good["status"] = {"parents": [OTHER]}
+    api.put_object(HTTP_ROUTES, good)
+    api.put_object(HTTP_ROUTES, http_route("broken", "web-v1", "gone"))
+    w = writer(api, tmp_path, "a")
+    async with running(api, w):
+        await async_wait_for(lambda: ours(api, "good") and ours(api, "broken"), timeout=15)
+    entry = ours(api, "good")
+    assert entry is not None
+    assert entry["parentRef"] == {"group": "", "kind": "Service", "name": "web",
+                                  "namespace": "shop", "port": 80}  # fmt: skip
+    assert conditions(entry) == [
+        ("Accepted", "True", "Accepted", 3),
+        ("ResolvedRefs", "True", "ResolvedRefs", 3),
+    ]
+    assert all(c["lastTransitionTime"].endswith("Z") for c in entry["conditions"])
+    assert (api.get_object(HTTP_ROUTES, "shop", "good") or {})["status"]["parents"][0] == OTHER
+    assert conditions(ours(api, "broken")) == [
+        ("Accepted", "True", "Accepted", 1),
+        ("ResolvedRefs", "False", "BackendNotFound", 1),
+    ]
+    lease = api.get_object(LEASES, "xds-system", "xds-server-status")
+    assert lease is not None and lease["spec"]["holderIdentity"] == ""  # released on stop
+
+
+async def test_two_replicas_write_each_status_once(api: WritableKubeApi, tmp_path: Path) -> None:
+    for name in ("r1", "r2", "r3"):
+        api.put_object(HTTP_ROUTES, http_route(name, "web-v1"))
+    a, b = writer(api, tmp_path, "a"), writer(api, tmp_path, "b")
+    async with running(api, a, b):
+        await async_wait_for(lambda: all(ours(api, n) for n in ("r1", "r2", "r3")), timeout=15)
+        # Both keep being fed and the leader keeps renewing for several lease periods.
+        await asyncio.sleep(2.5)
+        assert [a.elector.is_leader(), b.elector.is_leader()].count(True) == 1
+    assert [status_patches(api, n) for n in ("r1", "r2", "r3")] == [1, 1, 1]
+    assert a.writes + b.writes == 3
+
+
+async def test_the_other_replica_takes_over_when_the_leader_dies(
+    api: WritableKubeApi, tmp_path: Path
+) -> None:
+    api.put_object(HTTP_ROUTES, http_route("web", "web-v1"))
+    a = writer(api, tmp_path, "a", release=False)  # killed: no release
+    b = writer(api, tmp_path, "b")
+    async with running(api, a):
+        await async_wait_for(lambda: ours(api, "web"), timeout=15)
+    assert a.writes == 1
+    lease = api.get_object(LEASES, "xds-system", "xds-server-status")
+    assert lease is not None and lease["spec"]["holderIdentity"] == "a"
+    # While nobody leads, the route changes; b waits the lease out, then writes it.
+    api.call(api._request("PATCH", "/apis/gateway.networking.k8s.io/v1/namespaces/shop/"
+                          "httproutes/web", {"metadata": {"generation": 2},
+                                             "spec": {"rules": [to("gone")]}}))  # fmt: skip
+    async with running(api, b):
+        await async_wait_for(
+            lambda: ("ResolvedRefs", "False", "BackendNotFound", 2) in conditions(ours(api, "web")),
+            timeout=15,
+        )
+        assert b.elector.is_leader()
+        lease = api.get_object(LEASES, "xds-system", "xds-server-status")
+        assert lease is not None
+        assert (lease["spec"]["holderIdentity"], lease["spec"]["leaseTransitions"]) == ("b", 1)
+    assert (a.writes, b.writes) == (1, 1)
+    assert status_patches(api, "web") == 2
+
+
+async def test_a_concurrent_write_by_another_controller_is_kept(
+    api: WritableKubeApi, tmp_path: Path
+) -> None:
+    """The writer merges into an old copy of the route; meanwhile another controller
+    adds its entry. The PATCH gets 409, the writer re-reads and keeps that entry."""
+    created = api.put_object(HTTP_ROUTES, http_route("web", "web-v1"))
+    api.call(api._request("PATCH", "/apis/gateway.networking.k8s.io/v1/namespaces/shop/"
+                          "httproutes/web/status", {"status": {"parents": [OTHER]}}))  # fmt: skip
+    w = writer(api, tmp_path, "a")
+    task = asyncio.create_task(w.run())
+    try:
+        await async_wait_for(w.elector.is_leader, timeout=15)
+        w.update({route_id(created): created}, services)  # the stale copy, no status
+        await async_wait_for(lambda: ours(api, "web"), timeout=15)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    parents = (api.get_object(HTTP_ROUTES, "shop", "web") or {})["status"]["parents"]
+    assert parents[0] == OTHER
+    assert len(parents) == 2
+    assert status_patches(api, "web") == 3  # the other controller's, our 409, our retry
+    assert len(api.writes("GET", "/httproutes/web/status")) == 1
+
+
+async def test_a_refused_write_is_logged_once_and_retried(
+    api: WritableKubeApi, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    api.put_object(HTTP_ROUTES, http_route("web", "web-v1"))
+    forbidden = 'httproutes.gateway.networking.k8s.io "web" is forbidden'
+    api.script(lambda k: k.refusals.update({("PATCH", "/web/status"): (403, forbidden)}))
+    w = writer(api, tmp_path, "a")
+    w.backoff.base = w.backoff.cap = 0.1
+    with caplog.at_level(logging.WARNING, "sources.kube_route_status"):
+        async with running(api, w):
+            await async_wait_for(lambda: w.failures >= 3, timeout=15)
+    assert w.writes == 0
+    warnings = [r.getMessage() for r in caplog.records if r.name == "sources.kube_route_status"]
+    assert warnings == [
+        "HTTPRoute shop/web: status not written: PATCH /apis/gateway.networking.k8s.io/v1/"
+        "namespaces/shop/httproutes/web/status: HTTP 403: httproutes.gateway.networking.k8s.io "
+        '"web" is forbidden (needs get and patch on httproutes/status)'
+    ]
+    assert w.state()["errors"] == {"HTTPRoute/shop/web": warnings[0].split(": ", 1)[1]
+                                   .removeprefix("status not written: ")}  # fmt: skip
