@@ -99,6 +99,7 @@ class RouteStatusWriter:
         self.wall = wall
         self.writes = 0  # PATCHes the API server accepted
         self.failures = 0  # PATCHes or re-reads that failed (conflicts not counted)
+        self.passes = 0  # passes over every route completed as leader
         self.errors: dict[RouteId, str] = {}  # the last failure of each route, logged once
         self._routes: dict[RouteId, Mapping[str, Any]] = {}
         self._services: ServicePorts = lambda namespace, name: None
@@ -130,6 +131,7 @@ class RouteStatusWriter:
             "holder": self.elector.holder,
             "writes": self.writes,
             "failures": self.failures,
+            "passes": self.passes,
             "errors": {"/".join(rid): msg for rid, msg in sorted(self.errors.items())},
         }
 
@@ -151,9 +153,7 @@ class RouteStatusWriter:
     def _leadership(self, leader: bool) -> None:
         STATUS_LEADER.set(1 if leader else 0)
         if leader:
-            # What the last leader wrote is in the objects: compare with them afresh.
-            self._sent.clear()
-            self._wake.set()
+            self._wake.set()  # write what the last leader left different
 
     async def _loop(self) -> None:
         retry: float | None = None
@@ -188,6 +188,7 @@ class RouteStatusWriter:
             if not self.elector.is_leader():
                 return True  # the new leader writes what is left
             ok = await self._reconcile(rid, routes[rid], entries) and ok
+        self.passes += 1
         return ok
 
     async def _reconcile(
