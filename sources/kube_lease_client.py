@@ -128,7 +128,8 @@ class LeaseElector:
                 self.error = None
         except Conflict:
             log.debug("lease %s/%s: another replica wrote first", self.namespace, self.name)
-        except (ApiError, KubeConfigError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except (ApiError, KubeConfigError, aiohttp.ClientError, TimeoutError, OSError,
+                ValueError) as exc:  # fmt: skip
             message = describe(exc)
             if message != self.error:
                 log.warning("lease %s/%s: %s", self.namespace, self.name, message)

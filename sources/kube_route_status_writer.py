@@ -85,7 +85,7 @@ class RouteStatusWriter:
         controller: str = CONTROLLER_NAME,
         permitted: Permitted = any_namespace,
         debounce: float = 0.2,
-        qps: float = 5.0,
+        qps: float = 20.0,
         backoff: Backoff | None = None,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -167,7 +167,12 @@ class RouteStatusWriter:
             retry = None
             if not self.elector.is_leader():
                 continue
-            if await self.write_pass():
+            try:
+                ok = await self.write_pass()
+            except Exception:  # a bug must not end the writer, nor the source feeding it
+                log.exception("route status: a pass failed; retrying")
+                ok = False
+            if ok:
                 self.backoff.reset()
             else:
                 retry = self.backoff.next()
@@ -222,7 +227,8 @@ class RouteStatusWriter:
             return True
         except NotLeader:
             return True  # the new leader writes it
-        except (ApiError, KubeConfigError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except (ApiError, KubeConfigError, aiohttp.ClientError, TimeoutError, OSError,
+                ValueError) as exc:  # fmt: skip
             self.failures += 1
             STATUS_WRITES.labels("failed").inc()
             message = describe(exc)
