@@ -12,10 +12,11 @@ from typing import Any
 from sources.kube_route_status import ParseCache, desired_parents, merge_parents, route_id
 from tests.gateway_objects import route, to
 
-SERVICES = {("shop", "web"): frozenset({80}), ("shop", "web-v1"): frozenset({80})}
+SERVICES = {("shop", "web"): frozenset({80}), ("shop", "web-v1"): frozenset({80}),
+            ("shop", "web-v2"): frozenset({80})}  # fmt: skip
 T1 = datetime(2026, 12, 5, 1, 0, 0, tzinfo=UTC)
 T2 = datetime(2026, 12, 5, 2, 0, 0, tzinfo=UTC)
-OTHER = {
+OTHER = {  # another controller's entry: never touched
     "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "edge"},
     "controllerName": "example.net/gateway",
     "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
