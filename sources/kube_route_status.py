@@ -12,7 +12,7 @@ and a condition keeps its `lastTransitionTime` while its `status` is unchanged (
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +26,7 @@ from sources.gateway_api import (
 )
 from sources.gateway_api.status import Permitted, ServicePorts
 from sources.istio.report import PolicyError
+from xds_server.model import ServiceEntry, ServiceKey
 
 RouteId = tuple[str, str, str]
 """(kind, namespace, name): `HTTPRoute` or `GRPCRoute`, as the route watch keys them."""
@@ -36,6 +37,26 @@ PLURALS = {"HTTPRoute": "httproutes", "GRPCRoute": "grpcroutes"}
 def route_id(obj: Mapping[str, Any]) -> RouteId:
     meta = obj.get("metadata") or {}
     return (str(obj.get("kind")), str(meta.get("namespace") or "default"), str(meta.get("name")))
+
+
+def keyed(
+    routes: Mapping[RouteId, Mapping[str, Any]] | Iterable[Mapping[str, Any]],
+) -> dict[RouteId, Mapping[str, Any]]:
+    """Routes by id, from a mapping already keyed so or from the raw objects."""
+    if isinstance(routes, Mapping):
+        return dict(routes)
+    return {route_id(obj): obj for obj in routes}
+
+
+def service_ports(merged: Callable[[], Mapping[ServiceKey, ServiceEntry]]) -> ServicePorts:
+    """`ServicePorts` over a live view of services (the catalog's `merged`), read at
+    each call: a parent or backend is resolved as the policy engine resolves it."""
+
+    def ports(namespace: str, name: str) -> frozenset[int] | None:
+        entry = merged().get(ServiceKey(namespace, name))
+        return frozenset(p.port for p in entry.service.ports) if entry is not None else None
+
+    return ports
 
 
 class ParseCache:

@@ -21,7 +21,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +34,14 @@ from sources.gateway_api.status import Permitted, ServicePorts
 from sources.kube_api import ApiError, describe
 from sources.kube_config import KubeConfigError, KubeConnection
 from sources.kube_lease_client import LeaseElector, refused
-from sources.kube_route_status import PLURALS, ParseCache, RouteId, desired_parents, merge_parents
+from sources.kube_route_status import (
+    PLURALS,
+    ParseCache,
+    RouteId,
+    desired_parents,
+    keyed,
+    merge_parents,
+)
 from xds_server import __version__
 
 log = logging.getLogger("sources.kube_route_status")
@@ -114,11 +121,21 @@ class RouteStatusWriter:
 
     # --- the interface the route watch uses ---------------------------------------------
 
-    def update(self, routes: Mapping[RouteId, Mapping[str, Any]], services: ServicePorts) -> None:
-        """The current routes (raw objects, as listed or watched) and Services; cheap:
-        the work happens in the next pass."""
-        self._routes = dict(routes)
-        self._services = services
+    def update(
+        self,
+        routes: Mapping[RouteId, Mapping[str, Any]] | Iterable[Mapping[str, Any]],
+        services: ServicePorts | None = None,
+    ) -> None:
+        """The current routes (raw objects, as listed or watched; keyed by `RouteId` or
+        not) and, if given, a new way to look Services up. Cheap: the work happens in
+        the next pass."""
+        self._routes = keyed(routes)
+        if services is not None:
+            self._services = services
+        self._wake.set()
+
+    def refresh(self) -> None:
+        """Services changed: statuses may too (a backend appeared or went away)."""
         self._wake.set()
 
     def state(self) -> dict[str, Any]:

@@ -9,8 +9,16 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
-from sources.kube_route_status import ParseCache, desired_parents, merge_parents, route_id
+from sources.kube_route_status import (
+    ParseCache,
+    desired_parents,
+    keyed,
+    merge_parents,
+    route_id,
+    service_ports,
+)
 from tests.gateway_objects import route, to
+from xds_server.model import Port, Service, ServiceEntry, ServiceKey
 
 SERVICES = {("shop", "web"): frozenset({80}), ("shop", "web-v1"): frozenset({80}),
             ("shop", "web-v2"): frozenset({80})}  # fmt: skip
@@ -111,3 +119,14 @@ def test_routes_are_parsed_again_only_when_the_generation_changes() -> None:
     assert cache.get(rid, obj)[0] is not first[0]
     cache.keep_only({})
     assert cache.get(rid, obj)[0] is not first[0]
+
+
+def test_service_ports_read_the_live_view_and_routes_are_keyed() -> None:
+    view: dict[ServiceKey, ServiceEntry] = {}
+    ports = service_ports(lambda: view)
+    assert ports("shop", "web") is None
+    web = Service("web", "shop", ports=(Port("http", 80), Port("grpc", 9000, "grpc")))
+    view[web.key] = ServiceEntry(web)
+    assert ports("shop", "web") == frozenset({80, 9000})
+    obj = route(to("web-v1"))
+    assert keyed([obj]) == {("HTTPRoute", "shop", "web"): obj} == keyed(keyed([obj]))

@@ -28,7 +28,7 @@ from sources.kube_route_status_writer import RouteStatusWriter
 from tests.gateway_objects import route, to
 from tests.harness.kubeapi import GRPC_ROUTES, HTTP_ROUTES, LEASES, WritableKubeApi
 from tests.harness.waiting import async_wait_for
-from tests.test_kube_route_status import OTHER, services
+from tests.test_kube_route_status import OTHER, SERVICES, services
 
 
 @pytest.fixture
@@ -214,6 +214,29 @@ async def test_the_old_copy_handed_back_after_a_write_is_not_written_again(
         await async_wait_for(lambda: w.passes > before, timeout=15)
     assert status_patches(api, "web") == 1
     assert api.writes("GET", "/httproutes/web/status") == []
+
+
+async def test_a_backend_appearing_is_written_on_refresh(
+    api: WritableKubeApi, tmp_path: Path
+) -> None:
+    """Services are looked up live: a refresh (the catalog changed) is enough for the
+    route to be written again, without new route objects."""
+    created = api.put_object(HTTP_ROUTES, http_route("web", "web-v1", "web-v3"))
+    known = dict(SERVICES)
+    w = writer(api, tmp_path, "a")
+    task = asyncio.create_task(w.run())
+    try:
+        w.update([created], lambda namespace, name: known.get((namespace, name)))
+        await async_wait_for(lambda: w.writes == 1, timeout=15)
+        assert conditions(ours(api, "web"))[1][:3] == ("ResolvedRefs", "False", "BackendNotFound")
+        known[("shop", "web-v3")] = frozenset({80})
+        w.refresh()
+        await async_wait_for(lambda: w.writes == 2, timeout=15)
+        assert conditions(ours(api, "web"))[1][:3] == ("ResolvedRefs", "True", "ResolvedRefs")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def test_a_refused_write_is_logged_once_and_retried(
