@@ -80,7 +80,7 @@ class LeaseElector:
         self.clock, self.wall = clock, wall
         self.error: str | None = None  # the last failure, reported once
         self._subscribers: list[Callable[[bool], None]] = []
-        self._was_leader = False
+        self._seen: tuple[bool, str, str | None] = (False, "", None)  # leader, holder, error
 
     @property
     def identity(self) -> str:
@@ -95,7 +95,7 @@ class LeaseElector:
         return self.election.is_leader(self.clock())
 
     def subscribe(self, callback: Callable[[bool], None]) -> None:
-        """`callback(leader)` on every change of leadership."""
+        """`callback(leader)` on every change of leadership, holder or error."""
         self._subscribers.append(callback)
 
     async def run(self, session: aiohttp.ClientSession) -> None:
@@ -121,7 +121,7 @@ class LeaseElector:
             action = self.election.plan(now, self.wall())
             if not isinstance(action, Wait):
                 written = await self._write(session, action)
-                meta = written.get("metadata") or {} if written else {}
+                meta = (written.get("metadata") or {}) if written else {}
                 self.election.written(action.record, meta.get("resourceVersion"), now)
                 if self.error is not None:
                     log.info("lease %s/%s: writing again", self.namespace, self.name)
@@ -138,15 +138,13 @@ class LeaseElector:
 
     def _notify(self) -> None:
         leader = self.is_leader()
-        if leader == self._was_leader:
+        seen = (leader, self.holder, self.error)
+        if seen == self._seen:
             return
-        self._was_leader = leader
-        log.info(
-            "lease %s/%s: %s status writing",
-            self.namespace,
-            self.name,
-            "took over" if leader else "stopped",
-        )
+        if leader != self._seen[0]:
+            what = "took over" if leader else "stopped"
+            log.info("lease %s/%s: %s status writing", self.namespace, self.name, what)
+        self._seen = seen
         for callback in self._subscribers:
             callback(leader)
 
@@ -170,16 +168,20 @@ class LeaseElector:
 
     async def _release(self, session: aiohttp.ClientSession) -> None:
         action = self.election.release(self.wall())
-        self.election.released()
+        self.election.released()  # stop writing first: the release may not get through
         self._notify()
         if action is None or session.closed or not self.release_on_cancel:
             return
         try:
             async with asyncio.timeout(2.0):
-                await self._write(session, action)
-            log.info("lease %s/%s: released", self.namespace, self.name)
-        except (ApiError, Conflict, aiohttp.ClientError, TimeoutError, OSError) as exc:
+                written = await self._write(session, action)
+        except (ApiError, Conflict, aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
             log.info("lease %s/%s: not released: %s", self.namespace, self.name, describe(exc))
+            return
+        log.info("lease %s/%s: released", self.namespace, self.name)
+        rv = (written.get("metadata") or {}).get("resourceVersion") if written else None
+        self.election.written(action.record, rv, self.clock())
+        self._notify()
 
     async def _request(
         self, session: aiohttp.ClientSession, method: str, path: str, body: Any = None

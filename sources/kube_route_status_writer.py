@@ -95,8 +95,12 @@ class RouteStatusWriter:
         qps: float = 20.0,
         backoff: Backoff | None = None,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_notes: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.connection = connection
+        self.on_notes = on_notes  # e.g. the policy source's notes in `xdsctl sources`
+        self._notes: list[str] = []
+        self._leader = False
         self.elector = elector or LeaseElector(connection)
         self.controller = controller
         self.permitted = permitted
@@ -138,6 +142,31 @@ class RouteStatusWriter:
         """Services changed: statuses may too (a backend appeared or went away)."""
         self._wake.set()
 
+    def notes(self) -> list[str]:
+        """Who writes route status, and the routes whose status could not be written."""
+        lease = f"Lease {self.elector.namespace}/{self.elector.name}"
+        if self.elector.is_leader():
+            head = (
+                f"route status ({self.controller}): written by this replica ({lease}); "
+                f"{self.writes} written, {self.failures} failed"
+            )
+        else:
+            holder = self.elector.holder or "no replica yet"
+            head = f"route status ({self.controller}): written by {holder} ({lease})"
+            if self.elector.error:
+                head += f"; this replica cannot take part: {self.elector.error}"
+        errors = [
+            f"status of {k} {ns}/{n} not written: {m}"
+            for (k, ns, n), m in sorted(self.errors.items())
+        ]
+        return [head, *errors]
+
+    def _tell(self) -> None:
+        notes = self.notes()
+        if self.on_notes is not None and notes != self._notes:
+            self.on_notes(notes)
+        self._notes = notes
+
     def state(self) -> dict[str, Any]:
         """For `xdsctl sources` and the admin API."""
         return {
@@ -169,8 +198,10 @@ class RouteStatusWriter:
 
     def _leadership(self, leader: bool) -> None:
         STATUS_LEADER.set(1 if leader else 0)
-        if leader:
+        self._tell()
+        if leader and not self._leader:
             self._wake.set()  # write what the last leader left different
+        self._leader = leader
 
     async def _loop(self) -> None:
         retry: float | None = None
@@ -211,6 +242,7 @@ class RouteStatusWriter:
                 return True  # the new leader writes what is left
             ok = await self._reconcile(rid, routes[rid], entries) and ok
         self.passes += 1
+        self._tell()
         return ok
 
     async def _reconcile(

@@ -115,8 +115,19 @@ async def test_good_route_accepted_missing_backend_not_found(
     api.put_object(HTTP_ROUTES, good)
     api.put_object(HTTP_ROUTES, http_route("broken", "web-v1", "gone"))
     w = writer(api, tmp_path, "a")
+    told: list[list[str]] = []
+    w.on_notes = told.append
     async with running(api, w):
-        await async_wait_for(lambda: ours(api, "good") and ours(api, "broken"), timeout=15)
+        await async_wait_for(lambda: w.writes == 2, timeout=15)
+    assert told[0] == [  # on taking the Lease, before writing
+        "route status (xds-server.io/mesh): written by this replica "
+        "(Lease xds-system/xds-server-status); 0 written, 0 failed"
+    ]
+    assert any("; 2 written, 0 failed" in notes[0] for notes in told)  # the pass that wrote
+    assert told[-1] == [  # released on stop
+        "route status (xds-server.io/mesh): written by no replica yet "
+        "(Lease xds-system/xds-server-status)"
+    ]
     entry = ours(api, "good")
     assert entry is not None
     assert entry["parentRef"] == {"group": "", "kind": "Service", "name": "web",
@@ -145,6 +156,10 @@ async def test_two_replicas_write_each_status_once(api: WritableKubeApi, tmp_pat
         await asyncio.sleep(2.5)
         # Never two leaders (one, unless a stalled machine let a renewal lapse).
         assert [a.elector.is_leader(), b.elector.is_leader()].count(True) <= 1
+        leaders = [w.elector.identity for w in (a, b) if w.elector.is_leader()]
+        for w in (a, b):
+            if leaders and w.elector.identity not in leaders:
+                assert f"written by {leaders[0]} (Lease" in w.notes()[0]
     assert [status_patches(api, n) for n in ("r1", "r2", "r3")] == [1, 1, 1]
     assert a.writes + b.writes == 3
 
@@ -256,6 +271,10 @@ async def test_a_refused_write_is_logged_once_and_retried(
         "HTTPRoute shop/web: status not written: PATCH /apis/gateway.networking.k8s.io/v1/"
         "namespaces/shop/httproutes/web/status: HTTP 403: httproutes.gateway.networking.k8s.io "
         '"web" is forbidden (needs get and patch on httproutes/status)'
+    ]
+    assert w.notes()[1:] == [
+        "status of HTTPRoute shop/web not written: "
+        + warnings[0].split(": status not written: ")[1]
     ]
     assert w.state()["errors"] == {"HTTPRoute/shop/web": warnings[0].split(": ", 1)[1]
                                    .removeprefix("status not written: ")}  # fmt: skip
