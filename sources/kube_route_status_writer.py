@@ -69,7 +69,7 @@ def _rv(obj: Mapping[str, Any]) -> str | None:
     return str(rv) if rv is not None else None
 
 
-class Gone(Exception):
+class Deleted(Exception):
     """404: the route was deleted under us; nothing to write."""
 
 
@@ -133,7 +133,7 @@ class RouteStatusWriter:
         """The current routes (raw objects, as listed or watched; keyed by `RouteId` or
         not) and, if given, a new way to look Services up. Cheap: the work happens in
         the next pass."""
-        self._routes = keyed(routes)
+        self._routes = {rid: obj for rid, obj in keyed(routes).items() if rid[0] in PLURALS}
         if services is not None:
             self._services = services
         self._wake.set()
@@ -198,6 +198,8 @@ class RouteStatusWriter:
 
     def _leadership(self, leader: bool) -> None:
         STATUS_LEADER.set(1 if leader else 0)
+        if not leader:
+            self.errors.clear()  # the next leader has its own
         self._tell()
         if leader and not self._leader:
             self._wake.set()  # write what the last leader left different
@@ -271,7 +273,7 @@ class RouteStatusWriter:
                 break
             else:
                 raise ApiError(f"still conflicting after {CONFLICT_RETRIES} attempts")
-        except Gone:
+        except Deleted:
             self._sent.pop(rid, None)
             return True
         except NotLeader:
@@ -318,7 +320,7 @@ class RouteStatusWriter:
             method, url, data=data, headers=headers, timeout=aiohttp.ClientTimeout(total=30)
         ) as resp:
             if resp.status == 404:
-                raise Gone
+                raise Deleted
             if resp.status == 409:
                 raise Stale
             if resp.status >= 300:
