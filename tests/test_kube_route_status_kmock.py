@@ -280,3 +280,26 @@ async def test_a_refused_write_is_logged_once_and_retried(
     ]
     assert errors == {"HTTPRoute/shop/web": warnings[0].split(": ", 1)[1]
                                    .removeprefix("status not written: ")}  # fmt: skip
+
+
+async def test_a_leader_that_cannot_renew_stops_then_resumes(
+    api: WritableKubeApi, tmp_path: Path
+) -> None:
+    """The API server unreachable: past the renew deadline the leader no longer counts
+    itself leader (another replica may take over once the lease expires); when it
+    answers again, the Lease still names it and it renews."""
+    w = writer(api, tmp_path, "a")
+    task = asyncio.create_task(w.run())
+    try:
+        await async_wait_for(w.elector.is_leader, timeout=15)
+        api.cut()
+        await async_wait_for(lambda: not w.elector.is_leader(), timeout=15)
+        assert "this replica cannot take part" in w.notes()[0]
+        api.restore()
+        await async_wait_for(w.elector.is_leader, timeout=15)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    lease = api.get_object(LEASES, "xds-system", "xds-server-status")
+    assert lease is not None and lease["spec"]["leaseTransitions"] == 0  # renewed, not retaken
