@@ -26,7 +26,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-from prometheus_client import Counter, Gauge
 
 from sources.base import Backoff
 from sources.gateway_api import API_GROUP, CONTROLLER_NAME, any_namespace
@@ -42,18 +41,10 @@ from sources.kube_route_status import (
     keyed,
     merge_parents,
 )
-from xds_server import __version__
+from xds_server import __version__, metrics
 
 log = logging.getLogger("sources.kube_route_status")
 
-STATUS_WRITES = Counter(
-    "xds_kubernetes_route_status_writes_total",
-    "PATCHes of HTTPRoute/GRPCRoute status, by result (written, conflict, failed)",
-    ["result"],
-)
-STATUS_LEADER = Gauge(
-    "xds_kubernetes_route_status_leader", "1 while this replica holds the status Lease"
-)
 MERGE_PATCH = "application/merge-patch+json"
 CONFLICT_RETRIES = 3
 
@@ -194,10 +185,10 @@ class RouteStatusWriter:
                     tg.create_task(self._loop(), name="route-status-writer")
             finally:
                 self._session = None
-                STATUS_LEADER.set(0)
+                metrics.ROUTE_STATUS_LEADER.set(0)
 
     def _leadership(self, leader: bool) -> None:
-        STATUS_LEADER.set(1 if leader else 0)
+        metrics.ROUTE_STATUS_LEADER.set(1 if leader else 0)
         if not leader:
             self.errors.clear()  # the next leader has its own
         self._tell()
@@ -265,11 +256,11 @@ class RouteStatusWriter:
                 try:
                     written = await self._patch(rid, merged, _rv(obj))
                 except Stale:
-                    STATUS_WRITES.labels("conflict").inc()
+                    metrics.ROUTE_STATUS_WRITES.labels("conflict").inc()
                     obj = await self._get(rid)
                     continue
                 self.writes += 1
-                STATUS_WRITES.labels("written").inc()
+                metrics.ROUTE_STATUS_WRITES.labels("written").inc()
                 stale.discard(_rv(written))
                 self._sent[rid] = (entries, stale)
                 break
@@ -283,7 +274,7 @@ class RouteStatusWriter:
         except (ApiError, KubeConfigError, aiohttp.ClientError, TimeoutError, OSError,
                 ValueError) as exc:  # fmt: skip
             self.failures += 1
-            STATUS_WRITES.labels("failed").inc()
+            metrics.ROUTE_STATUS_WRITES.labels("failed").inc()
             message = describe(exc)
             if self.errors.get(rid) != message:
                 log.warning("%s %s/%s: status not written: %s", *rid, message)

@@ -120,3 +120,11 @@ POLICY_OBJECTS = Gauge(
     "Traffic policy objects by kind and state (ACCEPTED, WARNING, REJECTED)",
     ["kind", "state"],
 )
+ROUTE_STATUS_WRITES = Counter(
+    "xds_kubernetes_route_status_writes_total",
+    "PATCHes of HTTPRoute/GRPCRoute status, by result (written, conflict, failed)",
+    ["result"],
+)
+ROUTE_STATUS_LEADER = Gauge(
+    "xds_kubernetes_route_status_leader", "1 while this replica holds the status Lease"
+)
