@@ -23,6 +23,7 @@ from sources.file import FileRegistryError, FileSource
 from sources.hold import HoldPolicy
 from sources.kube_config import KubeConfigError
 from sources.kube_config import resolve as kube_connection
+from sources.kube_policies import KubePolicySource
 from sources.kubernetes import KubernetesSource
 from sources.policy_file import PolicyFileError, PolicyFileSource
 from translators import ProxyGroup
@@ -178,6 +179,7 @@ async def serve(settings: Settings, token: str | None = None) -> int:
             return _fail(str(exc))
         consul_source = ConsulSource(catalog, consul_config, hold=hold)
     kube_source = None
+    kube_policy_source = None
     if settings.kubernetes:
         try:
             connection = kube_connection(settings.kubeconfig, settings.context)
@@ -190,6 +192,12 @@ async def serve(settings: Settings, token: str | None = None) -> int:
             namespaces=settings.namespaces,
             label_selector=settings.label_selector,
             hold=hold,
+        )
+        kube_policy_source = KubePolicySource(
+            connection,
+            catalog,
+            namespaces=settings.namespaces,
+            recheck=settings.kubernetes_crd_recheck,
         )
     if file_source is None and consul_source is None and kube_source is None:
         log.warning(
@@ -250,6 +258,8 @@ async def serve(settings: Settings, token: str | None = None) -> int:
         tasks.append(asyncio.create_task(consul_source.run(), name="consul-source"))
     if kube_source is not None:
         tasks.append(asyncio.create_task(kube_source.run(), name="kubernetes-source"))
+    if kube_policy_source is not None:
+        tasks.append(asyncio.create_task(kube_policy_source.run(), name="kubernetes-policies"))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

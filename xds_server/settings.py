@@ -149,6 +149,9 @@ class Settings(BaseModel):
     label_selector: str | None = _setting(
         None, "SELECTOR", "only Kubernetes Services matching this label selector"
     )
+    kubernetes_crd_recheck: Duration = _setting(
+        300.0, "DURATION", "how often to look again for a policy CRD the cluster lacked", gt=0
+    )
     registry_hold_threshold: float = _setting(
         0.5,
         "FRACTION",
