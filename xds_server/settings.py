@@ -137,7 +137,7 @@ class Settings(BaseModel):
         500.0, "N", "new Consul blocking queries per second when many watches start", gt=0
     )
     kubernetes: bool = _setting(
-        False, "", "Kubernetes registry: watch Services, EndpointSlices and Pod labels"
+        False, "", "Kubernetes: watch Services, EndpointSlices, Pod labels and the policy CRDs"
     )
     kubeconfig: Path | None = _setting(
         None, "PATH", "kubeconfig file (else KUBECONFIG, ~/.kube/config, else in-cluster)"
