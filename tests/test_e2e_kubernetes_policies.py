@@ -242,6 +242,7 @@ def test_gone_on_the_route_watch_relists_without_a_push(
     kube_api.restore()
     wait_for(lambda: route_lists() > lists, WAIT, message="relisted after 410")
     wait_for(lambda: not mesh.sources()[SOURCE]["stale"], WAIT, message="recovered")
+    mesh.wait_synced()
+    assert mesh.pushes() == pushes and e2e.xds_updates(env) == updates
     assert set(client.bodies("web", 50)) == {"a", "b"}
     client.close()
-    assert mesh.pushes() == pushes and e2e.xds_updates(env) == updates
