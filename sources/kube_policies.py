@@ -35,6 +35,7 @@ from sources.kube_api import DEFAULT_TIMING, Kind, NotFound, Resource, Timing
 from sources.kube_config import KubeConnection
 from sources.kube_listwatch import ListWatchSource
 from sources.kube_mapping import object_key
+from sources.policy_parse import policy_object
 from sources.yaml_positions import render_path
 from xds_server.model import PolicyKey, PolicyObject
 
@@ -98,19 +99,8 @@ def parse_object(obj: dict[str, Any], origin: str) -> PolicyObject:
         parsed = gateway_api.parse_route(obj, origin=origin) if route else parse_policy(obj, origin)
     except PolicyError as exc:
         return PolicyObject(key, origin, error=f"{subject}: {exc}")
-    policy = (
-        gateway_api.attached(parsed)
-        if isinstance(parsed, gateway_api.ParsedRoute)
-        else parsed.policy
-    )
-    return PolicyObject(
-        parsed.policy.key,
-        origin,
-        policy,
-        notices=tuple(f"{origin}: {n}" for n in parsed.notices),
-        applies=parsed.applies,
-        locate=lambda path: (origin, render_path(path)),
-    )
+    notices = tuple(f"{origin}: {n}" for n in parsed.notices)
+    return policy_object(parsed, origin, notices, lambda path: (origin, render_path(path)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,6 +67,13 @@ def split(v1: int) -> list[dict[str, Any]]:
     return [{"route": [destination("web", "v1", v1), destination("web", "v2", 100 - v1)]}]
 
 
+def assert_split(client: Client, host: str, **percent: float) -> None:
+    """`REQUESTS` requests to `host`: each group of backends (`ac=90`: backends a and c)
+    answers its percentage of them (`within`)."""
+    counts = client.bodies(host, REQUESTS)
+    assert all(within(counts, names, p) for names, p in percent.items()), counts
+
+
 def backend_service(api: KubeApi, name: str, b: HttpBackend) -> None:
     """Service `name` whose one endpoint is backend `b`."""
     api.create(service(name))
@@ -111,8 +118,7 @@ def test_virtual_service_and_destination_rule_split_by_pod_labels_and_follow_an_
     )
     client = Client(mesh.listener_port)
     wait_for(lambda: set(client.bodies("web", 50)) == {"a", "b", "c"}, WAIT, message="split")
-    counts = client.bodies("web", REQUESTS)
-    assert within(counts, "ac", 90) and within(counts, "b", 10), counts
+    assert_split(client, "web", ac=90, b=10)
     policies = {p["kind"]: p for p in mesh.server.get("/debug/policies")}
     assert policies["VirtualService"]["origin"] == "kubernetes:default/web", policies
     assert policies["VirtualService"]["state"] == "ACCEPTED", policies
@@ -122,9 +128,8 @@ def test_virtual_service_and_destination_rule_split_by_pod_labels_and_follow_an_
         api_version, "VirtualService", "web", {"spec": {"http": split(10)}}, "default"
     )
     wait_for(lambda: client.bodies("web", 60)["b"] > 30, WAIT, message="the weight edit applied")
-    counts = client.bodies("web", REQUESTS)
+    assert_split(client, "web", ac=10, b=90)
     client.close()
-    assert within(counts, "ac", 10) and within(counts, "b", 90), counts
     assert e2e.rejected(env) == {}, "Envoy rejected an update"
 
 
@@ -145,8 +150,7 @@ def test_http_route_splits_across_services_and_a_missing_backend_changes_nothing
     env = mesh.envoy(envoy_factory)
     client = Client(mesh.listener_port)
     wait_for(lambda: set(client.bodies("web", 50)) == {"a", "b"}, WAIT, message="HTTPRoute split")
-    counts = client.bodies("web", REQUESTS)
-    assert within(counts, "a", 75) and within(counts, "b", 25), counts
+    assert_split(client, "web", a=75, b=25)
 
     # A route for Service api naming a Service that does not exist: refused, with the
     # Gateway API's reason; api keeps its own routing, web its split.
@@ -164,9 +168,8 @@ def test_http_route_splits_across_services_and_a_missing_backend_changes_nothing
     assert any("BackendNotFound" in r for r in rejection["reasons"]), rejection
     assert rejection["origin"] == "kubernetes:default/api-canary"
     assert set(client.bodies("api", 20)) == {"d"}
-    counts = client.bodies("web", REQUESTS)
+    assert_split(client, "web", a=75, b=25)
     client.close()
-    assert within(counts, "a", 75) and within(counts, "b", 25), counts
     assert virtual_hosts(env) == before and mesh.pushes() == pushes
     assert e2e.rejected(env) == {}, "Envoy rejected an update"
 
