@@ -135,6 +135,7 @@ class KubePolicySource(ListWatchSource[ObjectKey]):
             if (paths := crd_paths(plural, ns))
         ]
         self._objects: dict[ObjectKey, _Held] = {}
+        self._policies: tuple[PolicyObject, ...] | None = None
         self._routes_changed = False
         self._notes: tuple[str, ...] = ()
         catalog.register(name, KIND)
@@ -147,19 +148,23 @@ class KubePolicySource(ListWatchSource[ObjectKey]):
 
     def policies(self) -> tuple[PolicyObject, ...]:
         """Every object's PolicyObject, in (kind, namespace, name) order."""
-        return tuple(self._objects[k].policy for k in sorted(self._objects))
+        if self._policies is None:  # built again only after a change
+            self._policies = tuple(self._objects[k].policy for k in sorted(self._objects))
+        return self._policies
 
     # --- the loops' hooks --------------------------------------------------------------
 
     async def _list(self, res: Resource) -> tuple[list[Any], str | None]:
         """The first version of `res` the cluster serves (NotFound when none is)."""
         crd = cast(CustomResource, res)
-        for path in crd.paths:
+        # The version in use first: a relist costs no 404 on a v1beta1-only cluster.
+        order = (crd.path, *(p for p in crd.paths if p != crd.path))
+        for path in order:
             crd.path = path
             try:
                 return await super()._list(crd)
             except NotFound:
-                if path == crd.paths[-1]:
+                if path == order[-1]:
                     raise
         raise AssertionError("a custom resource without paths")
 
@@ -242,6 +247,7 @@ class KubePolicySource(ListWatchSource[ObjectKey]):
             if old is None:
                 return set()
             del self._objects[key]
+            self._policies = None
             self._routes_changed |= old.raw is not None
             return {key}
         signature = _signature(obj)
@@ -252,6 +258,7 @@ class KubePolicySource(ListWatchSource[ObjectKey]):
         if old is not None and old.policy == policy:
             policy = old.policy  # the same value: the set compares equal at once
         self._objects[key] = _Held(signature, policy, obj if route else None)
+        self._policies = None
         self._routes_changed |= route
         # A route's status writer wants every change; the catalog ignores an equal set.
         return {key} if route or old is None or old.policy != policy else set()

@@ -33,6 +33,7 @@ FAST = Timing(connect_timeout=2, request_timeout=5, backoff_initial=0.05, backof
 ISTIO_V1 = "networking.istio.io/v1"
 ROUTE_API = "gateway.networking.k8s.io/v1"
 HTTP_ROUTES = policy_crds(None)[0]
+GONE = {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}
 
 
 class Recorder:
@@ -176,6 +177,9 @@ async def test_istio_served_only_as_v1beta1_is_used(kube_api: KubeApi, tmp_path:
     kube_api.serve_crds(istio="v1beta1")
     old = {**vs(90), "apiVersion": "networking.istio.io/v1beta1"}
     kube_api.create_custom(old)
+    once = FirstWatch("virtualservices", armed=False)
+    resource = policy_crds("v1beta1", gateway=False)[0]
+    kube_api.script(lambda k: k[k.action.WATCH, k.resource(resource), once] << 410 << GONE)
     rec = Recorder()
     async with running_task(make_source(kube_api, tmp_path, rec).run()):
         await async_wait_for(lambda: rec.policies(), WAIT, message="listed")
@@ -188,6 +192,16 @@ async def test_istio_served_only_as_v1beta1_is_used(kube_api: KubeApi, tmp_path:
         ]
         watch = [r["path"] for r in gets(kube_api, "virtualservices") if r["query"].get("watch")]
         assert watch[0] == "/apis/networking.istio.io/v1beta1/virtualservices"
+        # A relist (after a 410) asks the version in use first: no 404 on the way.
+        once.armed = True
+        kube_api.cut()
+        kube_api.restore()
+        await async_wait_for(
+            lambda: len(lists(kube_api, "virtualservices")) >= 3, WAIT, message="relisted"
+        )
+        assert lists(kube_api, "virtualservices")[2:] == [
+            "/apis/networking.istio.io/v1beta1/virtualservices"
+        ]
 
 
 async def test_gone_on_the_route_watch_relists_without_a_change(
@@ -196,12 +210,8 @@ async def test_gone_on_the_route_watch_relists_without_a_change(
     kube_api.serve_crds()
     kube_api.create_custom(route(to("web-v1", "web-v2")))
     once = FirstWatch("httproutes", armed=False)
-    gone = {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}
-    kube_api.script(
-        lambda k: (
-            k[k.action.WATCH, k.resource(HTTP_ROUTES), once] << ({"type": "ERROR", "object": gone},)
-        )
-    )
+    error = ({"type": "ERROR", "object": GONE},)
+    kube_api.script(lambda k: k[k.action.WATCH, k.resource(HTTP_ROUTES), once] << error)
     rec = Recorder()
     async with running_task(make_source(kube_api, tmp_path, rec).run()):
         await async_wait_for(lambda: rec.policies(), WAIT, message="first list")
