@@ -37,7 +37,7 @@ from sources.kube_listwatch import ListWatchSource
 from sources.kube_mapping import object_key
 from sources.policy_parse import policy_object
 from sources.yaml_positions import render_path
-from xds_server.model import PolicyKey, PolicyObject
+from xds_server.model import DEFAULT_NAMESPACE, PolicyKey, PolicyObject
 
 log = logging.getLogger("sources.kubernetes")
 
@@ -89,7 +89,8 @@ def parse_object(obj: dict[str, Any], origin: str) -> PolicyObject:
     (``origin: Kind namespace/name: field.path: reason``, as in policy files)."""
     meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
     assert isinstance(meta, dict)
-    key = PolicyKey(str(obj.get("kind")), str(meta.get("namespace")), str(meta.get("name")))
+    namespace = str(meta.get("namespace") or DEFAULT_NAMESPACE)
+    key = PolicyKey(str(obj.get("kind")), namespace, str(meta.get("name")))
     subject = f"{origin}: {key.kind} {key.namespace}/{key.name}"
     route = gateway_api.is_supported_kind(obj)
     if not route and not is_supported_kind(obj):
