@@ -61,7 +61,16 @@ def test_rbac_is_read_only_on_services_endpointslices_and_pods() -> None:
         (group, resource, verb)
         for group, resource in [("", "services"), ("discovery.k8s.io", "endpointslices")]
         for verb in ("get", "list", "watch")
-    } | {("", "pods", "list"), ("", "pods", "watch")}  # the pod label watch needs no get
+    } | {("", "pods", "list"), ("", "pods", "watch")} | {  # the pod label watch needs no get
+        (group, resource, verb)  # the policy CRDs: list+watch only, like pods
+        for group, resource in [
+            ("networking.istio.io", "virtualservices"),
+            ("networking.istio.io", "destinationrules"),
+            ("gateway.networking.k8s.io", "httproutes"),
+            ("gateway.networking.k8s.io", "grpcroutes"),
+        ]
+        for verb in ("list", "watch")
+    }
     binding = one("ClusterRoleBinding", "xds-server")
     account = one("ServiceAccount")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]

@@ -41,6 +41,8 @@ class SourceStatus:
     holding: str | None = None
     holding_since: float | None = None
     held: int = 0
+    # What the source reports that is not an error (a CRD the cluster does not serve).
+    notes: tuple[str, ...] = ()
 
     @property
     def stale(self) -> bool:
@@ -61,6 +63,7 @@ class SourceStatus:
             "hold_reason": self.holding,
             "holding_since": self.holding_since,
             "held_removals": self.held,
+            "notes": list(self.notes),
         }
 
 
@@ -188,6 +191,10 @@ class Catalog:
         status.held = held if reason is not None else 0
         metrics.SOURCE_HOLDING.labels(source).set(1 if reason is not None else 0)
         metrics.SOURCE_HELD_REMOVALS.labels(source).set(status.held)
+
+    def set_notes(self, source: str, notes: Sequence[str]) -> None:
+        """What the source reports that is not an error (shown by `xdsctl sources`)."""
+        self._status[source].notes = tuple(notes)
 
     def _accept(
         self,

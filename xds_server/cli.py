@@ -23,6 +23,9 @@ from sources.file import FileRegistryError, FileSource
 from sources.hold import HoldPolicy
 from sources.kube_config import KubeConfigError
 from sources.kube_config import resolve as kube_connection
+from sources.kube_policies import KubePolicySource
+from sources.kube_route_status import service_ports
+from sources.kube_route_status_writer import RouteStatusWriter
 from sources.kubernetes import KubernetesSource
 from sources.policy_file import PolicyFileError, PolicyFileSource
 from translators import ProxyGroup
@@ -178,6 +181,7 @@ async def serve(settings: Settings, token: str | None = None) -> int:
             return _fail(str(exc))
         consul_source = ConsulSource(catalog, consul_config, hold=hold)
     kube_source = None
+    kube_policy_source = None
     if settings.kubernetes:
         try:
             connection = kube_connection(settings.kubeconfig, settings.context)
@@ -191,6 +195,17 @@ async def serve(settings: Settings, token: str | None = None) -> int:
             label_selector=settings.label_selector,
             hold=hold,
         )
+        kube_policy_source = KubePolicySource(
+            connection,
+            catalog,
+            namespaces=settings.namespaces,
+            recheck=settings.kubernetes_crd_recheck,
+        )
+        # HTTPRoute/GRPCRoute status.parents: written by the replica holding the Lease.
+        status_writer = RouteStatusWriter(connection, on_notes=kube_policy_source.set_writer_notes)
+        ports = service_ports(catalog.merged)
+        kube_policy_source.on_routes = lambda routes: status_writer.update(routes, ports)
+        catalog.on_change(status_writer.refresh)
     if file_source is None and consul_source is None and kube_source is None:
         log.warning(
             "no registry configured (--file, --consul, --kubernetes): proxies will receive"
@@ -252,6 +267,9 @@ async def serve(settings: Settings, token: str | None = None) -> int:
         tasks.append(asyncio.create_task(consul_source.run(), name="consul-source"))
     if kube_source is not None:
         tasks.append(asyncio.create_task(kube_source.run(), name="kubernetes-source"))
+    if kube_policy_source is not None:
+        tasks.append(asyncio.create_task(kube_policy_source.run(), name="kubernetes-policies"))
+        tasks.append(asyncio.create_task(status_writer.run(), name="kubernetes-route-status"))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

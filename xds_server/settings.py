@@ -137,7 +137,7 @@ class Settings(BaseModel):
         500.0, "N", "new Consul blocking queries per second when many watches start", gt=0
     )
     kubernetes: bool = _setting(
-        False, "", "Kubernetes registry: watch Services, EndpointSlices and Pod labels"
+        False, "", "Kubernetes: watch Services, EndpointSlices, Pod labels and the policy CRDs"
     )
     kubeconfig: Path | None = _setting(
         None, "PATH", "kubeconfig file (else KUBECONFIG, ~/.kube/config, else in-cluster)"
@@ -148,6 +148,9 @@ class Settings(BaseModel):
     )
     label_selector: str | None = _setting(
         None, "SELECTOR", "only Kubernetes Services matching this label selector"
+    )
+    kubernetes_crd_recheck: Duration = _setting(
+        300.0, "DURATION", "how often to look again for a policy CRD the cluster lacked", gt=0
     )
     registry_hold_threshold: float = _setting(
         0.5,

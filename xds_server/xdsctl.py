@@ -247,6 +247,8 @@ def sources(client: Client, output: str) -> None:
         else []
         for s in doc
     ]
+    for below, s in zip(notes, doc, strict=True):
+        below.extend(f"    {_one_line(note, 400)}" for note in s.get("notes", []))
     _echo_table(["NAME", "KIND", "STATE", *(k.upper() for k in keys[2:])], rows, notes)
 
 

@@ -171,6 +171,35 @@ class FirstWatch:
         return True
 
 
+# --- custom resources: the policy CRDs (Istio, Gateway API) ---------------------------
+
+ISTIO_GROUP = "networking.istio.io"
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+CUSTOM_PLURALS = {
+    "VirtualService": "virtualservices",
+    "DestinationRule": "destinationrules",
+    "HTTPRoute": "httproutes",
+    "GRPCRoute": "grpcroutes",
+}
+
+
+def custom_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
+    """The path of a namespaced custom resource (or of one object of it)."""
+    plural = CUSTOM_PLURALS.get(kind, kind)
+    return f"/apis/{api_version}/namespaces/{namespace}/{plural}" + (f"/{name}" if name else "")
+
+
+def policy_crds(istio: str | None = "v1", gateway: bool = True) -> list[str]:
+    """kmock resource names of the policy CRDs a cluster serves: Istio's at version
+    `istio` (None: not installed), the Gateway API's v1 routes if `gateway`."""
+    out = []
+    if istio is not None:
+        out += [f"{ISTIO_GROUP}/{istio}/virtualservices", f"{ISTIO_GROUP}/{istio}/destinationrules"]
+    if gateway:
+        out += [f"{GATEWAY_GROUP}/v1/httproutes", f"{GATEWAY_GROUP}/v1/grpcroutes"]
+    return out
+
+
 class KubeApi:
     emulator: type[MetadataEmulator] = MetadataEmulator  # WritableEmulator for writers
 
@@ -336,6 +365,34 @@ class KubeApi:
             ]
 
         return self.call(collect())
+
+    # --- custom resources (policy CRDs) ------------------------------------------------
+
+    def serve_crds(self, istio: str | None = "v1", gateway: bool = True) -> None:
+        """Install the policy CRDs (`policy_crds`): lists of them answer, even when empty;
+        kinds not installed answer 404, as a cluster without the CRD does."""
+
+        async def install() -> None:
+            assert self.handler is not None
+            for resource in policy_crds(istio, gateway):
+                self.handler.resources[resource] = {}
+
+        self.call(install())
+
+    def create_custom(self, obj: dict[str, Any]) -> Any:
+        ns = obj["metadata"].get("namespace", "default")
+        return self.call(
+            self._request("POST", custom_path(obj["apiVersion"], obj["kind"], ns), obj)
+        )
+
+    def patch_custom(
+        self, api_version: str, kind: str, name: str, patch: dict[str, Any], namespace: str
+    ) -> Any:
+        path = custom_path(api_version, kind, namespace, name)
+        return self.call(self._request("PATCH", path, patch))
+
+    def delete_custom(self, api_version: str, kind: str, name: str, namespace: str) -> Any:
+        return self.call(self._request("DELETE", custom_path(api_version, kind, namespace, name)))
 
 
 # --- writers: resourceVersions, 409 Conflict, PUT, the /status subresource -----------
