@@ -17,7 +17,7 @@ import prometheus_client
 from aiohttp import web
 from google.protobuf import json_format
 
-from xds_server import admin_auth, diff, types
+from xds_server import admin_auth, diff, events_report, types
 from xds_server.cache import SnapshotCache
 from xds_server.csds import StreamState
 from xds_server.snapshot import Resource, Snapshot, TypeSnapshot
@@ -47,6 +47,9 @@ INDEX: Final = """xds-server admin
   /debug/policies   traffic policy objects: ACCEPTED, WARNING or REJECTED, and why
   /debug/diff       ?node=ID[&type=...]: what that proxy acknowledged versus what it
                     would get now, per resource (added, removed, changed fields)
+  /debug/events     registry and policy changes followed to every proxy's ACK:
+                    ?since=ID&limit=N; seen, pushed, ACKed by n of m, convergence,
+                    NACKs with Envoy's error, proxies still pending
 """
 
 
@@ -149,6 +152,7 @@ class AdminServer:
         app.router.add_get("/debug/sources", self._sources)
         app.router.add_get("/debug/policies", self._policies)
         app.router.add_get("/debug/diff", self._diff)
+        app.router.add_get("/debug/events", self._events)
         return app
 
     async def start(self) -> int:
@@ -269,3 +273,21 @@ class AdminServer:
 
     async def _policies(self, request: web.Request) -> web.Response:
         return _json(self.policies())
+
+    def events_doc(self, since: int = 0, limit: int | None = None) -> dict[str, Any]:
+        """The /debug/events document (an empty history when events are not followed)."""
+        log = self.cache.events
+        if log is None:
+            return {"history": 0, "events": []}
+        return events_report.events_doc(log, since, limit)
+
+    async def _events(self, request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            since = int(q.get("since", "0"))
+            limit = int(q["limit"]) if "limit" in q else None
+        except ValueError:
+            return _error(400, "since and limit must be integers (event ids, a count)")
+        if limit is not None and limit < 1:
+            return _error(400, "limit must be at least 1")
+        return _json(self.events_doc(since, limit))

@@ -120,3 +120,16 @@ POLICY_OBJECTS = Gauge(
     "Traffic policy objects by kind and state (ACCEPTED, WARNING, REJECTED)",
     ["kind", "state"],
 )
+
+# Push provenance (xds_server/events.py): registry/policy changes followed to the ACKs.
+EVENTS = Counter(
+    "xds_events_total", "Registry and policy changes applied, as events, by source", ["source"]
+)
+EVENT_CONVERGENCE = Histogram(
+    "xds_event_convergence_seconds",
+    "Time from a registry or policy change being seen to a proxy having ACKed all of it",
+    buckets=(*_SECONDS, 30, 60),
+)
+EVENT_NACKS = Counter(
+    "xds_event_nacks_total", "Proxies that NACKed a response carrying a registry change"
+)
