@@ -186,6 +186,8 @@ class Controller:
                     if events is not None:
                         events.applied(key, prepared, ids)
                     self.cache.install(key, prepared, changed_at=first)
+            if events is not None:
+                events.finished(ids)
             self.builds += 1
 
     def _forget_idle_groups(self) -> None:

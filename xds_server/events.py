@@ -7,7 +7,7 @@ its own (both are injected). The journey of an event:
   changed something becomes one event (`events_changes.Changes`).
 * **applied** (`applied`, just before a group's snapshot is installed): every stream of
   that group becomes *pending* on the event, and the event joins the *chain* of each
-  resource type it changed in that group.
+  resource type it changed in that group; `finished` once every group is installed.
 * **pushed** (`carry`, when a session commits a response): the events on that type's chain
   since the version this stream last got for it ride on the response; the ids go with
   the response in flight. O(events carried), never O(history).
@@ -184,11 +184,8 @@ class EventLog:
             chain.append(link)
             while chain and (chain[0].ids[-1] < oldest or len(chain) > self.history):
                 chain.popleft()
-        now = self.clock()
         members = self._members.get(group, {})
         for event in live:
-            if event.applied_at is None:
-                event.applied_at = now
             if len(event.groups) < GROUPS_KEPT:
                 event.groups.append(group)
             for sid, node in members.items():
@@ -196,6 +193,14 @@ class EventLog:
                     event.tracks[sid] = _Track(node)
                     event.proxies += 1
                     self._streams[sid].involved.add(event.id)
+
+    def finished(self, ids: Iterable[int]) -> None:
+        """The controller installed every group's snapshot carrying these events."""
+        now = self.clock()
+        for eid in ids:
+            event = self._by_id.get(eid)
+            if event is not None and event.applied_at is None:
+                event.applied_at = now
 
     def forget_group(self, group: str) -> None:
         """The controller stopped building `group` (no stream watches it)."""

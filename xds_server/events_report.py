@@ -135,9 +135,10 @@ def follow_line(cells: Sequence[str]) -> str:
 
 
 def notes(doc: dict[str, Any]) -> list[str]:
-    """The lines under an event's row: each NACK with its error, then who is pending."""
+    """The lines under an event's row: each NACK with its error (on one line: Envoy's
+    can span several), then who is pending."""
     out = [
-        f"    NACK {n['node']} ({n['type_url'].rsplit('.', 1)[-1]}): {n['error']}"
+        f"    NACK {n['node']} ({n['type_url'].rsplit('.', 1)[-1]}): {' '.join(n['error'].split())}"
         for n in doc["nacks"]
     ]
     pending = doc["pending"]
