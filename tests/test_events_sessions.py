@@ -212,3 +212,20 @@ async def test_a_policy_change_is_an_event_of_its_source(setup: Setup) -> None:
     assert found["changes"] == {
         "policies_added": {"count": 1, "names": ["VirtualService default/web"]}
     }
+
+
+async def test_per_type_streams_are_followed_too(setup: Setup) -> None:
+    """Without ADS each type has its own stream (here CDS alone, SotW): counted as one."""
+    catalog, controller, log, _ = setup
+    await synced(setup)
+    cds = SotwSession(controller.cache, type_url=CDS)
+    (first,) = cds.on_request(sreq(CDS, node=node("envoy-cds")))
+    assert cds.on_request(sreq(CDS, nonce=first.nonce, version=first.version)) == []
+    catalog.replace("registry.yaml", [entry("web", "10.0.0.1"), entry("api", "10.0.0.2")])
+    await controller.rebuild()
+    (event,) = log.events(since=1)
+    (push,) = cds.on_snapshot(controller.cache.get(cds.group or ""))
+    assert doc(log, event.id)["state"] == "PENDING"
+    assert cds.on_request(sreq(CDS, nonce=push.nonce, version=push.version)) == []
+    found = doc(log, event.id)
+    assert found["state"] == "CONVERGED" and found["proxies"]["acked"] == 1, found
