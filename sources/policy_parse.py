@@ -24,8 +24,6 @@ class PolicyFileError(ValueError):
     """A policy file is unusable: unreadable, or not YAML."""
 
 
-
-
 def _key(obj: Any) -> PolicyKey:
     """The object's identity as far as it can be read (for reporting a refused object)."""
     meta = obj.get("metadata") if isinstance(obj, dict) else None

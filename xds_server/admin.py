@@ -17,7 +17,7 @@ import prometheus_client
 from aiohttp import web
 from google.protobuf import json_format
 
-from xds_server import admin_auth, diff, explain, types
+from xds_server import admin_auth, diff, events_report, explain, types
 from xds_server.cache import SnapshotCache
 from xds_server.csds import StreamState
 from xds_server.explain_match import Client, Request
@@ -51,6 +51,9 @@ INDEX: Final = """xds-server admin
   /debug/explain    ?node=ID&host=H[&path=P][&header=K=V]...[&method=M][&port=N], or
                     &target=xds:///name for a proxyless client: why that request goes
                     where it goes (listener, virtual host, route, policy, endpoints)
+  /debug/events     registry and policy changes followed to every proxy's ACK:
+                    ?since=ID&limit=N; seen, pushed, ACKed by n of m, convergence,
+                    NACKs with Envoy's error, proxies still pending
 """
 
 
@@ -158,6 +161,7 @@ class AdminServer:
         app.router.add_get("/debug/policies", self._policies)
         app.router.add_get("/debug/diff", self._diff)
         app.router.add_get("/debug/explain", self._explain)
+        app.router.add_get("/debug/events", self._events)
         return app
 
     async def start(self) -> int:
@@ -348,3 +352,21 @@ class AdminServer:
             rule_writer=self.rule_writer,
         )
         return {"node": node, "group": group, **({"sync": sync} if sync else {}), **doc}
+
+    def events_doc(self, since: int = 0, limit: int | None = None) -> dict[str, Any]:
+        """The /debug/events document (an empty history when events are not followed)."""
+        log = self.cache.events
+        if log is None:
+            return {"history": 0, "events": []}
+        return events_report.events_doc(log, since, limit)
+
+    async def _events(self, request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            since = int(q.get("since", "0"))
+            limit = int(q["limit"]) if "limit" in q else None
+        except ValueError:
+            return _error(400, "since and limit must be integers (event ids, a count)")
+        if limit is not None and limit < 1:
+            return _error(400, "limit must be at least 1")
+        return _json(self.events_doc(since, limit))

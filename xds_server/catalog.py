@@ -292,6 +292,10 @@ class Catalog:
         self._policies_changed = False
         return tuple(o for objects in self._policies.values() for o in objects)
 
+    def policies_by_source(self) -> dict[str, tuple[PolicyObject, ...]]:
+        """Each policy source's objects (for push provenance: which source changed what)."""
+        return dict(self._policies)
+
     def policies(self) -> tuple[PolicyObject, ...]:
         return tuple(o for objects in self._policies.values() for o in objects)
 

@@ -35,6 +35,7 @@ from xds_server.cache import SnapshotCache
 from xds_server.catalog import Catalog
 from xds_server.controller import Controller
 from xds_server.debounce import Debouncer
+from xds_server.events import EventLog
 from xds_server.grpc_server import ServerOptions, XdsServer
 from xds_server.identity import cli as ca_cli
 from xds_server.settings import Settings, SettingsError, admin_token, load
@@ -141,6 +142,7 @@ async def serve(settings: Settings, token: str | None = None) -> int:
     cache = SnapshotCache()
     registry = ProxyRegistry()
     controller = Controller(catalog, cache, http_listener_port=settings.http_listener_port)
+    cache.events = EventLog(settings.events_history, clock=time.monotonic, wall=time.time)
     cache.group_of = controller.group_of
     file_source = None
     if settings.file is not None:

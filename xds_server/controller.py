@@ -193,6 +193,10 @@ class Controller:
         async with self._lock:
             view, dirty, first = self.catalog.take_changes()
             objects = self.catalog.take_policies()
+            events, ids = self.cache.events, tuple[int, ...]()
+            if events is not None:  # push provenance: what changed, before it is applied
+                by_source = None if objects is None else self.catalog.policies_by_source()
+                ids = events.observe(self._view, view, dirty, by_source, first)
             self._forget_idle_groups()
             groups = dict(self._groups)
             started = time.perf_counter()
@@ -200,7 +204,11 @@ class Controller:
             metrics.TRANSLATE_SECONDS.observe(time.perf_counter() - started)
             for key, prepared in built.items():
                 if prepared is not None:
+                    if events is not None:
+                        events.applied(key, prepared, ids)
                     self.cache.install(key, prepared, changed_at=first)
+            if events is not None:
+                events.finished(ids)
             self.builds += 1
 
     def _forget_idle_groups(self) -> None:
@@ -219,6 +227,8 @@ class Controller:
                 with contextlib.suppress(KeyError):  # never built
                     metrics.TRANSLATE_SKIPPED.remove(key)
                 self.cache.clear(key)
+                if self.cache.events is not None:
+                    self.cache.events.forget_group(key)
 
     async def _build_group(self, key: str) -> None:
         async with self._lock:
@@ -228,6 +238,8 @@ class Controller:
             built = await asyncio.to_thread(self._compute, self._view, set(), {key: group})
             prepared = built[key]
             if prepared is not None:
+                if self.cache.events is not None:
+                    self.cache.events.applied(key, prepared, ())
                 self.cache.install(key, prepared)
 
     def _compute(

@@ -169,6 +169,13 @@ class Settings(BaseModel):
     debounce_max_delay: Duration = _setting(
         1.0, "DURATION", "push coalesced changes at the latest after this"
     )
+    events_history: int = _setting(
+        1000,
+        "N",
+        "registry/policy change events kept for /debug/events and xdsctl events, each"
+        " followed to every proxy's ACK (the oldest is dropped first)",
+        ge=1,
+    )
     http_listener_port: Port = _setting(
         10000, "PORT", "Envoy HTTP listener port (node metadata http_listener_port overrides it)"
     )

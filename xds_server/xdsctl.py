@@ -373,3 +373,75 @@ def explain(
     from xds_server.explain_text import render  # only this command needs it
 
     click.echo(render(doc))
+
+
+@_command("table", "json")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the newest N events.")
+@click.option("--follow", "-f", is_flag=True, help="Keep polling; print new and updated events.")
+@click.option(
+    "--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+    help="With --follow: seconds between polls.",
+)  # fmt: skip
+@click.option(
+    "--for", "follow_for", type=click.FloatRange(min=0), metavar="SECONDS",
+    help="With --follow: stop after this long (default: until interrupted).",
+)  # fmt: skip
+def events(
+    client: Client,
+    limit: int | None,
+    follow: bool,
+    interval: float,
+    follow_for: float | None,
+    output: str,
+) -> None:
+    """Registry and policy changes followed to every proxy: seen, pushed, ACKed by n of
+    m proxies, convergence p50/p99/max, NACKs with Envoy's error, proxies pending."""
+    from xds_server import events_report as report
+
+    limit_param = None if limit is None else str(limit)
+    if follow:
+        try:
+            _follow_events(client, limit_param, interval, follow_for, output)
+        except KeyboardInterrupt:
+            pass
+        return
+    doc = client.get("/debug/events", limit=limit_param)
+    if output == "json":
+        _dump(doc, output)
+    elif not doc.get("events"):
+        click.echo("no events")
+    else:
+        found = doc["events"]
+        rows = [report.row(e) for e in found]
+        _echo_table(report.HEADERS, rows, [report.notes(e) for e in found])
+
+
+def _follow_events(
+    client: Client, limit: str | None, interval: float, follow_for: float | None, output: str
+) -> None:
+    """Poll /debug/events; print each event when it is new or its row changed (table:
+    fixed-width lines under one header; json: one document per line)."""
+    import time
+
+    from xds_server import events_report as report
+
+    shown: dict[int, Any] = {}
+    if output == "table":
+        click.echo(report.follow_line(report.HEADERS))
+    deadline = None if follow_for is None else time.monotonic() + follow_for
+    while True:
+        for e in client.get("/debug/events", limit=limit).get("events", []):
+            now = (report.row(e), report.notes(e)) if output == "table" else e
+            if shown.get(e["id"]) == now:
+                continue
+            shown[e["id"]] = now
+            if output == "json":
+                click.echo(json.dumps(e, separators=(",", ":")))
+                continue
+            click.echo(report.follow_line(report.row(e)))
+            for note in report.notes(e):
+                click.echo(note)
+        if deadline is not None and time.monotonic() >= deadline:
+            return
+        left = interval if deadline is None else deadline - time.monotonic()
+        time.sleep(max(0.0, min(interval, left)))
