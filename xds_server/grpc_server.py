@@ -153,6 +153,11 @@ class _Stream:
         self.reader_done = False
         self.closing: tuple[grpc.StatusCode, str] | None = None
         self.watch: Watch | None = None
+        session.wake = self._on_secrets  # its identity's secrets changed (SDS)
+
+    def _on_secrets(self) -> None:
+        self.snapshot_dirty = True
+        self.wake.set()
 
     def _on_snapshot(self, _snap: Snapshot) -> None:
         self.snapshot_dirty = True
