@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from envoy.admin.v3 import config_dump_shared_pb2 as dump_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 
@@ -25,7 +26,7 @@ from tests.xds_util import (
     sotw,
     sreq,
 )
-from xds_server import secrets, status, types
+from xds_server import csds, diff, secrets, status, types
 from xds_server.cache import SnapshotCache
 from xds_server.identity.ca import CertificateAuthority
 from xds_server.identity.pki import TrustBundle, issued_by, spki
@@ -312,3 +313,18 @@ def test_secret_resources_render_redacted_but_go_out_whole(cache: SnapshotCache)
         assert b"PRIVATE KEY" not in shown and key not in shown
     default = next(r for r in resp.resources if r.name == CERTIFICATE)
     assert default.message().tls_certificate.private_key.inline_string == secrets.REDACTED
+
+
+def test_diff_and_csds_compare_secrets_with_what_the_stream_was_sent(
+    cache: SnapshotCache, clock: Clock
+) -> None:
+    s, resp = sotw_start(cache, "web")
+    ack(s, resp, NAMES)
+    state = csds.of_session(s)
+    assert state is not None
+    # The group's snapshot holds no secrets: that must not read as "removed".
+    found = diff.compare([state], cache.get(GROUP))
+    assert found.changes == [] and found.types["secrets"]["state"] == "SYNCED", found
+    configs = csds.type_configs(s.status.types[SDS], state.held[SDS], cache.get(GROUP))
+    assert sorted(c.name for c in configs) == sorted(NAMES)
+    assert {c.client_status for c in configs} == {dump_pb2.ACKED}
