@@ -71,6 +71,11 @@ def cache(ca: CertificateAuthority, clock: Clock) -> Iterator[SnapshotCache]:
     yield c
 
 
+def store_of(cache: SnapshotCache) -> SecretStore:
+    assert cache.secrets is not None
+    return cache.secrets
+
+
 def node(sa: str, ns: str = "default", node_id: str | None = None) -> base_pb2.Node:
     n = base_pb2.Node(id=node_id or f"{sa}-1", cluster=GROUP)
     if ns:
@@ -195,8 +200,7 @@ def test_sotw_renewal_at_half_life_wakes_the_identity_and_resends_both(
     ack(s, resp, NAMES)
     ack(other, other_resp, NAMES)
     woken, other_woken = Woken(s), Woken(other)
-    store = cache.secrets
-    assert store is not None
+    store = store_of(cache)
     serial = leaf(sotw_secrets(resp)[CERTIFICATE]).serial_number
     # TTL 4s, renewal at 50% + 0.5 x 10% jitter = 2.2s after issuance (not after the
     # backdated notBefore, which would be long past).
@@ -218,8 +222,7 @@ def test_delta_renewal_sends_only_the_new_certificate(cache: SnapshotCache, cloc
     assert sorted(delta_secrets(resp)) == sorted(NAMES)
     assert dack(s, resp) == []
     clock.advance(3)
-    store = cache.secrets
-    assert store is not None
+    store = store_of(cache)
     assert store.renew_due() == 1
     new = one(s.on_snapshot(cache.get(GROUP)), SDS)
     assert list(delta_secrets(new)) == [CERTIFICATE]
@@ -235,8 +238,7 @@ def test_unused_identities_are_dropped_at_renewal_not_reissued(
     cache: SnapshotCache, clock: Clock
 ) -> None:
     s, resp = sotw_start(cache, "web")
-    store = cache.secrets
-    assert store is not None
+    store = store_of(cache)
     s.close()
     # Reconnecting before renewal gets the same certificate.
     s2, resp2 = sotw_start(cache, "web")
@@ -251,8 +253,7 @@ def test_unused_identities_are_dropped_at_renewal_not_reissued(
 def test_ca_rotation_trusts_both_roots_before_signing_with_the_new_key(
     cache: SnapshotCache, ca: CertificateAuthority, clock: Clock
 ) -> None:
-    store = cache.secrets
-    assert store is not None
+    store = store_of(cache)
     store.rotation_wait = dt.timedelta(hours=1)
     web, r1 = sotw_start(cache, "web")
     api, r2 = sotw_start(cache, "api")
@@ -292,8 +293,7 @@ def test_ca_rotation_trusts_both_roots_before_signing_with_the_new_key(
 def test_ca_rotation_goes_on_after_the_wait_when_a_stream_never_acks(
     cache: SnapshotCache, ca: CertificateAuthority, clock: Clock
 ) -> None:
-    store = cache.secrets
-    assert store is not None
+    store = store_of(cache)
     store.rotation_wait = dt.timedelta(seconds=30)
     sotw_start(cache, "web")  # never ACKs
     store.set_ca(CertificateAuthority.create_root("example.org", now=T0 - dt.timedelta(days=1)))
