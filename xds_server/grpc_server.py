@@ -62,6 +62,13 @@ _SERVICES: dict[str, tuple[str | None, str, str]] = {
         "StreamRoutes",
         "DeltaRoutes",
     ),
+    # SDS on its own stream: what a static cluster can use (Envoy 1.40 crashes loading
+    # a static cluster whose SDS config is ADS).
+    "envoy.service.secret.v3.SecretDiscoveryService": (
+        types.SECRET,
+        "StreamSecrets",
+        "DeltaSecrets",
+    ),
 }
 
 
