@@ -21,6 +21,7 @@ from xds_server.snapshot import EMPTY_SNAPSHOT, Resource, Snapshot, TypeSnapshot
 
 if TYPE_CHECKING:
     from xds_server.events import EventLog
+    from xds_server.secrets import SecretStore
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,9 @@ class SnapshotCache:
         # Push provenance (xds_server.events): the controller records into it what it
         # installs, sessions what they push and what is ACKed. None: not followed.
         self.events: EventLog | None = None
+        # Per-identity secrets (SDS), beside the per-group snapshots; None: no CA, so
+        # no secrets are served.
+        self.secrets: SecretStore | None = None
 
     def get(self, group: str) -> Snapshot:
         return self._snapshots.get(group, EMPTY_SNAPSHOT)

@@ -29,7 +29,7 @@ from sources.kube_route_status_writer import RouteStatusWriter
 from sources.kubernetes import KubernetesSource
 from sources.policy_file import PolicyFileError, PolicyFileSource
 from translators import ProxyGroup
-from xds_server import __version__, admin_auth, gc_tuning
+from xds_server import __version__, admin_auth, gc_tuning, secret_rotation
 from xds_server.admin import AdminServer, parse_address
 from xds_server.cache import SnapshotCache
 from xds_server.catalog import Catalog
@@ -38,6 +38,8 @@ from xds_server.debounce import Debouncer
 from xds_server.events import EventLog
 from xds_server.grpc_server import ServerOptions, XdsServer
 from xds_server.identity import cli as ca_cli
+from xds_server.identity.pki import CaError
+from xds_server.identity.spiffe import SpiffeIdError
 from xds_server.settings import Settings, SettingsError, admin_token, load
 from xds_server.status import ProxyRegistry
 
@@ -143,6 +145,13 @@ async def serve(settings: Settings, token: str | None = None) -> int:
     registry = ProxyRegistry()
     controller = Controller(catalog, cache, http_listener_port=settings.http_listener_port)
     cache.events = EventLog(settings.events_history, clock=time.monotonic, wall=time.time)
+    if settings.ca_dir is not None:  # workload certificates over SDS (xds_server.secrets)
+        try:
+            cache.secrets = secret_rotation.open_store(
+                settings.ca_dir, settings.trust_domain, settings.workload_cert_ttl
+            )
+        except (CaError, SpiffeIdError) as exc:
+            return _fail(f"--ca-dir {settings.ca_dir}: {exc}")
     cache.group_of = controller.group_of
     file_source = None
     if settings.file is not None:
@@ -272,6 +281,9 @@ async def serve(settings: Settings, token: str | None = None) -> int:
     if kube_policy_source is not None:
         tasks.append(asyncio.create_task(kube_policy_source.run(), name="kubernetes-policies"))
         tasks.append(asyncio.create_task(status_writer.run(), name="kubernetes-route-status"))
+    if cache.secrets is not None and settings.ca_dir is not None:
+        ca_dir = secret_rotation.CaDir(settings.ca_dir)
+        tasks.append(asyncio.create_task(secret_rotation.run(cache.secrets, ca_dir), name="ca"))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -36,7 +36,15 @@ from xds_server import response, types
 from xds_server.cache import SnapshotCache
 from xds_server.response import Response
 from xds_server.session_state import Inflight, Plan, TypeState, metrics_of
-from xds_server.snapshot import EMPTY_SNAPSHOT, Diff, Encoded, Resource, Snapshot, View
+from xds_server.snapshot import (
+    EMPTY_SNAPSHOT,
+    Diff,
+    Encoded,
+    Resource,
+    Snapshot,
+    TypeSnapshot,
+    View,
+)
 from xds_server.status import ProxyRegistry, ProxyStatus
 
 __all__ = ["ProtocolError", "Response", "Session"]
@@ -94,6 +102,9 @@ class Session:
         # A reconnecting delta client named clusters/endpoints it holds; its listener and
         # route subscriptions follow on the same stream and may still use them (§4.9).
         self.resuming = False
+        # Set by the transport: wakes this stream when its identity's secrets change
+        # (a renewal or a CA rotation; xds_server.secrets).
+        self.wake: Callable[[], None] | None = None
 
     # -- entry points -------------------------------------------------------------
 
@@ -106,6 +117,16 @@ class Session:
             self.registry.remove(self.status)
         if self.cache.events is not None:
             self.cache.events.disconnect(self.status.stream_id)
+        if self.cache.secrets is not None:
+            self.cache.secrets.detach(self)
+
+    def _type_snapshot(self, type_url: str) -> TypeSnapshot:
+        """Where a type's resources come from: the group's shared snapshot, except
+        secrets, which are this stream's identity's own (xds_server.secrets)."""
+        if type_url == types.SECRET:
+            store = self.cache.secrets
+            return store.secrets_for(self) if store is not None else EMPTY_SNAPSHOT.get(type_url)
+        return self.snapshot.get(type_url)
 
     # -- shared request handling --------------------------------------------------
 
@@ -220,7 +241,7 @@ class Session:
     # -- deciding what to send ----------------------------------------------------
 
     def _target(self, ts: TypeState) -> View:
-        tsnap = self.snapshot.get(ts.type_url)
+        tsnap = self._type_snapshot(ts.type_url)
         base = tsnap.full if ts.wildcard else tsnap.subset(ts.names)
         if (
             self.ordered

@@ -185,6 +185,22 @@ class Settings(BaseModel):
     )
     new_streams_per_second: float = _setting(200.0, "N", "admission rate of new streams", gt=0)
     shutdown_grace: Duration = _setting(5.0, "DURATION", "time to drain streams on SIGTERM")
+    ca_dir: Path | None = _setting(
+        None,
+        "DIR",
+        "built-in CA in Istio's cacerts layout (created there on first start): serves"
+        " workload certificates over SDS (secrets default and ROOTCA); reloaded when its"
+        " files change, so `xds-server ca rotate` rotates it",
+    )
+    trust_domain: str | None = _setting(
+        None, "DOMAIN", "SPIFFE trust domain (else the CA's organization, else cluster.local)"
+    )
+    workload_cert_ttl: Duration = _setting(
+        86400.0,
+        "DURATION",
+        "lifetime of workload certificates; renewed at half life plus up to 10% jitter",
+        gt=0,
+    )
     log_level: Literal["debug", "info", "warning", "error"] = _setting(
         "info", "LEVEL", "debug, info, warning or error"
     )
