@@ -198,7 +198,7 @@ class Settings(BaseModel):
     workload_cert_ttl: Duration = _setting(
         86400.0,
         "DURATION",
-        "lifetime of workload certificates; renewed at half life plus up to 10% jitter",
+        "lifetime of workload certificates; renewed at half life plus up to 10%% jitter",
         gt=0,
     )
     log_level: Literal["debug", "info", "warning", "error"] = _setting(
