@@ -34,6 +34,10 @@ from xds_server.controller import Controller
 from xds_server.debounce import Debouncer
 from xds_server.grpc_server import ServerOptions, XdsServer
 from xds_server.identity import cli as ca_cli
+from xds_server.identity.ca import CertificateAuthority
+from xds_server.identity.ca_store import open_ca
+from xds_server.identity.pki import CaError
+from xds_server.identity.server_tls import ServerTls, TlsFiles
 from xds_server.settings import Settings, SettingsError, admin_token, load
 from xds_server.status import ProxyRegistry
 
@@ -133,7 +137,40 @@ def _admin_access(settings: Settings) -> str | None:
     return token
 
 
-async def serve(settings: Settings, token: str | None = None) -> int:
+def _xds_tls(settings: Settings) -> ServerTls | None:
+    """The xDS port's TLS, None for plaintext: refuses (SettingsError) to pick either for
+    the operator, since plaintext lets any client read any node's configuration."""
+    cert, key, client_ca = settings.xds_tls_cert, settings.xds_tls_key, settings.xds_client_ca
+    if settings.xds_insecure:
+        if cert is not None or key is not None or client_ca is not None:
+            raise SettingsError("xds_insecure: plaintext, so give no --xds-tls-*/--xds-client-ca")
+        return None
+    if cert is None and key is None:
+        raise SettingsError(
+            "the xDS port needs --xds-tls-cert and --xds-tls-key (TLS; add --xds-client-ca"
+            " for mutual TLS) or --xds-insecure (plaintext, unauthenticated)"
+        )
+    if cert is None or key is None:
+        raise SettingsError("xds_tls_cert and xds_tls_key: give both (certificate and key)")
+    try:
+        return ServerTls(TlsFiles(cert, key, client_ca))
+    except CaError as exc:
+        raise SettingsError(f"xDS TLS: {exc}") from exc
+
+
+def _certificate_authority(settings: Settings) -> CertificateAuthority | None:
+    try:
+        return open_ca(ca_dir=settings.ca_dir, ca_cert=settings.ca_cert, ca_key=settings.ca_key)
+    except (CaError, OSError) as exc:
+        raise SettingsError(f"CA: {exc}") from exc
+
+
+async def serve(
+    settings: Settings,
+    token: str | None = None,
+    tls: ServerTls | None = None,
+    ca: CertificateAuthority | None = None,
+) -> int:
     catalog = Catalog()
     cache = SnapshotCache()
     registry = ProxyRegistry()
@@ -210,8 +247,13 @@ async def serve(settings: Settings, token: str | None = None) -> int:
             max_connection_age=settings.max_connection_age,
             new_streams_per_second=settings.new_streams_per_second,
             shutdown_grace=settings.shutdown_grace,
+            tls=tls,
         ),
     )
+    if ca is not None:
+        log.info(
+            "CA: %s (trust domain %s)", ca.certificate.subject.rfc4514_string(), ca.trust_domain
+        )
     admin = AdminServer(
         settings.admin_address,
         cache=cache,
@@ -276,10 +318,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load(args, config=config)
         token = _admin_access(settings)
+        tls = _xds_tls(settings)
+        _setup_logging(settings)  # the CA may log its creation
+        ca = _certificate_authority(settings)
     except SettingsError as exc:
         return _fail(str(exc))
-    _setup_logging(settings)
-    return asyncio.run(serve(settings, token))
+    return asyncio.run(serve(settings, token, tls, ca))
 
 
 if __name__ == "__main__":
