@@ -10,8 +10,6 @@ served to new clients without a restart.
 from __future__ import annotations
 
 import datetime as dt
-import re
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,10 +35,7 @@ Start = Callable[..., XdsServerProcess]
 
 
 def rejected(server: XdsServerProcess, reason: str) -> float:
-    with urllib.request.urlopen(server.admin_url + "/metrics", timeout=5) as r:
-        text = r.read().decode()
-    m = re.search(rf'^xds_streams_rejected_total\{{reason="{reason}"\}} (\S+)$', text, re.M)
-    return float(m.group(1)) if m else 0.0
+    return server.metrics().get(f'xds_streams_rejected_total{{reason="{reason}"}}', 0.0)
 
 
 @pytest.fixture
