@@ -15,6 +15,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
+from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 
 from tests.harness.server_proc import XdsServerProcess
 from tests.harness.waiting import wait_for
@@ -27,6 +31,7 @@ from tests.harness.xds_tls import (
 )
 from xds_server.identity.ca import CertificateAuthority
 from xds_server.identity.cli import ROOT_CERT_FILE
+from xds_server.identity.pki import PrivateKey, pem, random_serial
 
 pytest_plugins = ["tests.harness.fixtures"]
 pytestmark = pytest.mark.timeout(90)
@@ -152,3 +157,46 @@ def test_start_requires_a_choice_between_tls_and_insecure(
     assert "--xds-tls-cert" in last and "--xds-insecure" in last, last
     both = xds_server_factory("--xds-insecure", *pki.server_args(), wait_ready=False)
     assert both.wait(20) == 2 and "xds_insecure" in both.log()
+
+
+def test_certificate_without_a_spiffe_id_is_denied(
+    pki: XdsPki, mtls_server: XdsServerProcess
+) -> None:
+    # Signed by the right CA, but naming a host instead of a workload: nobody to match.
+    key = PrivateKey.generate()
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "web")]))
+        .issuer_name(pki.ca.certificate.subject)
+        .public_key(key.key.public_key())
+        .serial_number(random_serial())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("web")]), critical=False)
+        .sign(pki.ca.key.key, hashes.SHA256())
+    )
+    creds = grpc.ssl_channel_credentials(roots(pki).read_bytes(), key.pem(), pem((cert,)))
+    got = ads_once(mtls_server.xds_port, creds, node("web-1", "default", "web"))
+    assert got.code == grpc.StatusCode.PERMISSION_DENIED and got.response is None, got
+    assert "0 SPIFFE IDs" in got.details
+
+
+def test_csds_on_the_xds_port_requires_a_client_certificate(
+    pki: XdsPki, mtls_server: XdsServerProcess
+) -> None:
+    """CSDS shares the port, so it shares the credentials: a verified client only."""
+    web = pki.client("default", "web")
+
+    def fetch(client: Path | None) -> grpc.StatusCode | None:
+        creds = channel_credentials(client, roots(pki))
+        with grpc.secure_channel(f"localhost:{mtls_server.xds_port}", creds) as channel:
+            stub = csds_pb2_grpc.ClientStatusDiscoveryServiceStub(channel)
+            try:
+                stub.FetchClientStatus(csds_pb2.ClientStatusRequest(), timeout=10)
+            except grpc.RpcError as exc:
+                return exc.code()
+        return None
+
+    assert fetch(None) == grpc.StatusCode.UNAVAILABLE
+    assert fetch(web) is None
