@@ -23,6 +23,7 @@ from tests.harness.grpc_xds import GrpcXdsClient
 from tests.harness.ports import free_port
 from tests.harness.server_proc import ROOT, XdsServerProcess, script
 from tests.harness.waiting import wait_for
+from tests.harness.xds_tls import server_args
 
 pytest_plugins = ["tests.harness.fixtures"]
 pytestmark = pytest.mark.timeout(120)
@@ -58,11 +59,7 @@ class Pki:
         return out
 
     def server_args(self) -> list[str]:
-        return [
-            *("--xds-tls-cert", str(self.server / "cert-chain.pem")),
-            *("--xds-tls-key", str(self.server / "key.pem")),
-            *("--xds-client-ca", str(self.server / "root-cert.pem")),
-        ]
+        return server_args(self.server)
 
 
 def example(name: str, certs: Path, sds: Path, xds_port: int, admin_port: int = 9901) -> str:

@@ -44,6 +44,18 @@ def write_workload(directory: Path, workload: WorkloadCertificate) -> Path:
     return directory
 
 
+def server_args(directory: Path, mutual: bool = True) -> list[str]:
+    """xds-server flags serving the ``ca issue`` files in ``directory`` on the xDS port
+    (the trust bundle verifies clients when ``mutual``)."""
+    args = [
+        *("--xds-tls-cert", str(directory / CERT_CHAIN_FILE)),
+        *("--xds-tls-key", str(directory / KEY_FILE)),
+    ]
+    if mutual:
+        args += ["--xds-client-ca", str(directory / ROOT_CERT_FILE)]
+    return args
+
+
 class XdsPki:
     """A CA in ``directory/ca`` and the xDS server's certificate in ``directory/server``."""
 
@@ -66,13 +78,7 @@ class XdsPki:
         return self.server
 
     def server_args(self, mutual: bool = True) -> list[str]:
-        args = [
-            *("--xds-tls-cert", str(self.server_dir / CERT_CHAIN_FILE)),
-            *("--xds-tls-key", str(self.server_dir / KEY_FILE)),
-        ]
-        if mutual:
-            args += ["--xds-client-ca", str(self.server_dir / ROOT_CERT_FILE)]
-        return args
+        return server_args(self.server_dir, mutual)
 
     def client(
         self,
