@@ -292,6 +292,8 @@ class XdsServer:
         self.budget = WriteBudget(self.options.max_bytes_in_flight, self.options.write_hold)
         self.port: int | None = None
         self._denials = DenialLog()
+        # Exposed at 0 from the start, so rate() and alerts see the first denial.
+        metrics.STREAMS_REJECTED.labels("identity")
 
     def _grpc_options(self) -> list[tuple[str, int]]:
         o = self.options
@@ -391,7 +393,7 @@ class XdsServer:
                 return identity
             detail = "no client certificate"  # mutual TLS: the handshake requires one
         metrics.STREAMS_REJECTED.labels("identity").inc()
-        if self._denials.first(context.peer(), detail):
+        if self._denials.first(detail, ""):  # the detail names the certificate's serial
             log.warning("PERMISSION_DENIED xDS stream from %s: %s", context.peer(), detail)
         await context.abort(grpc.StatusCode.PERMISSION_DENIED, detail)
         raise AssertionError("grpc.aio's abort() raises")
