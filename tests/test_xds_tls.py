@@ -200,3 +200,19 @@ def test_csds_on_the_xds_port_requires_a_client_certificate(
 
     assert fetch(None) == grpc.StatusCode.UNAVAILABLE
     assert fetch(web) is None
+
+
+def test_server_only_tls_from_the_environment_serves_clients_without_certificates(
+    pki: XdsPki, xds_server_factory: Start
+) -> None:
+    """TLS without --xds-client-ca: encrypted, no client identity, so no node check."""
+    env = {
+        "XDS_SERVER_XDS_TLS_CERT": str(pki.server_dir / "cert-chain.pem"),
+        "XDS_SERVER_XDS_TLS_KEY": str(pki.server_dir / "key.pem"),
+    }
+    server = xds_server_factory("--file", str(REGISTRY), insecure=False, env=env)
+    got = ads_once(server.xds_port, channel_credentials(None, roots(pki)), node("n", None, None))
+    assert got.code is None and got.response is not None, got
+    with grpc.insecure_channel(f"127.0.0.1:{server.xds_port}") as channel:
+        with pytest.raises(grpc.FutureTimeoutError):  # plaintext never gets a connection
+            grpc.channel_ready_future(channel).result(timeout=3)
