@@ -153,8 +153,9 @@ def test_start_requires_a_choice_between_tls_and_insecure(
 ) -> None:
     server = xds_server_factory(insecure=False, wait_ready=False)
     assert server.wait(20) == 2
-    last = server.log().strip().splitlines()[-1]
-    assert "--xds-tls-cert" in last and "--xds-insecure" in last, last
+    lines = server.log().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("xds-server: "), lines
+    assert "--xds-tls-cert" in lines[0] and "--xds-insecure" in lines[0], lines
     both = xds_server_factory("--xds-insecure", *pki.server_args(), wait_ready=False)
     assert both.wait(20) == 2 and "xds_insecure" in both.log()
 
