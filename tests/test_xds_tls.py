@@ -217,3 +217,19 @@ def test_server_only_tls_from_the_environment_serves_clients_without_certificate
     with grpc.insecure_channel(f"127.0.0.1:{server.xds_port}") as channel:
         with pytest.raises(grpc.FutureTimeoutError):  # plaintext never gets a connection
             grpc.channel_ready_future(channel).result(timeout=3)
+
+
+def test_first_start_creates_the_ca_dir_and_a_half_plugged_ca_is_refused(
+    tmp_path: Path, xds_server_factory: Start
+) -> None:
+    ca_dir = tmp_path / "cacerts"
+    server = xds_server_factory("--ca-dir", str(ca_dir))
+    assert sorted(p.name for p in ca_dir.iterdir()) == [
+        "ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"
+    ]  # fmt: skip
+    assert "created a self-signed CA" in server.log()
+    half = xds_server_factory("--ca-cert", str(ca_dir / "ca-cert.pem"), wait_ready=False)
+    assert half.wait(20) == 2
+    assert half.log().strip() == (
+        "xds-server: CA: --ca-cert and --ca-key: give both (the CA's certificate and its key)"
+    )
