@@ -110,7 +110,7 @@ class ServerTls:
             return None
         try:
             loaded = load(self.files)
-        except CaError as exc:
+        except (CaError, ValueError, TypeError) as exc:  # never raise into gRPC's handshake
             if stats != self._bad:  # once per bad state, not once per handshake
                 self._bad = stats
                 log.warning("xDS TLS: %s; still serving certificate %x", exc, self.serial)
