@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/xds-server --file examples/registry.yaml --policy examples/policy.yaml --xds-address 127.0.0.1:18000
+	$(BIN)/xds-server --file examples/registry.yaml --policy examples/policy.yaml --xds-address 127.0.0.1:18000 --xds-insecure
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py

@@ -139,7 +139,16 @@ def test_xds_server_refuses_a_bad_kubeconfig_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = kubeconfig(tmp_path / "config", {"exec": {"command": "aws"}})
-    code = main(["--kubernetes", "--kubeconfig", str(path), "--admin-address", "127.0.0.1:0"])
+    code = main(
+        [
+            "--kubernetes",
+            "--kubeconfig",
+            str(path),
+            "--admin-address",
+            "127.0.0.1:0",
+            "--xds-insecure",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err
     assert err.startswith("xds-server: ") and "exec credential plugin" in err

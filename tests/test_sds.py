@@ -30,6 +30,7 @@ from xds_server import csds, diff, secrets, status, types
 from xds_server.cache import SnapshotCache
 from xds_server.identity.ca import CertificateAuthority
 from xds_server.identity.pki import TrustBundle, issued_by, spki
+from xds_server.identity.spiffe import SpiffeId
 from xds_server.response import Response
 from xds_server.secrets import CERTIFICATE, ROOT_CA, SecretStore
 from xds_server.session import Session
@@ -328,3 +329,15 @@ def test_diff_and_csds_compare_secrets_with_what_the_stream_was_sent(
     configs = csds.type_configs(s.status.types[SDS], state.held[SDS], cache.get(GROUP))
     assert sorted(c.name for c in configs) == sorted(NAMES)
     assert {c.client_status for c in configs} == {dump_pb2.ACKED}
+
+
+def test_a_verified_identity_wins_over_node_metadata(cache: SnapshotCache) -> None:
+    """With mutual TLS on the xDS port the transport sets the identity verified from the
+    client certificate; the secrets are that identity's (here its trust domain, which the
+    node's metadata cannot say, differs from the store's default)."""
+    s = sotw(cache)
+    s.identity = SpiffeId("other.example", "default", "web")
+    resp = one(s.on_request(sreq(SDS, NAMES, node=node("web"))), SDS)
+    assert uri(leaf(sotw_secrets(resp)[CERTIFICATE])) == [
+        "spiffe://other.example/ns/default/sa/web"
+    ]

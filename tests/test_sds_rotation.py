@@ -11,12 +11,20 @@ import pytest
 
 from xds_server.identity import cli as ca_cli
 from xds_server.identity.ca import CA_KEY, CertificateAuthority
-from xds_server.secret_rotation import CaDir, open_ca, open_store
+from xds_server.identity.ca_store import open_ca
+from xds_server.secret_rotation import CaDir, open_store
+
+
+def _ca(ca_dir: Path) -> CertificateAuthority:
+    """The CA in `ca_dir`, created there if it has none (as `--ca-dir` does)."""
+    ca = open_ca(ca_dir=ca_dir)
+    assert ca is not None
+    return ca
 
 
 def test_first_start_creates_the_ca_and_later_starts_load_it(tmp_path: Path) -> None:
     ca_dir = tmp_path / "ca"
-    created = open_ca(ca_dir, "example.org")
+    created = open_ca(ca_dir=ca_dir, trust_domain="example.org")
     assert sorted(p.name for p in ca_dir.iterdir()) == [
         "ca-cert.pem",
         "ca-key.pem",
@@ -24,17 +32,17 @@ def test_first_start_creates_the_ca_and_later_starts_load_it(tmp_path: Path) -> 
         "root-cert.pem",
     ]
     assert oct((ca_dir / CA_KEY).stat().st_mode & 0o777) == "0o600"
-    assert open_ca(ca_dir, None).certificate == created.certificate
+    assert open_ca(ca_dir=ca_dir).certificate == created.certificate
     # The trust domain: the flag, else the CA's organization.
-    assert open_store(ca_dir, None, 60).trust_domain == "example.org"
-    assert open_store(ca_dir, "other.org", 60).trust_domain == "other.org"
+    assert open_store(_ca(ca_dir), None, 60).trust_domain == "example.org"
+    assert open_store(_ca(ca_dir), "other.org", 60).trust_domain == "other.org"
 
 
 def test_reload_follows_rotate_and_keeps_the_last_good_ca(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     ca_dir = tmp_path / "ca"
-    first = open_ca(ca_dir, None)
+    first = open_ca(ca_dir=ca_dir)
     watcher = CaDir(ca_dir)
     assert watcher.reload() is None  # unchanged
     # Half-way through a rotation: a key that does not match the certificate.

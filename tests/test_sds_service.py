@@ -21,9 +21,18 @@ from envoy.service.secret.v3 import sds_pb2_grpc
 from xds_server import types
 from xds_server.cache import SnapshotCache
 from xds_server.grpc_server import ServerOptions, XdsServer
+from xds_server.identity.ca import CertificateAuthority
+from xds_server.identity.ca_store import open_ca
 from xds_server.secret_rotation import open_store
 
 NAMES = ["default", "ROOTCA"]
+
+
+def _ca(ca_dir: Path) -> CertificateAuthority:
+    """The CA in `ca_dir`, created there if it has none (as `--ca-dir` does)."""
+    ca = open_ca(ca_dir=ca_dir)
+    assert ca is not None
+    return ca
 
 
 def node(sa: str) -> base_pb2.Node:
@@ -61,7 +70,7 @@ async def test_secret_discovery_service_serves_the_node_identity(
 ) -> None:
     cache = SnapshotCache()
     cache.set_snapshot("g", {})
-    cache.secrets = open_store(tmp_path / "ca", None, dt.timedelta(hours=1).total_seconds())
+    cache.secrets = open_store(_ca(tmp_path / "ca"), None, dt.timedelta(hours=1).total_seconds())
     server = XdsServer(cache, options=ServerOptions(address="127.0.0.1:0"))
     port = await server.start()
     try:

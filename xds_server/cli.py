@@ -38,8 +38,11 @@ from xds_server.debounce import Debouncer
 from xds_server.events import EventLog
 from xds_server.grpc_server import ServerOptions, XdsServer
 from xds_server.identity import cli as ca_cli
+from xds_server.identity.ca import CertificateAuthority
+from xds_server.identity.ca_store import open_ca
 from xds_server.identity.pki import CaError
-from xds_server.identity.spiffe import SpiffeIdError
+from xds_server.identity.server_tls import ServerTls, TlsFiles
+from xds_server.identity.spiffe import DEFAULT_TRUST_DOMAIN, SpiffeIdError
 from xds_server.settings import Settings, SettingsError, admin_token, load
 from xds_server.status import ProxyRegistry
 
@@ -139,19 +142,57 @@ def _admin_access(settings: Settings) -> str | None:
     return token
 
 
-async def serve(settings: Settings, token: str | None = None) -> int:
+def _xds_tls(settings: Settings) -> ServerTls | None:
+    """The xDS port's TLS, None for plaintext: refuses (SettingsError) to pick either for
+    the operator, since plaintext lets any client read any node's configuration."""
+    cert, key, client_ca = settings.xds_tls_cert, settings.xds_tls_key, settings.xds_client_ca
+    if settings.xds_insecure:
+        if cert is not None or key is not None or client_ca is not None:
+            raise SettingsError("xds_insecure: plaintext, so give no --xds-tls-*/--xds-client-ca")
+        return None
+    if cert is None and key is None:
+        raise SettingsError(
+            "the xDS port needs --xds-tls-cert and --xds-tls-key (TLS; add --xds-client-ca"
+            " for mutual TLS) or --xds-insecure (plaintext, unauthenticated)"
+        )
+    if cert is None or key is None:
+        raise SettingsError("xds_tls_cert and xds_tls_key: give both (certificate and key)")
+    try:
+        return ServerTls(TlsFiles(cert, key, client_ca))
+    except CaError as exc:
+        raise SettingsError(f"xDS TLS: {exc}") from exc
+
+
+def _certificate_authority(settings: Settings) -> CertificateAuthority | None:
+    try:
+        return open_ca(
+            ca_dir=settings.ca_dir,
+            ca_cert=settings.ca_cert,
+            ca_key=settings.ca_key,
+            trust_domain=settings.trust_domain or DEFAULT_TRUST_DOMAIN,
+        )
+    except (CaError, OSError) as exc:
+        raise SettingsError(f"CA: {exc}") from exc
+
+
+async def serve(
+    settings: Settings,
+    token: str | None = None,
+    tls: ServerTls | None = None,
+    ca: CertificateAuthority | None = None,
+) -> int:
     catalog = Catalog()
     cache = SnapshotCache()
     registry = ProxyRegistry()
     controller = Controller(catalog, cache, http_listener_port=settings.http_listener_port)
     cache.events = EventLog(settings.events_history, clock=time.monotonic, wall=time.time)
-    if settings.ca_dir is not None:  # workload certificates over SDS (xds_server.secrets)
+    if ca is not None:  # workload certificates over SDS (xds_server.secrets)
         try:
             cache.secrets = secret_rotation.open_store(
-                settings.ca_dir, settings.trust_domain, settings.workload_cert_ttl
+                ca, settings.trust_domain, settings.workload_cert_ttl
             )
-        except (CaError, SpiffeIdError) as exc:
-            return _fail(f"--ca-dir {settings.ca_dir}: {exc}")
+        except SpiffeIdError as exc:
+            return _fail(f"--trust-domain: {exc}")
     cache.group_of = controller.group_of
     file_source = None
     if settings.file is not None:
@@ -236,8 +277,13 @@ async def serve(settings: Settings, token: str | None = None) -> int:
             max_connection_age=settings.max_connection_age,
             new_streams_per_second=settings.new_streams_per_second,
             shutdown_grace=settings.shutdown_grace,
+            tls=tls,
         ),
     )
+    if ca is not None:
+        log.info(
+            "CA: %s (trust domain %s)", ca.certificate.subject.rfc4514_string(), ca.trust_domain
+        )
     admin = AdminServer(
         settings.admin_address,
         cache=cache,
@@ -310,10 +356,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load(args, config=config)
         token = _admin_access(settings)
+        tls = _xds_tls(settings)
+        _setup_logging(settings)  # the CA may log its creation
+        ca = _certificate_authority(settings)
     except SettingsError as exc:
         return _fail(str(exc))
-    _setup_logging(settings)
-    return asyncio.run(serve(settings, token))
+    return asyncio.run(serve(settings, token, tls, ca))
 
 
 if __name__ == "__main__":

@@ -25,8 +25,11 @@ from envoy.service.status.v3 import csds_pb2
 
 from xds_server import csds, csds_service, metrics, types
 from xds_server.cache import SnapshotCache, Watch
+from xds_server.identity.peer import DenialLog, PeerIdentityError, peer_identity
+from xds_server.identity.server_tls import ServerTls
+from xds_server.identity.spiffe import SpiffeId
 from xds_server.response import Response
-from xds_server.session import ProtocolError, Session
+from xds_server.session import IdentityDenied, ProtocolError, Session
 from xds_server.session_delta import DeltaSession
 from xds_server.session_sotw import SotwSession
 from xds_server.snapshot import Snapshot
@@ -97,6 +100,9 @@ class ServerOptions:
     # the kernel spreads new connections across them. Off by default, so a second
     # server started by mistake on a busy port fails instead of silently sharing it.
     so_reuseport: bool = False
+    # TLS on the xDS port (mutual TLS when it has a client CA); None = plaintext, which
+    # the command line gives only with --xds-insecure.
+    tls: ServerTls | None = None
 
 
 class _TokenBucket:
@@ -149,8 +155,16 @@ class _Wake:
 class _Stream:
     """One open xDS stream: a session plus its wake-up plumbing."""
 
-    def __init__(self, session: Session, cache: SnapshotCache, context: Any, budget: WriteBudget):
+    def __init__(
+        self,
+        session: Session,
+        cache: SnapshotCache,
+        context: Any,
+        budget: WriteBudget,
+        denials: DenialLog | None = None,
+    ):
         self.session = session
+        self.denials = denials
         self.cache = cache
         self.context = context
         self.budget = budget
@@ -202,6 +216,16 @@ class _Stream:
             "ending %s stream from node %r (%s): %s", st.kind, st.node_id or "?", st.peer, detail
         )
 
+    def _deny(self, detail: str) -> None:
+        """Counted every time, logged once per (identity, node): a refused proxy retries."""
+        metrics.STREAMS_REJECTED.labels("identity").inc()
+        st = self.session.status
+        peer = str(self.session.identity or st.peer)
+        if self.denials is None or self.denials.first(peer, st.node_id or ""):
+            log.warning(
+                "PERMISSION_DENIED %s stream from %s (%s): %s", st.kind, peer, st.peer, detail
+            )
+
     def _step(self) -> list[Response]:
         """What to send now: the requests received so far, then the latest snapshot."""
         session = self.session
@@ -240,6 +264,9 @@ class _Stream:
                             charge.release()
                 if self.reader_done and not self.requests:
                     return
+        except IdentityDenied as exc:
+            self._deny(exc.message)
+            await self.context.abort(exc.code, exc.message)
         except ProtocolError as exc:
             self._log_end("protocol", exc.message)
             await self.context.abort(exc.code, exc.message)
@@ -276,6 +303,9 @@ class XdsServer:
         )
         self.budget = WriteBudget(self.options.max_bytes_in_flight, self.options.write_hold)
         self.port: int | None = None
+        self._denials = DenialLog()
+        # Exposed at 0 from the start, so rate() and alerts see the first denial.
+        metrics.STREAMS_REJECTED.labels("identity")
 
     def _grpc_options(self) -> list[tuple[str, int]]:
         o = self.options
@@ -349,7 +379,10 @@ class XdsServer:
             session = session_cls(
                 self.cache, type_url=type_url, peer=context.peer(), registry=self.registry
             )
-            stream = _Stream(session, self.cache, context, self.budget)
+            tls = self.options.tls
+            if tls is not None and tls.mutual:
+                session.identity = await self._identity(context)
+            stream = _Stream(session, self.cache, context, self.budget, self._denials)
             self._streams.add(stream)
             try:
                 await stream.run(request_iterator)
@@ -360,16 +393,38 @@ class XdsServer:
 
         return handle
 
+    async def _identity(self, context: Any) -> SpiffeId:
+        """The verified client certificate's SPIFFE ID; the stream ends with
+        PERMISSION_DENIED when the certificate names none (the CA vouches for nobody)."""
+        try:
+            identity = peer_identity(context.auth_context())
+        except PeerIdentityError as exc:
+            detail = str(exc)
+        else:
+            if identity is not None:
+                return identity
+            detail = "no client certificate"  # mutual TLS: the handshake requires one
+        metrics.STREAMS_REJECTED.labels("identity").inc()
+        if self._denials.first(detail, ""):  # the detail names the certificate's serial
+            log.warning("PERMISSION_DENIED xDS stream from %s: %s", context.peer(), detail)
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, detail)
+        raise AssertionError("grpc.aio's abort() raises")
+
     async def start(self) -> int:
         server = grpc.aio.server(options=self._grpc_options())
         server.add_generic_rpc_handlers(self._handlers())
-        port = server.add_insecure_port(self.options.address)
+        tls = self.options.tls
+        if tls is None:
+            port = server.add_insecure_port(self.options.address)
+        else:
+            port = server.add_secure_port(self.options.address, tls.credentials())
         if port == 0:
             raise OSError(f"cannot listen for xDS on {self.options.address}")
         await server.start()
         self._server = server
         self.port = int(port)
-        log.info("xDS server listening on %s (port %d)", self.options.address, port)
+        mode = "plaintext" if tls is None else "mutual TLS" if tls.mutual else "TLS"
+        log.info("xDS server listening on %s (port %d, %s)", self.options.address, port, mode)
         return self.port
 
     async def stop(self, grace: float | None = None) -> None:

@@ -1,6 +1,6 @@
-"""The secret store over time: `--ca-dir` opened (created on first start), renewals run
-when due, and the directory reloaded when its files change, which is how a CA rotation
-(`xds-server ca rotate`) reaches a running server.
+"""The secret store over time: renewals run when due, and `--ca-dir` reloaded when its
+files change, which is how a CA rotation (`xds-server ca rotate`) reaches a running
+server.
 
 A bad reload (a half-written directory, a key that does not match) is logged once and
 the last good CA stays; the next change is tried again.
@@ -25,22 +25,10 @@ POLL: Final = 1.0  # seconds between looks at --ca-dir (and the longest sleep)
 MIN_SLEEP: Final = 0.1
 
 
-def open_ca(directory: Path, trust_domain: str | None) -> CertificateAuthority:
-    """The CA in ``directory`` (Istio's cacerts layout); a new self-signed root written
-    there when none of its files exists yet (the first start). CaError otherwise."""
-    directory = Path(directory)
-    if not any((directory / name).exists() for name in CACERTS_FILES):
-        ca = CertificateAuthority.create_root(trust_domain or DEFAULT_TRUST_DOMAIN)
-        ca.save_dir(directory)
-        log.info("created a CA for trust domain %s in %s", ca.trust_domain, directory)
-        return ca
-    return CertificateAuthority.load_dir(directory)
-
-
-def open_store(directory: Path, trust_domain: str | None, ttl: float) -> SecretStore:
-    """The secret store for `xds-server --ca-dir`: the trust domain is ``trust_domain``,
-    else the CA's organization (as `ca issue`), else cluster.local."""
-    ca = open_ca(directory, trust_domain)
+def open_store(ca: CertificateAuthority, trust_domain: str | None, ttl: float) -> SecretStore:
+    """The secret store over the server's CA (`identity.ca_store.open_ca`): the trust
+    domain is ``trust_domain``, else the CA's organization (as `ca issue`), else
+    cluster.local."""
     domain = check_trust_domain(trust_domain or ca.trust_domain or DEFAULT_TRUST_DOMAIN)
     return SecretStore(ca, trust_domain=domain, ttl=dt.timedelta(seconds=ttl))
 

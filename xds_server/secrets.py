@@ -109,6 +109,7 @@ class SecretClient(Protocol):
     node: base_pb2.Node | None
     states: dict[str, TypeState]
     wake: Callable[[], None] | None
+    identity: SpiffeId | None  # verified from the client certificate (mutual TLS), or None
 
 
 def _metadata(node: base_pb2.Node, key: str) -> str:
@@ -117,12 +118,13 @@ def _metadata(node: base_pb2.Node, key: str) -> str:
 
 
 def identity_of(client: SecretClient, trust_domain: str) -> SpiffeId:
-    """The identity whose secrets this stream may receive: node metadata ``NAMESPACE``
-    and ``SERVICE_ACCOUNT`` (Istio's convention), trusted as given.
-
-    That is only safe with --xds-insecure on a trusted network; with mutual TLS on the
-    xDS port this must return the identity verified from the peer certificate (the node
-    is checked against it before any request is served). SpiffeIdError if unusable."""
+    """The identity whose secrets this stream may receive: with mutual TLS on the xDS
+    port, the SPIFFE ID verified from the client certificate (the node was checked
+    against it before any request was served); otherwise node metadata ``NAMESPACE`` and
+    ``SERVICE_ACCOUNT`` (Istio's convention), trusted as given, which is only safe on a
+    network where every client is trusted (--xds-insecure). SpiffeIdError if unusable."""
+    if client.identity is not None:
+        return client.identity
     node = client.node
     if node is None:
         raise SpiffeIdError("no node yet")

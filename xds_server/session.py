@@ -34,6 +34,8 @@ from google.protobuf import descriptor_pool
 
 from xds_server import response, types
 from xds_server.cache import SnapshotCache
+from xds_server.identity.peer import node_mismatch
+from xds_server.identity.spiffe import SpiffeId
 from xds_server.response import Response
 from xds_server.session_state import Inflight, Plan, TypeState, metrics_of
 from xds_server.snapshot import (
@@ -47,7 +49,7 @@ from xds_server.snapshot import (
 )
 from xds_server.status import ProxyRegistry, ProxyStatus
 
-__all__ = ["ProtocolError", "Response", "Session"]
+__all__ = ["IdentityDenied", "ProtocolError", "Response", "Session"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,13 @@ class ProtocolError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class IdentityDenied(ProtocolError):
+    """The node claims an identity its client certificate does not carry."""
+
+    def __init__(self, message: str):
+        super().__init__(grpc.StatusCode.PERMISSION_DENIED, message)
 
 
 def _is_known_type(type_url: str) -> bool:
@@ -105,6 +114,9 @@ class Session:
         # Set by the transport: wakes this stream when its identity's secrets change
         # (a renewal or a CA rotation; xds_server.secrets).
         self.wake: Callable[[], None] | None = None
+        # The verified SPIFFE ID of the client certificate (mutual TLS on the xDS port),
+        # set by the transport before the first request; None on plaintext/server TLS.
+        self.identity: SpiffeId | None = None
 
     # -- entry points -------------------------------------------------------------
 
@@ -138,6 +150,10 @@ class Session:
             )
         if not node.id:
             raise ProtocolError(grpc.StatusCode.INVALID_ARGUMENT, "node.id must not be empty")
+        if self.identity is not None:
+            denied = node_mismatch(self.identity, node.id, node.metadata)
+            if denied is not None:
+                raise IdentityDenied(denied)
         try:
             group = self.cache.group_of(node)
         except Exception as exc:

@@ -84,6 +84,42 @@ class Settings(BaseModel):
         "read --admin-token from this file at start, e.g. a mounted Kubernetes Secret;"
         " surrounding whitespace is ignored",
     )
+    xds_tls_cert: Path | None = _setting(
+        None,
+        "PATH",
+        "TLS on the xDS port: the server certificate chain (PEM), re-read when it changes;"
+        " with --xds-tls-key",
+    )
+    xds_tls_key: Path | None = _setting(
+        None, "PATH", "the private key (PEM) of --xds-tls-cert, re-read when it changes"
+    )
+    xds_client_ca: Path | None = _setting(
+        None,
+        "PATH",
+        "mutual TLS on the xDS port: CA bundle (PEM) that verifies client certificates;"
+        " each node's metadata NAMESPACE and SERVICE_ACCOUNT must then match its"
+        " certificate's SPIFFE ID",
+    )
+    xds_insecure: bool = _setting(
+        False,
+        "",
+        "serve xDS in plaintext: no encryption, and any client may ask for any node's"
+        " configuration; without it the xDS port needs --xds-tls-cert/--xds-tls-key",
+    )
+    ca_dir: Path | None = _setting(
+        None,
+        "DIR",
+        "the built-in CA in Istio's cacerts layout (root-cert.pem, ca-cert.pem, ca-key.pem,"
+        " cert-chain.pem); created on the first start if empty (xds-server ca init); serves"
+        " workload certificates over SDS; reloaded when its files change (ca rotate)",
+    )
+    ca_cert: Path | None = _setting(
+        None,
+        "PATH",
+        "plug in an existing CA: its certificate (root-cert.pem and cert-chain.pem beside"
+        " it are used when present); with --ca-key; serves workload certificates over SDS",
+    )
+    ca_key: Path | None = _setting(None, "PATH", "the private key of --ca-cert")
     file: Path | None = _setting(None, "PATH", "file registry: YAML/JSON services, watched")
     file_interval: Duration = _setting(
         1.0,
@@ -185,13 +221,6 @@ class Settings(BaseModel):
     )
     new_streams_per_second: float = _setting(200.0, "N", "admission rate of new streams", gt=0)
     shutdown_grace: Duration = _setting(5.0, "DURATION", "time to drain streams on SIGTERM")
-    ca_dir: Path | None = _setting(
-        None,
-        "DIR",
-        "built-in CA in Istio's cacerts layout (created there on first start): serves"
-        " workload certificates over SDS (secrets default and ROOTCA); reloaded when its"
-        " files change, so `xds-server ca rotate` rotates it",
-    )
     trust_domain: str | None = _setting(
         None, "DOMAIN", "SPIFFE trust domain (else the CA's organization, else cluster.local)"
     )

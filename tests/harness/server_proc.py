@@ -77,6 +77,8 @@ class XdsServerProcess:
     Unless ``addresses=False`` the xDS and admin addresses are set to free loopback ports
     (given ones, or new ones) ahead of ``args``, so a later flag in ``args`` still wins.
     ``new_session`` puts it in its own process group (benchmarks handle Ctrl-C themselves).
+    ``insecure`` (the default) adds ``--xds-insecure``: a plaintext xDS port; TLS tests
+    pass False and their own ``--xds-tls-*`` flags.
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class XdsServerProcess:
         admin_port: int = 0,
         addresses: bool = True,
         new_session: bool = False,
+        insecure: bool = True,
     ):
         self.xds_port = xds_port or free_port()
         self.admin_port = admin_port or free_port()
@@ -95,7 +98,7 @@ class XdsServerProcess:
             *("--xds-address", f"127.0.0.1:{self.xds_port}"),
             *("--admin-address", f"127.0.0.1:{self.admin_port}"),
         ]
-        self.args = [*(own if addresses else []), *args]
+        self.args = [*(own if addresses else []), *(["--xds-insecure"] if insecure else []), *args]
         self.log_path = Path(log_path)
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.new_session = new_session

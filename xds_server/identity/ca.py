@@ -17,7 +17,9 @@ Private keys live in :class:`~xds_server.identity.pki.PrivateKey`, which never s
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -214,8 +216,14 @@ class CertificateAuthority:
         *,
         ttl: dt.timedelta = WORKLOAD_TTL,
         now: dt.datetime | None = None,
+        hosts: Sequence[str] = (),
     ) -> WorkloadCertificate:
-        """A workload certificate for ``spiffe_id`` with a fresh ECDSA P-256 key."""
+        """A workload certificate for ``spiffe_id`` with a fresh ECDSA P-256 key.
+
+        ``hosts`` (DNS names or IP addresses) are added as DNS/IP SANs: a server that
+        gRPC clients dial by name (the xDS port) must carry that name, as istiod's
+        certificate carries ``istiod.istio-system.svc``.
+        """
         if ttl <= dt.timedelta(0):
             raise CaError(f"issue {spiffe_id}: ttl {ttl}: must be positive")
         now = now or _now()
@@ -236,7 +244,9 @@ class CertificateAuthority:
             .not_valid_before(not_before)
             .not_valid_after(not_after)
             .add_extension(
-                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id.uri)]),
+                x509.SubjectAlternativeName(
+                    [x509.UniformResourceIdentifier(spiffe_id.uri), *map(host_name, hosts)]
+                ),
                 critical=True,  # the subject is empty (RFC 5280 §4.2.1.6)
             )
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
@@ -325,6 +335,14 @@ def intermediate_under(
         path_length=0,
     )
     return CertificateAuthority(cert, key, parent.chain_for_leaf(), parent.trust_bundle)
+
+
+def host_name(host: str) -> x509.GeneralName:
+    """``host`` as a SAN: an IP address when it parses as one, else a DNS name."""
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
 
 
 def _ca_name(trust_domain: str) -> x509.Name:

@@ -68,6 +68,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     issue.add_argument("--ttl", type=_ttl, default=dt.timedelta(hours=24), help="(else 24h)")
     issue.add_argument("--out", type=Path, required=True, metavar="DIR")
+    issue.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="DNS name or IP address added as a SAN, repeatable: for a server certificate "
+        "clients dial by name, e.g. the xDS port's (--xds-tls-cert)",
+    )
     rotate = sub.add_parser(
         "rotate",
         help="replace the CA with a new root, trusting old and new roots meanwhile",
@@ -92,7 +100,7 @@ def _issue(args: argparse.Namespace) -> None:
     ca = CertificateAuthority.load_dir(args.ca_dir)
     trust_domain = args.trust_domain or ca.trust_domain or DEFAULT_TRUST_DOMAIN
     spiffe_id = SpiffeId(trust_domain, args.namespace, args.service_account)
-    workload = ca.issue(spiffe_id, ttl=args.ttl)
+    workload = ca.issue(spiffe_id, ttl=args.ttl, hosts=args.host)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     write_file(out / KEY_FILE, workload.key_pem(), private=True)
