@@ -48,6 +48,7 @@ def test_reload_follows_rotate_and_keeps_the_last_good_ca(
     # Half-way through a rotation: a key that does not match the certificate.
     other = CertificateAuthority.create_root()
     (ca_dir / CA_KEY).write_bytes(other.key.pem())
+    caplog.clear()  # (the CA's creation is logged too)
     with caplog.at_level(logging.WARNING):
         assert watcher.reload() is None
         assert watcher.reload() is None
