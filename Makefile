@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test lint browser bench bench-registry bench-consul bench-kubernetes bench-policy clean
+.PHONY: run demo test lint browser bench bench-registry bench-consul bench-kubernetes bench-kubernetes-routes bench-policy clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ bench-consul: $(STAMP)
 
 bench-kubernetes: $(STAMP)
 	$(BIN)/python -m bench.kubernetes --services 5000 --endpoints 5 --proxies 100 --mode both --edits 5
+
+# Issue 11's figures: 5,000 Services, 5,000 HTTPRoutes, 50,000 Pods; route weight edits.
+bench-kubernetes-routes: $(STAMP)
+	$(BIN)/python -m bench.kubernetes --services 5000 --endpoints 10 --pods --routes --proxies 100 --mode both --edits 5
 
 bench-policy: $(STAMP)
 	$(BIN)/python -m bench.policy --services 1000 --endpoints 5 --proxies 1000 --mode both --edits 5
