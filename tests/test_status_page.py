@@ -84,7 +84,8 @@ class HostileState(AdminState):
          "holding": False},
         {"name": "k8s", "kind": "kubernetes", "synced": True, "stale": False,
          "error": None, "services": 0, "rejected": [], "holding": True,
-         "hold_reason": "would remove 10 of 10 services", "held_removals": 10},
+         "hold_reason": "would remove 10 of 10 services", "held_removals": 10,
+         "notes": [f"httproutes.gateway.networking.k8s.io (v1) is not served {XSS}"]},
     ]  # fmt: skip
     POLICIES: Final = [
         {"kind": "VirtualService", "namespace": "shop", "name": XSS, "origin": "p.yaml:1:1",
@@ -133,6 +134,7 @@ def test_page_renders_everything_server_side_and_escapes_it() -> None:
     assert NACK_ERROR.replace("'", "&#x27;").replace(">", "&gt;") in body
     # Sources with their state and rejected entries; policies with state and reasons.
     assert ">HOLDING<" in body and "would remove 10 of 10 services" in body
+    assert "httproutes.gateway.networking.k8s.io (v1) is not served &lt;script" in body
     assert ">REJECTED<" in body
     # The snapshot browser: names of the type, and the chosen one as Envoy JSON.
     assert 'href="/?group=web&amp;type=clusters&amp;name=backend"' in body

@@ -121,6 +121,9 @@ def sources_section(sources: list[dict[str, Any]]) -> str:
         if rejected:
             items = "".join(_tag("li", esc(r)) for r in rejected)
             notes.append(f'<div>rejected:<ul class="rejected">{items}</ul></div>')
+        # What the source wants known that is not an error (a CRD the cluster lacks, who
+        # writes route status), as `xdsctl sources` prints it under the source.
+        notes.extend(f'<div class="note">{esc(n)}</div>' for n in s.get("notes") or ())
         rows.append(
             "<tr>"
             + _tag("td", esc(s.get("name")))
