@@ -11,7 +11,10 @@ from sources.policy_file import parse_policy_file
 from tests.consul_entries import compiled, defaults, resolver, splitter, versions
 from translators.policy_owners import REGISTRY_ORDER, service_registries
 from translators.policy_resolve import Resolution, resolve_policies
+from xds_server import metrics
+from xds_server.cache import SnapshotCache
 from xds_server.catalog import Catalog
+from xds_server.controller import Controller
 from xds_server.model import (
     PolicyKey,
     PolicyObject,
@@ -205,3 +208,28 @@ def test_status_documents_carry_the_source() -> None:
     res = resolve(catalog(web="consul"), *istio("file", vs("web", "web")))
     [doc] = [s.as_dict() for s in res.statuses]
     assert doc["source"] == "file" and doc["state"] == "ACCEPTED"
+
+
+async def test_the_server_shows_and_counts_shadowed_objects_with_their_source() -> None:
+    """Through the catalog and the controller (what /debug/policies serves): web is
+    published by a file-registry source named "registry", so the policy file owns its
+    routing and Consul's chain for it is SHADOWED, with source consul, and counted in
+    xds_policy_objects{kind,state}."""
+    cat = Catalog()
+    cat.register("registry", "file")
+    cat.register("consul-config", "consul")
+    cat.register("policy", "policy")
+    cat.replace("registry", catalog(web="").values())
+    cat.replace_policies("policy", istio("", vs("web", "web")))
+    cat.replace_policies("consul-config", consul_chain("web"))
+    controller = Controller(cat, SnapshotCache())
+    await controller.rebuild()
+    docs = {(d["kind"], d["name"]): d for d in controller.policy_statuses()}
+    shadowed = docs[("discovery-chain", "web")]
+    assert (shadowed["state"], shadowed["source"]) == ("SHADOWED", "consul"), shadowed
+    assert (
+        docs[("VirtualService", "web")]["state"],
+        docs[("VirtualService", "web")]["source"],
+    ) == ("ACCEPTED", "file")
+    gauge = metrics.POLICY_OBJECTS.labels("discovery-chain", "SHADOWED")
+    assert gauge._value.get() == 1  # type: ignore[attr-defined]
