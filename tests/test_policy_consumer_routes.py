@@ -175,5 +175,10 @@ async def test_groups_differing_only_by_a_namespace_without_consumer_routes_shar
     groups = [cache.group_of(node(f"ns{i}")) for i in range(3)]
     catalog.replace_policies("p", objects(PRODUCER))
     await ctl.rebuild()
-    routes = [cache.get(g).get(types.ROUTE).resources["http_10000"] for g in groups]
-    assert routes[0] is routes[1] is routes[2]  # one translation for the three
+    for type_url in (types.CLUSTER, types.ENDPOINT, types.LISTENER, types.ROUTE):
+        built = [cache.get(g).get(type_url) for g in groups]
+        assert built[0] is built[1] is built[2], type_url  # built once for the three
+    catalog.replace("f", [*CAT.values(), ServiceEntry(Service("new", "shop", (HTTP,)))])
+    await ctl.rebuild()
+    for g in groups:
+        assert "new.shop:80" in cache.get(g).get(types.CLUSTER).resources, g

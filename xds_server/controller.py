@@ -43,7 +43,7 @@ from xds_server.model import (
     ServiceEntry,
     ServiceKey,
 )
-from xds_server.snapshot import Resource, Snapshot
+from xds_server.snapshot import EMPTY_SNAPSHOT, Resource, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -256,10 +256,24 @@ class Controller:
                 self._endpoints[key] = ((entry, policy), built)
         if services_changed:
             self._generation += 1
-        return {
-            key: self.cache.prepare(key, self._group_snapshot(key, group, dirty))
-            for key, group in groups.items()
-        }
+        out: dict[str, Prepared | None] = {}
+        first: dict[str, str] = {}  # output key → the group built for it in this round
+        for name, group in groups.items():
+            twin = first.setdefault(self._output_key(group), name)
+            if twin != name:  # the same resources as `twin`'s: no need to build or compare
+                out[name] = self._same_as(name, twin, out[twin])
+                continue
+            out[name] = self.cache.prepare(name, self._group_snapshot(name, group, dirty))
+        return out
+
+    def _same_as(self, key: str, twin: str, prepared: Prepared | None) -> Prepared | None:
+        """What installs `twin`'s next snapshot as `key`'s too (None: `key` has it)."""
+        types = prepared.types if prepared is not None else dict(self.cache.get(twin).types)
+        current = self.cache.get(key)
+        if current.types == types:
+            return None
+        self._scopes.pop(key, None)  # not built itself: built in full if it stops sharing
+        return Prepared(None if current is EMPTY_SNAPSHOT else current, types)
 
     def _resolve_policies(self) -> set[ServiceKey]:
         """Resolve the policy objects against the view; the services whose policy changed."""
