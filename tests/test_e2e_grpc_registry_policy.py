@@ -12,21 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.consul_entries import defaults, resolver, splitter, versions
 from tests.harness.backends import GrpcBackend
 from tests.harness.e2e import WAIT
 from tests.harness.grpc_xds import GrpcXdsClient, grpc_bootstrap
-from tests.harness.policy import write_atomically
+from tests.harness.policy_mesh import start_policy_mesh
 from tests.harness.server_proc import XdsServerProcess
 from tests.test_e2e_consul import ConsulMesh, consul_mesh, emulator
+from tests.test_e2e_policy_grpc import GRPC_PORT, grpc_service
 
 pytest_plugins = ["tests.harness.fixtures"]
 __all__ = ["consul_mesh", "emulator"]  # the Consul e2e tests' fixtures
 pytestmark = pytest.mark.timeout(120)
 
-GRPC_PORT = 50051
 REACH = 20.0  # gRPC's xDS start-up, generous
 
 
@@ -38,10 +37,10 @@ def only(client: GrpcXdsClient, name: str, calls: int = 30) -> None:
     assert set(seen[1]) == {name} and set(seen[0]) == {"OK"}, seen
 
 
-def grpc_route(method: str) -> str:
+def grpc_route(method: str) -> dict[str, Any]:
     """A GRPCRoute on Service echo: calls of `xdstest.Echo/<method>` to echo-v2, the
     others to echo-v1."""
-    route = {
+    return {
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "GRPCRoute",
         "metadata": {"name": "echo", "namespace": "default"},
@@ -56,7 +55,6 @@ def grpc_route(method: str) -> str:
             ],
         },
     }
-    return yaml.safe_dump(route)
 
 
 def test_a_grpc_route_method_match_steers_a_proxyless_client(
@@ -65,26 +63,16 @@ def test_a_grpc_route_method_match_steers_a_proxyless_client(
     grpc_xds_client_factory: Callable[..., GrpcXdsClient],
     grpc_backend_factory: Callable[..., GrpcBackend],
 ) -> None:
-    backends = {n: grpc_backend_factory(n) for n in ("echo", "echo-v1", "echo-v2")}
-    registry = {"services": [
-        {"name": n, "ports": [{"name": "grpc", "port": GRPC_PORT, "protocol": "grpc"}],
-         "endpoints": [{"address": "127.0.0.1", "port": b.port}]}
-        for n, b in backends.items()
-    ]}  # fmt: skip
-    write_atomically(tmp_path / "registry.yaml", yaml.safe_dump(registry))
-    policy = tmp_path / "policy.yaml"
-    write_atomically(policy, "")
-    server = xds_server_factory(
-        "--file", str(tmp_path / "registry.yaml"), "--policy", str(policy),
-        "--file-interval", "0.1",
-    )  # fmt: skip
+    names = ("echo", "echo-v1", "echo-v2")
+    services = [grpc_service(n, (grpc_backend_factory(n), {})) for n in names]
+    mesh = start_policy_mesh(xds_server_factory, tmp_path, services)
     client = grpc_xds_client_factory(
-        grpc_bootstrap(server.xds_port, "grpc-route"), "xds:///echo", interval=0.02
+        grpc_bootstrap(mesh.server.xds_port, "grpc-route"), "xds:///echo", interval=0.02
     )
     only(client, "echo")  # no route yet: the Service's own endpoints
-    write_atomically(policy, grpc_route("Whoami"))  # the method the client calls
+    mesh.write_policies(grpc_route("Whoami"))  # the method the client calls
     only(client, "echo-v2")
-    write_atomically(policy, grpc_route("Other"))  # a method it never calls
+    mesh.write_policies(grpc_route("Other"))  # a method it never calls
     only(client, "echo-v1")
 
 
