@@ -28,7 +28,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Literal
 
-from xds_server.model import DESTINATION_KINDS, ROUTE_KINDS, PolicyKey, Service, ServiceKey
+from xds_server.model import (
+    DESTINATION_KINDS,
+    ROUTE_KINDS,
+    PolicyKey,
+    Service,
+    ServiceEntry,
+    ServiceKey,
+)
 from xds_server.model.policy import registry_of
 
 from .policy_resolve_gateway import GATEWAY_ROUTE_KINDS
@@ -63,8 +70,11 @@ def service_registries(service: Service, registries: Mapping[str, str]) -> tuple
 class Owners:
     """The claims of every registry, then who owns what (see the module docstring)."""
 
-    def __init__(self, registries_of: Mapping[ServiceKey, tuple[str, ...]]) -> None:
-        self._own = registries_of
+    def __init__(
+        self, catalog: Mapping[ServiceKey, ServiceEntry], registries: Mapping[str, str]
+    ) -> None:
+        self._catalog = catalog
+        self._registries = registries
         # Per scope and registry, its first claimant (a route kind before a Gateway API
         # route, then by key: the object that wins within that registry, usually).
         self._claims: dict[Scope, dict[str, tuple[int, PolicyKey]]] = {}
@@ -77,8 +87,12 @@ class Owners:
             if held is None or rank < held:
                 by_registry[registry] = rank
 
+    def own(self, service: ServiceKey) -> tuple[str, ...]:
+        entry = self._catalog.get(service)
+        return service_registries(entry.service, self._registries) if entry else ()
+
     def order(self, service: ServiceKey) -> tuple[str, ...]:
-        own = self._own.get(service, ())
+        own = self.own(service)
         return (*own, *(r for r in REGISTRY_ORDER if r not in own))
 
     def shadowed(self, scope: Scope, registry: str) -> str | None:
@@ -93,7 +107,7 @@ class Owners:
         if owner == registry:
             return None
         winner = claims[owner][1]
-        own = self._own.get(service, ())
+        own = self.own(service)
         if owner in own:
             why = f"{service}'s own registry ({owner}) comes first"
         else:

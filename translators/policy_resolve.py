@@ -47,7 +47,7 @@ from xds_server.model import (
 
 from .names import cluster_name, failover_cluster_name, subset_cluster_name
 from .policy_common import RouteTarget
-from .policy_owners import Owners, Rule, Scope, rule_of, service_registries
+from .policy_owners import Owners, Rule, Scope, rule_of
 from .policy_resolution import (
     HostIndex,
     PolicyStatus,
@@ -136,15 +136,15 @@ class _Resolver:
         # Consumer routes, per caller namespace, and the routing they give those callers.
         self.consumer_attached: dict[str, dict[ServiceKey, list[RoutePolicy]]] = {}
         self.consumer: dict[str, _Routing] = {}
-        own = {k: service_registries(e.service, registries) for k, e in catalog.items()}
-        self.owners = Owners(own)
+        self.owners = Owners(catalog, registries)
         self.source = ""  # the registry of the object being applied
         self.shadows: list[str] = []  # why it does not apply to some services
 
     def run(self, objects: Sequence[PolicyObject]) -> Resolution:
         ordered = sorted(objects, key=lambda o: o.key)
-        for obj in ordered:
-            self._claim(obj)
+        if len({o.source for o in objects if rule_of(o.key.kind)}) > 1:  # else none to shadow
+            for obj in ordered:
+                self._claim(obj)
         for obj in ordered:
             if obj.key.kind in DESTINATION_KINDS:
                 self._one(obj, self._apply_dr)
@@ -209,7 +209,7 @@ class _Resolver:
         ns = policy.key.namespace
         if isinstance(policy, DestinationPolicy):
             hosts = [policy.host]
-        elif isinstance(policy, AttachableRoute) and policy.key.kind in GATEWAY_ROUTE_KINDS:
+        elif policy.key.kind in GATEWAY_ROUTE_KINDS and isinstance(policy, AttachableRoute):
             hosts = [f"{name}.{parent_ns}" for parent_ns, name, _ in policy.parents]
         else:
             hosts = list(policy.hosts)
