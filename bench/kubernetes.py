@@ -6,7 +6,9 @@
 For each mode it starts kmock's Kubernetes emulator (``tests.harness.kubeapi``: a real HTTP
 server on loopback, in a thread of this process) holding ``--services`` Services (namespace
 ``bench``, one port ``http`` 80) and as many EndpointSlices of ``--endpoints`` ready
-endpoints (10.x.y.z:8080, never dialled), writes a kubeconfig for it, starts
+endpoints (10.x.y.z:8080, never dialled; with ``--pods`` each endpoint names a Pod,
+labelled ``app``/``version``, which the server's metadata-only Pod watch reads), writes a
+kubeconfig for it, starts
 ``xds-server --kubernetes`` and measures:
 
 1. startup: process start → ``/readyz`` 200 (both lists read, every service built);
@@ -46,7 +48,16 @@ import kmock
 
 from bench import changes, common, fixtures
 from sources.kube_mapping import build_entry, parse_service, parse_slice
-from tests.harness.kubeapi import SERVICES, SLICES, KubeApi, endpoint, endpoint_slice, service
+from tests.harness.kubeapi import (
+    PODS,
+    SERVICES,
+    SLICES,
+    KubeApi,
+    endpoint,
+    endpoint_slice,
+    pod,
+    service,
+)
 from translators.services import service_load_assignments
 
 NAMESPACE = "bench"
@@ -61,10 +72,11 @@ def _ip(n: int, first: int = 10) -> str:
 class Cluster:
     """The Services and EndpointSlices held by the emulator, and what an edit must deliver."""
 
-    def __init__(self, api: KubeApi, services: int, endpoints: int) -> None:
+    def __init__(self, api: KubeApi, services: int, endpoints: int, pods: bool = False) -> None:
         self.api = api
         self.services: dict[str, dict[str, Any]] = {}
         self.slices: dict[str, dict[str, Any]] = {}
+        self.pods: dict[str, dict[str, Any]] = {}
         self.fresh = 0
         for i in range(services):
             name = f"svc-{i:05d}"
@@ -73,6 +85,9 @@ class Cluster:
                 endpoint(_ip(i * endpoints + j + 1), zone=f"z{j % 3}", ready=True)
                 for j in range(endpoints)
             ]
+            if pods:
+                for j, ep in enumerate(eps):
+                    self._add_pod(ep, f"{name}-{j:03d}", name, f"v{j % 2 + 1}")
             self.slices[name] = endpoint_slice(
                 f"{name}-abcde", name, eps, [("http", ENDPOINT_PORT)], namespace=NAMESPACE
             )
@@ -84,8 +99,17 @@ class Cluster:
                 k.objects[svc_res, NAMESPACE, name] = obj
             for obj in self.slices.values():
                 k.objects[slice_res, NAMESPACE, obj["metadata"]["name"]] = obj
+            pod_res = kmock.resource(PODS)
+            for pod_name, obj in self.pods.items():
+                k.objects[pod_res, NAMESPACE, pod_name] = obj
 
         api.script(load)
+
+    def _add_pod(self, ep: dict[str, Any], name: str, app: str, version: str) -> None:
+        """Endpoint `ep` is Pod `name`, labelled as a Deployment's pods are."""
+        ep["targetRef"] = {"kind": "Pod", "name": name, "namespace": NAMESPACE}
+        labels = {"app": app, "version": version, "pod-template-hash": "5d8f7c9b6d"}
+        self.pods[name] = pod(name, labels, namespace=NAMESPACE)
 
     def move_endpoint(self, name: str) -> changes.Edit:
         """PATCH the service's slice: its first endpoint gets a new address. The edit,
@@ -110,6 +134,7 @@ class Options(common.RunOptions):
     endpoints: int
     edits: int
     edit_interval: float
+    pods: bool
 
 
 def run_mode(mode: str, o: Options) -> dict[str, Any]:
@@ -120,7 +145,7 @@ def run_mode(mode: str, o: Options) -> dict[str, Any]:
         api = KubeApi().start()  # in this process: its CPU counts as the benchmark's own
         run.stack.callback(api.stop)
         t0 = time.perf_counter()
-        cluster = Cluster(api, o.services, o.endpoints)
+        cluster = Cluster(api, o.services, o.endpoints, o.pods)
         run.out["emulator_load_s"] = round(time.perf_counter() - t0, 2)
         config = api.kubeconfig(Path(tmp) / "kubeconfig")
         server = run.start_server(["--kubernetes", "--kubeconfig", str(config)])
@@ -159,7 +184,8 @@ def print_table(results: list[dict[str, Any]], o: Options, info: dict[str, Any])
     row("server peak RSS", lambda r: r["server"]["peak_rss_mb"], " MB")
     heading = (
         f"Kubernetes source: {o.services} Services + {o.services} EndpointSlices x "
-        f"{o.endpoints} endpoints, {o.proxies} proxies, {o.edits} slice edits"
+        f"{o.endpoints} endpoints{' (each a Pod)' if o.pods else ''}, {o.proxies} proxies, "
+        f"{o.edits} slice edits"
     )
     changes.print_table(t, heading, o, info, "edits", "edit")
 
@@ -168,6 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     def arguments(p: argparse.ArgumentParser) -> None:
         common.int_options(p, services=5000, endpoints=5, edits=5)
         p.add_argument("--edit-interval", type=float, default=2.0)
+        p.add_argument(
+            "--pods",
+            action="store_true",
+            help="every endpoint is a Pod (labels app, version) the server watches",
+        )
         p.set_defaults(proxies=100)
 
     prog = "python -m bench.kubernetes"

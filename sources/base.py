@@ -33,6 +33,8 @@ class Catalog(Protocol):
 
     def replace_policies(self, source: str, objects: Sequence[PolicyObject]) -> None: ...
 
+    def set_notes(self, source: str, notes: Sequence[str]) -> None: ...
+
 
 class Backoff:
     """Exponential backoff with jitter: `base`, doubling per failure up to `cap`.

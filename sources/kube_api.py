@@ -13,7 +13,11 @@ from typing import Literal
 import aiohttp
 
 Key = tuple[str, str]  # (namespace, name)
-Kind = Literal["services", "endpointslices", "pods"]
+Kind = Literal[
+    "services", "endpointslices", "pods",
+    # custom resources the policy source watches (sources.kube_policies)
+    "virtualservices", "destinationrules", "httproutes", "grpcroutes",
+]  # fmt: skip
 
 
 class Gone(Exception):
@@ -22,6 +26,13 @@ class Gone(Exception):
 
 class ApiError(Exception):
     """The API server refused a request; the message is one line."""
+
+
+class NotFound(ApiError):
+    """404: the API server does not serve this resource (a CRD not installed)."""
+
+
+CUSTOM_KINDS = frozenset({"virtualservices", "destinationrules", "httproutes", "grpcroutes"})
 
 
 @dataclass(frozen=True)
@@ -79,9 +90,12 @@ async def check(resp: aiohttp.ClientResponse, what: str) -> None:
         401: " (check the token or client certificate)",
         403: " (needs get/list/watch on services and endpointslices, list/watch on pods)",
     }.get(resp.status, "")
+    if resp.status == 403 and what.split()[1:2] and what.split()[1] in CUSTOM_KINDS:
+        hint = f" (needs list/watch on {what.split()[1]})"
     if resp.status == 404 and "endpointslices" in what:
         hint = " (discovery.k8s.io/v1 EndpointSlices need Kubernetes 1.21+)"
-    raise ApiError(f"{what}: HTTP {resp.status}{': ' + message if message else ''}{hint}")
+    error = NotFound if resp.status == 404 else ApiError
+    raise error(f"{what}: HTTP {resp.status}{': ' + message if message else ''}{hint}")
 
 
 def describe(exc: BaseException) -> str:

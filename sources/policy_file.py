@@ -54,7 +54,6 @@ class _Stamp:
     inode: int
 
 
-
 def _files(paths: Sequence[Path]) -> list[Path]:
     out: list[Path] = []
     for path in paths:

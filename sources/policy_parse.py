@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,8 +22,6 @@ from xds_server.model import DEFAULT_NAMESPACE, PolicyKey, PolicyObject
 
 class PolicyFileError(ValueError):
     """A policy file is unusable: unreadable, or not YAML."""
-
-
 
 
 def _key(obj: Any) -> PolicyKey:
@@ -261,16 +259,22 @@ def _object(
     notices = tuple(
         located(filename, at.mark((*base, *n.path)), n.path, n.message) for n in parsed.notices
     )
+    return policy_object(parsed, where, notices, locate)
+
+
+def policy_object(
+    parsed: Parsed,
+    origin: str,
+    notices: tuple[str, ...],
+    locate: Callable[[tuple[str | int, ...]], tuple[str, str]],
+) -> PolicyObject:
+    """The PolicyObject of a parsed object (a Gateway API route as its attached policy),
+    for policy files and the Kubernetes policy source alike."""
     policy = (
         gateway_api.attached(parsed)
         if isinstance(parsed, gateway_api.ParsedRoute)
         else parsed.policy
     )
     return PolicyObject(
-        parsed.policy.key,
-        where,
-        policy,
-        notices=notices,
-        applies=parsed.applies,
-        locate=locate,
+        parsed.policy.key, origin, policy, notices=notices, applies=parsed.applies, locate=locate
     )

@@ -1,6 +1,7 @@
 """deploy/kubernetes: the manifests are valid Kubernetes objects (schemas, offline) and
-say what the README promises: read-only RBAC, 2 replicas probed on the admin port, a
-Service for xDS and admin, and an Envoy bootstrap that Envoy accepts."""
+say what the README promises: read-only RBAC (but for route status and its Lease),
+2 replicas probed on the admin port, a Service for xDS and admin, and an Envoy
+bootstrap that Envoy accepts."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from sources.kube_lease import LEASE_NAME
 from tests.harness.envoy import validate_bootstrap
 from xds_server.cli import _parser
 from xds_server.settings import load
@@ -47,7 +49,7 @@ def test_kustomization_lists_every_manifest() -> None:
 
 
 def test_rbac_is_read_only_on_services_endpointslices_and_pods() -> None:
-    role = one("ClusterRole")
+    role = one("ClusterRole", "xds-server")
     granted = {
         (group, resource, verb)
         for rule in role["rules"]
@@ -59,8 +61,17 @@ def test_rbac_is_read_only_on_services_endpointslices_and_pods() -> None:
         (group, resource, verb)
         for group, resource in [("", "services"), ("discovery.k8s.io", "endpointslices")]
         for verb in ("get", "list", "watch")
-    } | {("", "pods", "list"), ("", "pods", "watch")}  # the pod label watch needs no get
-    binding = one("ClusterRoleBinding")
+    } | {("", "pods", "list"), ("", "pods", "watch")} | {  # the pod label watch needs no get
+        (group, resource, verb)  # the policy CRDs: list+watch only, like pods
+        for group, resource in [
+            ("networking.istio.io", "virtualservices"),
+            ("networking.istio.io", "destinationrules"),
+            ("gateway.networking.k8s.io", "httproutes"),
+            ("gateway.networking.k8s.io", "grpcroutes"),
+        ]
+        for verb in ("list", "watch")
+    }
+    binding = one("ClusterRoleBinding", "xds-server")
     account = one("ServiceAccount")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"] == [
@@ -80,7 +91,7 @@ def test_deployment_runs_the_kubernetes_source_with_probes_on_admin() -> None:
     assert pod["serviceAccountName"] == one("ServiceAccount")["metadata"]["name"]
     (container,) = pod["containers"]
     # The arguments are ones xds-server accepts, and they enable the Kubernetes source.
-    env = {e["name"]: e["value"] for e in container.get("env", [])}
+    env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
     settings = load(vars(_parser().parse_args(container["args"])), environ=env)
     assert settings.kubernetes
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
@@ -111,3 +122,56 @@ def test_envoy_bootstrap_points_at_the_service_and_envoy_accepts_it(tmp_path: Pa
     )
     assert sock["port_value"] == 18000
     validate_bootstrap(boot, tmp_path)
+
+
+def granted(role: dict[str, Any]) -> set[tuple[str, str, str, str]]:
+    """(group, resource, verb, resourceName or "*") for every rule of `role`."""
+    return {
+        (group, resource, verb, name)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+        for name in rule.get("resourceNames", ["*"])
+    }
+
+
+def bound_to_the_service_account(kind: str, name: str) -> None:
+    binding, account = one(kind, name), one("ServiceAccount")
+    assert binding["roleRef"]["name"] == name
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],
+                                    "namespace": account["metadata"]["namespace"]}]  # fmt: skip
+
+
+def test_rbac_writes_only_route_status_and_the_status_lease() -> None:
+    """The route status writer (sources.kube_route_status_writer) patches the status
+    subresource and re-reads it on a conflict; the elector (sources.kube_lease_client)
+    gets, creates and updates its one Lease in the server's namespace."""
+    gateway = "gateway.networking.k8s.io"
+    assert granted(one("ClusterRole", "xds-server-route-status")) == {
+        (gateway, f"{kind}/status", verb, "*")
+        for kind in ("httproutes", "grpcroutes")
+        for verb in ("get", "patch")
+    }
+    bound_to_the_service_account("ClusterRoleBinding", "xds-server-route-status")
+    role = one("Role", "xds-server-leader-election")
+    assert role["metadata"]["namespace"] == one("Deployment")["metadata"]["namespace"]
+    assert granted(role) == {
+        ("coordination.k8s.io", "leases", "create", "*"),  # create cannot name the object
+        ("coordination.k8s.io", "leases", "get", "xds-server-status"),
+        ("coordination.k8s.io", "leases", "update", "xds-server-status"),
+    }
+    bound_to_the_service_account("RoleBinding", "xds-server-leader-election")
+    assert one("RoleBinding", "xds-server-leader-election")["metadata"]["namespace"] == (
+        role["metadata"]["namespace"]
+    )
+
+
+def test_the_lease_name_and_namespace_are_the_servers() -> None:
+    """The Lease the Role names is the one the elector uses, in the pod's namespace
+    (POD_NAMESPACE from the downward API) under the pod's name (POD_NAME)."""
+    (container,) = one("Deployment")["spec"]["template"]["spec"]["containers"]
+    fields = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
+              for e in container["env"] if "valueFrom" in e}  # fmt: skip
+    assert fields == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
+    assert LEASE_NAME == "xds-server-status"

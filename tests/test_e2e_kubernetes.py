@@ -41,6 +41,10 @@ class KubeMesh(Mesh):
         super().__init__(server, listener_port, NODE)
         self.api = api
 
+    def source(self) -> dict[str, Any]:
+        """The registry source's status (`--kubernetes` runs the policy source too)."""
+        return self.sources()["kubernetes"]
+
 
 def backend_slice(b: HttpBackend, **conditions: bool) -> dict[str, Any]:
     """The EndpointSlice of one backend (named after it) for Service `web`, port `http`."""

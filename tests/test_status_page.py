@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -36,7 +37,12 @@ from tests.harness.e2e import WAIT, Mesh
 from tests.harness.ports import free_port
 from tests.harness.server_proc import XdsServerProcess
 from tests.test_e2e_file_registry import service, write
+from xds_server import types
 from xds_server.admin import AdminServer
+from xds_server.cache import Prepared
+from xds_server.events import EventLog
+from xds_server.events_changes import Changes
+from xds_server.snapshot import TypeSnapshot
 
 pytest_plugins = ["tests.harness.fixtures"]
 
@@ -89,7 +95,26 @@ class HostileState(AdminState):
         server = super().server(address)
         server.sources = lambda: self.SOURCES
         server.policies = lambda: self.POLICIES
+        self.cache.events = hostile_events()
         return server
+
+
+def hostile_events() -> EventLog:
+    """One event from a source named with markup, NACKed by a proxy whose node id and
+    error carry markup, and one still pending on another such proxy."""
+    now = [50.0]
+    log = EventLog(10, clock=lambda: now[0], wall=lambda: 1_700_000_000.0 + now[0])
+    changes = Changes(XSS)
+    changes.add("services_added", XSS)
+    (eid,) = log.record([changes], 48.0)
+    log.connect(1, f"nacker{XSS}", "web")
+    log.connect(2, f"waiter{XSS}", "web")
+    clusters = TypeSnapshot(types.CLUSTER, ())
+    log.applied("web", Prepared(None, {types.CLUSTER: clusters}), (eid,))
+    log.finished((eid,))
+    carried, _mark = log.carry(1, types.CLUSTER, clusters, 0)
+    log.answered(1, carried, types.CLUSTER, f"bad {XSS}")
+    return log
 
 
 def test_page_renders_everything_server_side_and_escapes_it() -> None:
@@ -114,6 +139,11 @@ def test_page_renders_everything_server_side_and_escapes_it() -> None:
     pre = body.split('<pre id="resource-json">', 1)[1].split("</pre>", 1)[0]
     assert "&quot;@type&quot;: &quot;type.googleapis.com/envoy.config.cluster.v3.Cluster" in pre
     assert "&quot;name&quot;: &quot;api&quot;" in pre
+    # Recent events: the NACK with the proxy and its error, who is pending; as text.
+    events = body.split('<section id="events"', 1)[1].split("</section>", 1)[0]
+    assert ">PENDING<" in events and "0 of 2" in events
+    assert "NACK by nacker&lt;script&gt;" in events and "bad &lt;script&gt;" in events
+    assert "pending: waiter&lt;script&gt;" in events
     # Escaped, everywhere: the only <script> is the page's own static file.
     assert XSS not in body
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
@@ -244,6 +274,16 @@ def test_status_page_in_chromium(
     driver.execute_script("window.notReloaded = true")
     write(registry, [web, hostile, service("newsvc", {"address": "127.0.0.1", "port": 9})])
     wait_text(driver, "snapshot", lambda t: "newsvc.default:80" in t, "the new service, live")
+    # ... and as an event, ACKed by the Envoy with its convergence, still without a reload.
+    event = wait_text(
+        driver, "events",
+        lambda t: any("services_added=1 (newsvc.default)" in line and "CONVERGED" in line
+                      for line in t.splitlines()),
+        "the edit as an event, CONVERGED",
+    )  # fmt: skip
+    (line,) = [x for x in event.splitlines() if "newsvc.default" in x]
+    took = r"(\d+ms|\d+\.\d\ds)"
+    assert "1 of 1" in line and re.search(f"{took} / {took} / {took}", line), line
     assert driver.execute_script("return window.notReloaded === true"), "the page reloaded"
     assert "live: refreshed every 2 s" in driver.find_element(By.ID, "refresh").text
 

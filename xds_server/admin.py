@@ -10,16 +10,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import prometheus_client
 from aiohttp import web
 from google.protobuf import json_format
 
-from xds_server import admin_auth, diff, types
+from xds_server import admin_auth, diff, events_report, explain, types
 from xds_server.cache import SnapshotCache
 from xds_server.csds import StreamState
+from xds_server.explain_match import Client, Request
 from xds_server.snapshot import Resource, Snapshot, TypeSnapshot
 from xds_server.status import ProxyRegistry, ProxyStatus, target_version
 
@@ -47,6 +48,12 @@ INDEX: Final = """xds-server admin
   /debug/policies   traffic policy objects: ACCEPTED, WARNING or REJECTED, and why
   /debug/diff       ?node=ID[&type=...]: what that proxy acknowledged versus what it
                     would get now, per resource (added, removed, changed fields)
+  /debug/explain    ?node=ID&host=H[&path=P][&header=K=V]...[&method=M][&port=N], or
+                    &target=xds:///name for a proxyless client: why that request goes
+                    where it goes (listener, virtual host, route, policy, endpoints)
+  /debug/events     registry and policy changes followed to every proxy's ACK:
+                    ?since=ID&limit=N; seen, pushed, ACKed by n of m, convergence,
+                    NACKs with Envoy's error, proxies still pending
 """
 
 
@@ -121,6 +128,8 @@ class AdminServer:
         policies: Callable[[], list[dict[str, Any]]] = list,
         token: str | None = None,
         streams: Callable[[], Iterable[StreamState]] = tuple,
+        subset_labels: Callable[[str, str], Mapping[str, str] | None] = lambda svc, sub: None,
+        rule_writer: Callable[[str, int], tuple[str, str, str] | None] = lambda s, i: None,
     ) -> None:
         self.host, self.port = parse_address(address)
         self.cache = cache
@@ -133,6 +142,8 @@ class AdminServer:
         self.policies = policies
         self.token = token  # admin_auth: required, when set, for all but OPEN_PATHS
         self.streams = streams  # the open streams' held views, for /debug/diff
+        self.subset_labels = subset_labels  # for /debug/explain: what a subset selects
+        self.rule_writer = rule_writer  # for /debug/explain: who wrote a merged rule
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
@@ -149,6 +160,8 @@ class AdminServer:
         app.router.add_get("/debug/sources", self._sources)
         app.router.add_get("/debug/policies", self._policies)
         app.router.add_get("/debug/diff", self._diff)
+        app.router.add_get("/debug/explain", self._explain)
+        app.router.add_get("/debug/events", self._events)
         return app
 
     async def start(self) -> int:
@@ -269,3 +282,91 @@ class AdminServer:
 
     async def _policies(self, request: web.Request) -> web.Response:
         return _json(self.policies())
+
+    async def _explain(self, request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            found = await self._explain_doc(q)
+        except explain.ExplainError as exc:
+            return _error(exc.status, str(exc))
+        return _json(found)
+
+    async def _explain_doc(self, q: Any) -> dict[str, Any]:
+        """`/debug/explain` (xds_server/explain.py): the node's (or group's) snapshot now,
+        walked for the request the query describes."""
+        node, group, target = q.get("node"), q.get("group"), q.get("target")
+        if (node is None) == (group is None):
+            raise explain.ExplainError(400, "explain", "query", "give node=ID (or group=KEY)")
+        if (target is None) == (q.get("host") is None):
+            raise explain.ExplainError(
+                400, "explain", "query", "give host=H (Envoy) or target=xds:///name (gRPC)"
+            )
+        port_text = q.get("port")
+        if port_text is not None and not port_text.isdigit():
+            raise explain.ExplainError(400, "explain", f"port {port_text!r}", "not a number")
+        sync: dict[str, Any] | None = None
+        if node is not None:
+            proxies = self.registry.by_node(node)
+            if not proxies:
+                raise explain.ExplainError(
+                    404, "explain", f"node {node!r}", "no connected proxy with this node id"
+                )
+            streams = sorted(proxies, key=lambda p: p.stream_id)
+            group = streams[-1].group  # the newest stream's
+            snap = self.cache.get(group)
+            # Per type, the newest stream that carries it (a node without ADS has several).
+            merged = {k: v for p in streams for k, v in self._proxy_dict(p)["types"].items()}
+            sync = explain.sync_summary(merged)
+        else:
+            assert group is not None
+            try:
+                snap = await self.snapshot_for(group)
+            except ValueError as exc:
+                raise explain.ExplainError(400, "explain", f"group {group!r}", str(exc)) from None
+        client: Client = "grpc" if group.split(";", 1)[0] == "grpc" else "envoy"
+        if client == "grpc" and target is None:
+            raise explain.ExplainError(
+                400, "explain", f"group {group}", "a proxyless gRPC client: give target=xds:///name"
+            )
+        if client == "envoy" and target is not None:
+            raise explain.ExplainError(
+                400, "explain", f"group {group}", "an Envoy proxy: give host=H, not a target"
+            )
+        headers = explain.parse_headers(q.getall("header", []))
+        host = explain.grpc_target_name(target) if target is not None else q["host"]
+        req = Request(
+            host=host,
+            path=q.get("path") or "/",
+            method=(q.get("method") or "GET").upper(),
+            headers=headers,
+            client=client,
+        )
+        doc = await asyncio.to_thread(
+            explain.explain,
+            snap,
+            req,
+            policies=self.policies(),
+            port=int(port_text) if port_text is not None else None,
+            target=target,
+            subset_labels=self.subset_labels,
+            rule_writer=self.rule_writer,
+        )
+        return {"node": node, "group": group, **({"sync": sync} if sync else {}), **doc}
+
+    def events_doc(self, since: int = 0, limit: int | None = None) -> dict[str, Any]:
+        """The /debug/events document (an empty history when events are not followed)."""
+        log = self.cache.events
+        if log is None:
+            return {"history": 0, "events": []}
+        return events_report.events_doc(log, since, limit)
+
+    async def _events(self, request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            since = int(q.get("since", "0"))
+            limit = int(q["limit"]) if "limit" in q else None
+        except ValueError:
+            return _error(400, "since and limit must be integers (event ids, a count)")
+        if limit is not None and limit < 1:
+            return _error(400, "limit must be at least 1")
+        return _json(self.events_doc(since, limit))

@@ -12,12 +12,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from envoy.config.core.v3 import base_pb2
 from google.protobuf.message import Message
 
 from xds_server.snapshot import EMPTY_SNAPSHOT, Resource, Snapshot, TypeSnapshot
+
+if TYPE_CHECKING:
+    from xds_server.events import EventLog
+    from xds_server.secrets import SecretStore
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,12 @@ class SnapshotCache:
         self.group_of = group_of
         self._snapshots: dict[str, Snapshot] = {}
         self._watchers: dict[str, set[Watch]] = {}
+        # Push provenance (xds_server.events): the controller records into it what it
+        # installs, sessions what they push and what is ACKed. None: not followed.
+        self.events: EventLog | None = None
+        # Per-identity secrets (SDS), beside the per-group snapshots; None: no CA, so
+        # no secrets are served.
+        self.secrets: SecretStore | None = None
 
     def get(self, group: str) -> Snapshot:
         return self._snapshots.get(group, EMPTY_SNAPSHOT)

@@ -42,6 +42,8 @@ class SourceStatus:
     holding: str | None = None
     holding_since: float | None = None
     held: int = 0
+    # What the source reports that is not an error (a CRD the cluster does not serve).
+    notes: tuple[str, ...] = ()
 
     @property
     def stale(self) -> bool:
@@ -62,6 +64,7 @@ class SourceStatus:
             "hold_reason": self.holding,
             "holding_since": self.holding_since,
             "held_removals": self.held,
+            "notes": list(self.notes),
         }
 
 
@@ -210,6 +213,10 @@ class Catalog:
         metrics.SOURCE_HOLDING.labels(source).set(1 if reason is not None else 0)
         metrics.SOURCE_HELD_REMOVALS.labels(source).set(status.held)
 
+    def set_notes(self, source: str, notes: Sequence[str]) -> None:
+        """What the source reports that is not an error (shown by `xdsctl sources`)."""
+        self._status[source].notes = tuple(notes)
+
     def _accept(
         self,
         source: str,
@@ -305,6 +312,10 @@ class Catalog:
             return None
         self._policies_changed = False
         return tuple(o for objects in self._policies.values() for o in objects)
+
+    def policies_by_source(self) -> dict[str, tuple[PolicyObject, ...]]:
+        """Each policy source's objects (for push provenance: which source changed what)."""
+        return dict(self._policies)
 
     def policies(self) -> tuple[PolicyObject, ...]:
         return tuple(o for objects in self._policies.values() for o in objects)

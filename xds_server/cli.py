@@ -23,17 +23,23 @@ from sources.file import FileRegistryError, FileSource
 from sources.hold import HoldPolicy
 from sources.kube_config import KubeConfigError
 from sources.kube_config import resolve as kube_connection
+from sources.kube_policies import KubePolicySource
+from sources.kube_route_status import service_ports
+from sources.kube_route_status_writer import RouteStatusWriter
 from sources.kubernetes import KubernetesSource
 from sources.policy_file import PolicyFileError, PolicyFileSource
 from translators import ProxyGroup
-from xds_server import __version__, admin_auth, gc_tuning
+from xds_server import __version__, admin_auth, gc_tuning, secret_rotation
 from xds_server.admin import AdminServer, parse_address
 from xds_server.cache import SnapshotCache
 from xds_server.catalog import Catalog
 from xds_server.controller import Controller
 from xds_server.debounce import Debouncer
+from xds_server.events import EventLog
 from xds_server.grpc_server import ServerOptions, XdsServer
 from xds_server.identity import cli as ca_cli
+from xds_server.identity.pki import CaError
+from xds_server.identity.spiffe import SpiffeIdError
 from xds_server.settings import Settings, SettingsError, admin_token, load
 from xds_server.status import ProxyRegistry
 
@@ -138,6 +144,14 @@ async def serve(settings: Settings, token: str | None = None) -> int:
     cache = SnapshotCache()
     registry = ProxyRegistry()
     controller = Controller(catalog, cache, http_listener_port=settings.http_listener_port)
+    cache.events = EventLog(settings.events_history, clock=time.monotonic, wall=time.time)
+    if settings.ca_dir is not None:  # workload certificates over SDS (xds_server.secrets)
+        try:
+            cache.secrets = secret_rotation.open_store(
+                settings.ca_dir, settings.trust_domain, settings.workload_cert_ttl
+            )
+        except (CaError, SpiffeIdError) as exc:
+            return _fail(f"--ca-dir {settings.ca_dir}: {exc}")
     cache.group_of = controller.group_of
     file_source = None
     if settings.file is not None:
@@ -178,6 +192,7 @@ async def serve(settings: Settings, token: str | None = None) -> int:
             return _fail(str(exc))
         consul_source = ConsulSource(catalog, consul_config, hold=hold)
     kube_source = None
+    kube_policy_source = None
     if settings.kubernetes:
         try:
             connection = kube_connection(settings.kubeconfig, settings.context)
@@ -191,6 +206,17 @@ async def serve(settings: Settings, token: str | None = None) -> int:
             label_selector=settings.label_selector,
             hold=hold,
         )
+        kube_policy_source = KubePolicySource(
+            connection,
+            catalog,
+            namespaces=settings.namespaces,
+            recheck=settings.kubernetes_crd_recheck,
+        )
+        # HTTPRoute/GRPCRoute status.parents: written by the replica holding the Lease.
+        status_writer = RouteStatusWriter(connection, on_notes=kube_policy_source.set_writer_notes)
+        ports = service_ports(catalog.merged)
+        kube_policy_source.on_routes = lambda routes: status_writer.update(routes, ports)
+        catalog.on_change(status_writer.refresh)
     if file_source is None and consul_source is None and kube_source is None:
         log.warning(
             "no registry configured (--file, --consul, --kubernetes): proxies will receive"
@@ -224,6 +250,8 @@ async def serve(settings: Settings, token: str | None = None) -> int:
         policies=controller.policy_statuses,
         token=token,
         streams=server.stream_states,
+        subset_labels=controller.subset_labels,
+        rule_writer=controller.rule_writer,
     )
     try:
         await server.start()
@@ -250,6 +278,12 @@ async def serve(settings: Settings, token: str | None = None) -> int:
         tasks.append(asyncio.create_task(consul_source.run(), name="consul-source"))
     if kube_source is not None:
         tasks.append(asyncio.create_task(kube_source.run(), name="kubernetes-source"))
+    if kube_policy_source is not None:
+        tasks.append(asyncio.create_task(kube_policy_source.run(), name="kubernetes-policies"))
+        tasks.append(asyncio.create_task(status_writer.run(), name="kubernetes-route-status"))
+    if cache.secrets is not None and settings.ca_dir is not None:
+        ca_dir = secret_rotation.CaDir(settings.ca_dir)
+        tasks.append(asyncio.create_task(secret_rotation.run(cache.secrets, ca_dir), name="ca"))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -168,6 +168,27 @@ class Controller:
             out.append(doc)
         return out
 
+    def subset_labels(self, service: str, subset: str) -> dict[str, str] | None:
+        """The labels subset `subset` of `service` (``name.namespace``) selects, from the
+        DestinationRule in force (for `/debug/explain`); None when none defines it."""
+        for key, policy in self._policies.items():
+            if str(key) == service and policy.destination is not None:
+                found = policy.destination.subset(subset)
+                return dict(found.labels) if found is not None else None
+        return None
+
+    def rule_writer(self, subject: str, index: int) -> tuple[str, str, str] | None:
+        """(kind, namespace, name) of the object that wrote rule `index` of the routing
+        policy `subject` when that policy merges several (Gateway API routes attached to
+        one Service), for `/debug/explain`; None otherwise."""
+        for policy in self._policies.values():
+            routing = policy.routing
+            if routing is None or str(routing.key) != subject or index >= len(routing.http):
+                continue
+            key = routing.http[index].route
+            return (key.kind, key.namespace, key.name) if key is not None else None
+        return None
+
     # -- building -----------------------------------------------------------------
 
     async def rebuild(self) -> None:
@@ -175,6 +196,10 @@ class Controller:
         async with self._lock:
             view, dirty, first = self.catalog.take_changes()
             objects = self.catalog.take_policies()
+            events, ids = self.cache.events, tuple[int, ...]()
+            if events is not None:  # push provenance: what changed, before it is applied
+                by_source = None if objects is None else self.catalog.policies_by_source()
+                ids = events.observe(self._view, view, dirty, by_source, first)
             self._forget_idle_groups()
             groups = dict(self._groups)
             started = time.perf_counter()
@@ -182,7 +207,11 @@ class Controller:
             metrics.TRANSLATE_SECONDS.observe(time.perf_counter() - started)
             for key, prepared in built.items():
                 if prepared is not None:
+                    if events is not None:
+                        events.applied(key, prepared, ids)
                     self.cache.install(key, prepared, changed_at=first)
+            if events is not None:
+                events.finished(ids)
             self.builds += 1
 
     def _forget_idle_groups(self) -> None:
@@ -201,6 +230,8 @@ class Controller:
                 with contextlib.suppress(KeyError):  # never built
                     metrics.TRANSLATE_SKIPPED.remove(key)
                 self.cache.clear(key)
+                if self.cache.events is not None:
+                    self.cache.events.forget_group(key)
 
     async def _build_group(self, key: str) -> None:
         async with self._lock:
@@ -210,6 +241,8 @@ class Controller:
             built = await asyncio.to_thread(self._compute, self._view, set(), {key: group})
             prepared = built[key]
             if prepared is not None:
+                if self.cache.events is not None:
+                    self.cache.events.applied(key, prepared, ())
                 self.cache.install(key, prepared)
 
     def _compute(

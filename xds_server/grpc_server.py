@@ -62,6 +62,13 @@ _SERVICES: dict[str, tuple[str | None, str, str]] = {
         "StreamRoutes",
         "DeltaRoutes",
     ),
+    # SDS on its own stream: what a static cluster can use (Envoy 1.40 crashes loading
+    # a static cluster whose SDS config is ADS).
+    "envoy.service.secret.v3.SecretDiscoveryService": (
+        types.SECRET,
+        "StreamSecrets",
+        "DeltaSecrets",
+    ),
 }
 
 
@@ -153,6 +160,11 @@ class _Stream:
         self.reader_done = False
         self.closing: tuple[grpc.StatusCode, str] | None = None
         self.watch: Watch | None = None
+        session.wake = self._on_secrets  # its identity's secrets changed (SDS)
+
+    def _on_secrets(self) -> None:
+        self.snapshot_dirty = True
+        self.wake.set()
 
     def _on_snapshot(self, _snap: Snapshot) -> None:
         self.snapshot_dirty = True

@@ -17,9 +17,7 @@ PUSH_BYTES = Counter("xds_push_bytes_total", "Bytes of responses sent, by resour
 NACKS = Counter(
     "xds_nacks_total", "Responses rejected by proxies (NACK), by resource type", ["type"]
 )
-ACK_LATENCY = _latency(
-    "xds_ack_latency_seconds", "Time from sending a response to its ACK or NACK"
-)
+ACK_LATENCY = _latency("xds_ack_latency_seconds", "Time from sending a response to its ACK or NACK")
 STREAMS_REJECTED = Counter(
     "xds_streams_rejected_total", "Streams refused or ended by the server, by reason", ["reason"]
 )
@@ -69,9 +67,7 @@ CATALOG_VALIDATIONS = Counter(
     "Registry entries validated by the catalog (an entry republished unchanged is not)",
     ["source"],
 )
-DEBOUNCE_EVENTS = Counter(
-    "xds_debounce_events_total", "Catalog changes received by the debouncer"
-)
+DEBOUNCE_EVENTS = Counter("xds_debounce_events_total", "Catalog changes received by the debouncer")
 DEBOUNCE_PUSHES = Counter(
     "xds_debounce_pushes_total",
     "Rebuilds triggered by the debouncer, by trigger (leading, quiet, max_delay)",
@@ -119,4 +115,25 @@ POLICY_OBJECTS = Gauge(
     "xds_policy_objects",
     "Traffic policy objects by kind and state (ACCEPTED, WARNING, REJECTED, SHADOWED)",
     ["kind", "state"],
+)
+ROUTE_STATUS_WRITES = Counter(
+    "xds_kubernetes_route_status_writes_total",
+    "PATCHes of HTTPRoute/GRPCRoute status, by result (written, conflict, failed)",
+    ["result"],
+)
+ROUTE_STATUS_LEADER = Gauge(
+    "xds_kubernetes_route_status_leader", "1 while this replica holds the status Lease"
+)
+
+# Push provenance (xds_server/events.py): registry/policy changes followed to the ACKs.
+EVENTS = Counter(
+    "xds_events_total", "Registry and policy changes applied, as events, by source", ["source"]
+)
+EVENT_CONVERGENCE = Histogram(
+    "xds_event_convergence_seconds",
+    "Time from a registry or policy change being seen to a proxy having ACKed all of it",
+    buckets=(*_SECONDS, 30, 60),
+)
+EVENT_NACKS = Counter(
+    "xds_event_nacks_total", "Proxies that NACKed a response carrying a registry change"
 )

@@ -36,7 +36,15 @@ from xds_server import response, types
 from xds_server.cache import SnapshotCache
 from xds_server.response import Response
 from xds_server.session_state import Inflight, Plan, TypeState, metrics_of
-from xds_server.snapshot import EMPTY_SNAPSHOT, Diff, Encoded, Resource, Snapshot, View
+from xds_server.snapshot import (
+    EMPTY_SNAPSHOT,
+    Diff,
+    Encoded,
+    Resource,
+    Snapshot,
+    TypeSnapshot,
+    View,
+)
 from xds_server.status import ProxyRegistry, ProxyStatus
 
 __all__ = ["ProtocolError", "Response", "Session"]
@@ -94,6 +102,9 @@ class Session:
         # A reconnecting delta client named clusters/endpoints it holds; its listener and
         # route subscriptions follow on the same stream and may still use them (§4.9).
         self.resuming = False
+        # Set by the transport: wakes this stream when its identity's secrets change
+        # (a renewal or a CA rotation; xds_server.secrets).
+        self.wake: Callable[[], None] | None = None
 
     # -- entry points -------------------------------------------------------------
 
@@ -104,6 +115,18 @@ class Session:
     def close(self) -> None:
         if self.registry is not None:
             self.registry.remove(self.status)
+        if self.cache.events is not None:
+            self.cache.events.disconnect(self.status.stream_id)
+        if self.cache.secrets is not None:
+            self.cache.secrets.detach(self)
+
+    def _type_snapshot(self, type_url: str) -> TypeSnapshot:
+        """Where a type's resources come from: the group's shared snapshot, except
+        secrets, which are this stream's identity's own (xds_server.secrets)."""
+        if type_url == types.SECRET:
+            store = self.cache.secrets
+            return store.secrets_for(self) if store is not None else EMPTY_SNAPSHOT.get(type_url)
+        return self.snapshot.get(type_url)
 
     # -- shared request handling --------------------------------------------------
 
@@ -133,6 +156,8 @@ class Session:
         st.user_agent = f"{node.user_agent_name} {version}".strip()
         if self.registry is not None:
             self.registry.add(st)
+        if self.cache.events is not None:
+            self.cache.events.connect(st.stream_id, node.id, group)
 
     def _resolve_type(self, type_url: str) -> str:
         if self.fixed_type is not None:
@@ -164,6 +189,8 @@ class Session:
         inflight = ts.inflight
         assert inflight is not None
         ts.inflight = None
+        if inflight.events and self.cache.events is not None:
+            self.cache.events.answered(self.status.stream_id, inflight.events, ts.type_url, error)
         # Envoy sends every subscription of a resumed stream before its first ACK.
         self.resuming = False
         now = self.clock()
@@ -214,7 +241,7 @@ class Session:
     # -- deciding what to send ----------------------------------------------------
 
     def _target(self, ts: TypeState) -> View:
-        tsnap = self.snapshot.get(ts.type_url)
+        tsnap = self._type_snapshot(ts.type_url)
         base = tsnap.full if ts.wildcard else tsnap.subset(ts.names)
         if (
             self.ordered
@@ -287,6 +314,7 @@ class Session:
                     plan = self._plan(ts)
                     if plan is not None:
                         out.append(self._commit(ts, plan))
+            self._settle_events()
             return out
         idle: dict[str, bool] = {}
         unsent: dict[str, bool] = {}
@@ -309,7 +337,17 @@ class Session:
                 idle[type_url], unsent[type_url] = False, False
             else:
                 idle[type_url], unsent[type_url] = False, True
+        self._settle_events()
         return out
+
+    def _settle_events(self) -> None:
+        """Push provenance: with nothing in flight, the stream holds all it needs of the
+        events it was following (xds_server.events.EventLog.settle)."""
+        events = self.cache.events
+        if events is None or not events.involved(self.status.stream_id):
+            return
+        if all(ts.inflight is None for ts in self.states.values()):
+            events.settle(self.status.stream_id, self.snapshot)
 
     @staticmethod
     def _may_send(type_url: str, idle: dict[str, bool], unsent: dict[str, bool]) -> bool:
@@ -348,7 +386,13 @@ class Session:
                         eds.force.update(r.eds_names)
         enc = self._encoded(ts, plan)
         ts.nonce = enc.nonce
-        ts.inflight = Inflight(enc.nonce, plan.target, now, changed_at)
+        carried: tuple[int, ...] = ()
+        if self.cache.events is not None:  # push provenance: the events this response carries
+            tsnap = self.snapshot.types.get(ts.type_url)
+            carried, ts.event_mark = self.cache.events.carry(
+                self.status.stream_id, ts.type_url, tsnap, ts.event_mark
+            )
+        ts.inflight = Inflight(enc.nonce, plan.target, now, changed_at, carried)
         resp = Response(
             ts.type_url,
             plan.target.version,

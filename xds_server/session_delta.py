@@ -33,7 +33,7 @@ class DeltaSession(Session):
         first = not ts.subscribed
         self._subscribe(ts, req, first)
         if first and req.initial_resource_versions:
-            table = self.snapshot.get(ts.type_url).resources
+            table = self._type_snapshot(ts.type_url).resources
             claimed: dict[str, Resource | Known] = {}
             for name, version in sorted(req.initial_resource_versions.items()):
                 r = table.get(name)

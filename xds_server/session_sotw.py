@@ -158,8 +158,11 @@ class SotwSession(Session):
         if ts.last_version == target.version and not forced:
             return None
         diff = target.diff_from(ts.known)
-        if ts.type_url in types.FULL_STATE_TYPES:
+        if ts.type_url in types.FULL_STATE_TYPES or (
+            ts.type_url == types.SECRET and target.resources
+        ):
             # §4.8: LDS/CDS carry the full subscribed state; absence means deletion.
+            # So do secrets (two per identity) once there are any: the digest's §3.
             # The same for every stream at this target, whatever it held before.
             return Plan(target, target.listed, diff.changed, share=target)
         if not forced:

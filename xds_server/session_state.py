@@ -27,6 +27,7 @@ class Inflight:
     view: View
     sent_at: float
     changed_at: float | None  # the registry change this response carries, if an update
+    events: tuple[int, ...] = ()  # push provenance: the events it carries (xds_server.events)
 
 
 @dataclass(slots=True)
@@ -89,6 +90,7 @@ class TypeState:
     told_absent: set[str] = field(default_factory=set)
     held: tuple[View, View, View] | None = None  # (base, known, merged) memo
     names_key: NamesKey | None = None  # SotW: the last request's resource_names
+    event_mark: int = 0  # push provenance: how far this type's events were carried
 
 
 # Interning subscription name sets lets thousands of streams with the same

@@ -137,7 +137,7 @@ class Settings(BaseModel):
         500.0, "N", "new Consul blocking queries per second when many watches start", gt=0
     )
     kubernetes: bool = _setting(
-        False, "", "Kubernetes registry: watch Services, EndpointSlices and Pod labels"
+        False, "", "Kubernetes: watch Services, EndpointSlices, Pod labels and the policy CRDs"
     )
     kubeconfig: Path | None = _setting(
         None, "PATH", "kubeconfig file (else KUBECONFIG, ~/.kube/config, else in-cluster)"
@@ -148,6 +148,9 @@ class Settings(BaseModel):
     )
     label_selector: str | None = _setting(
         None, "SELECTOR", "only Kubernetes Services matching this label selector"
+    )
+    kubernetes_crd_recheck: Duration = _setting(
+        300.0, "DURATION", "how often to look again for a policy CRD the cluster lacked", gt=0
     )
     registry_hold_threshold: float = _setting(
         0.5,
@@ -166,6 +169,13 @@ class Settings(BaseModel):
     debounce_max_delay: Duration = _setting(
         1.0, "DURATION", "push coalesced changes at the latest after this"
     )
+    events_history: int = _setting(
+        1000,
+        "N",
+        "registry/policy change events kept for /debug/events and xdsctl events, each"
+        " followed to every proxy's ACK (the oldest is dropped first)",
+        ge=1,
+    )
     http_listener_port: Port = _setting(
         10000, "PORT", "Envoy HTTP listener port (node metadata http_listener_port overrides it)"
     )
@@ -175,6 +185,22 @@ class Settings(BaseModel):
     )
     new_streams_per_second: float = _setting(200.0, "N", "admission rate of new streams", gt=0)
     shutdown_grace: Duration = _setting(5.0, "DURATION", "time to drain streams on SIGTERM")
+    ca_dir: Path | None = _setting(
+        None,
+        "DIR",
+        "built-in CA in Istio's cacerts layout (created there on first start): serves"
+        " workload certificates over SDS (secrets default and ROOTCA); reloaded when its"
+        " files change, so `xds-server ca rotate` rotates it",
+    )
+    trust_domain: str | None = _setting(
+        None, "DOMAIN", "SPIFFE trust domain (else the CA's organization, else cluster.local)"
+    )
+    workload_cert_ttl: Duration = _setting(
+        86400.0,
+        "DURATION",
+        "lifetime of workload certificates; renewed at half life plus up to 10% jitter",
+        gt=0,
+    )
     log_level: Literal["debug", "info", "warning", "error"] = _setting(
         "info", "LEVEL", "debug, info, warning or error"
     )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Final
+from typing import Final, Self
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.route.v3 import route_pb2
@@ -67,7 +67,7 @@ class Resource:
         self._sotw_field: bytes | None = None
 
     @classmethod
-    def from_message(cls, type_url: str, message: Message) -> Resource:
+    def from_message(cls, type_url: str, message: Message) -> Self:
         name = types.resource_name(type_url, message)
         if not name:
             raise ValueError(f"{types.short_name(type_url)} resource without a name")

@@ -129,6 +129,11 @@ def target_version(snap: Snapshot, ts: TypeStatus) -> str:
     (the status records the names). Shared by /debug/proxies and CSDS so both say the
     same about a proxy.
     """
+    if ts.type_url == types.SECRET:
+        # Per identity, not in the group's snapshot (xds_server.secrets); a stream is
+        # woken and sent its identity's new secrets at once, so what it was sent last
+        # is what it would get now.
+        return ts.sent_version
     tsnap = snap.get(ts.type_url)
     if ts.wildcard:
         return tsnap.version

@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from xds_server import types
+from xds_server import events_report, types
 from xds_server.admin import TYPE_ALIASES, AdminServer, render_snapshot
 from xds_server.xdsctl import _state as source_state  # the word `xdsctl sources` prints
 
@@ -40,6 +40,7 @@ _STATIC_BODIES: Final = {
     name: resources.files("xds_server").joinpath("static", name).read_bytes() for name in STATIC
 }
 BROWSE_TYPES: Final = [types.short_name(t) for t in types.PUSH_ORDER]
+EVENTS_SHOWN: Final = 10  # the newest events; /debug/events has the whole history
 
 
 def esc(value: object) -> str:
@@ -151,6 +152,39 @@ def policies_section(policies: list[dict[str, Any]]) -> str:
     return _table(headers, rows, "no policy objects")
 
 
+def events_section(events: list[dict[str, Any]]) -> str:
+    """The newest events first (the /debug/events documents): seen → pushed → ACKed by n
+    of m proxies, convergence, NACKs with Envoy's error, the proxies still pending."""
+    rows = []
+    for e in reversed(events):
+        p, c = e["proxies"], e["convergence"]
+        notes = [
+            f'<div class="nack">NACK by {esc(n["node"])} '
+            f"({esc(types.short_name(n['type_url']))}): {esc(n['error'])}</div>"
+            for n in e["nacks"]
+        ]
+        if e["pending"]:
+            more = p["pending"] - len(e["pending"])
+            extra = f" (+{more} more)" if more else ""
+            notes.append(f"<div>pending: {esc(', '.join(e['pending']))}{esc(extra)}</div>")
+        convergence = " / ".join(events_report.seconds(c[k]) for k in ("p50", "p99", "max"))
+        rows.append(
+            "<tr>"
+            + _tag("td", esc(e["id"]))
+            + _tag("td", esc(e["source"]))
+            + _tag("td", esc(_clock(e["seen_at"])))
+            + _tag("td", _state(str(e["state"])))
+            + _tag("td", esc(f"{p['acked']} of {p['total']}"))
+            + _tag("td", esc(events_report.seconds(e["pushed_after"])))
+            + _tag("td", esc(convergence))
+            + _tag("td", esc(e["summary"]) + "".join(notes))
+            + "</tr>"
+        )
+    headers = ("id", "source", "seen at", "state", "ACKed", "pushed after",
+               "convergence p50 / p99 / max", "changes")  # fmt: skip
+    return _table(headers, rows, "no registry or policy changes yet")
+
+
 def snapshot_section(
     groups: list[str],
     group: str,
@@ -211,7 +245,8 @@ def page(sections: list[tuple[str, str, str]], now: float) -> str:
         '<p id="refresh">static page: reload to refresh</p>'
         '<p class="api">JSON: <a href="/debug/proxies">proxies</a> '
         '<a href="/debug/sources">sources</a> <a href="/debug/policies">policies</a> '
-        '<a href="/debug/snapshot">snapshot</a> <a href="/metrics">metrics</a></p></header>'
+        '<a href="/debug/snapshot">snapshot</a> <a href="/debug/events">events</a> '
+        '<a href="/metrics">metrics</a></p></header>'
         f"{body}</body></html>"
     )
 
@@ -241,10 +276,12 @@ class StatusPage:
         group = q.get("group") or admin.default_group
         type_url = TYPE_ALIASES.get(q.get("type", "").strip().lower(), types.CLUSTER)
         short = types.short_name(type_url)
+        recent = admin.events_doc(limit=EVENTS_SHOWN)["events"]
         sections = [
             ("proxies", "Connected proxies", proxies_section(proxies)),
             ("sources", "Registry sources", sources_section(admin.sources())),
             ("policies", "Policy objects", policies_section(admin.policies())),
+            ("events", "Recent events", events_section(recent)),
         ]
         try:
             snap = await admin.snapshot_for(group)

@@ -8,6 +8,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from google.protobuf.message import Message
 
 PREFIX: Final = "type.googleapis.com/"
@@ -15,6 +16,9 @@ CLUSTER: Final = PREFIX + "envoy.config.cluster.v3.Cluster"
 ENDPOINT: Final = PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
 LISTENER: Final = PREFIX + "envoy.config.listener.v3.Listener"
 ROUTE: Final = PREFIX + "envoy.config.route.v3.RouteConfiguration"
+# SDS: per identity, not per proxy group (xds_server.secrets), so never in a group's
+# snapshot; sent as soon as requested, outside the CDS → EDS → LDS → RDS order.
+SECRET: Final = PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret"
 
 # DESIGN §4.9: clusters warm with their endpoints before listeners and routes use them.
 PUSH_ORDER: Final[tuple[str, ...]] = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
@@ -33,6 +37,7 @@ MESSAGE_CLASSES: Final[dict[str, type[Message]]] = {
     ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
     LISTENER: listener_pb2.Listener,
     ROUTE: route_pb2.RouteConfiguration,
+    SECRET: secret_pb2.Secret,
 }
 
 SHORT_NAMES: Final[dict[str, str]] = {
@@ -41,6 +46,8 @@ SHORT_NAMES: Final[dict[str, str]] = {
     LISTENER: "listeners",
     ROUTE: "routes",
 }
+# Types served but never held in a group's snapshot (so not offered by /debug/snapshot).
+OWN_SHORT_NAMES: Final[dict[str, str]] = {SECRET: "secrets"}
 
 # Resources referenced by make-before-break: while listeners or routes are not yet in
 # sync, clusters (and their endpoints) the proxy still has are kept.
@@ -56,7 +63,9 @@ def resource_name(type_url: str, message: Message) -> str:
 
 
 def short_name(type_url: str) -> str:
-    return SHORT_NAMES.get(type_url, type_url.removeprefix(PREFIX))
+    return (
+        SHORT_NAMES.get(type_url) or OWN_SHORT_NAMES.get(type_url) or type_url.removeprefix(PREFIX)
+    )
 
 
 def push_rank(type_url: str) -> tuple[int, str]:

@@ -247,6 +247,8 @@ def sources(client: Client, output: str) -> None:
         else []
         for s in doc
     ]
+    for below, s in zip(notes, doc, strict=True):
+        below.extend(f"    {_one_line(note, 400)}" for note in s.get("notes", []))
     _echo_table(["NAME", "KIND", "STATE", *(k.upper() for k in keys[2:])], rows, notes)
 
 
@@ -323,3 +325,125 @@ def _fields(change: dict[str, Any], width: int = 100) -> str:
         shown.append(f)
         rest -= 1
     return ", ".join(shown) + (f" (+{rest} more)" if rest else "")
+
+
+@main.command()
+@click.option("--node", help="Node id of a connected proxy (its current configuration).")
+@click.option("--group", help="A proxy group key instead (its snapshot; no ACK state).")
+@click.option("--host", help="The request's Host (:authority), e.g. web or web:8080.")
+@click.option("--target", help="A proxyless gRPC client's target instead, e.g. xds:///web.")
+@click.option("--path", default="/", show_default=True, help="Path, with any query string.")
+@click.option("--header", "headers", multiple=True, metavar="K=V", help="A request header.")
+@click.option("--method", default="GET", show_default=True, help="HTTP method (Envoy only).")
+@click.option("--port", type=int, help="Listener port the request arrives on (default: the"
+              " port in --host if the proxy listens there, else its HTTP listener).")  # fmt: skip
+@click.option("-o", "--output", type=click.Choice(("text", "json")), default="text",
+              show_default=True)  # fmt: skip
+@click.pass_obj
+def explain(
+    client: Client,
+    node: str | None,
+    group: str | None,
+    host: str | None,
+    target: str | None,
+    path: str,
+    headers: tuple[str, ...],
+    method: str,
+    port: int | None,
+    output: str,
+) -> None:
+    """Why a request goes where it goes: the listener, virtual host and route that match
+    (and why earlier routes did not), the policy rule behind the route, the clusters
+    with their weights, and their endpoints (health, locality, priority, subset)."""
+    if (node is None) == (group is None):
+        raise click.UsageError("give --node (or --group)")
+    if (host is None) == (target is None):
+        raise click.UsageError("give --host (Envoy) or --target (proxyless gRPC)")
+    params: dict[str, str | list[str]] = {"path": path, "method": method}
+    for key, value in (("node", node), ("group", group), ("host", host), ("target", target)):
+        if value is not None:
+            params[key] = value
+    if port is not None:
+        params["port"] = str(port)
+    if headers:
+        params["header"] = list(headers)
+    query = urllib.parse.urlencode(params, doseq=True)
+    doc = client.get(f"/debug/explain?{query}")
+    if output == "json":
+        _dump(doc, output)
+        return
+    from xds_server.explain_text import render  # only this command needs it
+
+    click.echo(render(doc))
+
+
+@_command("table", "json")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the newest N events.")
+@click.option("--follow", "-f", is_flag=True, help="Keep polling; print new and updated events.")
+@click.option(
+    "--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+    help="With --follow: seconds between polls.",
+)  # fmt: skip
+@click.option(
+    "--for", "follow_for", type=click.FloatRange(min=0), metavar="SECONDS",
+    help="With --follow: stop after this long (default: until interrupted).",
+)  # fmt: skip
+def events(
+    client: Client,
+    limit: int | None,
+    follow: bool,
+    interval: float,
+    follow_for: float | None,
+    output: str,
+) -> None:
+    """Registry and policy changes followed to every proxy: seen, pushed, ACKed by n of
+    m proxies, convergence p50/p99/max, NACKs with Envoy's error, proxies pending."""
+    from xds_server import events_report as report
+
+    limit_param = None if limit is None else str(limit)
+    if follow:
+        try:
+            _follow_events(client, limit_param, interval, follow_for, output)
+        except KeyboardInterrupt:
+            pass
+        return
+    doc = client.get("/debug/events", limit=limit_param)
+    if output == "json":
+        _dump(doc, output)
+    elif not doc.get("events"):
+        click.echo("no events")
+    else:
+        found = doc["events"]
+        rows = [report.row(e) for e in found]
+        _echo_table(report.HEADERS, rows, [report.notes(e) for e in found])
+
+
+def _follow_events(
+    client: Client, limit: str | None, interval: float, follow_for: float | None, output: str
+) -> None:
+    """Poll /debug/events; print each event when it is new or its row changed (table:
+    fixed-width lines under one header; json: one document per line)."""
+    import time
+
+    from xds_server import events_report as report
+
+    shown: dict[int, Any] = {}
+    if output == "table":
+        click.echo(report.follow_line(report.HEADERS))
+    deadline = None if follow_for is None else time.monotonic() + follow_for
+    while True:
+        for e in client.get("/debug/events", limit=limit).get("events", []):
+            now = (report.row(e), report.notes(e)) if output == "table" else e
+            if shown.get(e["id"]) == now:
+                continue
+            shown[e["id"]] = now
+            if output == "json":
+                click.echo(json.dumps(e, separators=(",", ":")))
+                continue
+            click.echo(report.follow_line(report.row(e)))
+            for note in report.notes(e):
+                click.echo(note)
+        if deadline is not None and time.monotonic() >= deadline:
+            return
+        left = interval if deadline is None else deadline - time.monotonic()
+        time.sleep(max(0.0, min(interval, left)))

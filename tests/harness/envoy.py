@@ -233,6 +233,109 @@ def static_bootstrap(
     }
 
 
+def sds_config(name: str) -> dict[str, Any]:
+    """An ``SdsSecretConfig`` for secret ``name`` over the ADS stream, exactly as Istio's
+    ``SDSAdsConfig`` (the same bytes every time: security digest §3)."""
+    return {"name": name, "sds_config": {"ads": {}, "resource_api_version": "V3"}}
+
+
+def sds_tls_context(peer_spiffe_id: str | None = None) -> dict[str, Any]:
+    """A ``CommonTlsContext``: certificate ``default`` and trust ``ROOTCA`` by SDS over
+    ADS, and, if given, the peer's SPIFFE ID as the only accepted URI SAN."""
+    validation: dict[str, Any] = {}
+    if peer_spiffe_id is not None:
+        validation["match_typed_subject_alt_names"] = [
+            {"san_type": "URI", "matcher": {"exact": peer_spiffe_id}}
+        ]
+    return {
+        "tls_certificate_sds_secret_configs": [sds_config("default")],
+        "combined_validation_context": {
+            "default_validation_context": validation,
+            "validation_context_sds_secret_config": sds_config("ROOTCA"),
+        },
+    }
+
+
+def sds_mtls_bootstrap(
+    xds_port: int,
+    admin_port: int,
+    front_port: int,
+    tls_port: int,
+    backend_port: int,
+    *,
+    node_id: str,
+    namespace: str,
+    service_account: str,
+    spiffe_id: str,
+    cds_path: Path,
+    delta: bool = False,
+    max_requests_per_connection: int = 20,
+) -> dict[str, Any]:
+    """Config whose TLS comes from the xDS server's SDS over ADS (and no other type):
+    plain HTTP on ``front_port`` → cluster ``mesh`` (mutual TLS, certificate ``default``,
+    trust ``ROOTCA``, server SAN ``spiffe_id``) → listener ``mtls`` on ``tls_port``
+    (client certificate required, same secrets) → ``backend_port``. One Envoy is both
+    ends of a mutual-TLS hop; ``mesh`` opens a new connection (a new handshake) every
+    ``max_requests_per_connection`` requests, so certificate changes meet handshakes.
+
+    ``mesh`` is a CDS cluster read from ``cds_path`` (written here): Envoy 1.40
+    crashes loading a *static* cluster whose SDS config is ADS (the ADS mux does not
+    exist yet then); a dynamic one warms on its secrets as in a mesh.
+    """
+    config = bootstrap(
+        xds_port,
+        admin_port,
+        node_id,
+        node_cluster="sds",
+        delta=delta,
+        metadata={"NAMESPACE": namespace, "SERVICE_ACCOUNT": service_account},
+    )
+    config["dynamic_resources"] = {
+        "ads_config": config["dynamic_resources"]["ads_config"],
+        "cds_config": {"path_config_source": {"path": str(cds_path)}, "resource_api_version": "V3"},
+    }
+    plain = static_bootstrap(admin_port, front_port, backend_port, cluster_name="mesh")
+    front = plain["static_resources"]["listeners"][0]
+    front["name"] = "front"
+    hcm = front["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["route_config"]["validate_clusters"] = False  # `mesh` comes later, from CDS
+    inner = static_bootstrap(admin_port, tls_port, backend_port)
+    mtls = inner["static_resources"]["listeners"][0]
+    mtls["name"] = "mtls"
+    mtls["filter_chains"][0]["transport_socket"] = {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/"
+            "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "common_tls_context": sds_tls_context(),
+            "require_client_certificate": True,
+        },
+    }
+    mesh = _static_cluster("mesh", tls_port)
+    mesh["transport_socket"] = {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/"
+            "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "common_tls_context": sds_tls_context(spiffe_id),
+        },
+    }
+    mesh["typed_extension_protocol_options"] = {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "common_http_protocol_options": {
+                "max_requests_per_connection": max_requests_per_connection
+            },
+            "explicit_http_config": {"http_protocol_options": {}},
+        }
+    }
+    mesh["@type"] = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+    Path(cds_path).write_text(json.dumps({"resources": [mesh]}))
+    config["static_resources"]["listeners"] = [front, mtls]
+    config["static_resources"]["clusters"].append(_static_cluster("backend", backend_port))
+    return config
+
+
 def validate_bootstrap(
     bootstrap: dict[str, Any], workdir: Path, binary: str | None = None, timeout: float = 30.0
 ) -> str:

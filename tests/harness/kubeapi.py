@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 
 import aiohttp
+import aiohttp.web
 import kmock
 import yaml
 
@@ -170,7 +171,38 @@ class FirstWatch:
         return True
 
 
+# --- custom resources: the policy CRDs (Istio, Gateway API) ---------------------------
+
+ISTIO_GROUP = "networking.istio.io"
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+CUSTOM_PLURALS = {
+    "VirtualService": "virtualservices",
+    "DestinationRule": "destinationrules",
+    "HTTPRoute": "httproutes",
+    "GRPCRoute": "grpcroutes",
+}
+
+
+def custom_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
+    """The path of a namespaced custom resource (or of one object of it)."""
+    plural = CUSTOM_PLURALS.get(kind, kind)
+    return f"/apis/{api_version}/namespaces/{namespace}/{plural}" + (f"/{name}" if name else "")
+
+
+def policy_crds(istio: str | None = "v1", gateway: bool = True) -> list[str]:
+    """kmock resource names of the policy CRDs a cluster serves: Istio's at version
+    `istio` (None: not installed), the Gateway API's v1 routes if `gateway`."""
+    out = []
+    if istio is not None:
+        out += [f"{ISTIO_GROUP}/{istio}/virtualservices", f"{ISTIO_GROUP}/{istio}/destinationrules"]
+    if gateway:
+        out += [f"{GATEWAY_GROUP}/v1/httproutes", f"{GATEWAY_GROUP}/v1/grpcroutes"]
+    return out
+
+
 class KubeApi:
+    emulator: type[MetadataEmulator] = MetadataEmulator  # WritableEmulator for writers
+
     def __init__(self) -> None:
         self.port = free_port()
         self._thread = LoopThread("kube-api")
@@ -189,7 +221,7 @@ class KubeApi:
         return self
 
     async def _start(self) -> None:
-        self.handler = MetadataEmulator()
+        self.handler = self.emulator()
         await self.handler.__aenter__()
         self._server = kmock.Server(self.handler)
         await self._server.__aenter__()
@@ -333,3 +365,153 @@ class KubeApi:
             ]
 
         return self.call(collect())
+
+    # --- custom resources (policy CRDs) ------------------------------------------------
+
+    def serve_crds(self, istio: str | None = "v1", gateway: bool = True) -> None:
+        """Install the policy CRDs (`policy_crds`): lists of them answer, even when empty;
+        kinds not installed answer 404, as a cluster without the CRD does."""
+
+        async def install() -> None:
+            assert self.handler is not None
+            for resource in policy_crds(istio, gateway):
+                self.handler.resources[resource] = {}
+
+        self.call(install())
+
+    def create_custom(self, obj: dict[str, Any]) -> Any:
+        ns = obj["metadata"].get("namespace", "default")
+        return self.call(
+            self._request("POST", custom_path(obj["apiVersion"], obj["kind"], ns), obj)
+        )
+
+    def patch_custom(
+        self, api_version: str, kind: str, name: str, patch: dict[str, Any], namespace: str
+    ) -> Any:
+        path = custom_path(api_version, kind, namespace, name)
+        return self.call(self._request("PATCH", path, patch))
+
+    def delete_custom(self, api_version: str, kind: str, name: str, namespace: str) -> Any:
+        return self.call(self._request("DELETE", custom_path(api_version, kind, namespace, name)))
+
+
+# --- writers: resourceVersions, 409 Conflict, PUT, the /status subresource -----------
+
+LEASES = "coordination.k8s.io/v1/leases"
+HTTP_ROUTES = "gateway.networking.k8s.io/v1/httproutes"
+GRPC_ROUTES = "gateway.networking.k8s.io/v1/grpcroutes"
+
+
+def _conflict(message: str) -> aiohttp.web.Response:
+    status = {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 409,
+              "reason": "Conflict", "message": message}  # fmt: skip
+    return aiohttp.web.json_response(status, status=409)
+
+
+class WritableEmulator(MetadataEmulator):
+    """What controllers that write rely on and kmock lacks, as a real API server does it:
+    every create and update sets a new `metadata.resourceVersion`; an update carrying a
+    resourceVersion that is not the object's current one is refused with 409 Conflict
+    (optimistic concurrency); PUT replaces an object; a PATCH of the `/status`
+    subresource changes only `.status` (and `metadata.resourceVersion` for the check)."""
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self.resource_version = 0
+        self.write_lock = asyncio.Lock()  # the check and the write of one request, atomic
+        # (method, path part) → (HTTP status, message): refused before anything changes
+        # (kmock applies a write even when a scripted reaction answers it).
+        self.refusals: dict[tuple[str, str], tuple[int, str]] = {}
+
+    def _next_rv(self) -> str:
+        self.resource_version += 1
+        return str(self.resource_version)
+
+    async def _handle(self, request: Any) -> aiohttp.web.StreamResponse:
+        method = str(request.method.value).upper()
+        for (refused_method, part), (code, message) in self.refusals.items():
+            if method == refused_method and part in request.url.path:
+                status = {"kind": "Status", "code": code, "message": message}
+                return aiohttp.web.json_response(status, status=code)
+        if request.resource is None or method not in ("POST", "PATCH", "PUT"):
+            return await super()._handle(request)
+        async with self.write_lock:
+            if method == "PUT":
+                return await self._replace(request)
+            if not isinstance(request.data, dict):
+                return await super()._handle(request)
+            meta = request.data.setdefault("metadata", {})
+            if method == "PATCH":
+                key = (request.resource, request.namespace, request.name)
+                current = self.objects[key] if key in self.objects else None
+                if current is not None and not current.deleted:
+                    wanted = meta.get("resourceVersion")
+                    have = current.get("metadata", {}).get("resourceVersion")
+                    if wanted is not None and wanted != have:
+                        return _conflict(f"the object has been modified (now {have})")
+                if request.subresource == "status":
+                    for field in [f for f in request.data if f not in ("status", "metadata")]:
+                        del request.data[field]
+                    request.data["metadata"] = meta = {}
+            meta["resourceVersion"] = self._next_rv()
+            return await super()._handle(request)
+
+    async def _replace(self, request: Any) -> aiohttp.web.StreamResponse:
+        key = (request.resource, request.namespace, request.name)
+        data = request.data if isinstance(request.data, dict) else {}
+        async with self._lock:
+            if key not in self.objects or self.objects[key].deleted:
+                status = {"kind": "Status", "code": 404, "reason": "NotFound"}
+                return aiohttp.web.json_response(status, status=404)
+            current = self.objects[key]
+            have = current.get("metadata", {}).get("resourceVersion")
+            wanted = data.get("metadata", {}).get("resourceVersion")
+            if wanted != have:  # an update must carry the version it replaces
+                return _conflict(f"the object has been modified (now {have})")
+            data["metadata"]["resourceVersion"] = self._next_rv()
+            current.create(data)
+            await self._buses[request.resource].put({"type": "MODIFIED", "object": current.raw})
+            return aiohttp.web.json_response(current.raw)
+
+
+class WritableKubeApi(KubeApi):
+    """`KubeApi` over `WritableEmulator`, with helpers for routes and what was written."""
+
+    emulator = WritableEmulator
+
+    def put_object(self, resource: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create `obj` of `resource` ("group/version/plural") through the API."""
+        group_version, plural = resource.rsplit("/", 1)
+        base = f"/apis/{group_version}" if "/" in group_version else f"/api/{group_version}"
+        ns = obj["metadata"].get("namespace", "default")
+        result: dict[str, Any] = self.call(
+            self._request("POST", f"{base}/namespaces/{ns}/{plural}", obj)
+        )
+        return result
+
+    def get_object(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
+        async def get() -> dict[str, Any] | None:
+            assert self.handler is not None
+            key = (kmock.resource(resource), namespace, name)
+            if key not in self.handler.objects or self.handler.objects[key].deleted:
+                return None
+            return dict(self.handler.objects[key].raw)
+
+        return self.call(get())
+
+    def list_objects(self, resource: str) -> list[dict[str, Any]]:
+        wanted = kmock.resource(resource)
+
+        async def collect() -> list[dict[str, Any]]:
+            assert self.handler is not None
+            return [
+                dict(obj.raw)
+                for (res, _, _), obj in list(self.handler.objects.items())
+                if res == wanted and not obj.deleted
+            ]
+
+        return self.call(collect())
+
+    def writes(self, method: str, path_part: str) -> list[dict[str, Any]]:
+        """The requests of `method` whose path contains `path_part`."""
+        return [r for r in self.requests() if r["method"] == method and path_part in r["path"]]

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Final, NoReturn
 
-from xds_server.identity.ca import CertificateAuthority
-from xds_server.identity.pki import CaError, write_file
+from xds_server.identity.ca import CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT, CertificateAuthority
+from xds_server.identity.pki import CaError, TrustBundle, issued_by, pem, write_file
 from xds_server.identity.spiffe import DEFAULT_TRUST_DOMAIN, SpiffeId, SpiffeIdError
 
 # What `ca issue --out DIR` writes (istio-agent's OUTPUT_CERTS names).
@@ -68,6 +68,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     issue.add_argument("--ttl", type=_ttl, default=dt.timedelta(hours=24), help="(else 24h)")
     issue.add_argument("--out", type=Path, required=True, metavar="DIR")
+    rotate = sub.add_parser(
+        "rotate",
+        help="replace the CA with a new root, trusting old and new roots meanwhile",
+        description="Write a new self-signed root into DIR as the signing CA, with "
+        "root-cert.pem holding the new and the old roots. A server watching DIR "
+        "(--ca-dir) pushes the two-root ROOTCA, then signs with the new key, without a "
+        "failed request. With --finish, drop the old roots from root-cert.pem once every "
+        "certificate they signed has been replaced.",
+    )
+    rotate.add_argument("--dir", type=Path, required=True, metavar="DIR")
+    rotate.add_argument("--finish", action="store_true", help="drop the old roots")
     return p
 
 
@@ -93,11 +104,39 @@ def _issue(args: argparse.Namespace) -> None:
     )
 
 
+def _rotate(args: argparse.Namespace) -> None:
+    directory: Path = args.dir
+    ca = CertificateAuthority.load_dir(directory)
+    if args.finish:
+        top = (ca.certificate, *ca.chain)[-1]
+        kept = tuple(r for r in ca.trust_bundle.roots if issued_by(top, r))
+        if len(kept) == len(ca.trust_bundle.roots):
+            raise CaError(f"{directory}: no old root to drop (rotate first)")
+        write_file(directory / ROOT_CERT, TrustBundle(kept).pem())
+        print(f"dropped {len(ca.trust_bundle.roots) - len(kept)} old roots in {directory}")
+        return
+    new = CertificateAuthority.create_root(ca.trust_domain or DEFAULT_TRUST_DOMAIN)
+    bundle = TrustBundle((new.certificate, *ca.trust_bundle.roots))
+    # The bundle first: a server reading the directory half-way sees the old CA with
+    # both roots (consistent), or a key that does not match its certificate (refused,
+    # retried on the next change), never a CA whose root it does not trust.
+    write_file(directory / ROOT_CERT, bundle.pem())
+    write_file(directory / CA_KEY, new.key.pem(), private=True)
+    write_file(directory / CERT_CHAIN, pem((new.certificate,)))
+    write_file(directory / CA_CERT, pem((new.certificate,)))
+    print(
+        f"new root serial {new.certificate.serial_number:x} in {directory}; "
+        f"root-cert.pem trusts {len(bundle.roots)} roots until `ca rotate --finish`"
+    )
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "init":
             _init(args)
+        elif args.command == "rotate":
+            _rotate(args)
         else:
             _issue(args)
     except (CaError, SpiffeIdError) as exc:
