@@ -7,6 +7,7 @@ backends that answer with their name."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,16 @@ REACH = 20.0  # gRPC's xDS start-up, generous
 
 
 def only(client: GrpcXdsClient, name: str, calls: int = 30) -> None:
-    """Wait for a call answered by `name`, then `calls` more all answered by it."""
-    mark = client.wait_for_body(name, REACH, since=client.mark()) + 1
-    client.wait_for_calls(calls, WAIT)
-    seen = client.codes_since(mark), client.bodies_since(mark)
-    assert set(seen[1]) == {name} and set(seen[0]) == {"OK"}, seen
+    """Wait until `calls` calls in a row are all answered OK by `name` (a change takes a
+    push and an ACK to reach the client: the calls before it may go elsewhere)."""
+    deadline = time.monotonic() + REACH
+    while True:
+        mark = client.mark()
+        client.wait_for_calls(calls, WAIT)
+        seen = client.codes_since(mark), client.bodies_since(mark)
+        if set(seen[1]) == {name} and set(seen[0]) == {"OK"}:
+            return
+        assert time.monotonic() < deadline, f"never only {name}: last {calls} calls {seen}"
 
 
 def grpc_route(method: str) -> dict[str, Any]:
