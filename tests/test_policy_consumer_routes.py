@@ -162,6 +162,12 @@ async def test_only_proxies_of_the_consumer_namespace_get_its_route(
     assert V1 not in route_refs(cache, client) and V2 in route_refs(cache, client)
     for group in (other, bare):
         assert {V1, V2} <= route_refs(cache, group), group
+    # Its routes are named after it, and explain finds who wrote them.
+    consumer = ctl._consumers["client"][WEB].routing
+    assert consumer is not None
+    assert str(consumer.key) == "Service shop/web (callers in client)"
+    assert ctl.rule_writer(str(consumer.key), 0) == ("HTTPRoute", "client", "mine")
+    assert ctl.rule_writer("Service shop/web", 0) == ("HTTPRoute", "shop", "split")
     # Gone again: the client namespace's proxies are back to the producer routes.
     catalog.replace_policies("p", objects(PRODUCER))
     await ctl.rebuild()

@@ -417,7 +417,11 @@ class _Resolver:
 
     def _apply_consumer(self, routing: _Routing, policy: RoutePolicy) -> list[str]:
         """`_apply_merged` into the routing of one namespace's callers (the subset and
-        failover clusters it needs are built for every caller, like any)."""
+        failover clusters it needs are built for every caller, like any). Its key (and so
+        its Envoy route names) says whose it is: ``Service shop/web (callers in a)``."""
+        key = policy.key
+        name = f"{key.name} (callers in {policy.callers})"
+        policy = replace(policy, key=PolicyKey(key.kind, key.namespace, name))
         shared = self.vss, self.vs_owner, self.targets, self.depends
         self.vss, self.vs_owner = routing.vss, routing.vs_owner
         self.targets, self.depends = routing.targets, routing.depends

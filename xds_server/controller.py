@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -181,7 +182,8 @@ class Controller:
         """(kind, namespace, name) of the object that wrote rule `index` of the routing
         policy `subject` when that policy merges several (Gateway API routes attached to
         one Service), for `/debug/explain`; None otherwise."""
-        for policy in self._policies.values():
+        consumers = (p for policies in self._consumers.values() for p in policies.values())
+        for policy in itertools.chain(self._policies.values(), consumers):
             routing = policy.routing
             if routing is None or str(routing.key) != subject or index >= len(routing.http):
                 continue
