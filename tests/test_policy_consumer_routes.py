@@ -16,6 +16,7 @@ from sources.policy_file import parse_policy_file
 from translators.group import ProxyGroup
 from translators.names import cluster_name
 from translators.policy_resolve import Resolution, resolve_policies
+from translators.policy_status import grpc_not_applied
 from xds_server import types
 from xds_server.cache import SnapshotCache
 from xds_server.catalog import Catalog
@@ -188,3 +189,15 @@ async def test_groups_differing_only_by_a_namespace_without_consumer_routes_shar
     await ctl.rebuild()
     for g in groups:
         assert "new.shop:80" in cache.get(g).get(types.CLUSTER).resources, g
+
+
+def test_what_grpc_clients_cannot_apply_of_a_consumer_route_is_reported() -> None:
+    mirrored = CONSUMER.replace(
+        "rules: [{backendRefs:",
+        "rules: [{filters: [{type: RequestMirror, requestMirror: {backendRef: "
+        "{name: web-v1, namespace: shop, port: 80}}}], backendRefs:",
+    )
+    res = resolve(*objects(PRODUCER, mirrored))
+    [mine] = [s for s in grpc_not_applied(res, CAT) if s.key.name == "mine"]
+    assert mine.state == "WARNING", mine
+    assert any("not applied to gRPC clients" in r and "mirror" in r for r in mine.reasons), mine
