@@ -179,7 +179,9 @@ async def test_the_source_keeps_unchanged_objects_across_polls(tmp_path: Path) -
     path.write_text(policy({"a": 90, "b": 90}))
     catalog = Catalog()
     source = PolicyFileSource([path], catalog)
-    first = source.load_once()
+    source.load_once()
+    first = catalog.take_policies()  # as the catalog keeps them (marked with their registry)
+    assert first is not None
     path.write_text(policy({"a": 90, "b": 20}))
     await source.poll()
     second = catalog.take_policies()

@@ -165,11 +165,13 @@ def test_a_virtual_service_keeps_its_service_and_the_routes_are_reported() -> No
 
 
 def test_a_consumer_route_is_not_applied_to_everyone() -> None:
-    res = resolve(route("mine", SPLIT, ns="client", parent="{name: web, namespace: shop}"))
+    split = SPLIT.replace("port: 80,", "namespace: shop, port: 80,")
+    res = resolve(route("mine", split, ns="client", parent="{name: web, namespace: shop}"))
     [found] = res.statuses
-    assert found.state == "WARNING" and found.services == ()
-    assert "consumer route" in found.reasons[0] and "not supported" in found.reasons[0]
-    assert res.services == {}
+    assert found.state == "ACCEPTED" and found.services == (WEB,), found
+    assert res.services.get(WEB) is None or res.services[WEB].routing is None
+    # Only callers in its namespace get it (tests/test_policy_consumer_routes.py).
+    assert set(res.consumers) == {"client"}
 
 
 GRPC_RULE = """\

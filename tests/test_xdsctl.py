@@ -159,11 +159,12 @@ def test_sources_shows_a_hold_and_why(url: str, monkeypatch: pytest.MonkeyPatch)
 def test_policies_table_json_and_yaml(url: str) -> None:
     lines = ok("--server", url, "policies").splitlines()
     assert rows("\n".join(lines[:2])) == [
-        ["KIND", "NAME", "STATE", "SERVICES", "ORIGIN"],
-        ["DestinationRule", "default/web", "ACCEPTED", "web.default", "p.yaml:19:1"],
+        ["KIND", "NAME", "STATE", "SOURCE", "SERVICES", "ORIGIN"],
+        ["DestinationRule", "default/web", "ACCEPTED", "file", "web.default", "p.yaml:19:1"],
     ]
     assert lines[2].split() == [
-        "VirtualService", "shop/api", "REJECTED", "api.shop,api2.shop", "p.yaml:30:1"
+        "VirtualService", "shop/api", "REJECTED", "kubernetes", "api.shop,api2.shop",
+        "p.yaml:30:1",
     ]
     # Each reason on its own line under its object.
     assert lines[3:] == [f"    {r}" for r in POLICIES[1]["reasons"]]  # type: ignore[union-attr]

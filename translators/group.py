@@ -2,11 +2,12 @@
 
 A group is what the translation depends on besides the catalog: the kind of client
 (Envoy or proxyless gRPC), which services it depends on, the Envoy HTTP listener port,
-and the proxy's locality (a DestinationRule's locality load balancing gives each
-locality its own endpoint priorities). Its `key` is stable and readable (``envoy``,
-``envoy;port=10001``, ``envoy;deps=api,web``, ``grpc;deps=web``,
-``envoy;locality=eu/eu-a/``) so it can serve as the cache group id and be typed on the
-command line; `ProxyGroup.from_key` parses it back.
+the proxy's locality (a DestinationRule's locality load balancing gives each locality
+its own endpoint priorities) and its namespace (node metadata ``NAMESPACE``, as Istio's
+agent writes it: Gateway API consumer routes apply only to callers in their namespace).
+Its `key` is stable and readable (``envoy``, ``envoy;port=10001``, ``envoy;deps=api,web``,
+``grpc;deps=web``, ``envoy;locality=eu/eu-a/``, ``envoy;ns=shop``) so it can serve as the
+cache group id and be typed on the command line; `ProxyGroup.from_key` parses it back.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ DEFAULT_HTTP_LISTENER_PORT = 10000
 # Node metadata keys a proxy may set.
 META_DEPENDENCIES = "dependencies"
 META_HTTP_LISTENER_PORT = "http_listener_port"
+META_NAMESPACE = "NAMESPACE"  # Istio's: the proxy's (its workload's) namespace
 # Istio's proxyless bootstrap marks the node with GENERATOR: grpc (istiod picks its gRPC
 # generator from it); grpc-java and grpc-go send their own user agent name besides.
 META_GENERATOR = "GENERATOR"
@@ -57,6 +59,7 @@ class ProxyGroup:
     dependencies: frozenset[str] | None = None
     http_listener_port: int = DEFAULT_HTTP_LISTENER_PORT
     locality: Locality | None = None
+    namespace: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -79,6 +82,10 @@ class ProxyGroup:
                 raise ValueError(f"invalid locality (no space , ; = or /): {parts}")
             if not any(parts):
                 object.__setattr__(self, "locality", None)
+        if self.namespace is not None and not _LOCALITY_PART.fullmatch(self.namespace):
+            raise ValueError(f"invalid namespace (no space , ; = or /): {self.namespace!r}")
+        if self.namespace == "":
+            object.__setattr__(self, "namespace", None)
 
     # ---------------------------------------------------------------- key
 
@@ -92,6 +99,8 @@ class ProxyGroup:
         if self.locality is not None:
             loc = self.locality
             parts.append(f"locality={loc.region}/{loc.zone}/{loc.subzone}")
+        if self.namespace is not None:
+            parts.append(f"ns={self.namespace}")
         return ";".join(parts)
 
     def __str__(self) -> str:
@@ -99,8 +108,8 @@ class ProxyGroup:
 
     @classmethod
     def from_key(cls, key: str) -> ProxyGroup:
-        """Parse a `key` back: ``<kind>[;deps=a,b][;port=N][;locality=R/Z/S]`` (options
-        in any order)."""
+        """Parse a `key` back: ``<kind>[;deps=a,b][;port=N][;locality=R/Z/S][;ns=NS]``
+        (options in any order)."""
         kind, *options = key.strip().split(";")
         if kind not in KINDS:
             raise ValueError(
@@ -109,10 +118,10 @@ class ProxyGroup:
         values: dict[str, str] = {}
         for option in options:
             name, sep, value = option.partition("=")
-            if not sep or name not in ("deps", "port", "locality"):
+            if not sep or name not in ("deps", "port", "locality", "ns"):
                 raise ValueError(
-                    f"bad proxy group key {key!r}: options are deps=<a,b,...>, port=<N> and "
-                    f"locality=<region/zone/subzone>, got {option!r}"
+                    f"bad proxy group key {key!r}: options are deps=<a,b,...>, port=<N>, "
+                    f"locality=<region/zone/subzone> and ns=<namespace>, got {option!r}"
                 )
             if name in values:
                 raise ValueError(f"bad proxy group key {key!r}: {name} given twice")
@@ -139,7 +148,7 @@ class ProxyGroup:
                 )
             locality = Locality(*parts)
         try:
-            return cls(kind, deps, port, locality)
+            return cls(kind, deps, port, locality, values.get("ns"))
         except ValueError as exc:
             raise ValueError(f"bad proxy group key {key!r}: {exc}") from None
 
@@ -155,7 +164,8 @@ class ProxyGroup:
         or the metadata says ``GENERATOR: grpc`` (what Istio's agent writes into proxyless
         bootstraps), else ``envoy``. Metadata ``dependencies``: a list of strings or a
         comma-separated string. Metadata ``http_listener_port``: a number or numeric
-        string (Envoy only). The node's locality, if it has one.
+        string (Envoy only). The node's locality, if it has one. Metadata ``NAMESPACE``:
+        the proxy's namespace (a string).
         """
         if not _valid_port(default_port):
             raise ValueError(f"default_port must be a port number 1-65535: {default_port!r}")
@@ -174,7 +184,8 @@ class ProxyGroup:
         if not all(_LOCALITY_PART.fullmatch(p) for p in parts):
             warnings.append(f"node locality {parts} has a space , ; = or /; ignored")
             locality = None
-        return cls(kind, deps, port, locality), warnings
+        namespace = _namespace(fields.get(META_NAMESPACE), warnings)
+        return cls(kind, deps, port, locality, namespace), warnings
 
     @classmethod
     def from_node(
@@ -243,6 +254,19 @@ def _dependencies(value: struct_pb2.Value, warnings: list[str]) -> frozenset[str
                     "hostname; ignored"
                 )
     return frozenset(deps)
+
+
+def _namespace(value: struct_pb2.Value | None, warnings: list[str]) -> str | None:
+    if value is None:
+        return None
+    name = value.string_value.strip() if value.WhichOneof("kind") == "string_value" else None
+    if name is not None and _LOCALITY_PART.fullmatch(name):
+        return name or None
+    warnings.append(
+        f"node metadata {META_NAMESPACE}={_describe(value)} is not a namespace name; ignored "
+        "(Gateway API consumer routes do not apply to this proxy)"
+    )
+    return None
 
 
 def _port(value: struct_pb2.Value, default: int, warnings: list[str]) -> int:

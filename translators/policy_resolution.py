@@ -4,7 +4,7 @@ them)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -21,7 +21,9 @@ from xds_server.model import (
 
 from .policy_common import RouteTarget
 
-State = Literal["ACCEPTED", "WARNING", "REJECTED"]
+# SHADOWED: valid, but another registry's object owns every service it names
+# (translators.policy_owners).
+State = Literal["ACCEPTED", "WARNING", "REJECTED", "SHADOWED"]
 TargetKey = tuple[Destination, int]  # a destination as used by a route on that port
 
 
@@ -61,6 +63,7 @@ class PolicyStatus:
     state: State
     reasons: tuple[str, ...] = ()
     services: tuple[ServiceKey, ...] = ()
+    source: str = ""  # the registry it came from (PolicyObject.source)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -71,14 +74,34 @@ class PolicyStatus:
             "state": self.state,
             "reasons": list(self.reasons),
             "services": [str(s) for s in self.services],
+            "source": self.source,
         }
 
 
 @dataclass(slots=True)
 class Resolution:
+    """`services`: the policy every caller gets; `consumers`: per caller namespace, the
+    services whose routing Gateway API consumer routes of that namespace replace, with
+    the policy callers there get instead (`policies_for`)."""
+
     services: dict[ServiceKey, ServicePolicy] = field(default_factory=dict)
     statuses: list[PolicyStatus] = field(default_factory=list)
     accepted: dict[PolicyKey, Policy] = field(default_factory=dict)
+    consumers: dict[str, dict[ServiceKey, ServicePolicy]] = field(default_factory=dict)
+
+    def policies_for(self, namespace: str | None) -> Mapping[ServiceKey, ServicePolicy]:
+        return policies_for(self.services, self.consumers, namespace)
+
+
+def policies_for(
+    services: Mapping[ServiceKey, ServicePolicy],
+    consumers: Mapping[str, Mapping[ServiceKey, ServicePolicy]],
+    namespace: str | None,
+) -> Mapping[ServiceKey, ServicePolicy]:
+    """What callers in `namespace` (None: unknown) get: `services`, with the services
+    their namespace's consumer routes route replaced."""
+    own = consumers.get(namespace) if namespace is not None else None
+    return {**services, **own} if own else services
 
 
 class Rejected(Exception):

@@ -24,8 +24,9 @@ routes (HTTPRoute, GRPCRoute) are grouped by the Service they attach to and merg
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from xds_server.model import (
     DESTINATION_KINDS,
@@ -46,6 +47,7 @@ from xds_server.model import (
 
 from .names import cluster_name, failover_cluster_name, subset_cluster_name
 from .policy_common import RouteTarget
+from .policy_owners import Owners, Rule, Scope, rule_of
 from .policy_resolution import (
     HostIndex,
     PolicyStatus,
@@ -55,7 +57,13 @@ from .policy_resolution import (
     State,
     TargetKey,
 )
-from .policy_resolve_gateway import GATEWAY_ROUTE_KINDS, RouteError, attach, merge
+from .policy_resolve_gateway import (
+    GATEWAY_ROUTE_KINDS,
+    AttachableRoute,
+    RouteError,
+    attach,
+    merge,
+)
 
 __all__ = [
     "HostIndex",
@@ -76,9 +84,22 @@ def resolve_policies(
     catalog: Mapping[ServiceKey, ServiceEntry],
     objects: Sequence[PolicyObject],
     accepted_before: Mapping[PolicyKey, Policy],
+    registries: Mapping[str, str] | None = None,
 ) -> Resolution:
-    """Resolve every object against the catalog (see the module docstring)."""
-    return _Resolver(catalog, accepted_before).run(objects)
+    """Resolve every object against the catalog (see the module docstring).
+    `registries`: the registry of each catalog source name (`Catalog.registries`), for
+    who owns a service that several registries configure (`policy_owners`)."""
+    return _Resolver(catalog, accepted_before, registries or {}).run(objects)
+
+
+@dataclass(slots=True)
+class _Routing:
+    """The routing of the services one caller namespace's consumer routes route."""
+
+    vss: dict[ServiceKey, RoutePolicy] = field(default_factory=dict)
+    vs_owner: dict[ServiceKey, PolicyKey] = field(default_factory=dict)
+    targets: dict[ServiceKey, dict[TargetKey, RouteTarget]] = field(default_factory=dict)
+    depends: dict[ServiceKey, set[ServiceKey]] = field(default_factory=dict)
 
 
 def _port_of(service: Service, number: int) -> Port | None:
@@ -93,6 +114,7 @@ class _Resolver:
         self,
         catalog: Mapping[ServiceKey, ServiceEntry],
         accepted_before: Mapping[PolicyKey, Policy],
+        registries: Mapping[str, str],
     ) -> None:
         self.catalog = catalog
         self.before = accepted_before
@@ -111,9 +133,18 @@ class _Resolver:
         self.pending_failovers: dict[ServiceKey, dict[tuple[int, str], tuple[str, ...]]] = {}
         self.pending_depends: dict[ServiceKey, set[ServiceKey]] = {}
         self.attached: dict[ServiceKey, list[RoutePolicy]] = {}  # Gateway API routes
+        # Consumer routes, per caller namespace, and the routing they give those callers.
+        self.consumer_attached: dict[str, dict[ServiceKey, list[RoutePolicy]]] = {}
+        self.consumer: dict[str, _Routing] = {}
+        self.owners = Owners(catalog, registries)
+        self.source = ""  # the registry of the object being applied
+        self.shadows: list[str] = []  # why it does not apply to some services
 
     def run(self, objects: Sequence[PolicyObject]) -> Resolution:
         ordered = sorted(objects, key=lambda o: o.key)
+        if len({o.source for o in objects if rule_of(o.key.kind)}) > 1:  # else none to shadow
+            for obj in ordered:
+                self._claim(obj)
         for obj in ordered:
             if obj.key.kind in DESTINATION_KINDS:
                 self._one(obj, self._apply_dr)
@@ -129,7 +160,9 @@ class _Resolver:
                 reasons = (obj.error,) if obj.error else obj.notices
                 listed: State = "WARNING" if reasons else "ACCEPTED"
                 state: State = "REJECTED" if obj.error or obj.policy else listed
-                self.out.statuses.append(PolicyStatus(obj.key, obj.origin, state, reasons))
+                self.out.statuses.append(
+                    PolicyStatus(obj.key, obj.origin, state, reasons, source=obj.source)
+                )
         keys = self.drs.keys() | self.vss.keys() | self.subsets.keys()
         for key in sorted(keys):
             depends = self.depends.get(key, set()) | self.failover_depends.get(key, set())
@@ -144,17 +177,64 @@ class _Resolver:
                     for (port, subset), clusters in sorted(self.failovers.get(key, {}).items())
                 ),
             )
+        for namespace, routing in sorted(self.consumer.items()):
+            self.out.consumers[namespace] = {
+                key: self._consumer_policy(key, routing) for key in sorted(routing.vss)
+            }
         return self.out
+
+    def _consumer_policy(self, key: ServiceKey, routing: _Routing) -> ServicePolicy:
+        """What callers of one namespace get for `key`: its policy, with the routing of
+        their consumer routes."""
+        base = self.out.services.get(key) or ServicePolicy(destination=self.drs.get(key))
+        depends = routing.depends.get(key, set()) | self.failover_depends.get(key, set())
+        return replace(
+            base,
+            routing=routing.vss[key],
+            targets=tuple(sorted(routing.targets.get(key, {}).items(), key=_target_order)),
+            depends=tuple(sorted(depends - {key})),
+        )
+
+    # -- who owns a service when several registries configure it (policy_owners) --------
+
+    def _claim(self, obj: PolicyObject) -> None:
+        rule = rule_of(obj.key.kind)
+        if rule is None or not obj.applies:
+            return
+        for policy in (obj.policy, self.before.get(obj.key)):
+            if policy is not None:
+                self.owners.claim(self._scopes(policy, rule), obj.source, obj.key)
+
+    def _scopes(self, policy: Policy, rule: Rule) -> list[Scope]:
+        ns = policy.key.namespace
+        if isinstance(policy, DestinationPolicy):
+            hosts = [policy.host]
+        elif policy.key.kind in GATEWAY_ROUTE_KINDS and isinstance(policy, AttachableRoute):
+            hosts = [f"{name}.{parent_ns}" for parent_ns, name, _ in policy.parents]
+        else:
+            hosts = list(policy.hosts)
+        callers = policy.callers if isinstance(policy, RoutePolicy) else None
+        found = (self.index.find(h, ns) for h in hosts)
+        return [(key, rule, callers) for key in found if key is not None]
+
+    def _shadowed(self, key: ServiceKey, rule: Rule, callers: str | None = None) -> bool:
+        """True (and why noted) when another registry owns `key` for `rule`."""
+        why = self.owners.shadowed((key, rule, callers), self.source)
+        if why is not None:
+            self.shadows.append(why)
+        return why is not None
 
     # -- one object: the current version, else the last accepted one -------------------
 
     def _one(self, obj: PolicyObject, apply: _Apply) -> None:
         reasons: list[str] = list(obj.notices)
+        self.source = obj.source
         if obj.policy is not None and not obj.applies:
             # Valid, but for no proxy of ours: shown, and never in a host conflict.
             self.out.accepted[obj.key] = obj.policy
+            why = (*reasons, "applies to no proxy")
             self.out.statuses.append(
-                PolicyStatus(obj.key, obj.origin, "WARNING", (*reasons, "applies to no proxy"))
+                PolicyStatus(obj.key, obj.origin, "WARNING", why, source=obj.source)
             )
             return
         current = obj.policy
@@ -168,6 +248,7 @@ class _Resolver:
             attempts.append(("last valid", fallback))
         rejected_now = current is None
         for which, policy in attempts:
+            self.shadows = []
             try:
                 services, warnings = apply(policy)
             except Rejected as exc:
@@ -185,15 +266,20 @@ class _Resolver:
             if rejected_now:
                 reasons.append(f"serving its last valid version ({policy_origin(policy)})")
                 state: State = "REJECTED"
+            elif self.shadows and not services and not warnings:
+                state = "SHADOWED"
             else:
-                state = "WARNING" if warnings or reasons else "ACCEPTED"
+                state = "WARNING" if warnings or reasons or self.shadows else "ACCEPTED"
+            why = (*reasons, *self.shadows, *warnings)
             self.out.statuses.append(
-                PolicyStatus(obj.key, obj.origin, state, (*reasons, *warnings), services)
+                PolicyStatus(obj.key, obj.origin, state, why, services, source=obj.source)
             )
             return
         if not reasons:
             reasons.append("rejected")
-        self.out.statuses.append(PolicyStatus(obj.key, obj.origin, "REJECTED", tuple(reasons)))
+        self.out.statuses.append(
+            PolicyStatus(obj.key, obj.origin, "REJECTED", tuple(reasons), source=obj.source)
+        )
 
     # -- DestinationRule ---------------------------------------------------------------
 
@@ -202,6 +288,8 @@ class _Resolver:
         key = self.index.find(policy.host, policy.key.namespace)
         if key is None:
             return (), [f"host {policy.host!r} names no service yet; applies when it appears"]
+        if self._shadowed(key, "destination"):
+            return (), []
         owner = self.dr_owner.get(key)
         if owner is not None:
             raise Rejected(
@@ -231,7 +319,9 @@ class _Resolver:
             key = self.index.find(host, policy.key.namespace)
             if key is None:
                 warnings.append(f"host {host!r} names no service yet; applies when it appears")
-            elif key not in hosts:
+            elif key not in hosts and not (
+                policy.key.kind in ROUTE_KINDS and self._shadowed(key, "routing")
+            ):  # a merged Gateway API policy was checked route by route (attach)
                 hosts.append(key)
         for key in hosts:
             owner = self.vs_owner.get(key)
@@ -289,18 +379,32 @@ class _Resolver:
 
     def _apply_route(self, policy: Policy) -> tuple[tuple[ServiceKey, ...], list[str]]:
         assert isinstance(policy, RoutePolicy)
+        callers = policy.callers
+
+        def shadowed(key: ServiceKey) -> bool:
+            return self._shadowed(key, "routing", callers)
+
         try:
-            services, notes = attach(policy, self.index.find, self.catalog, self.vs_owner)
+            services, notes = attach(policy, self.index.find, self.catalog, self.vs_owner, shadowed)
         except RouteError as exc:
             raise Rejected(exc.path, exc.reason) from None
+        attached = (
+            self.attached if callers is None else self.consumer_attached.setdefault(callers, {})
+        )
         for key in services:
-            self.attached.setdefault(key, []).append(policy)
+            attached.setdefault(key, []).append(policy)
         return tuple(services), notes
 
     def _merge_routes(self) -> None:
-        """Each Service's routes merged into its routing, resolved as a VirtualService's;
-        what that changes for a route amends its status."""
+        """Each Service's routes merged into its routing, resolved as a VirtualService's
+        (consumer routes: into the routing of their namespace's callers); what that
+        changes for a route amends its status."""
         notes = merge(self.attached, self.catalog, self._apply_merged)
+        for namespace, attached in sorted(self.consumer_attached.items()):
+            routing = self.consumer.setdefault(namespace, _Routing())
+            apply = functools.partial(self._apply_consumer, routing)
+            for route, found in merge(attached, self.catalog, apply, namespace).items():
+                notes.setdefault(route, []).extend(found)
         for i, status in enumerate(self.out.statuses):
             more = notes.get(status.key) if status.key.kind in GATEWAY_ROUTE_KINDS else None
             if more:
@@ -310,6 +414,21 @@ class _Resolver:
                 reasons = (*status.reasons, *(w for _, w in more))
                 self.out.statuses[i] = replace(status, state=state, reasons=reasons,
                                                services=services)  # fmt: skip
+
+    def _apply_consumer(self, routing: _Routing, policy: RoutePolicy) -> list[str]:
+        """`_apply_merged` into the routing of one namespace's callers (the subset and
+        failover clusters it needs are built for every caller, like any). Its key (and so
+        its Envoy route names) says whose it is: ``Service shop/web (callers in a)``."""
+        key = policy.key
+        name = f"{key.name} (callers in {policy.callers})"
+        policy = replace(policy, key=PolicyKey(key.kind, key.namespace, name))
+        shared = self.vss, self.vs_owner, self.targets, self.depends
+        self.vss, self.vs_owner = routing.vss, routing.vs_owner
+        self.targets, self.depends = routing.targets, routing.depends
+        try:
+            return self._apply_merged(policy)
+        finally:
+            self.vss, self.vs_owner, self.targets, self.depends = shared
 
     def _apply_merged(self, policy: RoutePolicy) -> list[str]:
         try:

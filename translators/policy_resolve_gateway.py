@@ -15,8 +15,10 @@ in the Gateway API's precedence, which is then resolved like a VirtualService's:
 - an HTTPRoute that a GRPCRoute displaces on every port it attaches to is not applied
   (Conflicted);
 - consumer routes (written in another namespace than their Service's) apply only to
-  callers in their namespace, and proxies carry no namespace yet: they are not applied
-  rather than applied to everyone.
+  callers in their namespace (proxies say it in node metadata ``NAMESPACE``), and for
+  them take the place of the routing every other caller gets, a VirtualService's
+  included (GEP-1426: the consumer group of routes, else the producer group); they are
+  merged per caller namespace (`merge` with `callers`).
 
 The merging itself (precedence) belongs to the dialect: the policy objects carry it
 (`AttachableRoute`), as the resolver may not import sources.
@@ -37,11 +39,6 @@ from xds_server.model import (
 )
 
 GATEWAY_ROUTE_KINDS = frozenset({"HTTPRoute", "GRPCRoute"})
-CONSUMER_ROUTE = (
-    "not applied: a consumer route (its Service is in namespace {service_ns}, it is in "
-    "{route_ns}) applies only to callers in namespace {route_ns}; proxies carry no "
-    "namespace yet, so consumer routes are not supported"
-)
 
 
 @runtime_checkable
@@ -53,7 +50,7 @@ class AttachableRoute(Protocol):
 
     def merge_attached(
         self, routes: Sequence[RoutePolicy], service: str, namespace: str,
-        service_ports: Sequence[int] = (),
+        service_ports: Sequence[int] = (), callers: str | None = None,
     ) -> RoutePolicy: ...  # fmt: skip
 
     def kind_conflicts(
@@ -73,20 +70,23 @@ class RouteError(Exception):
 Find = Callable[[str, str], ServiceKey | None]
 
 
+def _nobody_else(key: ServiceKey) -> bool:
+    return False
+
+
 def attach(
     policy: RoutePolicy,
     find: Find,
     catalog: Mapping[ServiceKey, ServiceEntry],
     vs_owner: Mapping[ServiceKey, PolicyKey],
+    shadowed: Callable[[ServiceKey], bool] = _nobody_else,
 ) -> tuple[list[ServiceKey], list[str]]:
     """The Services one route version attaches to, and why it does not attach elsewhere;
-    RouteError if it names a backend that is not there."""
+    RouteError if it names a backend that is not there. `shadowed(service)`: another
+    registry owns its routing (the callback notes why)."""
     if not isinstance(policy, AttachableRoute):
         raise RouteError((), "not a Gateway API route policy (internal)")
     namespace = policy.key.namespace
-    if policy.callers is not None:
-        ns = policy.parents[0][0] if policy.parents else "?"
-        return [], [CONSUMER_ROUTE.format(service_ns=ns, route_ns=namespace)]
     _check_backends(policy, find, catalog)
     services: list[ServiceKey] = []
     notes: list[str] = []
@@ -112,7 +112,9 @@ def attach(
                 "not applied there"
             )
             continue
-        owner = vs_owner.get(key)
+        if shadowed(key):
+            continue
+        owner = vs_owner.get(key) if policy.callers is None else None
         if owner is not None:
             notes.append(
                 f"not applied to Service {key}: {owner} routes it (Conflicted; one route "
@@ -154,10 +156,12 @@ def merge(
     attached: Mapping[ServiceKey, list[RoutePolicy]],
     catalog: Mapping[ServiceKey, ServiceEntry],
     apply: Callable[[RoutePolicy], list[str]],
+    callers: str | None = None,
 ) -> Notes:
     """Per Service, its routes merged into one policy and applied (`apply`: its warnings,
     or RouteError); per route, what its status must add: (a Service it is not applied
-    to, or None, and why)."""
+    to, or None, and why). `callers`: the routes are the consumer routes of that
+    namespace (None: producer routes)."""
     notes: Notes = {}
     for key, routes in attached.items():
         first = routes[0]
@@ -166,7 +170,10 @@ def merge(
         for loser, why in first.kind_conflicts(routes, key.name, key.namespace, ports).items():
             notes.setdefault(loser, []).append((key, f"not applied to Service {key}: {why} "
                                                      "(Conflicted)"))  # fmt: skip
-        policy = first.merge_attached(routes, key.name, key.namespace, ports)
+        if callers is None:  # as before `callers` existed: a source may not take it
+            policy = first.merge_attached(routes, key.name, key.namespace, ports)
+        else:
+            policy = first.merge_attached(routes, key.name, key.namespace, ports, callers)
         if not policy.http:
             continue
         try:

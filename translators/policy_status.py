@@ -81,6 +81,11 @@ def grpc_not_applied(
 ) -> list[PolicyStatus]:
     """The statuses, each applied object's warned of what gRPC clients will not apply."""
     notes: dict[PolicyKey, list[str]] = {}
+    for consumers in resolution.consumers.values():  # what callers of one namespace get
+        for service in consumers.values():
+            for policy in _by_writer(service.routing):
+                found = _routing_notes(policy, service)
+                notes.setdefault(policy.key, []).extend(f"{n.subject}: {n.what}" for n in found)
     for key, service in resolution.services.items():
         for policy in _by_writer(service.routing):
             found = _routing_notes(policy, service)

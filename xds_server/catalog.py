@@ -22,6 +22,7 @@ from typing import Any
 
 from xds_server import metrics
 from xds_server.model import Endpoint, PolicyObject, Port, ServiceEntry, ServiceKey
+from xds_server.model.policy import registry_of
 from xds_server.validation import Rejection, check_entry
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,8 @@ class Catalog:
         self._listeners: list[Callable[[], None]] = []
         self._policies: dict[str, tuple[PolicyObject, ...]] = {}
         self._policies_changed = False
+        # Per source: id of an object as published → (it, its copy marked with the registry).
+        self._marks: dict[str, dict[int, tuple[PolicyObject, PolicyObject]]] = {}
 
     # -- sources' side ------------------------------------------------------------
 
@@ -156,8 +159,9 @@ class Catalog:
         self._synced(source)
 
     def replace_policies(self, source: str, objects: Sequence[PolicyObject]) -> None:
-        """The source's complete set of policy objects; marks it synced."""
-        objects = tuple(objects)
+        """The source's complete set of policy objects; marks it synced. Each is marked
+        with the registry it came from (`PolicyObject.source`)."""
+        objects = self._marked(source, objects)
         status = self._status[source]
         self._synced(source)
         status.services = len(objects)
@@ -169,6 +173,23 @@ class Catalog:
             self._first_change = time.monotonic()
         for cb in list(self._listeners):
             cb()
+
+    def _marked(self, source: str, objects: Sequence[PolicyObject]) -> tuple[PolicyObject, ...]:
+        """`objects` marked with their registry; an object published again (the same
+        one: sources reuse what did not change) gets the very marked copy it got before,
+        so what is built from it stays memoised."""
+        registry = registry_of(self._status[source].kind)
+        before = self._marks.get(source, {})
+        marks: dict[int, tuple[PolicyObject, PolicyObject]] = {}
+        out = []
+        for o in objects:
+            held = before.get(id(o))
+            if held is None or held[0] is not o:
+                held = (o, o if o.source == registry else replace(o, source=registry))
+            marks[id(o)] = held  # holds `o`: its id stays its own while kept here
+            out.append(held[1])
+        self._marks[source] = marks
+        return tuple(out)
 
     def set_error(self, source: str, error: str) -> None:
         """The source cannot read its registry; its last good state stays served."""
@@ -298,6 +319,11 @@ class Catalog:
 
     def policies(self) -> tuple[PolicyObject, ...]:
         return tuple(o for objects in self._policies.values() for o in objects)
+
+    def registries(self) -> dict[str, str]:
+        """Each source's registry (`registry_of` its kind), by source name: what
+        `Service.source` names ("consul", "file+consul") stands for."""
+        return {name: registry_of(s.kind) for name, s in self._status.items()}
 
     def sources(self) -> list[SourceStatus]:
         return list(self._status.values())

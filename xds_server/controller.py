@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from envoy.config.core.v3 import base_pb2
 from google.protobuf.message import Message
 
 from translators import ProxyGroup, Skipped
 from translators.group import Kind
+from translators.policy_resolution import policies_for
 from translators.policy_resolve import PolicyStatus, ServicePolicy, resolve_policies
 from translators.policy_status import grpc_not_applied, subset_warnings
 from translators.services import service_clusters, service_load_assignments, uses_locality
@@ -42,7 +44,7 @@ from xds_server.model import (
     ServiceEntry,
     ServiceKey,
 )
-from xds_server.snapshot import Resource, Snapshot
+from xds_server.snapshot import EMPTY_SNAPSHOT, Resource, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,8 @@ class Controller:
         self._policy_objects: tuple[PolicyObject, ...] = ()
         self._accepted: dict[PolicyKey, Policy] = {}
         self._policies: dict[ServiceKey, ServicePolicy] = {}
+        # Per caller namespace, what its consumer routes change (Resolution.consumers).
+        self._consumers: dict[str, dict[ServiceKey, ServicePolicy]] = {}
         self._statuses: list[PolicyStatus] = []
         self._outputs: dict[str, _GroupOutput] = {}
         # Bumped when a service (not just its endpoints) appears, changes or goes: until
@@ -178,7 +182,8 @@ class Controller:
         """(kind, namespace, name) of the object that wrote rule `index` of the routing
         policy `subject` when that policy merges several (Gateway API routes attached to
         one Service), for `/debug/explain`; None otherwise."""
-        for policy in self._policies.values():
+        consumers = (p for policies in self._consumers.values() for p in policies.values())
+        for policy in itertools.chain(self._policies.values(), consumers):
             routing = policy.routing
             if routing is None or str(routing.key) != subject or index >= len(routing.http):
                 continue
@@ -286,14 +291,33 @@ class Controller:
                 self._endpoints[key] = ((entry, policy), built)
         if services_changed:
             self._generation += 1
-        return {
-            key: self.cache.prepare(key, self._group_snapshot(key, group, dirty))
-            for key, group in groups.items()
-        }
+        out: dict[str, Prepared | None] = {}
+        first: dict[str, str] = {}  # output key → the group built for it in this round
+        for name, group in groups.items():
+            twin = first.setdefault(self._output_key(group), name)
+            if twin != name:  # the same resources as `twin`'s: no need to build or compare
+                out[name] = self._same_as(name, twin, out[twin])
+                continue
+            out[name] = self.cache.prepare(name, self._group_snapshot(name, group, dirty))
+        return out
+
+    def _same_as(self, key: str, twin: str, prepared: Prepared | None) -> Prepared | None:
+        """What installs `twin`'s next snapshot as `key`'s too (None: `key` has it)."""
+        types = prepared.types if prepared is not None else dict(self.cache.get(twin).types)
+        current = self.cache.get(key)
+        if current.types == types:
+            return None
+        self._scopes.pop(key, None)  # not built itself: built in full if it stops sharing
+        return Prepared(None if current is EMPTY_SNAPSHOT else current, types)
 
     def _resolve_policies(self) -> set[ServiceKey]:
         """Resolve the policy objects against the view; the services whose policy changed."""
-        resolution = resolve_policies(self._view, self._policy_objects, self._accepted)
+        resolution = resolve_policies(
+            self._view, self._policy_objects, self._accepted, self.catalog.registries()
+        )
+        if resolution.consumers != self._consumers:
+            self._consumers = resolution.consumers
+            self._generation += 1  # every group's scope and routes are looked at again
         keys = {o.key for o in self._policy_objects}
         # A version accepted once stays the fallback while its object exists.
         merged = {**self._accepted, **resolution.accepted}
@@ -307,7 +331,7 @@ class Controller:
         # Every kind seen so far keeps its series (at 0 once its last object is gone).
         self._policy_kinds |= {kind for kind, _ in counts}
         for kind in sorted(self._policy_kinds):
-            for state in ("ACCEPTED", "WARNING", "REJECTED"):
+            for state in ("ACCEPTED", "WARNING", "REJECTED", "SHADOWED"):
                 metrics.POLICY_OBJECTS.labels(kind, state).set(counts.get((kind, state), 0))
         for status in self._statuses:
             if status.state == "REJECTED" and status not in self._logged_statuses:
@@ -345,9 +369,18 @@ class Controller:
         held = self._scopes.get(key)
         if held is not None and held[0] == self._generation:
             return held[1], False
-        keys = scope_keys(self._view, group, self._policies)
+        keys = scope_keys(self._view, group, self._policies_of(group))
         self._scopes[key] = (self._generation, keys)
         return keys, True
+
+    def _policies_of(self, group: ProxyGroup) -> Mapping[ServiceKey, ServicePolicy]:
+        """The policy the group's proxies get: their namespace's consumer routes' first."""
+        return policies_for(self._policies, self._consumers, group.namespace)
+
+    def _output_key(self, group: ProxyGroup) -> str:
+        if group.namespace is None or group.namespace in self._consumers:
+            return group.key
+        return replace(group, namespace=None).key
 
     def _group_snapshot(self, key: str, group: ProxyGroup, dirty: set[ServiceKey]) -> Resources:
         """The group's resources of the types that may have changed (the cache keeps
@@ -369,10 +402,13 @@ class Controller:
         for k in keys:
             clusters.extend(self._cluster_resources(k, group.kind))
         services = tuple(view[k].service for k in keys)
-        policies = tuple(self._policies.get(k) for k in keys)
-        out = self._outputs.get(key)
+        group_policies = self._policies_of(group)
+        policies = tuple(group_policies.get(k) for k in keys)
+        # Groups that differ only by a namespace without consumer routes share the work.
+        shared = self._output_key(group)
+        out = self._outputs.get(shared)
         if out is None or out.services != services or out.policies != policies:
-            listeners, routes, skipped = group_resources(services, group, self._policies)
+            listeners, routes, skipped = group_resources(services, group, group_policies)
             out = _GroupOutput(
                 services,
                 policies,
@@ -380,7 +416,7 @@ class Controller:
                 _resources(types.ROUTE, routes),
                 skipped,
             )
-            self._outputs[key] = out
+            self._outputs[shared] = out
             metrics.TRANSLATE_SKIPPED.labels(key).set(len(skipped))
             for s in skipped:
                 if s not in self._skipped_logged:

@@ -113,7 +113,7 @@ KUBE_SKIPPED_SERVICES = Gauge(
 )
 POLICY_OBJECTS = Gauge(
     "xds_policy_objects",
-    "Traffic policy objects by kind and state (ACCEPTED, WARNING, REJECTED)",
+    "Traffic policy objects by kind and state (ACCEPTED, WARNING, REJECTED, SHADOWED)",
     ["kind", "state"],
 )
 ROUTE_STATUS_WRITES = Counter(

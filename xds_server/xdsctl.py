@@ -262,16 +262,18 @@ def _state(source: dict[str, Any]) -> str:
 
 @_command("table", "json", "yaml")
 def policies(client: Client, output: str) -> None:
-    """Traffic policy objects: state (ACCEPTED, WARNING, REJECTED), why, where they apply."""
+    """Traffic policy objects: state (ACCEPTED, WARNING, REJECTED, SHADOWED), the registry
+    they came from (kubernetes, consul, file), why, where they apply."""
     doc = _fetch(client, "/debug/policies", output, "no policy objects")
     if doc is None:
         return
-    headers = ("KIND", "NAME", "STATE", "SERVICES", "ORIGIN")
+    headers = ("KIND", "NAME", "STATE", "SOURCE", "SERVICES", "ORIGIN")
     rows = []
     for p in doc:
         services = ",".join(p.get("services", [])) or "-"
         name = f"{p.get('namespace')}/{p.get('name')}"
-        rows.append((p.get("kind", "?"), name, p.get("state", "?"), services, p.get("origin")))
+        state, source = p.get("state", "?"), p.get("source") or "-"
+        rows.append((p.get("kind", "?"), name, state, source, services, p.get("origin")))
     notes = [[f"    {_one_line(reason, 400)}" for reason in p.get("reasons", [])] for p in doc]
     _echo_table(headers, [[_cell(c) for c in r] for r in rows], notes)
 

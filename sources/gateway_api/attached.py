@@ -38,10 +38,12 @@ class AttachedRoute(RoutePolicy):
         service: str,
         namespace: str,
         service_ports: Sequence[int] = (),
+        callers: str | None = None,
     ) -> RoutePolicy:
-        """The producer routes among `routes` (this one included or not) attached to
-        Service `namespace/service`, as one policy in Gateway API precedence."""
-        return merge_attached(service, namespace, _parsed(routes), None, service_ports)
+        """The routes among `routes` (this one included or not) attached to Service
+        `namespace/service` that callers in namespace `callers` get (None: the producer
+        routes), as one policy in Gateway API precedence."""
+        return merge_attached(service, namespace, _parsed(routes), callers, service_ports)
 
     def kind_conflicts(
         self,

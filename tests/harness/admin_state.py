@@ -38,12 +38,12 @@ SOURCES = [
 
 POLICIES = [
     {"kind": "DestinationRule", "namespace": "default", "name": "web", "origin": "p.yaml:19:1",
-     "state": "ACCEPTED", "reasons": [], "services": ["web.default"]},
+     "state": "ACCEPTED", "reasons": [], "services": ["web.default"], "source": "file"},
     {"kind": "VirtualService", "namespace": "shop", "name": "api", "origin": "p.yaml:30:1",
      "state": "REJECTED",
      "reasons": ["p.yaml:36:17: VirtualService shop/api: spec.http[0].route[0].weight: must "
                  "be at least 0", "serving its last valid version (p.yaml:30:1)"],
-     "services": ["api.shop", "api2.shop"]},
+     "services": ["api.shop", "api2.shop"], "source": "kubernetes"},
 ]  # fmt: skip
 
 

@@ -338,10 +338,14 @@ def _registry(services: Sequence[ServiceSpec], backends: Mapping[str, HttpBacken
 
 
 @contextlib.contextmanager
-def policy_world(directory: Path, services: Sequence[ServiceSpec]) -> Iterator[PolicyWorld]:
+def policy_world(
+    directory: Path,
+    services: Sequence[ServiceSpec],
+    metadata: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Iterator[PolicyWorld]:
     """Start the backends named in `services`, the server (registry written from
     `services`, an empty policy file, both polled every 0.1 s) and a ready SotW and delta
-    Envoy; stop them all on exit."""
+    Envoy (`metadata`: more node metadata per mode); stop them all on exit."""
     with contextlib.ExitStack() as stack:
         backends: dict[str, HttpBackend] = {}
         for _name, endpoints in services:
@@ -368,7 +372,7 @@ def policy_world(directory: Path, services: Sequence[ServiceSpec]) -> Iterator[P
                 free_port(),
                 f"policy-{mode}",
                 delta=mode == "delta",
-                metadata={"http_listener_port": ports[mode]},
+                metadata={"http_listener_port": ports[mode], **(metadata or {}).get(mode, {})},
             )
             env = EnvoyProcess()
             stack.callback(env.stop)

@@ -234,7 +234,7 @@ class RoutePolicy:
 
     `callers`: None applies it to every caller; a namespace applies it only to callers
     in that namespace (a Gateway API consumer route, written in another namespace than
-    its Service's). Not enforced yet: proxy groups carry no namespace."""
+    its Service's). Proxies say their namespace in node metadata ``NAMESPACE``."""
 
     key: PolicyKey
     hosts: tuple[str, ...]
@@ -412,3 +412,18 @@ class PolicyObject:
     locate: Callable[[FieldPath], tuple[str, str]] | None = field(
         default=None, compare=False, repr=False
     )
+    # The registry it came from ("kubernetes", "consul", "file"), set by the catalog from
+    # the publishing source's kind: it decides which object owns a service when several
+    # registries configure it (translators.policy_owners). Not part of what the object
+    # says: one source always marks its objects alike.
+    source: str = field(default="", compare=False)
+
+
+# The catalog kind of a source → the registry its policy objects are shown as coming
+# from (the policy file source's kind is "policy": its objects come from a file).
+_REGISTRY_OF_KIND = {"policy": "file"}
+
+
+def registry_of(kind: str) -> str:
+    """The registry name (`PolicyObject.source`) of a catalog source of kind `kind`."""
+    return _REGISTRY_OF_KIND.get(kind, kind)
