@@ -89,7 +89,8 @@ class HostileState(AdminState):
     ]  # fmt: skip
     POLICIES: Final = [
         {"kind": "VirtualService", "namespace": "shop", "name": XSS, "origin": "p.yaml:1:1",
-         "state": "REJECTED", "reasons": [f"bad host {XSS}"], "services": ["api.shop"]},
+         "state": "REJECTED", "reasons": [f"bad host {XSS}"], "services": ["api.shop"],
+         "source": "consul"},
     ]  # fmt: skip
 
     def server(self, address: str = "127.0.0.1:0") -> AdminServer:
@@ -135,7 +136,7 @@ def test_page_renders_everything_server_side_and_escapes_it() -> None:
     # Sources with their state and rejected entries; policies with state and reasons.
     assert ">HOLDING<" in body and "would remove 10 of 10 services" in body
     assert "httproutes.gateway.networking.k8s.io (v1) is not served &lt;script" in body
-    assert ">REJECTED<" in body
+    assert ">REJECTED<" in body and "<td>consul</td>" in body  # the policy's source
     # The snapshot browser: names of the type, and the chosen one as Envoy JSON.
     assert 'href="/?group=web&amp;type=clusters&amp;name=backend"' in body
     pre = body.split('<pre id="resource-json">', 1)[1].split("</pre>", 1)[0]

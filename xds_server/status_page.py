@@ -146,12 +146,13 @@ def policies_section(policies: list[dict[str, Any]]) -> str:
             + _tag("td", esc(p.get("kind")))
             + _tag("td", esc(name))
             + _tag("td", _state(str(p.get("state", "?"))))
+            + _tag("td", esc(p.get("source", "")))
             + _tag("td", esc(", ".join(map(str, p.get("services") or []))))
             + _tag("td", esc(p.get("origin")))
             + _tag("td", f"<ul>{reasons}</ul>" if reasons else "")
             + "</tr>"
         )
-    headers = ("kind", "name", "state", "services", "origin", "reasons")
+    headers = ("kind", "name", "state", "source", "services", "origin", "reasons")
     return _table(headers, rows, "no policy objects")
 
 
