@@ -163,12 +163,12 @@ class Cluster:
                 sl = parse_slice(self.slices[name])
                 entry = build_entry(parse_service(svc), [sl], SOURCE)
                 self._entries[entry.key] = entry
-            self._parsed: dict[str, PolicyObject] = {}
+            self._parsed: dict[str, tuple[dict[str, Any], PolicyObject]] = {}
         for name, obj in self.routes.items():
-            if name not in self._parsed or self._parsed[name] is not obj:
+            if name not in self._parsed or self._parsed[name][0] is not obj:  # new or edited
                 origin = f"kubernetes:{NAMESPACE}/{obj['metadata']['name']}"
-                self._parsed[name] = parse_object(obj, origin)
-        objects = list(self._parsed.values())
+                self._parsed[name] = (obj, parse_object(obj, origin))
+        objects = [parsed for _, parsed in self._parsed.values()]
         resolution = resolve_policies(self._entries, objects, {})
         services = [e.service for e in self._entries.values()]
         _, routes, _ = group_resources(services, ProxyGroup(), resolution.services)

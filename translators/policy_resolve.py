@@ -59,9 +59,9 @@ from .policy_resolution import (
 )
 from .policy_resolve_gateway import (
     GATEWAY_ROUTE_KINDS,
-    AttachableRoute,
     RouteError,
     attach,
+    attachable,
     merge,
 )
 
@@ -209,7 +209,7 @@ class _Resolver:
         ns = policy.key.namespace
         if isinstance(policy, DestinationPolicy):
             hosts = [policy.host]
-        elif policy.key.kind in GATEWAY_ROUTE_KINDS and isinstance(policy, AttachableRoute):
+        elif policy.key.kind in GATEWAY_ROUTE_KINDS and attachable(policy):
             hosts = [f"{name}.{parent_ns}" for parent_ns, name, _ in policy.parents]
         else:
             hosts = list(policy.hosts)

@@ -27,7 +27,7 @@ The merging itself (precedence) belongs to the dialect: the policy objects carry
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeGuard, cast, runtime_checkable
 
 from xds_server.model import (
     Destination,
@@ -59,6 +59,21 @@ class AttachableRoute(Protocol):
     ) -> Mapping[PolicyKey, str]: ...  # fmt: skip
 
 
+_ATTACHABLE: dict[type, bool] = {}
+
+
+def attachable(policy: object) -> TypeGuard[AttachableRoute]:
+    """``isinstance(policy, AttachableRoute)``, decided once per class: a runtime protocol
+    check costs tens of microseconds, and it runs for every route on every resolution
+    (5,000 HTTPRoutes: ~100 ms per change). The protocol's members are methods and a
+    property, so every instance of a class answers alike."""
+    cls = type(policy)
+    known = _ATTACHABLE.get(cls)
+    if known is None:
+        known = _ATTACHABLE[cls] = isinstance(policy, AttachableRoute)
+    return known
+
+
 class RouteError(Exception):
     """A route version that cannot be applied (the resolver turns it into `Rejected`)."""
 
@@ -84,13 +99,14 @@ def attach(
     """The Services one route version attaches to, and why it does not attach elsewhere;
     RouteError if it names a backend that is not there. `shadowed(service)`: another
     registry owns its routing (the callback notes why)."""
-    if not isinstance(policy, AttachableRoute):
+    route = cast(object, policy)  # the same object, seen through the source's protocol
+    if not attachable(route):
         raise RouteError((), "not a Gateway API route policy (internal)")
     namespace = policy.key.namespace
     _check_backends(policy, find, catalog)
     services: list[ServiceKey] = []
     notes: list[str] = []
-    for parent_ns, name, port in policy.parents:
+    for parent_ns, name, port in route.parents:
         key = find(f"{name}.{parent_ns}", namespace)
         entry = catalog.get(key) if key is not None else None
         if key is None or entry is None:
@@ -165,7 +181,7 @@ def merge(
     notes: Notes = {}
     for key, routes in attached.items():
         first = routes[0]
-        assert isinstance(first, AttachableRoute)
+        assert attachable(first)
         ports = [p.port for p in catalog[key].service.ports]
         for loser, why in first.kind_conflicts(routes, key.name, key.namespace, ports).items():
             notes.setdefault(loser, []).append((key, f"not applied to Service {key}: {why} "
