@@ -5,8 +5,8 @@ A group is what the translation depends on besides the catalog: the kind of clie
 and the proxy's locality (a DestinationRule's locality load balancing gives each
 locality its own endpoint priorities). Its `key` is stable and readable (``envoy``,
 ``envoy;port=10001``, ``envoy;deps=api,web``, ``grpc;deps=web``,
-``envoy;locality=eu/eu-a/``) so it can serve as the cache group id and be typed on the
-command line; `ProxyGroup.from_key` parses it back.
+``envoy;locality=eu/eu-a/``, ``grpc;identity;ips=10.0.0.5``) so it can serve as the
+cache group id and be typed on the command line; `ProxyGroup.from_key` parses it back.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from google.protobuf import json_format, struct_pb2
 
 from xds_server.model import Locality, Service
 
+from .grpc_server import META_INSTANCE_IPS, instance_ips
 from .names import service_id
 
 Kind = Literal["envoy", "grpc"]
@@ -33,6 +34,8 @@ META_HTTP_LISTENER_PORT = "http_listener_port"
 # Istio's proxyless bootstrap marks the node with GENERATOR: grpc (istiod picks its gRPC
 # generator from it); grpc-java and grpc-go send their own user agent name besides.
 META_GENERATOR = "GENERATOR"
+META_NAMESPACE = "NAMESPACE"
+META_ACCOUNT = "SERVICE_ACCOUNT"
 
 # A dependency is a service name, name.namespace or hostname: no separators of the key.
 _DEPENDENCY = re.compile(r"[^\s,;=]+")
@@ -57,6 +60,10 @@ class ProxyGroup:
     dependencies: frozenset[str] | None = None
     http_listener_port: int = DEFAULT_HTTP_LISTENER_PORT
     locality: Locality | None = None
+    # gRPC only (translators.grpc_server, grpc_tls): the node names a workload identity
+    # (mTLS where the CA is on), and the IPs of the xDS-managed server it runs.
+    identity: bool = False
+    instance_ips: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -79,6 +86,7 @@ class ProxyGroup:
                 raise ValueError(f"invalid locality (no space , ; = or /): {parts}")
             if not any(parts):
                 object.__setattr__(self, "locality", None)
+        _check_grpc_server(self)
 
     # ---------------------------------------------------------------- key
 
@@ -92,6 +100,7 @@ class ProxyGroup:
         if self.locality is not None:
             loc = self.locality
             parts.append(f"locality={loc.region}/{loc.zone}/{loc.subzone}")
+        parts += _grpc_server_key(self)
         return ";".join(parts)
 
     def __str__(self) -> str:
@@ -107,9 +116,10 @@ class ProxyGroup:
                 f"bad proxy group key {key!r}: must start with one of {', '.join(KINDS)}"
             )
         values: dict[str, str] = {}
+        identity, options = _pop_identity(key, options)
         for option in options:
             name, sep, value = option.partition("=")
-            if not sep or name not in ("deps", "port", "locality"):
+            if not sep or name not in ("deps", "port", "locality", "ips"):
                 raise ValueError(
                     f"bad proxy group key {key!r}: options are deps=<a,b,...>, port=<N> and "
                     f"locality=<region/zone/subzone>, got {option!r}"
@@ -138,8 +148,9 @@ class ProxyGroup:
                     f"got {values['locality']!r}"
                 )
             locality = Locality(*parts)
+        ips = frozenset(i for i in values.get("ips", "").split(",") if i)
         try:
-            return cls(kind, deps, port, locality)
+            return cls(kind, deps, port, locality, identity, ips)
         except ValueError as exc:
             raise ValueError(f"bad proxy group key {key!r}: {exc}") from None
 
@@ -174,7 +185,8 @@ class ProxyGroup:
         if not all(_LOCALITY_PART.fullmatch(p) for p in parts):
             warnings.append(f"node locality {parts} has a space , ; = or /; ignored")
             locality = None
-        return cls(kind, deps, port, locality), warnings
+        identity, ips = _grpc_server_fields(kind, fields, warnings)
+        return cls(kind, deps, port, locality, identity, ips), warnings
 
     @classmethod
     def from_node(
@@ -259,3 +271,49 @@ def _port(value: struct_pb2.Value, default: int, warnings: list[str]) -> int:
         f"(1-65535); using {default}"
     )
     return default
+
+
+# ---------------------------------------------------------------- gRPC identity and server
+
+
+def _grpc_server_fields(
+    kind: Kind, fields: Mapping[str, struct_pb2.Value], warnings: list[str]
+) -> tuple[bool, frozenset[str]]:
+    """gRPC nodes: whether metadata NAMESPACE and SERVICE_ACCOUNT name an identity, and
+    the IPs in INSTANCE_IPS (Istio's keys)."""
+    if kind != "grpc":
+        return False, frozenset()
+    identity = all(
+        k in fields and fields[k].string_value.strip() for k in (META_NAMESPACE, META_ACCOUNT)
+    )
+    ips: frozenset[str] = frozenset()
+    if META_INSTANCE_IPS in fields:
+        ips, bad = instance_ips(fields[META_INSTANCE_IPS].string_value)
+        if bad:
+            warnings.append(f"node metadata {META_INSTANCE_IPS}: not IPs, ignored: {bad}")
+    return identity, ips
+
+
+def _check_grpc_server(group: ProxyGroup) -> None:
+    if group.kind != "grpc":
+        object.__setattr__(group, "identity", False)
+        object.__setattr__(group, "instance_ips", frozenset())
+        return
+    ips, bad = instance_ips(",".join(group.instance_ips))
+    if bad:
+        raise ValueError(f"invalid instance IPs: {bad}")
+    object.__setattr__(group, "instance_ips", ips)
+
+
+def _grpc_server_key(group: ProxyGroup) -> list[str]:
+    parts = ["identity"] if group.identity else []
+    if group.instance_ips:
+        parts.append("ips=" + ",".join(sorted(group.instance_ips)))
+    return parts
+
+
+def _pop_identity(key: str, options: list[str]) -> tuple[bool, list[str]]:
+    rest = [o for o in options if o != "identity"]
+    if len(options) - len(rest) > 1:
+        raise ValueError(f"bad proxy group key {key!r}: identity given twice")
+    return len(rest) != len(options), rest
