@@ -18,14 +18,23 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.harness.grpc_mesh import XDS_CREDENTIALS, GrpcXdsServer, mesh_bootstrap, replies
+from tests.harness.controlled_xds import ControlledXds
+from tests.harness.grpc_mesh import (
+    XDS_CREDENTIALS,
+    GrpcXdsServer,
+    mesh_bootstrap,
+    nacks,
+    replies,
+)
 from tests.harness.grpc_xds import GrpcXdsClient
 from tests.harness.ports import free_port
 from tests.harness.server_proc import XdsServerProcess
 from tests.harness.waiting import wait_for
 from tests.harness.xds_tls import TRUST_DOMAIN, XdsPki, write_workload
+from translators.grpc_server import allow_principals
 from translators.grpc_tls import TLS_MODE_LABEL
 from xds_server.identity.spiffe import SpiffeId
+from xds_server.model import Endpoint, Port, Service, ServiceEntry
 
 pytest_plugins = ["tests.harness.fixtures"]
 pytestmark = pytest.mark.timeout(120)
@@ -118,3 +127,63 @@ def test_mtls_call_and_certificate_file_swap_without_errors(
         serials = {r["serial"] for r in replies(client, mark)}
         assert len(serials - {old_serial}) == 1
         assert {r["peer"] for r in replies(client, mark)} == {WEB}
+        # gRPC accepted every resource we sent the server and the client.
+        proxies = mesh.xds.get("/debug/proxies")
+        groups = {p["node_id"].split("-")[0]: p["group"].split(";") for p in proxies}
+        assert {"identity", "ips=127.0.0.1"} <= set(groups["api"]), groups
+        assert "identity" in groups["web"], groups
+        assert nacks(proxies) == {}
+
+
+def test_server_rbac_denies_another_identity(
+    tmp_path: Path, grpc_xds_client_factory: Callable[..., GrpcXdsClient]
+) -> None:
+    # In process: the authorization hook (AuthorizationPolicy → RBAC comes from
+    # another module) is set to "allow only web" directly.
+    pki = XdsPki(tmp_path / "pki")
+    api_port = free_port()
+    api = Service("api", ports=(Port("grpc", 50051, "grpc"),), labels=((TLS_MODE_LABEL, "istio"),))
+    with ControlledXds(pki.ca) as xds:
+        xds.controller.proxyless.rbac_of = lambda instance: [allow_principals([WEB])]
+        xds.set_services([ServiceEntry(api, (Endpoint("127.0.0.1", api_port, "grpc"),))])
+        api_boot = mesh_bootstrap(
+            xds.port,
+            "api-1",
+            "default",
+            "api",
+            pki.client("default", "api"),
+            xds_tls=False,
+            instance_ips="127.0.0.1",
+        )
+        with GrpcXdsServer("api", api_port, api_boot, tmp_path / "api.log") as server:
+            clients = {}
+            for account in ("web", "evil"):
+                boot = mesh_bootstrap(
+                    xds.port,
+                    account,
+                    "default",
+                    account,
+                    pki.client("default", account),
+                    xds_tls=False,
+                )
+                clients[account] = grpc_xds_client_factory(
+                    boot, "xds:///api", name=account, env=XDS_CREDENTIALS
+                )
+            web, evil = clients["web"], clients["evil"]
+            wait_for(
+                lambda: replies(web),
+                timeout=30,
+                message=lambda: f"web never got through: {web.log_tail(10)}\n{server.log_tail(5)}",
+            )
+            assert {r["peer"] for r in replies(web)} == {WEB}
+            denied = wait_for(
+                lambda: evil.codes_since(0)["PERMISSION_DENIED"] >= 5,
+                timeout=30,
+                message=lambda: f"evil: {evil.codes_since(0)}; {evil.log_tail(10)}",
+            )
+            assert denied
+            mark = evil.mark()
+            evil.wait_for_calls(5, timeout=10)
+            assert set(evil.codes_since(mark)) == {"PERMISSION_DENIED"}
+            assert replies(evil) == []
+            assert nacks(xds.proxies()) == {}

@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Self
 
@@ -169,3 +170,13 @@ class GrpcXdsServer(StartStop):
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
         except OSError as exc:
             return f"<cannot read {self.log_path}: {exc}>"
+
+
+def nacks(proxies: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """Per node id, the errors of every type it NACKed (``/debug/proxies`` documents)."""
+    out: dict[str, list[str]] = {}
+    for proxy in proxies:
+        for name, status in proxy["types"].items():
+            if status["nacks"]:
+                out.setdefault(proxy["node_id"], []).append(f"{name}: {status['last_error']}")
+    return out
