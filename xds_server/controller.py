@@ -365,17 +365,19 @@ class Controller:
         # still needs its endpoint changes.
         scope = set(keys)
         touched = fresh or any(k in scope for k in dirty)
+        # An xDS-managed gRPC server's listeners follow its endpoints, in scope or not.
         server = self._server_listeners(key, group)
+        held = self._outputs.get(key)
+        extra: Resources = {}
+        if server is not None and held is not None:
+            extra[types.LISTENER] = held.listeners + server
         if not touched:
-            held = self._outputs.get(key)
-            if server is None or held is None:
-                return {}
-            return {types.LISTENER: held.listeners + server}
+            return extra
         endpoints: list[Resource] = []
         for k in keys:
             endpoints.extend(self._endpoint_resources(k, group.locality))
         if not fresh:
-            return {types.ENDPOINT: endpoints}
+            return {types.ENDPOINT: endpoints, **extra}
         clusters: list[Resource] = []
         trust_domain = self._proxyless_trust_domain(group)
         for k in keys:
