@@ -163,7 +163,11 @@ def test_policies_table_json_and_yaml(url: str) -> None:
         ["DestinationRule", "default/web", "ACCEPTED", "web.default", "p.yaml:19:1"],
     ]
     assert lines[2].split() == [
-        "VirtualService", "shop/api", "REJECTED", "api.shop,api2.shop", "p.yaml:30:1"
+        "VirtualService",
+        "shop/api",
+        "REJECTED",
+        "api.shop,api2.shop",
+        "p.yaml:30:1",
     ]
     # Each reason on its own line under its object.
     assert lines[3:] == [f"    {r}" for r in POLICIES[1]["reasons"]]  # type: ignore[union-attr]
