@@ -11,9 +11,11 @@ was not mutual TLS, or with another certificate, shows.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -40,6 +42,9 @@ pytest_plugins = ["tests.harness.fixtures"]
 pytestmark = pytest.mark.timeout(120)
 
 WEB = f"spiffe://{TRUST_DOMAIN}/ns/default/sa/web"
+# The identity of examples/xds-mtls/grpc-bootstrap.json's node.
+EXAMPLE_CLIENT = f"spiffe://{TRUST_DOMAIN}/ns/default/sa/grpc-client"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "xds-mtls"
 _ids = itertools.count(1)
 
 
@@ -53,6 +58,22 @@ def registry(port: int, labels: dict[str, str]) -> str:
     return yaml.safe_dump({"services": [service]})
 
 
+def example(name: str, certs: Path, xds_port: int) -> dict[str, Any]:
+    """An examples/xds-mtls bootstrap with this test's files, port and IP, refreshing its
+    certificate files every second."""
+    text = (
+        (EXAMPLES / name)
+        .read_text()
+        .replace("/etc/xds-certs", str(certs))
+        .replace("localhost:18000", f"localhost:{xds_port}")
+        .replace('"60s"', '"1s"')
+        .replace("10.0.0.5", "127.0.0.1")
+    )
+    boot = json.loads(text)
+    assert isinstance(boot, dict)
+    return boot
+
+
 @dataclass
 class Mesh:
     pki: XdsPki
@@ -62,18 +83,13 @@ class Mesh:
     tmp: Path
 
     def server(self, **kwargs: object) -> GrpcXdsServer:
-        boot = mesh_bootstrap(
-            self.xds.xds_port, "api-1", "default", "api", self.api_certs, instance_ips="127.0.0.1"
-        )
+        boot = example("grpc-server-bootstrap.json", self.api_certs, self.xds.xds_port)
         log = self.tmp / f"api-server-{next(_ids)}.log"
         return GrpcXdsServer("api", self.api_port, boot, log, **kwargs)  # type: ignore[arg-type]
 
-    def client_boot(self, account: str) -> tuple[dict[str, object], Path]:
-        certs = self.pki.client("default", account)
-        boot = mesh_bootstrap(
-            self.xds.xds_port, f"{account}-{next(_ids)}", "default", account, certs
-        )
-        return boot, certs
+    def client(self) -> tuple[dict[str, Any], Path]:
+        certs = self.pki.client("default", "grpc-client")
+        return example("grpc-bootstrap.json", certs, self.xds.xds_port), certs
 
 
 @pytest.fixture
@@ -96,7 +112,7 @@ def test_mtls_call_and_certificate_file_swap_without_errors(
 ) -> None:
     # Connections live 1 s, so new handshakes (with whatever files are current) follow.
     with mesh.server(max_connection_age_ms=1000) as server:
-        boot, web_certs = mesh.client_boot("web")
+        boot, web_certs = mesh.client()
         client = grpc_xds_client_factory(boot, "xds:///api", interval=0.05, env=XDS_CREDENTIALS)
 
         def first_reply() -> dict[str, str] | None:
@@ -108,30 +124,31 @@ def test_mtls_call_and_certificate_file_swap_without_errors(
             timeout=30,
             message=lambda: f"no reply: {client.log_tail(10)}\nserver: {server.log_tail(10)}",
         )
-        # The server saw web's certificate: the call was mutual TLS, set up over xDS.
-        assert reply["peer"] == WEB, reply
+        # The server saw the client's certificate: the call was mutual TLS, set up over xDS.
+        assert reply["peer"] == EXAMPLE_CLIENT, reply
         old_serial = reply["serial"]
 
-        # Rotate web's certificate files (atomic renames) under the call loop; the
+        # Rotate the client's certificate files (atomic renames) under the call loop; the
         # server's own certificate too. gRPC's file_watcher rereads every second.
         mark = client.mark()
-        write_workload(web_certs, mesh.pki.ca.issue(SpiffeId(TRUST_DOMAIN, "default", "web")))
+        new = mesh.pki.ca.issue(SpiffeId(TRUST_DOMAIN, "default", "grpc-client"))
+        write_workload(web_certs, new)
         write_workload(mesh.api_certs, mesh.pki.ca.issue(SpiffeId(TRUST_DOMAIN, "default", "api")))
 
         def rotated() -> bool:
             return any(r["serial"] != old_serial for r in replies(client, mark))
 
-        wait_for(rotated, timeout=20, message="the server never saw web's new certificate")
+        wait_for(rotated, timeout=20, message="the server never saw the client's new certificate")
         client.wait_for_calls(10, timeout=10)
         assert client.errors_since(mark) == []
         serials = {r["serial"] for r in replies(client, mark)}
-        assert len(serials - {old_serial}) == 1
-        assert {r["peer"] for r in replies(client, mark)} == {WEB}
+        assert serials - {old_serial} == {f"{new.serial:x}"}
+        assert {r["peer"] for r in replies(client, mark)} == {EXAMPLE_CLIENT}
         # gRPC accepted every resource we sent the server and the client.
         proxies = mesh.xds.get("/debug/proxies")
         groups = {p["node_id"].split("-")[0]: p["group"].split(";") for p in proxies}
         assert {"identity", "ips=127.0.0.1"} <= set(groups["api"]), groups
-        assert "identity" in groups["web"], groups
+        assert "identity" in groups["grpc"], groups
         assert nacks(proxies) == {}
 
 
