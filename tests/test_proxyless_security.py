@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
 
 from tests.harness.controlled_xds import ControlledXds
 from tests.harness.grpc_mesh import (
@@ -35,6 +36,8 @@ from tests.harness.waiting import wait_for
 from tests.harness.xds_tls import TRUST_DOMAIN, XdsPki, write_workload
 from translators.grpc_server import allow_principals
 from translators.grpc_tls import TLS_MODE_LABEL
+from xds_server.identity import cli as ca_cli
+from xds_server.identity.cli import CERT_CHAIN_FILE
 from xds_server.identity.spiffe import SpiffeId
 from xds_server.model import Endpoint, Port, Service, ServiceEntry
 
@@ -87,8 +90,17 @@ class Mesh:
         log = self.tmp / f"api-server-{next(_ids)}.log"
         return GrpcXdsServer("api", self.api_port, boot, log, **kwargs)  # type: ignore[arg-type]
 
+    def issue_client(self) -> Path:
+        """The example client's files, written by `xds-server ca issue --out` (again: a
+        rotation, as the README says to do it)."""
+        certs = self.tmp / "grpc-client-certs"
+        issue = ["issue", "--ca-dir", str(self.pki.ca_dir), "--out", str(certs)]
+        identity = ["--namespace", "default", "--service-account", "grpc-client"]
+        assert ca_cli.main([*issue, *identity]) == 0
+        return certs
+
     def client(self) -> tuple[dict[str, Any], Path]:
-        certs = self.pki.client("default", "grpc-client")
+        certs = self.issue_client()
         return example("grpc-bootstrap.json", certs, self.xds.xds_port), certs
 
 
@@ -131,8 +143,8 @@ def test_mtls_call_and_certificate_file_swap_without_errors(
         # Rotate the client's certificate files (atomic renames) under the call loop; the
         # server's own certificate too. gRPC's file_watcher rereads every second.
         mark = client.mark()
-        new = mesh.pki.ca.issue(SpiffeId(TRUST_DOMAIN, "default", "grpc-client"))
-        write_workload(web_certs, new)
+        mesh.issue_client()
+        new = x509.load_pem_x509_certificate((web_certs / CERT_CHAIN_FILE).read_bytes())
         write_workload(mesh.api_certs, mesh.pki.ca.issue(SpiffeId(TRUST_DOMAIN, "default", "api")))
 
         def rotated() -> bool:
@@ -142,7 +154,7 @@ def test_mtls_call_and_certificate_file_swap_without_errors(
         client.wait_for_calls(10, timeout=10)
         assert client.errors_since(mark) == []
         serials = {r["serial"] for r in replies(client, mark)}
-        assert serials - {old_serial} == {f"{new.serial:x}"}
+        assert serials - {old_serial} == {f"{new.serial_number:x}"}
         assert {r["peer"] for r in replies(client, mark)} == {EXAMPLE_CLIENT}
         # gRPC accepted every resource we sent the server and the client.
         proxies = mesh.xds.get("/debug/proxies")
