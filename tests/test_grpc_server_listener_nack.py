@@ -20,7 +20,7 @@ from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf.message import Message
 
-from tests.harness.grpc_mesh import XDS_CREDENTIALS, GrpcXdsServer, mesh_bootstrap
+from tests.harness.grpc_mesh import XDS_CREDENTIALS, GrpcXdsServer, mesh_bootstrap, server_bootstrap
 from tests.harness.grpc_xds import GrpcXdsClient
 from tests.harness.ports import free_port
 from tests.harness.waiting import wait_for
@@ -122,15 +122,7 @@ def test_server_listeners_and_tls_clusters_are_acked_and_bad_ones_nacked(
     plain = listener((), None)
     with XdsServerThread() as srv:
         srv.set_snapshot(GROUP, {**client, types.LISTENER: [*others, plain]})
-        api_boot = mesh_bootstrap(
-            srv.port,
-            "api-1",
-            "default",
-            "api",
-            pki.client("default", "api"),
-            xds_tls=False,
-            instance_ips="127.0.0.1",
-        )
+        api_boot = server_bootstrap(srv.port, "api", pki.client("default", "api"))
         web_boot = mesh_bootstrap(
             srv.port, "web-1", "default", "web", pki.client("default", "web"), xds_tls=False
         )

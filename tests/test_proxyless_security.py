@@ -28,6 +28,7 @@ from tests.harness.grpc_mesh import (
     mesh_bootstrap,
     nacks,
     replies,
+    server_bootstrap,
 )
 from tests.harness.grpc_xds import GrpcXdsClient
 from tests.harness.ports import free_port
@@ -175,15 +176,7 @@ def test_server_rbac_denies_another_identity(
     with ControlledXds(pki.ca) as xds:
         xds.controller.proxyless.rbac_of = lambda instance: [allow_principals([WEB])]
         xds.set_services([ServiceEntry(api, (Endpoint("127.0.0.1", api_port, "grpc"),))])
-        api_boot = mesh_bootstrap(
-            xds.port,
-            "api-1",
-            "default",
-            "api",
-            pki.client("default", "api"),
-            xds_tls=False,
-            instance_ips="127.0.0.1",
-        )
+        api_boot = server_bootstrap(xds.port, "api", pki.client("default", "api"))
         with GrpcXdsServer("api", api_port, api_boot, tmp_path / "api.log") as server:
             clients = {}
             for account in ("web", "evil"):

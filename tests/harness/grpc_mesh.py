@@ -12,7 +12,6 @@ certificate provider (gRFC A29) and, for servers, the listener name template.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -24,7 +23,7 @@ from translators.grpc_server import GRPC_TEMPLATE
 from xds_server.identity.cli import CERT_CHAIN_FILE, KEY_FILE, ROOT_CERT_FILE
 
 from .grpc_client_main import XDS_CREDENTIALS_ENV
-from .grpc_xds import GrpcXdsClient, grpc_bootstrap
+from .grpc_xds import GrpcXdsClient, grpc_bootstrap, process_env, spawn
 from .lifecycle import Leftovers, StartStop, stop_process
 
 SERVER_MAIN = Path(__file__).with_name("grpc_server_main.py")
@@ -74,6 +73,17 @@ def mesh_bootstrap(
     return boot
 
 
+def server_bootstrap(
+    xds_port: int, account: str, certs: Path, *, ip: str = "127.0.0.1", xds_tls: bool = False
+) -> dict[str, Any]:
+    """`mesh_bootstrap` of an xDS-managed server ``<account>-1`` in namespace default at
+    ``ip`` (a plaintext xDS channel unless ``xds_tls``)."""
+    node_id = f"{account}-1"
+    return mesh_bootstrap(
+        xds_port, node_id, "default", account, certs, xds_tls=xds_tls, instance_ips=ip
+    )
+
+
 def replies(client: GrpcXdsClient, since: int = 0) -> list[dict[str, str]]:
     """The successful replies of ``grpc_server_main`` servers since ``since``."""
     out = []
@@ -116,30 +126,11 @@ class GrpcXdsServer(StartStop):
         if self.proc is not None:
             return self
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        bootstrap_path = self.log_path.with_name(self.log_path.stem + ".bootstrap.json")
-        bootstrap_path.write_text(json.dumps(self.bootstrap, indent=1))
-        env = dict(os.environ)
-        env.pop("GRPC_XDS_BOOTSTRAP_CONFIG", None)
-        env["GRPC_XDS_BOOTSTRAP"] = str(bootstrap_path)
-        env["PYTHONUNBUFFERED"] = "1"
-        if self.trace:
-            env["GRPC_TRACE"] = self.trace
-            env["GRPC_VERBOSITY"] = "DEBUG"
+        env = process_env(self.bootstrap, self.log_path, self.trace)
         self._log_fh = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(SERVER_MAIN),
-                self.name,
-                str(self.port),
-                *([str(self.max_connection_age_ms)] if self.max_connection_age_ms else []),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self._log_fh,
-            env=env,
-            start_new_session=True,
-        )
+        age = [str(self.max_connection_age_ms)] if self.max_connection_age_ms else []
+        cmd = [sys.executable, str(SERVER_MAIN), self.name, str(self.port), *age]
+        self.proc = spawn(cmd, env, self._log_fh)
         _LIVE.add(self)
         self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
         self._reader.start()
