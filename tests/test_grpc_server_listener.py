@@ -16,6 +16,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import struct_pb2
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.harness.waiting import async_wait_for
 from translators.group import ProxyGroup
@@ -304,3 +306,24 @@ async def test_server_listener_follows_endpoints_of_a_service_outside_its_depend
         .filter_chains[0]
         .HasField("transport_socket")
     )
+
+
+ips = st.one_of(st.ip_addresses(v=4).map(str), st.ip_addresses(v=6).map(str))
+
+
+@given(
+    identity=st.booleans(),
+    instance_ips=st.frozensets(ips, max_size=3),
+    deps=st.none() | st.frozensets(st.sampled_from(["api", "web", "db.shop"]), max_size=2),
+)
+def test_grpc_group_keys_round_trip(
+    identity: bool, instance_ips: frozenset[str], deps: frozenset[str] | None
+) -> None:
+    group = ProxyGroup("grpc", deps, identity=identity, instance_ips=instance_ips)
+    assert ProxyGroup.from_key(group.key) == group
+    assert ("identity" in group.key.split(";")) == identity
+    md: dict[str, object] = {"INSTANCE_IPS": ",".join(sorted(instance_ips))}
+    if identity:
+        md |= {"NAMESPACE": "default", "SERVICE_ACCOUNT": "a"}
+    parsed, warnings = ProxyGroup.parse(node(**md))
+    assert (parsed.identity, parsed.instance_ips, warnings) == (identity, group.instance_ips, [])
