@@ -108,8 +108,8 @@ class ProxyGroup:
 
     @classmethod
     def from_key(cls, key: str) -> ProxyGroup:
-        """Parse a `key` back: ``<kind>[;deps=a,b][;port=N][;locality=R/Z/S]`` (options
-        in any order)."""
+        """Parse a `key` back: ``<kind>[;deps=a,b][;port=N][;locality=R/Z/S][;identity]
+        [;ips=a,b]`` (options in any order)."""
         kind, *options = key.strip().split(";")
         if kind not in KINDS:
             raise ValueError(
@@ -121,8 +121,8 @@ class ProxyGroup:
             name, sep, value = option.partition("=")
             if not sep or name not in ("deps", "port", "locality", "ips"):
                 raise ValueError(
-                    f"bad proxy group key {key!r}: options are deps=<a,b,...>, port=<N> and "
-                    f"locality=<region/zone/subzone>, got {option!r}"
+                    f"bad proxy group key {key!r}: options are deps=<a,b,...>, port=<N>, "
+                    f"locality=<region/zone/subzone>, identity and ips=<a,b,...>, got {option!r}"
                 )
             if name in values:
                 raise ValueError(f"bad proxy group key {key!r}: {name} given twice")
