@@ -103,7 +103,14 @@ STATUSES = (PASSING, WARNING, CRITICAL)
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _DURATION_UNITS = {
-    "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
 }
 
 
@@ -164,9 +171,17 @@ def _get(d: dict[str, Any] | None, *names: str, default: Any = None) -> Any:
 
 def _check_type(defn: dict[str, Any]) -> str:
     for field, kind in (
-        ("TTL", "ttl"), ("HTTP", "http"), ("TCP", "tcp"), ("GRPC", "grpc"), ("UDP", "udp"),
-        ("H2PING", "h2ping"), ("DockerContainerID", "docker"), ("Args", "script"),
-        ("ScriptArgs", "script"), ("AliasService", "alias"), ("AliasNode", "alias"),
+        ("TTL", "ttl"),
+        ("HTTP", "http"),
+        ("TCP", "tcp"),
+        ("GRPC", "grpc"),
+        ("UDP", "udp"),
+        ("H2PING", "h2ping"),
+        ("DockerContainerID", "docker"),
+        ("Args", "script"),
+        ("ScriptArgs", "script"),
+        ("AliasService", "alias"),
+        ("AliasNode", "alias"),
         ("OSService", "os_service"),
     ):
         if _get(defn, field):
@@ -188,7 +203,10 @@ class _Node:
 
     def same(self, other: _Node) -> bool:
         return (self.id, self.address, self.tagged_addresses, self.meta) == (
-            other.id, other.address, other.tagged_addresses, other.meta
+            other.id,
+            other.address,
+            other.tagged_addresses,
+            other.meta,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -222,8 +240,15 @@ class _Service:
 
     def content(self) -> tuple[Any, ...]:
         return (
-            self.name, self.tags, self.address, self.port, self.meta, self.weights,
-            self.enable_tag_override, self.kind, self.tagged_addresses,
+            self.name,
+            self.tags,
+            self.address,
+            self.port,
+            self.meta,
+            self.weights,
+            self.enable_tag_override,
+            self.kind,
+            self.tagged_addresses,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -265,8 +290,16 @@ class _Check:
 
     def content(self) -> tuple[Any, ...]:
         return (
-            self.name, self.status, self.notes, self.output, self.service_id,
-            self.service_name, self.service_tags, self.type, self.interval, self.timeout,
+            self.name,
+            self.status,
+            self.notes,
+            self.output,
+            self.service_id,
+            self.service_name,
+            self.service_tags,
+            self.type,
+            self.interval,
+            self.timeout,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -341,30 +374,50 @@ class _State:
 
     # -- entities --------------------------------------------------------------
     def ensure_node(
-        self, name: str, address: str, *, node_id: str | None = None,
-        meta: dict[str, str] | None = None, tagged: dict[str, str] | None = None,
+        self,
+        name: str,
+        address: str,
+        *,
+        node_id: str | None = None,
+        meta: dict[str, str] | None = None,
+        tagged: dict[str, str] | None = None,
         agent: bool = False,
     ) -> _Node:
         old = self.nodes.get(name)
-        tagged_addresses = tagged if tagged is not None else {
-            "lan": address, "lan_ipv4": address, "wan": address, "wan_ipv4": address
-        }
+        tagged_addresses = (
+            tagged
+            if tagged is not None
+            else {"lan": address, "lan_ipv4": address, "wan": address, "wan_ipv4": address}
+        )
         new = _Node(
             name=name,
             id=node_id or (old.id if old else str(uuid.uuid5(uuid.NAMESPACE_DNS, name))),
-            address=address, datacenter=self.datacenter, tagged_addresses=tagged_addresses,
-            meta=dict(meta or {}), create_index=old.create_index if old else self.raft,
-            modify_index=self.raft, agent=agent or bool(old and old.agent),
+            address=address,
+            datacenter=self.datacenter,
+            tagged_addresses=tagged_addresses,
+            meta=dict(meta or {}),
+            create_index=old.create_index if old else self.raft,
+            modify_index=self.raft,
+            agent=agent or bool(old and old.agent),
         )
         if old is not None and old.same(new):
             return old
         self.nodes[name] = new
         if old is None and new.agent:
-            self.put_check(_Check(
-                node=name, id="serfHealth", name="Serf Health Status", status=PASSING,
-                notes="", output="Agent alive and reachable", service_id="",
-                service_name="", service_tags=[], type="",
-            ))
+            self.put_check(
+                _Check(
+                    node=name,
+                    id="serfHealth",
+                    name="Serf Health Status",
+                    status=PASSING,
+                    notes="",
+                    output="Agent alive and reachable",
+                    service_id="",
+                    service_name="",
+                    service_tags=[],
+                    type="",
+                )
+            )
         if old is not None:
             self.touch_node_services(name)
         return new
@@ -536,7 +589,7 @@ class ConsulEmulator:
         self.jitter = jitter
         self.requests: list[Request] = []
         self._lock = threading.Lock()
-        self._fail: list[tuple[str, int, int, str]] = []   # [prefix, remaining, status, body]
+        self._fail: list[tuple[str, int, int, str]] = []  # [prefix, remaining, status, body]
         self._drop: list[tuple[str, int]] = []
         self._slow: dict[str, float] = {}  # path prefix → seconds each answer is held back
         self._zero_next = 0
@@ -628,6 +681,7 @@ class ConsulEmulator:
 
     def reset_index(self, to: int) -> None:
         """Snapshot restore: indexes restart from ``to``; blocked queries answer now."""
+
         def do() -> None:
             self._state.reset(to)
             self._cache.clear()
@@ -635,6 +689,7 @@ class ConsulEmulator:
             for ev in self._events.values():
                 ev.set()
             self._events.clear()
+
         self._run(do)
 
     def set_service_read(self, token: str, prefixes: Iterable[str] | None) -> None:
@@ -675,6 +730,7 @@ class ConsulEmulator:
     # -- convenience -----------------------------------------------------------------------
     def populate(self, services: int, instances: int, *, base_port: int = 20000) -> None:
         """Register ``svc-0000``.. with ``instances`` passing instances each, on this node."""
+
         def do() -> None:
             st = self._state
             for s in range(services):
@@ -682,18 +738,37 @@ class ConsulEmulator:
                 st.begin()
                 for i in range(instances):
                     sid = f"{name}-{i}"
-                    st.put_service(_Service(
-                        node=self.node, id=sid, name=name, tags=[], address="127.0.0.1",
-                        port=base_port + (s * instances + i) % 40000, meta={},
-                        weights={"Passing": 1, "Warning": 1}, enable_tag_override=False,
-                        kind="", tagged_addresses={},
-                    ))
-                    st.put_check(_Check(
-                        node=self.node, id=f"service:{sid}", name=f"Service '{name}' check",
-                        status=PASSING, notes="", output="", service_id=sid,
-                        service_name=name, service_tags=[], type="ttl",
-                    ))
+                    st.put_service(
+                        _Service(
+                            node=self.node,
+                            id=sid,
+                            name=name,
+                            tags=[],
+                            address="127.0.0.1",
+                            port=base_port + (s * instances + i) % 40000,
+                            meta={},
+                            weights={"Passing": 1, "Warning": 1},
+                            enable_tag_override=False,
+                            kind="",
+                            tagged_addresses={},
+                        )
+                    )
+                    st.put_check(
+                        _Check(
+                            node=self.node,
+                            id=f"service:{sid}",
+                            name=f"Service '{name}' check",
+                            status=PASSING,
+                            notes="",
+                            output="",
+                            service_id=sid,
+                            service_name=name,
+                            service_tags=[],
+                            type="ttl",
+                        )
+                    )
                 st.commit()
+
         self._run(do)
 
     def config_write(self, entry: dict[str, Any], cas: int | None = None) -> Any:
@@ -723,6 +798,7 @@ class ConsulEmulator:
 
         async def coro() -> Any:
             return fn()
+
         return asyncio.run_coroutine_threadsafe(coro(), loop).result(timeout=30)
 
     def _call(self, coro: Any) -> Any:
@@ -870,36 +946,56 @@ class ConsulEmulator:
 
     # -- reads ---------------------------------------------------------------------------------
     async def _read(
-        self, name: str, arg: str, query: dict[str, list[str]],
+        self,
+        name: str,
+        arg: str,
+        query: dict[str, list[str]],
         reads: Callable[[str], bool] | None,
     ) -> web.Response:
         st = self._state
         if name == "agent_self":
-            return _json({
-                "Config": {
-                    "Datacenter": self.datacenter, "NodeName": self.node,
-                    "NodeID": st.nodes[self.node].id, "Server": True, "Version": "1.19.0",
+            return _json(
+                {
+                    "Config": {
+                        "Datacenter": self.datacenter,
+                        "NodeName": self.node,
+                        "NodeID": st.nodes[self.node].id,
+                        "Server": True,
+                        "Version": "1.19.0",
+                    },
+                    "Member": {
+                        "Name": self.node,
+                        "Addr": self.node_address,
+                        "Port": 8301,
+                        "Tags": {"dc": self.datacenter, "role": "consul"},
+                        "Status": 1,
+                    },
+                    "Meta": {},
                 },
-                "Member": {
-                    "Name": self.node, "Addr": self.node_address, "Port": 8301,
-                    "Tags": {"dc": self.datacenter, "role": "consul"}, "Status": 1,
-                },
-                "Meta": {},
-            }, None)
+                None,
+            )
         if name == "catalog_datacenters":
             return _json([self.datacenter], None)
         if name == "agent_services":
-            return _json({
-                s.id: {**s.to_json(), "Datacenter": self.datacenter}
-                for s in st.services.values()
-                if s.node == self.node and (reads is None or reads(s.name))
-            }, None)
+            return _json(
+                {
+                    s.id: {**s.to_json(), "Datacenter": self.datacenter}
+                    for s in st.services.values()
+                    if s.node == self.node and (reads is None or reads(s.name))
+                },
+                None,
+            )
         if name == "agent_checks":
-            return _json({
-                c.id: c.to_json() for c in st.checks.values()
-                if c.node == self.node and c.id != "serfHealth"
-                and (reads is None or reads(c.service_name))
-            }, None)
+            return _json(
+                {
+                    c.id: c.to_json()
+                    for c in st.checks.values()
+                    if c.node == self.node
+                    and c.id != "serfHealth"
+                    and (reads is None or reads(c.service_name))
+                },
+                None,
+            )
 
         if name == "config":
             return await self._config_read(arg, query, reads)
@@ -1049,11 +1145,13 @@ class ConsulEmulator:
             checks = st.checks_for(svc.node, svc.id)
             if passing and any(c.status != PASSING for c in checks):
                 continue
-            out.append({
-                "Node": node.to_json(),
-                "Service": svc.to_json(),
-                "Checks": [c.to_json() for c in checks],
-            })
+            out.append(
+                {
+                    "Node": node.to_json(),
+                    "Service": svc.to_json(),
+                    "Checks": [c.to_json() for c in checks],
+                }
+            )
         return out
 
     def _catalog_service(
@@ -1061,18 +1159,30 @@ class ConsulEmulator:
     ) -> list[dict[str, Any]]:
         out = []
         for svc, node in self._matching(name, tags, node_meta):
-            out.append({
-                "ID": node.id, "Node": node.name, "Address": node.address,
-                "Datacenter": node.datacenter, "TaggedAddresses": node.tagged_addresses,
-                "NodeMeta": node.meta, "ServiceKind": svc.kind, "ServiceID": svc.id,
-                "ServiceName": svc.name, "ServiceTags": list(svc.tags),
-                "ServiceAddress": svc.address, "ServiceTaggedAddresses": svc.tagged_addresses,
-                "ServiceWeights": svc.weights, "ServiceMeta": svc.meta,
-                "ServicePort": svc.port, "ServiceEnableTagOverride": svc.enable_tag_override,
-                "ServiceProxy": {"Mode": "", "MeshGateway": {}, "Expose": {}},
-                "ServiceConnect": {}, "CreateIndex": svc.create_index,
-                "ModifyIndex": svc.modify_index,
-            })
+            out.append(
+                {
+                    "ID": node.id,
+                    "Node": node.name,
+                    "Address": node.address,
+                    "Datacenter": node.datacenter,
+                    "TaggedAddresses": node.tagged_addresses,
+                    "NodeMeta": node.meta,
+                    "ServiceKind": svc.kind,
+                    "ServiceID": svc.id,
+                    "ServiceName": svc.name,
+                    "ServiceTags": list(svc.tags),
+                    "ServiceAddress": svc.address,
+                    "ServiceTaggedAddresses": svc.tagged_addresses,
+                    "ServiceWeights": svc.weights,
+                    "ServiceMeta": svc.meta,
+                    "ServicePort": svc.port,
+                    "ServiceEnableTagOverride": svc.enable_tag_override,
+                    "ServiceProxy": {"Mode": "", "MeshGateway": {}, "Expose": {}},
+                    "ServiceConnect": {},
+                    "CreateIndex": svc.create_index,
+                    "ModifyIndex": svc.modify_index,
+                }
+            )
         return out
 
     # -- writes ---------------------------------------------------------------------------------
@@ -1087,19 +1197,21 @@ class ConsulEmulator:
             st.commit()
         return _json(result, None)
 
-    def _apply(
-        self, name: str, arg: str, query: dict[str, list[str]], data: dict[str, Any]
-    ) -> Any:
+    def _apply(self, name: str, arg: str, query: dict[str, list[str]], data: dict[str, Any]) -> Any:
         st = self._state
         node = self.node
         if name == "agent_service_register":
-            self._agent_register(data, replace_checks=_q(query, "replace-existing-checks")
-                                 in ("true", "1"))
+            self._agent_register(
+                data, replace_checks=_q(query, "replace-existing-checks") in ("true", "1")
+            )
             return None
         if name == "agent_service_deregister":
             if (node, arg) not in st.services:
-                raise _HTTPError(404, f'Unknown service ID "{arg}". Ensure that the service '
-                                      "ID is passed, not the service name.")
+                raise _HTTPError(
+                    404,
+                    f'Unknown service ID "{arg}". Ensure that the service '
+                    "ID is passed, not the service name.",
+                )
             st.remove_service(node, arg)
             return None
         if name == "agent_service_maintenance":
@@ -1115,11 +1227,20 @@ class ConsulEmulator:
                     "Maintenance mode is enabled for this service, "
                     "but no reason was provided. This is a default message."
                 )
-                st.put_check(_Check(
-                    node=node, id=cid, name="Service Maintenance Mode", status=CRITICAL,
-                    notes=reason, output="", service_id=arg, service_name=svc.name,
-                    service_tags=list(svc.tags), type="maintenance",
-                ))
+                st.put_check(
+                    _Check(
+                        node=node,
+                        id=cid,
+                        name="Service Maintenance Mode",
+                        status=CRITICAL,
+                        notes=reason,
+                        output="",
+                        service_id=arg,
+                        service_name=svc.name,
+                        service_tags=list(svc.tags),
+                        type="maintenance",
+                    )
+                )
             else:
                 st.remove_check(node, cid)
             return None
@@ -1137,8 +1258,12 @@ class ConsulEmulator:
             if not st.remove_check(node, arg):
                 raise _HTTPError(404, f'Unknown check ID "{arg}"')
             return None
-        if name in ("agent_check_pass", "agent_check_warn", "agent_check_fail",
-                    "agent_check_update"):
+        if name in (
+            "agent_check_pass",
+            "agent_check_warn",
+            "agent_check_fail",
+            "agent_check_update",
+        ):
             ck = st.checks.get((node, arg))
             if ck is None or arg == "serfHealth":
                 raise _HTTPError(404, f'Unknown check ID "{arg}"')
@@ -1150,8 +1275,11 @@ class ConsulEmulator:
                     raise _HTTPError(400, f'Invalid check status: "{status}"')
                 output = _get(data, "Output") or ""
             else:
-                status = {"agent_check_pass": PASSING, "agent_check_warn": WARNING,
-                          "agent_check_fail": CRITICAL}[name]
+                status = {
+                    "agent_check_pass": PASSING,
+                    "agent_check_warn": WARNING,
+                    "agent_check_fail": CRITICAL,
+                }[name]
                 output = _q(query, "note") or ""
             st.put_check(dataclasses.replace(ck, status=status, output=output))
             return None
@@ -1210,8 +1338,9 @@ class ConsulEmulator:
                 f"service:{svc.id}:{i + 1}" if len(defs) > 1 else f"service:{svc.id}"
             )
             wanted.add(cid)
-            self._put_agent_check(defn, cid, svc, _get(defn, "Name")
-                                  or f"Service '{svc.name}' check")
+            self._put_agent_check(
+                defn, cid, svc, _get(defn, "Name") or f"Service '{svc.name}' check"
+            )
         if replace_checks:
             for (n, cid), ck in list(st.checks.items()):
                 if n == self.node and ck.service_id == svc.id and cid not in wanted:
@@ -1225,13 +1354,22 @@ class ConsulEmulator:
         status = _get(defn, "Status") or (old.status if old else CRITICAL)
         if status not in STATUSES:
             raise _HTTPError(400, f'Invalid check status: "{status}"')
-        st.put_check(_Check(
-            node=self.node, id=cid, name=check_name, status=status,
-            notes=_get(defn, "Notes") or "", output=old.output if old else "",
-            service_id=svc.id if svc else "", service_name=svc.name if svc else "",
-            service_tags=list(svc.tags) if svc else [], type=_check_type(defn),
-            interval=str(_get(defn, "Interval") or ""), timeout=str(_get(defn, "Timeout") or ""),
-        ))
+        st.put_check(
+            _Check(
+                node=self.node,
+                id=cid,
+                name=check_name,
+                status=status,
+                notes=_get(defn, "Notes") or "",
+                output=old.output if old else "",
+                service_id=svc.id if svc else "",
+                service_name=svc.name if svc else "",
+                service_tags=list(svc.tags) if svc else [],
+                type=_check_type(defn),
+                interval=str(_get(defn, "Interval") or ""),
+                timeout=str(_get(defn, "Timeout") or ""),
+            )
+        )
 
     def _service_from(self, data: dict[str, Any], node: str, name: str) -> _Service:
         weights_in = _get(data, "Weights") or {}
@@ -1244,10 +1382,14 @@ class ConsulEmulator:
         except (TypeError, ValueError):
             raise _HTTPError(400, "Request decode failed: bad Port") from None
         return _Service(
-            node=node, id=_get(data, "ID") or name, name=name,
+            node=node,
+            id=_get(data, "ID") or name,
+            name=name,
             tags=[str(t) for t in (_get(data, "Tags") or [])],
-            address=_get(data, "Address") or "", port=port,
-            meta=dict(_get(data, "Meta") or {}), weights=weights,
+            address=_get(data, "Address") or "",
+            port=port,
+            meta=dict(_get(data, "Meta") or {}),
+            weights=weights,
             enable_tag_override=bool(_get(data, "EnableTagOverride")),
             kind=_get(data, "Kind") or "",
             tagged_addresses=dict(_get(data, "TaggedAddresses") or {}),
@@ -1269,8 +1411,13 @@ class ConsulEmulator:
             k, _, v = item.partition(":")
             meta[k] = v
         if not _get(data, "SkipNodeUpdate") or nname not in st.nodes:
-            st.ensure_node(nname, address, node_id=_get(data, "ID") or None, meta=meta,
-                           tagged=_get(data, "TaggedAddresses") or None)
+            st.ensure_node(
+                nname,
+                address,
+                node_id=_get(data, "ID") or None,
+                meta=meta,
+                tagged=_get(data, "TaggedAddresses") or None,
+            )
         svc_data = _get(data, "Service")
         svc: _Service | None = None
         if isinstance(svc_data, dict) and svc_data:
@@ -1291,13 +1438,20 @@ class ConsulEmulator:
             status = _get(defn, "Status") or CRITICAL
             if status not in STATUSES:
                 raise _HTTPError(400, f'Invalid check status: "{status}"')
-            st.put_check(_Check(
-                node=nname, id=cid, name=_get(defn, "Name") or cid, status=status,
-                notes=_get(defn, "Notes") or "", output=_get(defn, "Output") or "",
-                service_id=sid, service_name=target.name if target else "",
-                service_tags=list(target.tags) if target else [],
-                type=_get(defn, "Type") or _check_type(_get(defn, "Definition") or {}),
-            ))
+            st.put_check(
+                _Check(
+                    node=nname,
+                    id=cid,
+                    name=_get(defn, "Name") or cid,
+                    status=status,
+                    notes=_get(defn, "Notes") or "",
+                    output=_get(defn, "Output") or "",
+                    service_id=sid,
+                    service_name=target.name if target else "",
+                    service_tags=list(target.tags) if target else [],
+                    type=_get(defn, "Type") or _check_type(_get(defn, "Definition") or {}),
+                )
+            )
         return True
 
 
@@ -1335,7 +1489,7 @@ def _route(path: str) -> tuple[str, str, tuple[str, ...]] | None:
     for name, pattern, methods, prefix in _ROUTES:
         if prefix:
             if path.startswith(pattern) and len(path) > len(pattern):
-                return name, path[len(pattern):], methods
+                return name, path[len(pattern) :], methods
         elif path == pattern:
             return name, "", methods
     return None
@@ -1415,8 +1569,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--datacenter", default="dc1")
     parser.add_argument("--no-jitter", action="store_true")
     args = parser.parse_args(argv)
-    emu = ConsulEmulator(args.host, args.port, datacenter=args.datacenter,
-                         jitter=not args.no_jitter)
+    emu = ConsulEmulator(
+        args.host, args.port, datacenter=args.datacenter, jitter=not args.no_jitter
+    )
     if args.services:
         emu.populate(args.services, args.instances)
     emu.start()

@@ -56,9 +56,7 @@ async def test_serves_the_registry_file_and_follows_edits(
     with pytest.raises(asyncio.TimeoutError):
         await c.recv(timeout=1.0)
     # ...and a good edit is pushed: a third service means a third cluster.
-    path.write_text(
-        EXAMPLE.read_text() + "  - {name: db, ports: [{port: 5432, protocol: tcp}]}\n"
-    )
+    path.write_text(EXAMPLE.read_text() + "  - {name: db, ports: [{port: 5432, protocol: tcp}]}\n")
     resp2 = await c.recv(timeout=5.0)
     assert resp2.version_info != resp.version_info
     assert len(resp2.resources) == 3
@@ -169,9 +167,7 @@ def test_startup_error_is_one_line_and_exit_2(
     fill = {"port": str(busy_port), "dir": str(tmp_path)}
     (tmp_path / "bad.yaml").write_text("services:\n  - {name: a, ports: [{port: eighty}]}\n")
     (tmp_path / "bad-policy.yaml").write_text("spec: [\n")
-    server = xds_server_factory(
-        *(f.format(**fill) for f in flags), env=env, wait_ready=False
-    )
+    server = xds_server_factory(*(f.format(**fill) for f in flags), env=env, wait_ready=False)
     assert server.wait(20) == 2
     out = server.log()
     assert out.strip().splitlines()[-1].startswith(line.format(**fill)), out

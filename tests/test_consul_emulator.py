@@ -69,8 +69,9 @@ def later(delay: float, fn: Callable[[], object]) -> threading.Thread:
     return t
 
 
-def register_web(c: consul.Consul, sid: str = "web-1", tags: list[str] | None = None,
-                 port: int = 8080) -> None:
+def register_web(
+    c: consul.Consul, sid: str = "web-1", tags: list[str] | None = None, port: int = 8080
+) -> None:
     c.agent.service.register(
         "web", service_id=sid, port=port, tags=tags or [], check=consul.Check.ttl("10s")
     )
@@ -109,15 +110,16 @@ def test_register_check_and_deregister_visible_in_health(
     ck = next(c for c in entries[0]["Checks"] if c["CheckID"] == "service:web-1")
     assert (ck["Status"], ck["Output"]) == ("warning", "slow")
 
-    assert put(emu, "/v1/agent/check/update/service:web-1",
-               {"Status": "passing", "Output": "ok"}) == 200
+    assert (
+        put(emu, "/v1/agent/check/update/service:web-1", {"Status": "passing", "Output": "ok"})
+        == 200
+    )
     _, entries = client.health.service("web", passing=True)
     assert len(entries) == 1
 
     client.agent.service.maintenance("web-1", "true", "upgrading")
     _, entries = client.health.service("web")
-    maint = next(c for c in entries[0]["Checks"]
-                 if c["CheckID"] == "_service_maintenance:web-1")
+    maint = next(c for c in entries[0]["Checks"] if c["CheckID"] == "_service_maintenance:web-1")
     assert (maint["Status"], maint["Notes"]) == ("critical", "upgrading")
     client.agent.service.maintenance("web-1", "false")
     _, entries = client.health.service("web")
@@ -134,7 +136,10 @@ def test_register_check_and_deregister_visible_in_health(
 
 def test_several_checks_ids_and_initial_status(client: consul.Consul) -> None:
     client.agent.service.register(
-        "api", service_id="api-1", port=1, check={"ttl": "5s", "Status": "passing"},
+        "api",
+        service_id="api-1",
+        port=1,
+        check={"ttl": "5s", "Status": "passing"},
         extra_checks=[{"http": "http://127.0.0.1:1/", "interval": "10s"}],
     )
     _, entries = client.health.service("api")
@@ -208,12 +213,15 @@ def test_catalog_services_index_ignores_check_flips(client: consul.Consul) -> No
 
 
 def test_tag_and_passing_filters(client: consul.Consul) -> None:
-    client.agent.service.register("web", service_id="w1", port=1, tags=["a", "b"],
-                                  check={"ttl": "10s", "status": "passing"})
-    client.agent.service.register("web", service_id="w2", port=2, tags=["a"],
-                                  check={"ttl": "10s", "status": "passing"})
-    client.agent.service.register("web", service_id="w3", port=3, tags=["b"],
-                                  check={"ttl": "10s", "status": "warning"})
+    client.agent.service.register(
+        "web", service_id="w1", port=1, tags=["a", "b"], check={"ttl": "10s", "status": "passing"}
+    )
+    client.agent.service.register(
+        "web", service_id="w2", port=2, tags=["a"], check={"ttl": "10s", "status": "passing"}
+    )
+    client.agent.service.register(
+        "web", service_id="w3", port=3, tags=["b"], check={"ttl": "10s", "status": "warning"}
+    )
 
     def ids(entries: list[dict[str, Any]]) -> list[str]:
         return [e["Service"]["ID"] for e in entries]
@@ -228,29 +236,51 @@ def test_tag_and_passing_filters(client: consul.Consul) -> None:
 
 def test_catalog_register_nodes_and_deregister(emu: ConsulEmulator, client: consul.Consul) -> None:
     for i, zone in ((1, "a"), (2, "b")):
-        assert put(emu, "/v1/catalog/register", {
-            "Node": f"ext-{i}", "Address": f"10.0.0.{i}", "NodeMeta": {"zone": zone},
-            "Service": {"Service": "db", "ID": "db", "Port": 5432},
-            "Check": {"CheckID": "db-alive", "Name": "db", "ServiceID": "db",
-                      "Status": "passing"},
-        }) == 200
+        assert (
+            put(
+                emu,
+                "/v1/catalog/register",
+                {
+                    "Node": f"ext-{i}",
+                    "Address": f"10.0.0.{i}",
+                    "NodeMeta": {"zone": zone},
+                    "Service": {"Service": "db", "ID": "db", "Port": 5432},
+                    "Check": {
+                        "CheckID": "db-alive",
+                        "Name": "db",
+                        "ServiceID": "db",
+                        "Status": "passing",
+                    },
+                },
+            )
+            == 200
+        )
     idx, entries = client.health.service("db")
     assert [(e["Node"]["Address"], e["Node"]["Meta"]["zone"]) for e in entries] == [
-        ("10.0.0.1", "a"), ("10.0.0.2", "b")]
+        ("10.0.0.1", "a"),
+        ("10.0.0.2", "b"),
+    ]
     assert [c["CheckID"] for c in entries[0]["Checks"]] == ["db-alive"]
     assert entries[0]["Service"]["Address"] == ""
     assert len(client.health.service("db", node_meta={"zone": "b"})[1]) == 1
 
     # py-consul's own catalog.register, with several nodes via its node_meta argument.
-    client.catalog.register("ext-3", "10.0.0.3", service={"Service": "db", "Port": 5432},
-                            node_meta={"zone": "c"})
+    client.catalog.register(
+        "ext-3", "10.0.0.3", service={"Service": "db", "Port": 5432}, node_meta={"zone": "c"}
+    )
     entries = client.health.service("db")[1]
     assert entries[2]["Node"]["Meta"] == {"zone": "c"}
     assert entries[2]["Checks"] == []
 
     # A node address change moves the service's index.
-    later(0.05, lambda: put(emu, "/v1/catalog/register", {
-        "Node": "ext-1", "Address": "10.0.0.9", "NodeMeta": {"zone": "a"}}))
+    later(
+        0.05,
+        lambda: put(
+            emu,
+            "/v1/catalog/register",
+            {"Node": "ext-1", "Address": "10.0.0.9", "NodeMeta": {"zone": "a"}},
+        ),
+    )
     idx2, entries = client.health.service("db", index=client.health.service("db")[0], wait="5s")
     assert entries[0]["Node"]["Address"] == "10.0.0.9"
 
@@ -317,9 +347,7 @@ def test_drop_next_is_a_connection_error(emu: ConsulEmulator, client: consul.Con
     assert client.catalog.services()[1] == {}
 
 
-def test_pause_and_resume_keep_state_and_port(
-    emu: ConsulEmulator, client: consul.Consul
-) -> None:
+def test_pause_and_resume_keep_state_and_port(emu: ConsulEmulator, client: consul.Consul) -> None:
     register_web(client)
     idx, _ = client.health.service("web")
     port = emu.port

@@ -26,7 +26,11 @@ def test_demo_check_passes(tmp_path: Path) -> None:
     ports = {
         flag: str(free_port())
         for flag in (
-            "--xds-port", "--admin-port", "--listener-port", "--envoy-admin-port", "--extra-port"
+            "--xds-port",
+            "--admin-port",
+            "--listener-port",
+            "--envoy-admin-port",
+            "--extra-port",
         )
     }
     done = subprocess.run(

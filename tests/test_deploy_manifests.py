@@ -162,8 +162,9 @@ def test_rbac_writes_only_route_status_and_the_status_lease() -> None:
         ("coordination.k8s.io", "leases", "update", "xds-server-status"),
     }
     bound_to_the_service_account("RoleBinding", "xds-server-leader-election")
-    assert one("RoleBinding", "xds-server-leader-election")["metadata"]["namespace"] == (
-        role["metadata"]["namespace"]
+    assert (
+        one("RoleBinding", "xds-server-leader-election")["metadata"]["namespace"]
+        == (role["metadata"]["namespace"])
     )
 
 

@@ -116,7 +116,6 @@ def test_without_a_locality_setting_every_zone_shares_priority_0(
     assert priorities(other) == {"a": 0, "b": 1}
 
 
-
 def locality_policy(setting: dict[str, Any]) -> str:
     return yaml.safe_dump({
         "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",

@@ -186,8 +186,10 @@ def test_bad_objects_are_rejected_and_lose_nothing(
             # The route list starts at its first "-", on the line after "route:".
             where = f"{mesh.policy}:{position(text, 'name: api', 'route:', '- destination:')}"
             want = f"{where}: VirtualService default/api: spec.http[0]."
-            reason = f"route: {SUBSET_REASON.format(svc='api')}" if defect == "subset" else (
-                WEIGHT_REASON
+            reason = (
+                f"route: {SUBSET_REASON.format(svc='api')}"
+                if defect == "subset"
+                else (WEIGHT_REASON)
             )
             assert reasons == [want + reason], reasons
         for key in map(key_of, good):

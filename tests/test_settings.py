@@ -41,11 +41,17 @@ def test_durations(value: object, seconds: float) -> None:
 
 
 def test_errors_name_the_setting_and_its_origin(tmp_path: Path) -> None:
-    with pytest.raises(SettingsError, match=r"invalid http_listener_port from environment "
-                       r"variable XDS_SERVER_HTTP_LISTENER_PORT: .*65535"):
+    with pytest.raises(
+        SettingsError,
+        match=r"invalid http_listener_port from environment "
+        r"variable XDS_SERVER_HTTP_LISTENER_PORT: .*65535",
+    ):
         load({}, {"XDS_SERVER_HTTP_LISTENER_PORT": "70000"})
-    with pytest.raises(SettingsError, match=r"invalid debounce_quiet from --debounce-quiet: "
-                       r"not a duration: '5x'"):
+    with pytest.raises(
+        SettingsError,
+        match=r"invalid debounce_quiet from --debounce-quiet: "
+        r"not a duration: '5x'",
+    ):
         load({"debounce_quiet": "5x"}, {})
     cfg = tmp_path / "c.yaml"
     cfg.write_text("xds_adress: 1\n")

@@ -3,10 +3,12 @@
 A group is what the translation depends on besides the catalog: the kind of client
 (Envoy or proxyless gRPC), which services it depends on, the Envoy HTTP listener port,
 the proxy's locality (a DestinationRule's locality load balancing gives each locality
-its own endpoint priorities) and its namespace (node metadata ``NAMESPACE``, as Istio's
-agent writes it: Gateway API consumer routes apply only to callers in their namespace).
+its own endpoint priorities), its namespace (node metadata ``NAMESPACE``, as Istio's
+agent writes it: Gateway API consumer routes apply only to callers in their namespace)
+and, for gRPC, its identity and server IPs (translators.grpc_server, grpc_tls).
 Its `key` is stable and readable (``envoy``, ``envoy;port=10001``, ``envoy;deps=api,web``,
-``grpc;deps=web``, ``envoy;locality=eu/eu-a/``, ``envoy;ns=shop``) so it can serve as the
+``grpc;deps=web``, ``envoy;locality=eu/eu-a/``, ``envoy;ns=shop``,
+``grpc;identity;ips=10.0.0.5``) so it can serve as the
 cache group id and be typed on the command line; `ProxyGroup.from_key` parses it back.
 """
 
@@ -22,6 +24,7 @@ from google.protobuf import json_format, struct_pb2
 
 from xds_server.model import Locality, Service
 
+from .grpc_server import META_INSTANCE_IPS, instance_ips
 from .names import service_id
 
 Kind = Literal["envoy", "grpc"]
@@ -35,6 +38,8 @@ META_NAMESPACE = "NAMESPACE"  # Istio's: the proxy's (its workload's) namespace
 # Istio's proxyless bootstrap marks the node with GENERATOR: grpc (istiod picks its gRPC
 # generator from it); grpc-java and grpc-go send their own user agent name besides.
 META_GENERATOR = "GENERATOR"
+META_NAMESPACE = "NAMESPACE"
+META_ACCOUNT = "SERVICE_ACCOUNT"
 
 # A dependency is a service name, name.namespace or hostname: no separators of the key.
 _DEPENDENCY = re.compile(r"[^\s,;=]+")
@@ -60,6 +65,10 @@ class ProxyGroup:
     http_listener_port: int = DEFAULT_HTTP_LISTENER_PORT
     locality: Locality | None = None
     namespace: str | None = None
+    # gRPC only (translators.grpc_server, grpc_tls): the node names a workload identity
+    # (mTLS where the CA is on), and the IPs of the xDS-managed server it runs.
+    identity: bool = False
+    instance_ips: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -86,6 +95,7 @@ class ProxyGroup:
             raise ValueError(f"invalid namespace (no space , ; = or /): {self.namespace!r}")
         if self.namespace == "":
             object.__setattr__(self, "namespace", None)
+        _check_grpc_server(self)
 
     # ---------------------------------------------------------------- key
 
@@ -101,6 +111,7 @@ class ProxyGroup:
             parts.append(f"locality={loc.region}/{loc.zone}/{loc.subzone}")
         if self.namespace is not None:
             parts.append(f"ns={self.namespace}")
+        parts += _grpc_server_key(self)
         return ";".join(parts)
 
     def __str__(self) -> str:
@@ -108,20 +119,22 @@ class ProxyGroup:
 
     @classmethod
     def from_key(cls, key: str) -> ProxyGroup:
-        """Parse a `key` back: ``<kind>[;deps=a,b][;port=N][;locality=R/Z/S][;ns=NS]``
-        (options in any order)."""
+        """Parse a `key` back: ``<kind>[;deps=a,b][;port=N][;locality=R/Z/S][;ns=NS]
+        [;identity][;ips=a,b]`` (options in any order)."""
         kind, *options = key.strip().split(";")
         if kind not in KINDS:
             raise ValueError(
                 f"bad proxy group key {key!r}: must start with one of {', '.join(KINDS)}"
             )
         values: dict[str, str] = {}
+        identity, options = _pop_identity(key, options)
         for option in options:
             name, sep, value = option.partition("=")
-            if not sep or name not in ("deps", "port", "locality", "ns"):
+            if not sep or name not in ("deps", "port", "locality", "ns", "ips"):
                 raise ValueError(
                     f"bad proxy group key {key!r}: options are deps=<a,b,...>, port=<N>, "
-                    f"locality=<region/zone/subzone> and ns=<namespace>, got {option!r}"
+                    f"locality=<region/zone/subzone>, ns=<namespace>, identity and "
+                    f"ips=<a,b,...>, got {option!r}"
                 )
             if name in values:
                 raise ValueError(f"bad proxy group key {key!r}: {name} given twice")
@@ -147,8 +160,9 @@ class ProxyGroup:
                     f"got {values['locality']!r}"
                 )
             locality = Locality(*parts)
+        ips = frozenset(i for i in values.get("ips", "").split(",") if i)
         try:
-            return cls(kind, deps, port, locality, values.get("ns"))
+            return cls(kind, deps, port, locality, values.get("ns"), identity, ips)
         except ValueError as exc:
             raise ValueError(f"bad proxy group key {key!r}: {exc}") from None
 
@@ -185,7 +199,8 @@ class ProxyGroup:
             warnings.append(f"node locality {parts} has a space , ; = or /; ignored")
             locality = None
         namespace = _namespace(fields.get(META_NAMESPACE), warnings)
-        return cls(kind, deps, port, locality, namespace), warnings
+        identity, ips = _grpc_server_fields(kind, fields, warnings)
+        return cls(kind, deps, port, locality, namespace, identity, ips), warnings
 
     @classmethod
     def from_node(
@@ -283,3 +298,49 @@ def _port(value: struct_pb2.Value, default: int, warnings: list[str]) -> int:
         f"(1-65535); using {default}"
     )
     return default
+
+
+# ---------------------------------------------------------------- gRPC identity and server
+
+
+def _grpc_server_fields(
+    kind: Kind, fields: Mapping[str, struct_pb2.Value], warnings: list[str]
+) -> tuple[bool, frozenset[str]]:
+    """gRPC nodes: whether metadata NAMESPACE and SERVICE_ACCOUNT name an identity, and
+    the IPs in INSTANCE_IPS (Istio's keys)."""
+    if kind != "grpc":
+        return False, frozenset()
+    identity = all(
+        k in fields and fields[k].string_value.strip() for k in (META_NAMESPACE, META_ACCOUNT)
+    )
+    ips: frozenset[str] = frozenset()
+    if META_INSTANCE_IPS in fields:
+        ips, bad = instance_ips(fields[META_INSTANCE_IPS].string_value)
+        if bad:
+            warnings.append(f"node metadata {META_INSTANCE_IPS}: not IPs, ignored: {bad}")
+    return identity, ips
+
+
+def _check_grpc_server(group: ProxyGroup) -> None:
+    if group.kind != "grpc":
+        object.__setattr__(group, "identity", False)
+        object.__setattr__(group, "instance_ips", frozenset())
+        return
+    ips, bad = instance_ips(",".join(group.instance_ips))
+    if bad:
+        raise ValueError(f"invalid instance IPs: {bad}")
+    object.__setattr__(group, "instance_ips", ips)
+
+
+def _grpc_server_key(group: ProxyGroup) -> list[str]:
+    parts = ["identity"] if group.identity else []
+    if group.instance_ips:
+        parts.append("ips=" + ",".join(sorted(group.instance_ips)))
+    return parts
+
+
+def _pop_identity(key: str, options: list[str]) -> tuple[bool, list[str]]:
+    rest = [o for o in options if o != "identity"]
+    if len(options) - len(rest) > 1:
+        raise ValueError(f"bad proxy group key {key!r}: identity given twice")
+    return len(rest) != len(options), rest

@@ -28,6 +28,7 @@ from google.protobuf.message import Message
 from translators import ProxyGroup, Skipped
 from translators.group import Kind
 from translators.policy_resolution import policies_for
+from translators.grpc_mesh import ProxylessMesh
 from translators.policy_resolve import PolicyStatus, ServicePolicy, resolve_policies
 from translators.policy_status import grpc_not_applied, subset_warnings
 from translators.services import service_clusters, service_load_assignments, uses_locality
@@ -119,6 +120,9 @@ class Controller:
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self.builds = 0
+        # Proxyless gRPC mTLS clusters and xDS-managed server listeners (A29, A36, A41);
+        # `proxyless.rbac_of` is where server-side authorization plugs in.
+        self.proxyless: ProxylessMesh[Resource] = ProxylessMesh(_resources, lambda r: r.body)
 
     # -- proxy groups -------------------------------------------------------------
 
@@ -229,6 +233,7 @@ class Controller:
                 self._last_used.pop(key, None)
                 self._outputs.pop(key, None)
                 self._scopes.pop(key, None)
+                self.proxyless.forget(key)
                 with contextlib.suppress(KeyError):  # never built
                     metrics.TRANSLATE_SKIPPED.remove(key)
                 self.cache.clear(key)
@@ -291,6 +296,8 @@ class Controller:
                 self._endpoints[key] = ((entry, policy), built)
         if services_changed:
             self._generation += 1
+        if dirty:
+            self.proxyless.changed()
         out: dict[str, Prepared | None] = {}
         first: dict[str, str] = {}  # output key → the group built for it in this round
         for name, group in groups.items():
@@ -391,16 +398,26 @@ class Controller:
         # still needs its endpoint changes.
         scope = set(keys)
         touched = fresh or any(k in scope for k in dirty)
+        # An xDS-managed gRPC server's listeners follow its endpoints, in scope or not.
+        server = self._server_listeners(key, group)
+        held = self._outputs.get(key)
+        extra: Resources = {}
+        if server is not None and held is not None:
+            extra[types.LISTENER] = held.listeners + server
         if not touched:
-            return {}
+            return extra
         endpoints: list[Resource] = []
         for k in keys:
             endpoints.extend(self._endpoint_resources(k, group.locality))
         if not fresh:
-            return {types.ENDPOINT: endpoints}
+            return {types.ENDPOINT: endpoints, **extra}
         clusters: list[Resource] = []
+        trust_domain = self._proxyless_trust_domain(group)
         for k in keys:
-            clusters.extend(self._cluster_resources(k, group.kind))
+            built = self._cluster_resources(k, group.kind)
+            if trust_domain is not None:
+                built = self.proxyless.clusters(k, view[k].service, built, trust_domain)
+            clusters.extend(built)
         services = tuple(view[k].service for k in keys)
         group_policies = self._policies_of(group)
         policies = tuple(group_policies.get(k) for k in keys)
@@ -425,6 +442,21 @@ class Controller:
         return {
             types.CLUSTER: clusters,
             types.ENDPOINT: endpoints,
-            types.LISTENER: out.listeners,
+            types.LISTENER: out.listeners + (server or []),
             types.ROUTE: out.routes,
         }
+
+    def _proxyless_trust_domain(self, group: ProxyGroup) -> str | None:
+        """The trust domain when `group` is a gRPC group with an identity and the CA is
+        on (its calls to mesh TLS services use mTLS); None otherwise."""
+        secrets = self.cache.secrets
+        if secrets is None or group.kind != "grpc" or not group.identity:
+            return None
+        return secrets.trust_domain
+
+    def _server_listeners(self, key: str, group: ProxyGroup) -> list[Resource] | None:
+        """An xDS-managed gRPC server's Listeners; None for other groups."""
+        if not group.instance_ips:
+            return None
+        tls = self._proxyless_trust_domain(group) is not None
+        return self.proxyless.server_listeners(key, group, self._view, self._policy_objects, tls)

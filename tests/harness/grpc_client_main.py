@@ -7,7 +7,9 @@ Usage: ``python grpc_client_main.py TARGET [INTERVAL_S] [TIMEOUT_S] [METADATA_JS
 e.g. ``xds:///web``. Calls ``/xdstest.Echo/Whoami`` every INTERVAL_S (default 0.05)
 and prints one JSON line per call: ``{"ok": true, "body": "b1"}`` or
 ``{"ok": false, "code": "UNAVAILABLE", "error": "..."}``, with ``dt``, the call's
-duration in seconds. METADATA_JSON is a list of objects (header → value): the calls
+duration in seconds. With ``XDSTEST_XDS_CREDENTIALS=1`` in the environment the channel
+uses ``grpc.xds_channel_credentials`` (TLS as the xDS cluster says, else insecure; gRFC
+A29) instead of insecure credentials. METADATA_JSON is a list of objects (header → value): the calls
 send each in turn, and each line names the one it sent as ``md``. Exits when its
 parent process goes away or on SIGTERM.
 """
@@ -21,8 +23,10 @@ import sys
 import time
 
 import grpc
+import grpc.experimental
 
 WHOAMI_METHOD = "/xdstest.Echo/Whoami"
+XDS_CREDENTIALS_ENV = "XDSTEST_XDS_CREDENTIALS"
 
 
 def main(argv: list[str]) -> int:
@@ -35,7 +39,11 @@ def main(argv: list[str]) -> int:
     metadata: list[dict[str, str]] = json.loads(argv[4]) if len(argv) > 4 else []
     sets = itertools.cycle(metadata) if metadata else itertools.repeat(None)
     parent = os.getppid()
-    channel = grpc.insecure_channel(target)
+    if os.environ.get(XDS_CREDENTIALS_ENV) == "1":
+        fallback = grpc.experimental.insecure_channel_credentials()
+        channel = grpc.secure_channel(target, grpc.xds_channel_credentials(fallback))
+    else:
+        channel = grpc.insecure_channel(target)
     call = channel.unary_unary(WHOAMI_METHOD)
     print(json.dumps({"started": True, "target": target, "pid": os.getpid()}), flush=True)
     try:

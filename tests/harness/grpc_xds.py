@@ -54,6 +54,33 @@ def grpc_bootstrap(
     }
 
 
+def process_env(bootstrap: dict[str, Any], log_path: Path, trace: str | None) -> dict[str, str]:
+    """The environment of a gRPC xDS process: ``bootstrap`` written beside ``log_path``
+    as its only GRPC_XDS_BOOTSTRAP, unbuffered output, gRPC tracing if ``trace``."""
+    bootstrap_path = log_path.with_name(log_path.stem + ".bootstrap.json")
+    bootstrap_path.write_text(json.dumps(bootstrap, indent=1))
+    env = dict(os.environ)
+    env.pop("GRPC_XDS_BOOTSTRAP_CONFIG", None)  # only our file applies
+    env["GRPC_XDS_BOOTSTRAP"] = str(bootstrap_path)
+    env["PYTHONUNBUFFERED"] = "1"
+    if trace:
+        env["GRPC_TRACE"] = trace
+        env["GRPC_VERBOSITY"] = "DEBUG"
+    return env
+
+
+def spawn(cmd: Sequence[str], env: dict[str, str], stderr: IO[bytes]) -> subprocess.Popen[bytes]:
+    """A child in its own session, JSON lines on a stdout pipe, stderr to ``stderr``."""
+    return subprocess.Popen(
+        list(cmd),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        env=env,
+        start_new_session=True,
+    )
+
+
 _LIVE = Leftovers()
 
 
@@ -106,15 +133,7 @@ class GrpcXdsClient(StartStop):
             self._own_dir = tempfile.TemporaryDirectory(prefix="grpc-xds-client-")
             self.log_path = Path(self._own_dir.name) / "client.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        bootstrap_path = self.log_path.with_name(self.log_path.stem + ".bootstrap.json")
-        bootstrap_path.write_text(json.dumps(self.bootstrap, indent=1))
-        env = dict(os.environ)
-        env.pop("GRPC_XDS_BOOTSTRAP_CONFIG", None)  # only our file applies
-        env["GRPC_XDS_BOOTSTRAP"] = str(bootstrap_path)
-        env["PYTHONUNBUFFERED"] = "1"
-        if self.trace:
-            env["GRPC_TRACE"] = self.trace
-            env["GRPC_VERBOSITY"] = "DEBUG"
+        env = process_env(self.bootstrap, self.log_path, self.trace)
         env.update(self.extra_env)
         self._log_fh = self.log_path.open("ab")
         cmd = [
@@ -125,14 +144,7 @@ class GrpcXdsClient(StartStop):
             str(self.timeout),
             *([json.dumps(self.metadata)] if self.metadata else []),
         ]
-        self.proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self._log_fh,
-            env=env,
-            start_new_session=True,
-        )
+        self.proc = spawn(cmd, env, self._log_fh)
         _LIVE.add(self)
         self._reader = threading.Thread(
             target=self._read, args=(self.proc,), name="grpc-xds-client-reader", daemon=True

@@ -22,9 +22,7 @@ class GiveUp(AssertionError):
     """Raised by a predicate when the condition can no longer come true; ends the wait."""
 
 
-def _failure(
-    message: Message, timeout: float, last_exc: BaseException | None, last: object
-) -> str:
+def _failure(message: Message, timeout: float, last_exc: BaseException | None, last: object) -> str:
     text = f"timed out after {timeout:.1f}s: {message() if callable(message) else message}"
     if last_exc is not None:
         text += f" (last exception: {type(last_exc).__name__}: {last_exc})"
