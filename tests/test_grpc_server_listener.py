@@ -200,7 +200,7 @@ def test_group_key_carries_identity_and_instance_ips_for_grpc_only() -> None:
     group, warnings = ProxyGroup.parse(
         node(NAMESPACE="default", SERVICE_ACCOUNT="api", INSTANCE_IPS="10.0.0.2, nope,::1")
     )
-    assert group.key == "grpc;identity;ips=10.0.0.2,::1"
+    assert group.key == "grpc;ns=default;identity;ips=10.0.0.2,::1"
     assert warnings == ["node metadata INSTANCE_IPS: not IPs, ignored: ['nope']"]
     assert ProxyGroup.from_key(group.key) == group
     assert ProxyGroup.parse(node(NAMESPACE="default"))[0].key == "grpc"

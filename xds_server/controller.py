@@ -27,8 +27,8 @@ from google.protobuf.message import Message
 
 from translators import ProxyGroup, Skipped
 from translators.group import Kind
-from translators.policy_resolution import policies_for
 from translators.grpc_mesh import ProxylessMesh
+from translators.policy_resolution import policies_for
 from translators.policy_resolve import PolicyStatus, ServicePolicy, resolve_policies
 from translators.policy_status import grpc_not_applied, subset_warnings
 from translators.services import service_clusters, service_load_assignments, uses_locality
@@ -400,7 +400,7 @@ class Controller:
         touched = fresh or any(k in scope for k in dirty)
         # An xDS-managed gRPC server's listeners follow its endpoints, in scope or not.
         server = self._server_listeners(key, group)
-        held = self._outputs.get(key)
+        held = self._outputs.get(self._output_key(group))  # outputs are kept per output key
         extra: Resources = {}
         if server is not None and held is not None:
             extra[types.LISTENER] = held.listeners + server
