@@ -203,11 +203,11 @@ def test_group_key_carries_identity_and_instance_ips_for_grpc_only() -> None:
     assert group.key == "grpc;ns=default;identity;ips=10.0.0.2,::1"
     assert warnings == ["node metadata INSTANCE_IPS: not IPs, ignored: ['nope']"]
     assert ProxyGroup.from_key(group.key) == group
-    assert ProxyGroup.parse(node(NAMESPACE="default"))[0].key == "grpc"
+    assert ProxyGroup.parse(node(NAMESPACE="default"))[0].key == "grpc;ns=default"
     envoy = ProxyGroup.parse(
         node("envoy", NAMESPACE="d", SERVICE_ACCOUNT="s", INSTANCE_IPS="1.2.3.4")
     )
-    assert envoy[0].key == "envoy"
+    assert envoy[0].key == "envoy;ns=d"
     with pytest.raises(ValueError, match="identity given twice"):
         ProxyGroup.from_key("grpc;identity;identity")
     with pytest.raises(ValueError, match="invalid instance IPs"):
