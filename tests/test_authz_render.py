@@ -229,3 +229,20 @@ def test_policies_of_other_workloads_are_left_out() -> None:
     assert isinstance(selected, AuthorizationPolicy)
     assert http_authz_filters([selected], API, TD) == []
     assert network_authz_filters([selected], API, TD) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "matcher"),
+    [
+        ("/a", {"exact": "/a"}),
+        ("/a/*", {"prefix": "/a/"}),
+        ("*.json", {"suffix": ".json"}),
+        ("*", {"safe_regex": {"regex": ".*"}}),
+    ],
+)
+def test_paths_take_istios_forms(path: str, matcher: dict[str, Any]) -> None:
+    (allow,) = http_authz_filters(
+        [policy({"rules": [{"to": [{"operation": {"paths": [path]}}]}]})], API, TD
+    )
+    body = rules_of(allow)["policies"]["ns[shop]-policy[p]-rule[0]"]
+    assert body["permissions"] == [{"url_path": {"path": matcher}}]
