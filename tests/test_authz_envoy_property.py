@@ -27,7 +27,7 @@ from xds_server.model import SecurityPolicy, Workload
 pytestmark = pytest.mark.timeout(180)
 
 SETTINGS = settings(
-    max_examples=15,
+    max_examples=40,
     derandomize=True,
     database=None,
     deadline=None,

@@ -151,6 +151,10 @@ class AuthorizationPolicy:
     rules: tuple[AuthzRule, ...] = ()
     selector: Labels | None = None
     origin: str = field(default="", compare=False)
+    # Consul intentions select by destination service instead of labels: only the
+    # workloads of `services` (None: any), and none of `not_services`.
+    services: tuple[str, ...] | None = None
+    not_services: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,10 +173,11 @@ SecurityPolicy = AuthorizationPolicy | PeerAuthentication
 
 @dataclass(frozen=True, slots=True)
 class Workload:
-    """A proxied workload as policies select it: its namespace and labels."""
+    """A proxied workload as policies select it: its namespace, labels and service."""
 
     namespace: str
     labels: Labels = ()
+    service: str = ""  # the service it is an instance of (Consul intentions select by it)
 
 
 def _selects(selector: Labels | None, labels: Labels) -> bool:
@@ -185,6 +190,11 @@ def _selects(selector: Labels | None, labels: Labels) -> bool:
 def applies_to(policy: SecurityPolicy, workload: Workload, root: str = ROOT_NAMESPACE) -> bool:
     """Whether `policy` selects `workload` (Istio's rules; see the module docstring). A
     PeerAuthentication with a selector in the root namespace selects only that namespace."""
+    if isinstance(policy, AuthorizationPolicy) and (
+        (policy.services is not None and workload.service not in policy.services)
+        or workload.service in policy.not_services
+    ):
+        return False
     namespace = policy.key.namespace
     if namespace == root and (policy.selector is None or isinstance(policy, AuthorizationPolicy)):
         return _selects(policy.selector, workload.labels)
