@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from sources.consul_config import compile_intentions
 from sources.istio.security import parse_security
 from tests.authz_bootstrap import authz_bootstrap
 from tests.harness.backends import HttpBackend
@@ -177,3 +178,37 @@ def test_local_rate_limit_answers_429(
     finally:
         conn.close()
     assert backend.requests == 1
+
+
+def test_consul_l7_intentions_first_permission_wins(
+    envoy_factory: Callable[..., EnvoyProcess], http_backend_factory: Callable[..., HttpBackend]
+) -> None:
+    """Consul's ordered L7 permissions through Envoy: an earlier allow exempts what a later
+    deny matches (`unless` as a not_rule), header and regex matchers; both defaults."""
+    permissions = [
+        {"Action": "allow", "HTTP": {"PathPrefix": "/admin/health"}},
+        {"Action": "deny", "HTTP": {"PathRegex": "/admin/.*"}},
+        {"Action": "deny", "HTTP": {"Header": [{"Name": "x-debug", "Present": True}]}},
+        {"Action": "allow", "HTTP": {"PathExact": "/public", "Methods": ["GET"]}},
+    ]
+    entry = {
+        "Kind": "service-intentions",
+        "Name": "api",
+        # Any caller (a plaintext one too): principals need mTLS, tested with the sidecars.
+        "Sources": [{"Name": "*", "Namespace": "*", "Permissions": permissions}],
+    }
+    api = Workload("default", service="api")
+    backend = http_backend_factory("api")
+    allow_port, deny_port = free_port(), free_port()
+    for default_allow, port in ((True, allow_port), (False, deny_port)):
+        policies = [o.security for o in compile_intentions([entry], default_allow) if o.security]
+        filters = http_authz_filters(policies, api, TD)
+        envoy_factory(authz_bootstrap(free_port(), port, backend.port, filters), wait="ready")
+    for port in (allow_port, deny_port):
+        assert request(port, "/admin/health")[0] == 200
+        assert request(port, "/admin/x") == (403, "RBAC: access denied")
+        assert request(port, "/public", headers={"x-debug": "1"})[0] == 403
+        assert request(port, "/public")[0] == 200
+    # No permission matches: the default decides.
+    assert request(allow_port, "/other")[0] == 200
+    assert request(deny_port, "/other")[0] == 403
