@@ -86,14 +86,21 @@ def http_authz_filters(
     root: str = ROOT_NAMESPACE,
 ) -> list[hcm_pb2.HttpFilter]:
     """The HTTP RBAC filters (DENY, then ALLOW) for `workload`'s HTTP inbound listener."""
-    applying = applicable_authz(policies, workload, root)
     out = []
-    for action in ("DENY", "ALLOW"):
-        chosen = [p for p in applying if p.action == action]
-        if chosen:
-            config = http_rbac_pb2.RBAC(rules=rbac(chosen, action, trust_domain, tcp=False))
-            out.append(hcm_pb2.HttpFilter(name=_NAMES[action], typed_config=pack(config)))
+    for action, chosen in _by_action(policies, workload, root):
+        config = http_rbac_pb2.RBAC(rules=rbac(chosen, action, trust_domain, tcp=False))
+        out.append(hcm_pb2.HttpFilter(name=_NAMES[action], typed_config=pack(config)))
     return out
+
+
+def _by_action(
+    policies: Iterable[SecurityPolicy], workload: Workload, root: str
+) -> list[tuple[AuthzAction, list[AuthorizationPolicy]]]:
+    """The policies applying to `workload`, DENY ones first, then ALLOW (none: left out)."""
+    applying = applicable_authz(policies, workload, root)
+    actions: tuple[AuthzAction, ...] = ("DENY", "ALLOW")
+    grouped = [(a, [p for p in applying if p.action == a]) for a in actions]
+    return [(a, chosen) for a, chosen in grouped if chosen]
 
 
 def grpc_server_rbac(
@@ -114,17 +121,13 @@ def network_authz_filters(
     root: str = ROOT_NAMESPACE,
 ) -> list[listener_components_pb2.Filter]:
     """The network RBAC filters (DENY, then ALLOW) for `workload`'s TCP inbound listener."""
-    applying = applicable_authz(policies, workload, root)
     out = []
-    for action in ("DENY", "ALLOW"):
-        chosen = [p for p in applying if p.action == action]
-        if chosen:
-            config = network_rbac_pb2.RBAC(
-                stat_prefix=TCP_STAT_PREFIX, rules=rbac(chosen, action, trust_domain, tcp=True)
-            )
-            out.append(
-                listener_components_pb2.Filter(name=NETWORK_RBAC_FILTER, typed_config=pack(config))
-            )
+    for action, chosen in _by_action(policies, workload, root):
+        rules = rbac(chosen, action, trust_domain, tcp=True)
+        config = network_rbac_pb2.RBAC(stat_prefix=TCP_STAT_PREFIX, rules=rules)
+        out.append(
+            listener_components_pb2.Filter(name=NETWORK_RBAC_FILTER, typed_config=pack(config))
+        )
     return out
 
 

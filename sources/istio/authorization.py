@@ -21,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from sources.istio.checks import TOKEN, label_map
 from sources.istio.report import Context, Path, PolicyError
@@ -38,6 +38,7 @@ from xds_server.model import (
     ValueMatch,
 )
 
+T = TypeVar("T")
 _SPEC = ("selector", "targetRef", "targetRefs", "rules", "action", "provider")
 _RULE = ("from", "to", "when")
 _SOURCE = (
@@ -108,25 +109,27 @@ def selector(obj: Mapping[str, Any], path: Path) -> tuple[tuple[str, str], ...] 
 
 def _rule(value: object, path: Path, namespace: str) -> AuthzRule:
     obj = fields(value, path, _RULE)
-    sources = []
-    for i, item in enumerate(items(obj.get("from", []), (*path, "from"))):
-        where = (*path, "from", i)
-        holder = fields(item, where, ("source",))
-        if "source" not in holder:
-            raise PolicyError((*where, "source"), "required")
-        sources.append(_source(holder["source"], (*where, "source"), namespace))
-    operations = []
-    for i, item in enumerate(items(obj.get("to", []), (*path, "to"))):
-        where = (*path, "to", i)
-        holder = fields(item, where, ("operation",))
-        if "operation" not in holder:
-            raise PolicyError((*where, "operation"), "required")
-        operations.append(_operation(holder["operation"], (*where, "operation")))
+    sources = _wrapped(obj, "from", "source", path, lambda v, p: _source(v, p, namespace))
+    operations = _wrapped(obj, "to", "operation", path, _operation)
     conditions = tuple(
         _condition(item, (*path, "when", i))
         for i, item in enumerate(items(obj.get("when", []), (*path, "when")))
     )
     return AuthzRule(tuple(sources), tuple(operations), conditions)
+
+
+def _wrapped(
+    obj: Mapping[str, Any], name: str, inner: str, path: Path, parse: Callable[[Any, Path], T]
+) -> list[T]:
+    """`from: [{source: ...}]` and `to: [{operation: ...}]`: each item's one field parsed."""
+    out = []
+    for i, item in enumerate(items(obj.get(name, []), (*path, name))):
+        where = (*path, name, i)
+        holder = fields(item, where, (inner,))
+        if inner not in holder:
+            raise PolicyError((*where, inner), "required")
+        out.append(parse(holder[inner], (*where, inner)))
+    return out
 
 
 def _list(
