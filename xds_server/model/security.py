@@ -13,6 +13,9 @@ Which objects apply to a workload (`applicable_authz`) and its effective mTLS mo
 (`mtls_mode`) are decided here, purely. Principals are kept as Istio writes them (no
 ``spiffe://``; ``*``, ``prefix*`` and ``*suffix`` forms); the renderer adds the scheme.
 
+Consul intentions select by destination service, not labels (`AuthorizationPolicy.services`
+and `not_services` against `Workload.service`).
+
 The root namespace (`ROOT_NAMESPACE`, Istio's ``istio-system``) holds the mesh-wide
 objects: a policy there without selector applies to every workload; an AuthorizationPolicy
 there with a selector applies to the selected workloads of every namespace.
