@@ -170,9 +170,14 @@ async def test_missing_crds_are_a_note_not_an_error_and_are_looked_for_again(
         kube_api.serve_crds(gateway=False)
         kube_api.create_custom(vs(90))
         await async_wait_for(lambda: rec.policies(), WAIT, message="found after install")
-        assert [n.split()[0] for n in rec.status()["notes"]] == [
-            "grpcroutes.gateway.networking.k8s.io", "httproutes.gateway.networking.k8s.io",
-        ]  # fmt: skip
+        # Each kind is looked for on its own: the others' notes go at their next look.
+        await async_wait_for(
+            lambda: [n.split()[0] for n in rec.status()["notes"]] == [
+                "grpcroutes.gateway.networking.k8s.io", "httproutes.gateway.networking.k8s.io",
+            ],
+            WAIT,
+            message="the installed kinds' notes gone",
+        )  # fmt: skip
 
 
 async def test_istio_served_only_as_v1beta1_is_used(kube_api: KubeApi, tmp_path: Path) -> None:
