@@ -57,7 +57,7 @@ import consul
 import consul.aio
 
 from sources.base import Catalog
-from sources.consul_config import KINDS as CONFIG_KINDS
+from sources.consul_config import WATCHED_KINDS as CONFIG_KINDS
 from sources.consul_connection import (
     BACKOFF_CAP,
     DEFAULT_ADDRESS,

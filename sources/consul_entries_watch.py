@@ -1,10 +1,12 @@
 """Consul's config entries, read by blocking queries and compiled as the discovery chain.
 
 One blocking query per kind (service-defaults, proxy-defaults, service-router,
-service-splitter, service-resolver) on `/v1/config/<kind>`, run by the Consul source's
-shared loop (`ConsulSource.follow`: the catalog watch's index, reset, backoff and outage
-rules). Each kind's last good list is kept; a change to any kind compiles all of them
-together (sources.consul_config) with the protocols the source's instances declare.
+service-splitter, service-resolver, and service-intentions, compiled on their own into
+AuthorizationPolicies: sources.consul_config.intentions) on `/v1/config/<kind>`, run
+by the Consul source's shared loop (`ConsulSource.follow`: the catalog watch's index,
+reset, backoff and outage rules). Each kind's last good list is kept; a change to any
+kind compiles all of them together (sources.consul_config) with the protocols the
+source's instances declare.
 
 What is published, as the policy objects of a catalog source of its own
 (``<source>-config``, kind consul, so the Consul source's service count and sync state
@@ -30,7 +32,13 @@ from consul.callback import CB
 from consul.exceptions import BadRequest, NotFound
 
 from sources.base import Catalog
-from sources.consul_config import KINDS, compile_entries
+from sources.consul_config import (
+    INTENTIONS_KIND,
+    KINDS,
+    WATCHED_KINDS,
+    compile_entries,
+    compile_intentions,
+)
 from sources.consul_connection import ConsulConfig
 from xds_server.model import ServiceKey
 
@@ -42,8 +50,11 @@ _INDEXES = ("CreateIndex", "ModifyIndex")  # Raft bookkeeping: a rewrite is not 
 class ConfigEntriesWatch:
     """Each kind's last good list; compiles and publishes them (see the module doc)."""
 
-    def __init__(self, catalog: Catalog, source: str, kind: str) -> None:
+    def __init__(
+        self, catalog: Catalog, source: str, kind: str, default_allow: bool = True
+    ) -> None:
         self.catalog = catalog
+        self.default_allow = default_allow  # Consul's default intention (see intentions)
         self.name = f"{source}-config"
         self.lists: dict[str, list[Any]] = {}
         self.unsupported: set[str] = set()
@@ -54,7 +65,7 @@ class ConfigEntriesWatch:
     @property
     def listed(self) -> bool:
         """Every kind has answered once."""
-        return len(self.lists) == len(KINDS)
+        return len(self.lists) == len(WATCHED_KINDS)
 
     @staticmethod
     def path(kind: str) -> str:
@@ -110,7 +121,10 @@ class ConfigEntriesWatch:
         compiled = compile_entries(
             (e for kind in KINDS for e in self.lists.get(kind, ())), meta_protocols
         )
-        self.catalog.replace_policies(self.name, (*compiled.policies, *compiled.entries))
+        intentions = compile_intentions(self.lists.get(INTENTIONS_KIND, ()), self.default_allow)
+        self.catalog.replace_policies(
+            self.name, (*compiled.policies, *compiled.entries, *intentions)
+        )
         self.published = True
         return dict(compiled.protocols)
 

@@ -17,6 +17,7 @@ Kind = Literal[
     "services", "endpointslices", "pods",
     # custom resources the policy source watches (sources.kube_policies)
     "virtualservices", "destinationrules", "httproutes", "grpcroutes",
+    "authorizationpolicies", "peerauthentications",
 ]  # fmt: skip
 
 
@@ -32,7 +33,10 @@ class NotFound(ApiError):
     """404: the API server does not serve this resource (a CRD not installed)."""
 
 
-CUSTOM_KINDS = frozenset({"virtualservices", "destinationrules", "httproutes", "grpcroutes"})
+CUSTOM_KINDS = frozenset(
+    {"virtualservices", "destinationrules", "httproutes", "grpcroutes"}
+    | {"authorizationpolicies", "peerauthentications"}
+)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
-"""Traffic policy from Kubernetes: Istio VirtualServices and DestinationRules, Gateway API
+"""Traffic policy from Kubernetes: Istio VirtualServices and DestinationRules,
+AuthorizationPolicies and PeerAuthentications (`security.istio.io`), Gateway API
 HTTPRoutes and GRPCRoutes, by list + watch (`sources.kube_listwatch`, the loops the
 registry source uses: bookmarks, resume, 410 relist, backoff, one outage prober).
 
-- Istio's kinds are read as `networking.istio.io/v1`, or `v1beta1` where the cluster
+- Istio's kinds are read as `networking.istio.io/v1` (`security.istio.io/v1`), or
+  `v1beta1` where the cluster
   serves only that (probed: a list of v1 that gets 404 tries v1beta1); the Gateway
   API's as `gateway.networking.k8s.io/v1`.
 - Every object becomes a `PolicyObject` (the parsers of `sources.istio` and
@@ -31,6 +33,7 @@ from typing import Any, cast
 from sources import gateway_api
 from sources.base import Backoff, Catalog
 from sources.istio import PolicyError, is_supported_kind, parse_policy
+from sources.istio.security import SECURITY_GROUP, is_security_kind, parse_security
 from sources.kube_api import DEFAULT_TIMING, Kind, NotFound, Resource, Timing
 from sources.kube_config import KubeConnection
 from sources.kube_listwatch import ListWatchSource
@@ -53,6 +56,8 @@ CRDS: dict[Kind, tuple[str, str, tuple[str, ...]]] = {
     "destinationrules": ("DestinationRule", ISTIO_GROUP, ISTIO_VERSIONS),
     "httproutes": ("HTTPRoute", GATEWAY_GROUP, ("v1",)),
     "grpcroutes": ("GRPCRoute", GATEWAY_GROUP, ("v1",)),
+    "authorizationpolicies": ("AuthorizationPolicy", SECURITY_GROUP, ISTIO_VERSIONS),
+    "peerauthentications": ("PeerAuthentication", SECURITY_GROUP, ISTIO_VERSIONS),
 }
 ROUTES = frozenset({"httproutes", "grpcroutes"})
 
@@ -93,11 +98,18 @@ def parse_object(obj: dict[str, Any], origin: str) -> PolicyObject:
     key = PolicyKey(str(obj.get("kind")), namespace, str(meta.get("name")))
     subject = f"{origin}: {key.kind} {key.namespace}/{key.name}"
     route = gateway_api.is_supported_kind(obj)
-    if not route and not is_supported_kind(obj):
+    security = is_security_kind(obj)
+    if not route and not security and not is_supported_kind(obj):
         error = f"{subject}: apiVersion {obj.get('apiVersion')!r} is not supported"
         return PolicyObject(key, origin, error=error)
     try:
-        parsed = gateway_api.parse_route(obj, origin=origin) if route else parse_policy(obj, origin)
+        parsed = (
+            parse_security(obj, origin)
+            if security
+            else gateway_api.parse_route(obj, origin=origin)
+            if route
+            else parse_policy(obj, origin)
+        )
     except PolicyError as exc:
         return PolicyObject(key, origin, error=f"{subject}: {exc}")
     notices = tuple(f"{origin}: {n}" for n in parsed.notices)

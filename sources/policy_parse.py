@@ -16,6 +16,7 @@ import yaml
 
 from sources import gateway_api
 from sources.istio import Parsed, PolicyError, is_supported_kind, parse_policy
+from sources.istio.security import ParsedSecurity, is_security_kind, parse_security
 from sources.yaml_positions import CLoader, DuplicateKey, Nodes, PyLoader, located, render_path
 from xds_server.model import DEFAULT_NAMESPACE, PolicyKey, PolicyObject
 
@@ -240,17 +241,23 @@ def _object(
         error = located(filename, at.start(base), (), "expected a Kubernetes object")
         return PolicyObject(key, where, error=error)
     route = gateway_api.is_supported_kind(data)
-    if not route and not is_supported_kind(data):
+    security = is_security_kind(data)
+    if not route and not security and not is_supported_kind(data):
         api = data.get("apiVersion", "?")
         reason = (
             f"{key.kind} {key.namespace}/{key.name}: kind {key.kind} ({api}) is not "
             "supported (VirtualService and DestinationRule of networking.istio.io, "
+            "AuthorizationPolicy and PeerAuthentication of security.istio.io, "
             f"HTTPRoute and GRPCRoute of {gateway_api.API_GROUP}/v1 are)"
         )
         return PolicyObject(key, where, error=located(filename, at.start(base), (), reason))
     try:
-        parsed: Parsed = (
-            gateway_api.parse_route(data, origin=where) if route else parse_policy(data, where)
+        parsed: Parsed | ParsedSecurity = (
+            parse_security(data, where)
+            if security
+            else gateway_api.parse_route(data, origin=where)
+            if route
+            else parse_policy(data, where)
         )
     except PolicyError as exc:
         subject = f"{key.kind} {key.namespace}/{key.name}"
@@ -263,13 +270,17 @@ def _object(
 
 
 def policy_object(
-    parsed: Parsed,
+    parsed: Parsed | ParsedSecurity,
     origin: str,
     notices: tuple[str, ...],
     locate: Callable[[tuple[str | int, ...]], tuple[str, str]],
 ) -> PolicyObject:
     """The PolicyObject of a parsed object (a Gateway API route as its attached policy),
     for policy files and the Kubernetes policy source alike."""
+    if isinstance(parsed, ParsedSecurity):
+        return PolicyObject(
+            parsed.policy.key, origin, notices=notices, locate=locate, security=parsed.policy
+        )
     policy = (
         gateway_api.attached(parsed)
         if isinstance(parsed, gateway_api.ParsedRoute)

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from sources.kube_lease import LEASE_NAME
+from sources.kube_policies import CRDS
 from tests.harness.envoy import validate_bootstrap
 from xds_server.cli import _parser
 from xds_server.settings import load
@@ -68,9 +69,15 @@ def test_rbac_is_read_only_on_services_endpointslices_and_pods() -> None:
             ("networking.istio.io", "destinationrules"),
             ("gateway.networking.k8s.io", "httproutes"),
             ("gateway.networking.k8s.io", "grpcroutes"),
+            ("security.istio.io", "authorizationpolicies"),
+            ("security.istio.io", "peerauthentications"),
         ]
         for verb in ("list", "watch")
     }
+    # Every custom resource the policy source watches is granted (a new kind in CRDS
+    # without its RBAC rule would 403 in a real cluster).
+    watched = {(group, plural) for plural, (_, group, _) in CRDS.items()}
+    assert watched <= {(g, r) for g, r, _ in granted}
     binding = one("ClusterRoleBinding", "xds-server")
     account = one("ServiceAccount")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from sources.kube_policies import CRDS
 from tests.gateway_objects import route
 from tests.harness import e2e
 from tests.harness.backends import HttpBackend
@@ -190,7 +191,7 @@ def test_missing_crds_leave_services_working_and_are_reported_once(
     status = mesh.sources()[SOURCE]
     assert status["synced"] and not status["stale"] and status["error"] is None, status
     missing = [n for n in status["notes"] if "not served" in n]
-    assert len(missing) == 4, status["notes"]
+    assert len(missing) == len(CRDS), status["notes"]
     # The rest of the notes are the route status writer's (who writes; nothing failed).
     assert all(n.startswith("route status") for n in status["notes"] if n not in missing)
     assert mesh.sources()["kubernetes"]["services"] == 1
@@ -204,9 +205,9 @@ def test_missing_crds_leave_services_working_and_are_reported_once(
         WAIT,
         message="looked for again",
     )
-    assert mesh.server.log().count("not served by the API server") == 4, mesh.server.tail()
+    assert mesh.server.log().count("not served by the API server") == len(CRDS), mesh.server.tail()
     table = mesh.server.xdsctl("sources").stdout
-    assert table.count("is not served by the cluster") == 4, table
+    assert table.count("is not served by the cluster") == len(CRDS), table
     assert "virtualservices.networking.istio.io" in table, table
     assert e2e.rejected(env) == {}
 

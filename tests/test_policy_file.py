@@ -82,7 +82,8 @@ def test_other_kinds_are_reported_and_do_not_stop_the_rest() -> None:
     objects = parse_policy_file(OTHER_KIND + "---\n" + CANARY, "p.yaml")
     assert objects[0].error == (
         "p.yaml:1:1: TCPRoute default/r: kind TCPRoute (gateway.networking.k8s.io/v1) is not "
-        "supported (VirtualService and DestinationRule of networking.istio.io, HTTPRoute and "
+        "supported (VirtualService and DestinationRule of networking.istio.io, "
+        "AuthorizationPolicy and PeerAuthentication of security.istio.io, HTTPRoute and "
         "GRPCRoute of gateway.networking.k8s.io/v1 are)"
     )
     assert [o.policy is not None for o in objects] == [False, True, True]

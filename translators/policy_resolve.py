@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from xds_server.model import (
     DESTINATION_KINDS,
     ROUTE_KINDS,
+    SECURITY_KINDS,
     Destination,
     DestinationPolicy,
     FieldPath,
@@ -45,6 +46,7 @@ from xds_server.model import (
     ServiceKey,
 )
 
+from .authz_status import security_status
 from .names import cluster_name, failover_cluster_name, subset_cluster_name
 from .policy_common import RouteTarget
 from .policy_owners import Owners, Rule, Scope, rule_of
@@ -156,7 +158,9 @@ class _Resolver:
                 self._one(obj, self._apply_route)
         self._merge_routes()
         for obj in ordered:  # listed, not resolved (e.g. a Consul config entry)
-            if obj.key.kind not in DESTINATION_KINDS | ROUTE_KINDS | GATEWAY_ROUTE_KINDS:
+            if obj.key.kind in SECURITY_KINDS:
+                self.out.statuses.append(security_status(obj))
+            elif obj.key.kind not in DESTINATION_KINDS | ROUTE_KINDS | GATEWAY_ROUTE_KINDS:
                 reasons = (obj.error,) if obj.error else obj.notices
                 listed: State = "WARNING" if reasons else "ACCEPTED"
                 state: State = "REJECTED" if obj.error or obj.policy else listed

@@ -18,7 +18,8 @@ and ``consul discovery chain <service>: <entry>: <field>: <why>``.
 Modules: `discovery` (the entry point), `chain` (routes, splits, redirects),
 `destinations` (resolver and UpstreamConfig), `index` (entries by kind and service),
 `entries` (the envelope, service-defaults, proxy-defaults, splitter), `router`,
-`resolver`, `filter` (subset filters as labels), `read` (shared readers), `kinds`.
+`resolver`, `filter` (subset filters as labels), `read` (shared readers), `kinds`;
+`intentions` (service-intentions → AuthorizationPolicies, `compile_intentions`).
 """
 
 from sources.consul_config.chain import integer_weights
@@ -26,16 +27,23 @@ from sources.consul_config.destinations import RESOLVER_KIND, upstream_config
 from sources.consul_config.discovery import CHAIN_KIND, Compiled, compile_entries
 from sources.consul_config.filter import FilterError, filter_labels
 from sources.consul_config.index import entry_name
+from sources.consul_config.intentions import INTENTIONS_KIND, compile_intentions
 from sources.consul_config.kinds import KINDS, L7_PROTOCOLS
+
+# Every kind the config entries watch reads: the discovery chain's and the intentions.
+WATCHED_KINDS = (*KINDS, INTENTIONS_KIND)
 
 __all__ = [
     "CHAIN_KIND",
+    "INTENTIONS_KIND",
     "KINDS",
     "L7_PROTOCOLS",
     "RESOLVER_KIND",
+    "WATCHED_KINDS",
     "Compiled",
     "FilterError",
     "compile_entries",
+    "compile_intentions",
     "entry_name",
     "filter_labels",
     "integer_weights",

@@ -30,7 +30,9 @@ cannot be evaluated per caller is never applied to everyone: a match alternative
 Modules: `objects` (the entry points), `virtual_service` with `matches`, `destinations`
 and `http_actions`; `destination_rule` with `locality`; `values` (typed readers) and
 `checks` (strings Envoy accepts); `report` (errors, notices, the parse context);
-`constants`.
+`constants`. `security.istio.io` objects (AuthorizationPolicy, PeerAuthentication) have
+their own entry point, `security.parse_security`, with `authorization` and
+`peer_authentication`; they parse into `model.security`.
 """
 
 from sources.istio.checks import check_regex, header_value_problem

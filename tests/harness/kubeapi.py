@@ -180,6 +180,8 @@ CUSTOM_PLURALS = {
     "DestinationRule": "destinationrules",
     "HTTPRoute": "httproutes",
     "GRPCRoute": "grpcroutes",
+    "AuthorizationPolicy": "authorizationpolicies",
+    "PeerAuthentication": "peerauthentications",
 }
 
 
@@ -195,6 +197,11 @@ def policy_crds(istio: str | None = "v1", gateway: bool = True) -> list[str]:
     out = []
     if istio is not None:
         out += [f"{ISTIO_GROUP}/{istio}/virtualservices", f"{ISTIO_GROUP}/{istio}/destinationrules"]
+        # Istio installs its security CRDs with its networking ones.
+        out += [
+            f"security.istio.io/{istio}/authorizationpolicies",
+            f"security.istio.io/{istio}/peerauthentications",
+        ]
     if gateway:
         out += [f"{GATEWAY_GROUP}/v1/httproutes", f"{GATEWAY_GROUP}/v1/grpcroutes"]
     return out

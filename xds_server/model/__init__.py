@@ -2,7 +2,9 @@
 
 - `services`: services, their ports and endpoints;
 - `policy`: traffic policy (routing rules and destination policy), whatever dialect
-  (Istio, Gateway API, Consul) it was written in.
+  (Istio, Gateway API, Consul) it was written in;
+- `security`: authorization and peer authentication (Istio AuthorizationPolicy and
+  PeerAuthentication, Consul intentions), and which of them applies to a workload.
 
 The model imports nothing else of this project.
 """
@@ -44,6 +46,29 @@ from .policy import (
     TrafficPolicy,
     WeightedDestination,
 )
+from .security import (
+    DEFAULT_MTLS_MODE,
+    MTLS_MODES,
+    ROOT_NAMESPACE,
+    SECURITY_KINDS,
+    AuthorizationPolicy,
+    AuthzAction,
+    AuthzRule,
+    Condition,
+    ConditionKey,
+    HeaderCondition,
+    MtlsMode,
+    Operation,
+    PeerAuthentication,
+    SecurityPolicy,
+    Source,
+    ValueMatch,
+    Workload,
+    applicable_authz,
+    applies_to,
+    mtls_mode,
+    namespace_principal_regex,
+)
 from .services import (
     DEFAULT_NAMESPACE,
     HEALTH_VALUES,
@@ -62,12 +87,21 @@ from .services import (
 )
 
 __all__ = [
+    "DEFAULT_MTLS_MODE",
     "DEFAULT_NAMESPACE",
     "DESTINATION_KINDS",
     "HEALTH_VALUES",
     "HTTP_LIKE",
+    "MTLS_MODES",
     "PROTOCOLS",
+    "ROOT_NAMESPACE",
     "ROUTE_KINDS",
+    "SECURITY_KINDS",
+    "AuthorizationPolicy",
+    "AuthzAction",
+    "AuthzRule",
+    "Condition",
+    "ConditionKey",
     "ConnectionPool",
     "Cors",
     "Destination",
@@ -77,6 +111,7 @@ __all__ = [
     "Fault",
     "FieldPath",
     "HashOn",
+    "HeaderCondition",
     "HeaderMatch",
     "HeaderOps",
     "Health",
@@ -88,7 +123,10 @@ __all__ = [
     "LocalityFailover",
     "LocalityLb",
     "Mirror",
+    "MtlsMode",
+    "Operation",
     "OutlierDetection",
+    "PeerAuthentication",
     "Policy",
     "PolicyKey",
     "PolicyObject",
@@ -101,14 +139,22 @@ __all__ = [
     "Retry",
     "Rewrite",
     "RoutePolicy",
+    "SecurityPolicy",
     "Service",
     "ServiceEntry",
     "ServiceFailover",
     "ServiceKey",
+    "Source",
     "StringMatch",
     "Subset",
     "TcpRule",
     "TrafficPolicy",
+    "ValueMatch",
     "WeightedDestination",
+    "Workload",
+    "applicable_authz",
+    "applies_to",
     "labels",
+    "mtls_mode",
+    "namespace_principal_regex",
 ]

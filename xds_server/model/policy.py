@@ -19,9 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from .services import Labels
+
+if TYPE_CHECKING:
+    from .security import SecurityPolicy
 
 # "path_prefix" is the Gateway API's PathPrefix: whole path segments ("/foo" matches "/foo"
 # and "/foo/bar", never "/foobar"); its value has no trailing "/" except the root "/".
@@ -412,6 +415,8 @@ class PolicyObject:
     locate: Callable[[FieldPath], tuple[str, str]] | None = field(
         default=None, compare=False, repr=False
     )
+    # An AuthorizationPolicy or PeerAuthentication (then `policy` is None): model.security.
+    security: SecurityPolicy | None = None
     # The registry it came from ("kubernetes", "consul", "file"), set by the catalog from
     # the publishing source's kind: it decides which object owns a service when several
     # registries configure it (translators.policy_owners). Not part of what the object
