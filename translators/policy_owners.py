@@ -36,7 +36,7 @@ from xds_server.model import (
     ServiceEntry,
     ServiceKey,
 )
-from xds_server.model.policy import registry_of
+from xds_server.model.objects import registry_of
 
 from .policy_resolve_gateway import GATEWAY_ROUTE_KINDS
 

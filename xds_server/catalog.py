@@ -22,7 +22,7 @@ from typing import Any
 
 from xds_server import metrics
 from xds_server.model import Endpoint, PolicyObject, Port, ServiceEntry, ServiceKey
-from xds_server.model.policy import registry_of
+from xds_server.model.objects import registry_of
 from xds_server.validation import Rejection, check_entry
 
 log = logging.getLogger(__name__)

@@ -9,6 +9,7 @@
 The model imports nothing else of this project.
 """
 
+from .objects import PolicyObject, registry_of
 from .policy import (
     DESTINATION_KINDS,
     ROUTE_KINDS,
@@ -31,7 +32,6 @@ from .policy import (
     OutlierDetection,
     Policy,
     PolicyKey,
-    PolicyObject,
     PortTrafficPolicy,
     QueryMatch,
     Redirect,
@@ -157,4 +157,5 @@ __all__ = [
     "labels",
     "mtls_mode",
     "namespace_principal_regex",
+    "registry_of",
 ]

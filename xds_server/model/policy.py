@@ -17,14 +17,10 @@ the renderers then apply the documented default, which is not always Envoy's.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from .services import Labels
-
-if TYPE_CHECKING:
-    from .security import SecurityPolicy
 
 # "path_prefix" is the Gateway API's PathPrefix: whole path segments ("/foo" matches "/foo"
 # and "/foo/bar", never "/foobar"); its value has no trailing "/" except the root "/".
@@ -394,41 +390,3 @@ class DestinationPolicy:
 
 
 Policy = RoutePolicy | DestinationPolicy
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyObject:
-    """One policy object as a source read it: the parsed `policy`, or `error` saying why
-    it was refused (then `policy` is None). `origin` says where it was read ("file:line").
-    `notices` name what it contains that is not applied (unsupported fields); `applies`
-    is False for a valid object that configures no proxy this server serves (a
-    VirtualService only for gateways, a DestinationRule with a workloadSelector)."""
-
-    key: PolicyKey
-    origin: str
-    policy: Policy | None = None
-    error: str = ""
-    notices: tuple[str, ...] = ()
-    applies: bool = True
-    # Where a field of it is and how the source names it: ("file:line:col", "field.path")
-    # (used for errors found later, such as a subset no DestinationRule defines).
-    locate: Callable[[FieldPath], tuple[str, str]] | None = field(
-        default=None, compare=False, repr=False
-    )
-    # An AuthorizationPolicy or PeerAuthentication (then `policy` is None): model.security.
-    security: SecurityPolicy | None = None
-    # The registry it came from ("kubernetes", "consul", "file"), set by the catalog from
-    # the publishing source's kind: it decides which object owns a service when several
-    # registries configure it (translators.policy_owners). Not part of what the object
-    # says: one source always marks its objects alike.
-    source: str = field(default="", compare=False)
-
-
-# The catalog kind of a source → the registry its policy objects are shown as coming
-# from (the policy file source's kind is "policy": its objects come from a file).
-_REGISTRY_OF_KIND = {"policy": "file"}
-
-
-def registry_of(kind: str) -> str:
-    """The registry name (`PolicyObject.source`) of a catalog source of kind `kind`."""
-    return _REGISTRY_OF_KIND.get(kind, kind)
