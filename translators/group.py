@@ -5,8 +5,8 @@ A group is what the translation depends on besides the catalog: the kind of clie
 and the proxy's locality (a DestinationRule's locality load balancing gives each
 locality its own endpoint priorities). Its `key` is stable and readable (``envoy``,
 ``envoy;port=10001``, ``envoy;deps=api,web``, ``grpc;deps=web``,
-``envoy;locality=eu/eu-a/``) so it can serve as the cache group id and be typed on the
-command line; `ProxyGroup.from_key` parses it back.
+``envoy;locality=eu/eu-a/``, ``envoy;sidecar=api.default@10.0.0.5;mesh=on``) so it can
+serve as the cache group id and be typed on the command line; `ProxyGroup.from_key` parses it back.
 """
 
 from __future__ import annotations
@@ -34,6 +34,15 @@ META_HTTP_LISTENER_PORT = "http_listener_port"
 # generator from it); grpc-java and grpc-go send their own user agent name besides.
 META_GENERATOR = "GENERATOR"
 
+# A sidecar names the service instance it fronts (translators.inbound): the service
+# (name or name.namespace, Consul's `-sidecar-for`) and the instance's addresses
+# (Istio's INSTANCE_IPS, comma-separated).
+META_SIDECAR_FOR = "SIDECAR_FOR"
+META_INSTANCE_IPS = "INSTANCE_IPS"
+# The identity a proxy claims (Istio's keys; xds_server.identity checks them).
+META_NAMESPACE = "NAMESPACE"
+META_SERVICE_ACCOUNT = "SERVICE_ACCOUNT"
+
 # A dependency is a service name, name.namespace or hostname: no separators of the key.
 _DEPENDENCY = re.compile(r"[^\s,;=]+")
 # A locality part (region, zone, subzone): nothing that separates parts of the key.
@@ -57,6 +66,10 @@ class ProxyGroup:
     dependencies: frozenset[str] | None = None
     http_listener_port: int = DEFAULT_HTTP_LISTENER_PORT
     locality: Locality | None = None
+    # The instance this proxy is the sidecar of, and whether it holds a workload
+    # identity (mutual TLS with other sidecars).
+    sidecar: SidecarOf | None = None
+    mesh: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -92,6 +105,7 @@ class ProxyGroup:
         if self.locality is not None:
             loc = self.locality
             parts.append(f"locality={loc.region}/{loc.zone}/{loc.subzone}")
+        parts += _mesh_key_parts(self.sidecar, self.mesh)
         return ";".join(parts)
 
     def __str__(self) -> str:
@@ -109,10 +123,11 @@ class ProxyGroup:
         values: dict[str, str] = {}
         for option in options:
             name, sep, value = option.partition("=")
-            if not sep or name not in ("deps", "port", "locality"):
+            if not sep or name not in ("deps", "port", "locality", "sidecar", "mesh"):
                 raise ValueError(
-                    f"bad proxy group key {key!r}: options are deps=<a,b,...>, port=<N> and "
-                    f"locality=<region/zone/subzone>, got {option!r}"
+                    f"bad proxy group key {key!r}: options are deps=<a,b,...>, port=<N>, "
+                    f"locality=<region/zone/subzone>, sidecar=<service>@<ip,...> and "
+                    f"mesh=on, got {option!r}"
                 )
             if name in values:
                 raise ValueError(f"bad proxy group key {key!r}: {name} given twice")
@@ -139,7 +154,8 @@ class ProxyGroup:
                 )
             locality = Locality(*parts)
         try:
-            return cls(kind, deps, port, locality)
+            sidecar, mesh = _mesh_from_key(values)
+            return cls(kind, deps, port, locality, sidecar, mesh)
         except ValueError as exc:
             raise ValueError(f"bad proxy group key {key!r}: {exc}") from None
 
@@ -174,7 +190,8 @@ class ProxyGroup:
         if not all(_LOCALITY_PART.fullmatch(p) for p in parts):
             warnings.append(f"node locality {parts} has a space , ; = or /; ignored")
             locality = None
-        return cls(kind, deps, port, locality), warnings
+        sidecar, mesh = _mesh_from_node(kind, fields, warnings)
+        return cls(kind, deps, port, locality, sidecar, mesh), warnings
 
     @classmethod
     def from_node(
@@ -259,3 +276,76 @@ def _port(value: struct_pb2.Value, default: int, warnings: list[str]) -> int:
         f"(1-65535); using {default}"
     )
     return default
+
+
+# ---------------------------------------------------------------- sidecars (the mesh)
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarOf:
+    """The instance a sidecar proxy fronts: its service (name or ``name.namespace``) and
+    the instance's addresses."""
+
+    service: str
+    ips: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not _DEPENDENCY.fullmatch(self.service) or "@" in self.service:
+            raise ValueError(f"invalid sidecar service name {self.service!r}")
+        if not self.ips or not all(_SIDECAR_IP.fullmatch(ip) for ip in self.ips):
+            raise ValueError(f"invalid sidecar instance addresses {self.ips!r}")
+
+
+_SIDECAR_IP = re.compile(r"[0-9A-Fa-f.:]+")
+
+
+def _mesh_key_parts(sidecar: SidecarOf | None, mesh: bool) -> list[str]:
+    parts = []
+    if sidecar is not None:
+        parts.append(f"sidecar={sidecar.service}@{','.join(sidecar.ips)}")
+    if mesh:
+        parts.append("mesh=on")
+    return parts
+
+
+def _mesh_from_key(values: Mapping[str, str]) -> tuple[SidecarOf | None, bool]:
+    sidecar = None
+    if "sidecar" in values:
+        service, sep, ips = values["sidecar"].partition("@")
+        if not sep:
+            raise ValueError("sidecar is <service>@<ip,...>")
+        sidecar = SidecarOf(service, tuple(ips.split(",")))
+    mesh = values.get("mesh", "off")
+    if mesh not in ("on", "off"):
+        raise ValueError(f"mesh is on or off, got {mesh!r}")
+    return sidecar, mesh == "on"
+
+
+def _string(fields: Mapping[str, struct_pb2.Value], key: str) -> str:
+    value = fields.get(key)
+    return value.string_value.strip() if value is not None else ""
+
+
+def _mesh_from_node(
+    kind: Kind, fields: Mapping[str, struct_pb2.Value], warnings: list[str]
+) -> tuple[SidecarOf | None, bool]:
+    """An Envoy's sidecar instance (SIDECAR_FOR + INSTANCE_IPS) and whether it claims an
+    identity (NAMESPACE + SERVICE_ACCOUNT). A bare service name is taken in the node's
+    NAMESPACE."""
+    if kind != "envoy":
+        return None, False
+    namespace = _string(fields, META_NAMESPACE)
+    mesh = bool(namespace and _string(fields, META_SERVICE_ACCOUNT))
+    service = _string(fields, META_SIDECAR_FOR)
+    if not service:
+        return None, mesh
+    if "." not in service and namespace:
+        service = f"{service}.{namespace}"
+    ips = tuple(sorted({ip.strip() for ip in _string(fields, META_INSTANCE_IPS).split(",")} - {""}))
+    try:
+        return SidecarOf(service, ips), mesh
+    except ValueError as exc:
+        warnings.append(
+            f"node metadata {META_SIDECAR_FOR}/{META_INSTANCE_IPS}: {exc}; no inbound listener"
+        )
+        return None, mesh

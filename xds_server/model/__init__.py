@@ -55,9 +55,11 @@ from .services import (
     Locality,
     Port,
     Protocol,
+    RateLimit,
     Service,
     ServiceEntry,
     ServiceKey,
+    Sidecar,
     labels,
 )
 
@@ -96,6 +98,7 @@ __all__ = [
     "PortTrafficPolicy",
     "Protocol",
     "QueryMatch",
+    "RateLimit",
     "Redirect",
     "RequestMatch",
     "Retry",
@@ -105,6 +108,7 @@ __all__ = [
     "ServiceEntry",
     "ServiceFailover",
     "ServiceKey",
+    "Sidecar",
     "StringMatch",
     "Subset",
     "TcpRule",

@@ -1,0 +1,212 @@
+"""Sidecars with real Envoys (issue 13, tests 1 and 3, and the inbound rate limit).
+
+Two sidecar Envoys of the file registry's services: ``web`` (identity sa/web) calls
+``api`` through its HTTP listener; the cluster ``api`` dials ``api``'s sidecar port over
+mutual TLS (certificate and trust bundle by SDS over ADS, from the server's CA); ``api``'s
+sidecar (identity sa/api) accepts on its inbound listener and forwards to the backend,
+telling it the caller's SPIFFE ID in ``x-forwarded-client-cert``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography import x509
+
+from tests.harness.backends import HttpBackend, http_get
+from tests.harness.envoy import EnvoyProcess
+from tests.harness.mesh import cert_serials, sidecar_bootstrap
+from tests.harness.ports import free_port
+from tests.harness.server_proc import XdsServerProcess
+from tests.harness.waiting import wait_for
+
+pytest_plugins = ["tests.harness.fixtures"]
+
+WEB_ID = "spiffe://cluster.local/ns/default/sa/web"
+
+
+@dataclass
+class Mesh:
+    server: XdsServerProcess
+    web: EnvoyProcess
+    api: EnvoyProcess
+    backend: HttpBackend
+    web_port: int  # web's outbound HTTP listener
+    api_inbound: int  # api's sidecar port
+    registry: Path
+    ca_dir: Path
+
+    def call_api(self) -> tuple[int, str]:
+        return http_get(f"http://127.0.0.1:{self.web_port}/", host="api", timeout=5)
+
+
+def registry_doc(
+    backend: int, api_sidecar: int, web_sidecar: int, rate_limit: dict[str, int] | None = None
+) -> dict[str, object]:
+    api: dict[str, object] = {
+        "name": "api",
+        "ports": [{"port": 80}],
+        "endpoints": [{"address": "127.0.0.1", "port": backend, "sidecar_port": api_sidecar}],
+    }
+    if rate_limit is not None:
+        api["rate_limit"] = rate_limit
+    web = {
+        "name": "web",
+        "ports": [{"port": 80}],
+        "endpoints": [{"address": "127.0.0.1", "port": free_port(), "sidecar_port": web_sidecar}],
+    }
+    return {"services": [api, web]}
+
+
+def start_mesh(
+    tmp_path: Path,
+    xds_server_factory: Callable[..., XdsServerProcess],
+    envoy_factory: Callable[..., EnvoyProcess],
+    http_backend_factory: Callable[..., HttpBackend],
+    *server_args: str,
+) -> Mesh:
+    backend = http_backend_factory("api-backend")
+    api_inbound, web_inbound = free_port(), free_port()
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(yaml.safe_dump(registry_doc(backend.port, api_inbound, web_inbound)))
+    ca_dir = tmp_path / "ca"
+    server = xds_server_factory(
+        "--file", str(registry), "--file-interval", "0.2", "--ca-dir", str(ca_dir), *server_args
+    )
+    web_port, api_port = free_port(), free_port()
+    web = envoy_factory(
+        sidecar_bootstrap(
+            server.xds_port,
+            free_port(),
+            node_id="web-1",
+            service_account="web",
+            sidecar_for="web",
+            http_listener_port=web_port,
+            dependencies=["api"],
+        ),
+        name="web",
+        wait="ready",
+        timeout=30,
+    )
+    api = envoy_factory(
+        sidecar_bootstrap(
+            server.xds_port,
+            free_port(),
+            node_id="api-1",
+            service_account="api",
+            sidecar_for="api",
+            http_listener_port=api_port,
+            dependencies=[],
+        ),
+        name="api",
+        wait="ready",
+        timeout=30,
+    )
+    mesh = Mesh(server, web, api, backend, web_port, api_inbound, registry, ca_dir)
+    wait_for(lambda: _ok(mesh), timeout=20, message=lambda: f"web -> api\n{web.log_tail()}")
+    return mesh
+
+
+def _ok(mesh: Mesh) -> bool:
+    try:
+        return mesh.call_api()[0] == 200
+    except OSError:
+        return False
+
+
+def plain_get(port: int) -> int | str:
+    """A plaintext request straight to a sidecar port: the status, or the error."""
+    try:
+        status, _ = http_get(f"http://127.0.0.1:{port}/", host="api", timeout=3)
+        return status
+    except (OSError, http.client.HTTPException) as exc:
+        return type(exc).__name__
+
+
+def ca_serial(ca_dir: Path) -> int:
+    return x509.load_pem_x509_certificate((ca_dir / "root-cert.pem").read_bytes()).serial_number
+
+
+def test_1_web_reaches_api_over_mutual_tls_and_api_sees_its_spiffe_id(
+    tmp_path: Path,
+    xds_server_factory: Callable[..., XdsServerProcess],
+    envoy_factory: Callable[..., EnvoyProcess],
+    http_backend_factory: Callable[..., HttpBackend],
+) -> None:
+    mesh = start_mesh(tmp_path, xds_server_factory, envoy_factory, http_backend_factory)
+    status, _ = mesh.call_api()
+    assert status == 200
+    xfcc = {k.lower(): v for k, v in mesh.backend.last_headers.items()}.get(
+        "x-forwarded-client-cert", ""
+    )
+    assert f'URI={WEB_ID}' in xfcc, mesh.backend.last_headers
+    # The hop was TLS, on both ends: handshakes counted on api's inbound listener and on
+    # web's cluster api.
+    inbound = mesh.api.stats(f"listener.0.0.0.0_{mesh.api_inbound}.ssl.handshake")
+    assert sum(inbound.values()) >= 1, inbound
+    assert (mesh.web.stat("cluster.api.default_80.ssl.handshake") or 0) >= 1, mesh.web.stats(
+        "ssl.handshake"
+    )
+    # Both sidecars hold certificates from our CA.
+    root = ca_serial(mesh.ca_dir)
+    for env in (mesh.web, mesh.api):
+        leaves, roots = cert_serials(env)
+        assert leaves and {int(s, 16) for s in roots} == {root}, (leaves, roots)
+
+
+@pytest.mark.parametrize("mode", ["STRICT", "PERMISSIVE"])
+def test_3_strict_refuses_plaintext_permissive_accepts_both(
+    tmp_path: Path,
+    xds_server_factory: Callable[..., XdsServerProcess],
+    envoy_factory: Callable[..., EnvoyProcess],
+    http_backend_factory: Callable[..., HttpBackend],
+    mode: str,
+) -> None:
+    mesh = start_mesh(
+        tmp_path,
+        xds_server_factory,
+        envoy_factory,
+        http_backend_factory,
+        "--mesh-mtls-mode",
+        mode,
+    )
+    assert mesh.call_api()[0] == 200  # mutual TLS is accepted in both modes
+    plain = plain_get(mesh.api_inbound)
+    if mode == "STRICT":
+        assert plain != 200, plain
+    else:
+        assert plain == 200, plain
+        # A plaintext caller cannot claim an identity: a client-sent XFCC is dropped.
+        assert "x-forwarded-client-cert" not in {
+            k.lower() for k in mesh.backend.last_headers
+        }, mesh.backend.last_headers
+
+
+def test_inbound_rate_limit_answers_429_once_the_bucket_is_empty(
+    tmp_path: Path,
+    xds_server_factory: Callable[..., XdsServerProcess],
+    envoy_factory: Callable[..., EnvoyProcess],
+    http_backend_factory: Callable[..., HttpBackend],
+) -> None:
+    mesh = start_mesh(tmp_path, xds_server_factory, envoy_factory, http_backend_factory)
+    statuses = [mesh.call_api()[0] for _ in range(10)]
+    assert statuses == [200] * 10  # no limit yet
+    doc = yaml.safe_load(mesh.registry.read_text())
+    doc["services"][0]["rate_limit"] = {"requests_per_second": 1, "burst": 2}
+    mesh.registry.write_text(yaml.safe_dump(doc))
+
+    def limited() -> bool:
+        return 429 in [mesh.call_api()[0] for _ in range(5)]
+
+    wait_for(limited, timeout=20, message=lambda: mesh.api.log_tail())
+    time.sleep(1.1)
+    burst = [mesh.call_api()[0] for _ in range(6)]
+    assert burst.count(200) <= 3 and burst.count(429) >= 3, burst
+    rl = mesh.api.stats("http_local_rate_limit.rate_limited")
+    assert sum(rl.values()) >= 3, rl
