@@ -145,7 +145,7 @@ def test_1_web_reaches_api_over_mutual_tls_and_api_sees_its_spiffe_id(
     xfcc = {k.lower(): v for k, v in mesh.backend.last_headers.items()}.get(
         "x-forwarded-client-cert", ""
     )
-    assert f'URI={WEB_ID}' in xfcc, mesh.backend.last_headers
+    assert f"URI={WEB_ID}" in xfcc, mesh.backend.last_headers
     # The hop was TLS, on both ends: handshakes counted on api's inbound listener and on
     # web's cluster api.
     inbound = mesh.api.stats(f"listener.0.0.0.0_{mesh.api_inbound}.ssl.handshake")
@@ -183,9 +183,9 @@ def test_3_strict_refuses_plaintext_permissive_accepts_both(
     else:
         assert plain == 200, plain
         # A plaintext caller cannot claim an identity: a client-sent XFCC is dropped.
-        assert "x-forwarded-client-cert" not in {
-            k.lower() for k in mesh.backend.last_headers
-        }, mesh.backend.last_headers
+        assert "x-forwarded-client-cert" not in {k.lower() for k in mesh.backend.last_headers}, (
+            mesh.backend.last_headers
+        )
 
 
 def test_inbound_rate_limit_answers_429_once_the_bucket_is_empty(
