@@ -29,6 +29,7 @@ from tests.harness.waiting import wait_for
 pytest_plugins = ["tests.harness.fixtures"]
 
 WEB_ID = "spiffe://cluster.local/ns/default/sa/web"
+SPOOFED = "URI=spiffe://cluster.local/ns/default/sa/admin"
 
 
 @dataclass
@@ -121,12 +122,16 @@ def _ok(mesh: Mesh) -> bool:
 
 
 def plain_get(port: int) -> int | str:
-    """A plaintext request straight to a sidecar port: the status, or the error."""
+    """A plaintext request straight to a sidecar port, claiming an identity in its own
+    x-forwarded-client-cert: the status, or the error."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
     try:
-        status, _ = http_get(f"http://127.0.0.1:{port}/", host="api", timeout=3)
-        return status
+        conn.request("GET", "/", headers={"Host": "api", "x-forwarded-client-cert": SPOOFED})
+        return conn.getresponse().status
     except (OSError, http.client.HTTPException) as exc:
         return type(exc).__name__
+    finally:
+        conn.close()
 
 
 def ca_serial(ca_dir: Path) -> int:
