@@ -21,7 +21,7 @@ from cryptography import x509
 
 from tests.harness.backends import HttpBackend, http_get
 from tests.harness.envoy import EnvoyProcess
-from tests.harness.mesh import cert_serials, sidecar_bootstrap
+from tests.harness.mesh import cert_serials, web_and_api_sidecars
 from tests.harness.ports import free_port
 from tests.harness.server_proc import XdsServerProcess
 from tests.harness.waiting import wait_for
@@ -80,35 +80,7 @@ def start_mesh(
     server = xds_server_factory(
         "--file", str(registry), "--file-interval", "0.2", "--ca-dir", str(ca_dir), *server_args
     )
-    web_port, api_port = free_port(), free_port()
-    web = envoy_factory(
-        sidecar_bootstrap(
-            server.xds_port,
-            free_port(),
-            node_id="web-1",
-            service_account="web",
-            sidecar_for="web",
-            http_listener_port=web_port,
-            dependencies=["api"],
-        ),
-        name="web",
-        wait="ready",
-        timeout=30,
-    )
-    api = envoy_factory(
-        sidecar_bootstrap(
-            server.xds_port,
-            free_port(),
-            node_id="api-1",
-            service_account="api",
-            sidecar_for="api",
-            http_listener_port=api_port,
-            dependencies=[],
-        ),
-        name="api",
-        wait="ready",
-        timeout=30,
-    )
+    web, api, web_port = web_and_api_sidecars(server.xds_port, envoy_factory)
     mesh = Mesh(server, web, api, backend, web_port, api_inbound, registry, ca_dir)
     wait_for(lambda: _ok(mesh), timeout=20, message=lambda: f"web -> api\n{web.log_tail()}")
     return mesh

@@ -3,7 +3,9 @@ local application (a static cluster), with mutual TLS as PeerAuthentication says
 
 The instance is the proxy group's `SidecarOf` (node metadata SIDECAR_FOR + INSTANCE_IPS)
 resolved in the catalog: the endpoints of that service at those addresses that carry a
-`Sidecar` (the registry says where its sidecar listens). Each such endpoint gets
+`Sidecar` (the registry says where its sidecar listens; the addresses are the
+sidecar's, which are the instance's unless the registry says otherwise). Each such
+endpoint gets
 
 - a listener ``inbound_<sidecar port>`` on 0.0.0.0:<sidecar port>;
 - a STATIC cluster ``inbound|<sidecar port>|<name.namespace>`` to the application
@@ -119,7 +121,11 @@ def find_instance(
     for entry in candidates:
         eps = tuple(
             sorted(
-                (ep for ep in entry.endpoints if ep.sidecar is not None and ep.ip in sidecar.ips),
+                (
+                    ep
+                    for ep in entry.endpoints
+                    if ep.sidecar is not None and ep.reached_at[0] in sidecar.ips
+                ),
                 key=lambda ep: ep.reached_at,
             )
         )

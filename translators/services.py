@@ -134,7 +134,7 @@ def service_load_assignments(
         if bucket is not None:
             if ep.sidecar is not None:
                 meshed.add(ep.reached_at)
-                ep = replace(ep, port=ep.sidecar.port)
+                ep = replace(ep, ip=ep.reached_at[0], port=ep.sidecar.port)
             bucket.append(ep)
     dr = policy.destination if policy is not None else None
 

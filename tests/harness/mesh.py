@@ -5,9 +5,11 @@ readers of what a sidecar holds (its certificates' serials)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from tests.harness.envoy import EnvoyProcess, bootstrap
+from tests.harness.ports import free_port
 
 
 def sidecar_bootstrap(
@@ -47,3 +49,41 @@ def cert_serials(env: EnvoyProcess) -> tuple[set[str], set[str]]:
     leaves = {c["serial_number"] for e in entries for c in e.get("cert_chain", [])}
     roots = {c["serial_number"] for e in entries for c in e.get("ca_cert", [])}
     return leaves, roots
+
+
+def web_and_api_sidecars(
+    xds_port: int, envoy_factory: Callable[..., EnvoyProcess]
+) -> tuple[EnvoyProcess, EnvoyProcess, int]:
+    """Two live sidecar Envoys on 127.0.0.1: ``web``'s (identity sa/web, depends on
+    ``api``) and ``api``'s (identity sa/api, depends on nothing); and the port of web's
+    outbound HTTP listener."""
+    web_port = free_port()
+    web = envoy_factory(
+        sidecar_bootstrap(
+            xds_port,
+            free_port(),
+            node_id="web-1",
+            service_account="web",
+            sidecar_for="web",
+            http_listener_port=web_port,
+            dependencies=["api"],
+        ),
+        name="web",
+        wait="ready",
+        timeout=30,
+    )
+    api = envoy_factory(
+        sidecar_bootstrap(
+            xds_port,
+            free_port(),
+            node_id="api-1",
+            service_account="api",
+            sidecar_for="api",
+            http_listener_port=free_port(),
+            dependencies=[],
+        ),
+        name="api",
+        wait="ready",
+        timeout=30,
+    )
+    return web, api, web_port

@@ -51,13 +51,14 @@ class Port:
 @dataclass(frozen=True, slots=True)
 class Sidecar:
     """The sidecar proxy in front of one instance port: callers reach the instance at
-    its address on `port`; the sidecar forwards to the application at `local_ip`:
-    `local_port` (Consul's `LocalServiceAddress`/`LocalServicePort`; empty/0: the
-    endpoint's own address and port)."""
+    `address` (empty: the endpoint's own) on `port`; the sidecar forwards to the
+    application at `local_ip`:`local_port` (Consul's `LocalServiceAddress`/
+    `LocalServicePort`; empty/0: the endpoint's own address and port)."""
 
     port: int
     local_ip: str = ""
     local_port: int = 0
+    address: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +91,9 @@ class Endpoint:
     @property
     def reached_at(self) -> tuple[str, int]:
         """Where callers connect: the sidecar's port when it has one, else its own."""
-        return (self.ip, self.sidecar.port if self.sidecar is not None else self.port)
+        if self.sidecar is None:
+            return (self.ip, self.port)
+        return (self.sidecar.address or self.ip, self.sidecar.port)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,209 @@
+"""Consul Connect sidecars: the emulator's sidecar registrations and connect health
+endpoint, their mapping to the model (sources.consul_connect), and tests 1 and 3 and
+the rate limit through ``xds-server --consul`` with real sidecar Envoys."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sources.consul_connect import ProxyRegistration, rate_limit, sidecar_proxies, with_sidecars
+from sources.consul_mapping import to_entry
+from tests.consul_emulator import ConsulEmulator
+from tests.harness.backends import HttpBackend, http_get
+from tests.harness.envoy import EnvoyProcess
+from tests.harness.mesh import web_and_api_sidecars
+from tests.harness.ports import free_port
+from tests.harness.server_proc import XdsServerProcess
+from tests.harness.waiting import wait_for
+from xds_server.model import RateLimit, Sidecar
+
+pytest_plugins = ["tests.harness.fixtures"]
+
+WEB_ID = "spiffe://cluster.local/ns/default/sa/web"
+
+
+def put(emu: ConsulEmulator, path: str, body: dict[str, Any]) -> None:
+    req = urllib.request.Request(f"{emu.url}{path}", data=json.dumps(body).encode(), method="PUT")
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        assert resp.status == 200
+
+
+def get(emu: ConsulEmulator, path: str) -> tuple[Any, str]:
+    with urllib.request.urlopen(f"{emu.url}{path}", timeout=5) as resp:
+        return json.loads(resp.read()), resp.headers["X-Consul-Index"]
+
+
+def register(
+    emu: ConsulEmulator, name: str, port: int, sidecar: dict[str, Any], **extra: Any
+) -> None:
+    """A service definition with ``connect { sidecar_service { ... } }``, as an operator
+    writes it (agent API, snake_case as in HCL)."""
+    put(
+        emu,
+        "/v1/agent/service/register",
+        {
+            "name": name,
+            "id": f"{name}-1",
+            "address": "127.0.0.1",
+            "port": port,
+            "connect": {"sidecar_service": sidecar},
+            **extra,
+        },
+    )
+
+
+@pytest.fixture
+def emu() -> Iterator[ConsulEmulator]:
+    with ConsulEmulator() as e:
+        yield e
+
+
+def test_emulator_registers_sidecars_with_consuls_defaults_and_serves_health_connect(
+    emu: ConsulEmulator,
+) -> None:
+    register(emu, "api", 9090, {}, meta={"version": "v1"})
+    register(emu, "web", 8080, {"port": 15001, "proxy": {"local_service_port": 18080}})
+    services, _ = get(emu, "/v1/catalog/services")
+    assert {"api", "api-sidecar-proxy", "web", "web-sidecar-proxy"} <= set(services)
+    (api,), index = get(emu, "/v1/health/connect/api")
+    svc = api["Service"]
+    assert (svc["ID"], svc["Service"], svc["Kind"], svc["Port"]) == (
+        "api-1-sidecar-proxy",
+        "api-sidecar-proxy",
+        "connect-proxy",
+        21000,
+    )
+    assert svc["Meta"] == {"version": "v1"}  # the parent's meta by default
+    proxy = svc["Proxy"]
+    assert (
+        proxy["DestinationServiceName"],
+        proxy["DestinationServiceID"],
+        proxy["LocalServiceAddress"],
+        proxy["LocalServicePort"],
+    ) == ("api", "api-1", "127.0.0.1", 9090)
+    (web,), _ = get(emu, "/v1/health/connect/web")
+    assert web["Service"]["Port"] == 15001
+    assert web["Service"]["Proxy"]["LocalServicePort"] == 18080
+    # Deregistering the service takes its sidecar along, and moves the connect index.
+    put(emu, "/v1/agent/service/deregister/api-1", {})
+    gone, after = get(emu, "/v1/health/connect/api")
+    assert gone == [] and int(after) > int(index)
+
+
+def test_sidecar_registrations_map_to_endpoints_reached_through_their_proxies(
+    emu: ConsulEmulator,
+) -> None:
+    register(emu, "api", 9090, {"port": 15006}, meta={"rate-limit-rps": "7"})
+    put(  # a second instance without a sidecar
+        emu, "/v1/agent/service/register", {"name": "api", "id": "api-2", "port": 9091}
+    )
+    instances, _ = get(emu, "/v1/health/service/api")
+    proxies = sidecar_proxies(get(emu, "/v1/health/service/api-sidecar-proxy")[0])
+    assert proxies == (
+        ProxyRegistration(emu.node, "api", "api-1", emu.node_address, 15006, "127.0.0.1", 9090),
+    ), proxies
+    entry = with_sidecars(to_entry("api", instances, source="consul"), instances, proxies)
+    assert entry is not None
+    by_port = {ep.port: ep for ep in entry.endpoints}
+    assert by_port[9090].sidecar == Sidecar(15006, "127.0.0.1", 9090)
+    assert by_port[9090].reached_at == ("127.0.0.1", 15006)
+    assert by_port[9091].sidecar is None
+    assert entry.service.rate_limit == RateLimit(7, 7)
+    assert entry.service.identities == ("api",)  # Consul: the service is the identity
+
+
+def test_rate_limit_meta_needs_a_positive_rate() -> None:
+    assert rate_limit({"rate-limit-rps": "5", "rate-limit-burst": "9"}) == RateLimit(5, 9)
+    assert rate_limit({"rate-limit-rps": "0"}) is None
+    assert rate_limit({"rate-limit-rps": "many"}) is None
+    assert rate_limit({}) is None
+
+
+# -------------------------------------------------------------------- real Envoys
+
+
+def consul_mesh(
+    emu: ConsulEmulator,
+    xds_server_factory: Callable[..., XdsServerProcess],
+    envoy_factory: Callable[..., EnvoyProcess],
+    backend: HttpBackend,
+    tmp_path: Path,
+    *server_args: str,
+    api_meta: dict[str, str] | None = None,
+) -> tuple[EnvoyProcess, EnvoyProcess, int, int]:
+    api_inbound = free_port()
+    register(emu, "api", backend.port, {"port": api_inbound}, meta=api_meta or {})
+    register(emu, "web", free_port(), {"port": free_port()})
+    server = xds_server_factory(
+        "--consul", "--consul-address", emu.url, "--ca-dir", str(tmp_path / "ca"), *server_args
+    )
+    web, api, web_port = web_and_api_sidecars(server.xds_port, envoy_factory)
+
+    def reached() -> bool:
+        try:
+            return http_get(f"http://127.0.0.1:{web_port}/", host="api")[0] == 200
+        except OSError:
+            return False
+
+    wait_for(reached, timeout=20, message=lambda: f"web -> api\n{web.log_tail()}")
+    return web, api, web_port, api_inbound
+
+
+def plain_status(port: int) -> int | str:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
+    try:
+        conn.request("GET", "/", headers={"Host": "api"})
+        return conn.getresponse().status
+    except (OSError, http.client.HTTPException) as exc:
+        return type(exc).__name__
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("mode", ["STRICT", "PERMISSIVE"])
+def test_consul_sidecars_mutual_tls_and_peer_authentication_modes(
+    emu: ConsulEmulator,
+    tmp_path: Path,
+    xds_server_factory: Callable[..., XdsServerProcess],
+    envoy_factory: Callable[..., EnvoyProcess],
+    http_backend_factory: Callable[..., HttpBackend],
+    mode: str,
+) -> None:
+    backend = http_backend_factory("api-backend")
+    _, _, web_port, api_inbound = consul_mesh(
+        emu, xds_server_factory, envoy_factory, backend, tmp_path, "--mesh-mtls-mode", mode
+    )
+    assert http_get(f"http://127.0.0.1:{web_port}/", host="api")[0] == 200
+    xfcc = {k.lower(): v for k, v in backend.last_headers.items()}
+    assert f"URI={WEB_ID}" in xfcc.get("x-forwarded-client-cert", ""), xfcc
+    plain = plain_status(api_inbound)
+    assert (plain != 200) if mode == "STRICT" else (plain == 200), plain
+
+
+def test_consul_rate_limit_meta_gives_429s(
+    emu: ConsulEmulator,
+    tmp_path: Path,
+    xds_server_factory: Callable[..., XdsServerProcess],
+    envoy_factory: Callable[..., EnvoyProcess],
+    http_backend_factory: Callable[..., HttpBackend],
+) -> None:
+    backend = http_backend_factory("api-backend")
+    _, api, web_port, _ = consul_mesh(
+        emu,
+        xds_server_factory,
+        envoy_factory,
+        backend,
+        tmp_path,
+        api_meta={"rate-limit-rps": "1", "rate-limit-burst": "2"},
+    )
+    statuses = [http_get(f"http://127.0.0.1:{web_port}/", host="api")[0] for _ in range(8)]
+    assert statuses.count(429) >= 4, statuses
+    rl = api.stats("http_local_rate_limit.rate_limited")
+    assert sum(rl.values()) >= 4, rl
