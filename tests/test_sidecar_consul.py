@@ -21,7 +21,7 @@ from tests.harness.envoy import EnvoyProcess
 from tests.harness.mesh import web_and_api_sidecars
 from tests.harness.ports import free_port
 from tests.harness.server_proc import XdsServerProcess
-from tests.harness.waiting import wait_for
+from tests.harness.waiting import async_wait_for, wait_for
 from xds_server.model import RateLimit, Sidecar
 
 pytest_plugins = ["tests.harness.fixtures"]
@@ -124,6 +124,35 @@ def test_rate_limit_meta_needs_a_positive_rate() -> None:
     assert rate_limit({"rate-limit-rps": "0"}) is None
     assert rate_limit({"rate-limit-rps": "many"}) is None
     assert rate_limit({}) is None
+
+
+def _sidecars(watched: Any) -> dict[int, Sidecar | None]:
+    entry = watched.entry("api")
+    return {ep.port: ep.sidecar for ep in entry.endpoints} if entry else {}
+
+
+@pytest.mark.timeout(60)
+async def test_the_source_follows_sidecars_whichever_answers_first(emu: ConsulEmulator) -> None:
+    """A sidecar registered before or after its service, a service whose instances
+    change under its sidecar, and a sidecar that goes: the instance follows each time."""
+    from tests.test_consul_source import running
+
+    put(emu, "/v1/agent/service/register", {"name": "api", "id": "api-1", "port": 9090})
+    async with running(emu) as watched:
+        assert _sidecars(watched) == {9090: None}
+        register(emu, "api", 9090, {"port": 15006})  # the sidecar comes later
+        want = Sidecar(15006, "127.0.0.1", 9090)
+        await async_wait_for(lambda: _sidecars(watched) == {9090: want}, 10)
+        # The service's own answer changes (new meta): its sidecar stays.
+        register(emu, "api", 9090, {"port": 15006}, meta={"rate-limit-rps": "3"})
+        await async_wait_for(
+            lambda: (e := watched.entry("api")) is not None and e.service.rate_limit is not None,
+            10,
+        )
+        assert _sidecars(watched) == {9090: want}
+        # Registered again without connect: the sidecar is gone.
+        put(emu, "/v1/agent/service/deregister/api-1-sidecar-proxy", {})
+        await async_wait_for(lambda: _sidecars(watched) == {9090: None}, 10)
 
 
 # -------------------------------------------------------------------- real Envoys
