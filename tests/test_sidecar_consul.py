@@ -4,7 +4,6 @@ the rate limit through ``xds-server --consul`` with real sidecar Envoys."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -18,7 +17,7 @@ from sources.consul_mapping import to_entry
 from tests.consul_emulator import ConsulEmulator
 from tests.harness.backends import HttpBackend, http_get
 from tests.harness.envoy import EnvoyProcess
-from tests.harness.mesh import web_and_api_sidecars
+from tests.harness.mesh import plain_request, web_and_api_sidecars
 from tests.harness.ports import free_port
 from tests.harness.server_proc import XdsServerProcess
 from tests.harness.waiting import async_wait_for, wait_for
@@ -150,7 +149,7 @@ async def test_the_source_follows_sidecars_whichever_answers_first(emu: ConsulEm
             10,
         )
         assert _sidecars(watched) == {9090: want}
-        # Registered again without connect: the sidecar is gone.
+        # The sidecar deregistered: the instance is reached directly again.
         put(emu, "/v1/agent/service/deregister/api-1-sidecar-proxy", {})
         await async_wait_for(lambda: _sidecars(watched) == {9090: None}, 10)
 
@@ -185,17 +184,6 @@ def consul_mesh(
     return web, api, web_port, api_inbound
 
 
-def plain_status(port: int) -> int | str:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
-    try:
-        conn.request("GET", "/", headers={"Host": "api"})
-        return conn.getresponse().status
-    except (OSError, http.client.HTTPException) as exc:
-        return type(exc).__name__
-    finally:
-        conn.close()
-
-
 @pytest.mark.parametrize("mode", ["STRICT", "PERMISSIVE"])
 def test_consul_sidecars_mutual_tls_and_peer_authentication_modes(
     emu: ConsulEmulator,
@@ -212,7 +200,7 @@ def test_consul_sidecars_mutual_tls_and_peer_authentication_modes(
     assert http_get(f"http://127.0.0.1:{web_port}/", host="api")[0] == 200
     xfcc = {k.lower(): v for k, v in backend.last_headers.items()}
     assert f"URI={WEB_ID}" in xfcc.get("x-forwarded-client-cert", ""), xfcc
-    plain = plain_status(api_inbound)
+    plain = plain_request(api_inbound)
     assert (plain != 200) if mode == "STRICT" else (plain == 200), plain
 
 

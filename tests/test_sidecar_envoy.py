@@ -9,7 +9,6 @@ telling it the caller's SPIFFE ID in ``x-forwarded-client-cert``.
 
 from __future__ import annotations
 
-import http.client
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from cryptography import x509
 
 from tests.harness.backends import HttpBackend, http_get
 from tests.harness.envoy import EnvoyProcess
-from tests.harness.mesh import cert_serials, web_and_api_sidecars
+from tests.harness.mesh import cert_serials, plain_request, web_and_api_sidecars
 from tests.harness.ports import free_port
 from tests.harness.server_proc import XdsServerProcess
 from tests.harness.waiting import wait_for
@@ -93,19 +92,6 @@ def _ok(mesh: Mesh) -> bool:
         return False
 
 
-def plain_get(port: int) -> int | str:
-    """A plaintext request straight to a sidecar port, claiming an identity in its own
-    x-forwarded-client-cert: the status, or the error."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
-    try:
-        conn.request("GET", "/", headers={"Host": "api", "x-forwarded-client-cert": SPOOFED})
-        return conn.getresponse().status
-    except (OSError, http.client.HTTPException) as exc:
-        return type(exc).__name__
-    finally:
-        conn.close()
-
-
 def ca_serial(ca_dir: Path) -> int:
     return x509.load_pem_x509_certificate((ca_dir / "root-cert.pem").read_bytes()).serial_number
 
@@ -154,7 +140,7 @@ def test_3_strict_refuses_plaintext_permissive_accepts_both(
         mode,
     )
     assert mesh.call_api()[0] == 200  # mutual TLS is accepted in both modes
-    plain = plain_get(mesh.api_inbound)
+    plain = plain_request(mesh.api_inbound, {"x-forwarded-client-cert": SPOOFED})
     if mode == "STRICT":
         assert plain != 200, plain
     else:

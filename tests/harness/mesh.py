@@ -4,8 +4,9 @@ readers of what a sidecar holds (its certificates' serials)."""
 
 from __future__ import annotations
 
+import http.client
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from tests.harness.envoy import EnvoyProcess, bootstrap
@@ -87,3 +88,16 @@ def web_and_api_sidecars(
         timeout=30,
     )
     return web, api, web_port
+
+
+def plain_request(port: int, headers: Mapping[str, str] | None = None) -> int | str:
+    """One plaintext GET straight to a sidecar port on 127.0.0.1 (Host ``api``): the
+    status, or the name of the error (a refused handshake, a reset)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
+    try:
+        conn.request("GET", "/", headers={"Host": "api", **(headers or {})})
+        return conn.getresponse().status
+    except (OSError, http.client.HTTPException) as exc:
+        return type(exc).__name__
+    finally:
+        conn.close()
