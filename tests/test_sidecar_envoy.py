@@ -70,6 +70,7 @@ def start_mesh(
     envoy_factory: Callable[..., EnvoyProcess],
     http_backend_factory: Callable[..., HttpBackend],
     *server_args: str,
+    delta: bool = False,
 ) -> Mesh:
     backend = http_backend_factory("api-backend")
     api_inbound, web_inbound = free_port(), free_port()
@@ -79,7 +80,7 @@ def start_mesh(
     server = xds_server_factory(
         "--file", str(registry), "--file-interval", "0.2", "--ca-dir", str(ca_dir), *server_args
     )
-    web, api, web_port = web_and_api_sidecars(server.xds_port, envoy_factory)
+    web, api, web_port = web_and_api_sidecars(server.xds_port, envoy_factory, delta)
     mesh = Mesh(server, web, api, backend, web_port, api_inbound, registry, ca_dir)
     wait_for(lambda: _ok(mesh), timeout=20, message=lambda: f"web -> api\n{web.log_tail()}")
     return mesh
@@ -96,13 +97,17 @@ def ca_serial(ca_dir: Path) -> int:
     return x509.load_pem_x509_certificate((ca_dir / "root-cert.pem").read_bytes()).serial_number
 
 
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
 def test_1_web_reaches_api_over_mutual_tls_and_api_sees_its_spiffe_id(
     tmp_path: Path,
     xds_server_factory: Callable[..., XdsServerProcess],
     envoy_factory: Callable[..., EnvoyProcess],
     http_backend_factory: Callable[..., HttpBackend],
+    delta: bool,
 ) -> None:
-    mesh = start_mesh(tmp_path, xds_server_factory, envoy_factory, http_backend_factory)
+    mesh = start_mesh(
+        tmp_path, xds_server_factory, envoy_factory, http_backend_factory, delta=delta
+    )
     status, _ = mesh.call_api()
     assert status == 200
     xfcc = {k.lower(): v for k, v in mesh.backend.last_headers.items()}.get(

@@ -57,8 +57,9 @@ HCM_FILTER: Final = "envoy.filters.network.http_connection_manager"
 TCP_PROXY_FILTER: Final = "envoy.filters.network.tcp_proxy"
 
 # (service, the endpoint being fronted) -> the PeerAuthentication mode for it; the
-# resolver of PeerAuthentication objects (mesh, namespace, selector, portLevelMtls)
-# plugs in here.
+# resolver of PeerAuthentication objects plugs in here: the namespace is the service's,
+# the workload labels the endpoint's, and `portLevelMtls` keys on the endpoint's port
+# (the application's, as a Kubernetes targetPort).
 ModeOf = Callable[[Service, Endpoint], MtlsMode]
 # The authorization hook: the RBAC filters for a service port's inbound listener, HTTP
 # (before the router) and network (before the TCP proxy); none by default.
@@ -114,9 +115,18 @@ def find_instance(
     at those addresses has a sidecar). ``name.namespace`` wins over a bare name."""
     if sidecar is None:
         return None
-    candidates = [
-        e for e in catalog.values() if sidecar.service in (service_id(e.service), e.service.name)
-    ]
+    name, _, namespace = sidecar.service.rpartition(".")
+    exact = catalog.get(ServiceKey(namespace, name)) if name else None
+    # ``name.namespace`` is a key lookup; only a bare (or dotted) name needs the scan.
+    candidates = (
+        [exact]
+        if exact is not None
+        else [
+            e
+            for e in catalog.values()
+            if sidecar.service in (service_id(e.service), e.service.name)
+        ]
+    )
     candidates.sort(key=lambda e: (service_id(e.service) != sidecar.service, e.key))
     for entry in candidates:
         eps = tuple(

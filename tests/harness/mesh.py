@@ -53,11 +53,11 @@ def cert_serials(env: EnvoyProcess) -> tuple[set[str], set[str]]:
 
 
 def web_and_api_sidecars(
-    xds_port: int, envoy_factory: Callable[..., EnvoyProcess]
+    xds_port: int, envoy_factory: Callable[..., EnvoyProcess], delta: bool = False
 ) -> tuple[EnvoyProcess, EnvoyProcess, int]:
     """Two live sidecar Envoys on 127.0.0.1: ``web``'s (identity sa/web, depends on
     ``api``) and ``api``'s (identity sa/api, depends on nothing); and the port of web's
-    outbound HTTP listener."""
+    outbound HTTP listener. `delta`: incremental xDS."""
     web_port = free_port()
     web = envoy_factory(
         sidecar_bootstrap(
@@ -68,6 +68,7 @@ def web_and_api_sidecars(
             sidecar_for="web",
             http_listener_port=web_port,
             dependencies=["api"],
+            delta=delta,
         ),
         name="web",
         wait="ready",
@@ -82,6 +83,7 @@ def web_and_api_sidecars(
             sidecar_for="api",
             http_listener_port=free_port(),
             dependencies=[],
+            delta=delta,
         ),
         name="api",
         wait="ready",
