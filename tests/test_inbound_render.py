@@ -210,6 +210,13 @@ def test_find_instance_takes_the_sidecar_endpoints_at_the_instance_addresses() -
     assert find_instance(catalog, SidecarOf("api.prod", ("10.0.0.5",))) is None
     assert find_instance(catalog, SidecarOf("api", ("10.9.9.9",))) is None
     assert find_instance(catalog, None) is None
+    # A bare name in two namespaces: the first by (namespace, name), whatever the order.
+    prod = ServiceEntry(other, (Endpoint("10.0.0.5", 8080, "http", sidecar=Sidecar(15007)),))
+    both = {other.key: prod, API.key: catalog[API.key]}
+    assert find_instance(both, SidecarOf("api", ("10.0.0.5",))) == Instance(API, (SIDE,))
+    assert find_instance(both, SidecarOf("api.prod", ("10.0.0.5",))) == Instance(
+        other, prod.endpoints
+    )
 
 
 def test_callers_reach_sidecar_fronted_endpoints_at_the_sidecar_port_marked_for_mtls() -> None:
