@@ -146,3 +146,17 @@ async def test_without_a_ca_no_group_is_in_the_mesh() -> None:
     cache = SnapshotCache()
     controller = Controller(catalog, cache)
     assert controller.group_of(node(**IDENTITY)) == "envoy"
+
+
+async def test_an_identity_the_ca_cannot_issue_gets_no_secret_references(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its listeners and clusters would wait for secrets that never come (and stall
+    CDS): such a proxy stays out of the mesh, with one line saying why."""
+    cache = SnapshotCache()
+    cache.secrets = pytypes.SimpleNamespace(trust_domain="td")  # type: ignore[assignment]
+    controller = Controller(Catalog(), cache)
+    bad = node(NAMESPACE="shop", SERVICE_ACCOUNT="Not_A_DNS_Name")
+    assert controller.group_of(bad) == "envoy"
+    assert "no mutual TLS with sidecars" in caplog.text
+    assert controller.group_of(node(**IDENTITY)) == "envoy;mesh=on"

@@ -35,6 +35,7 @@ from translators.translate import group_resources, scope_keys, sidecar_resources
 from xds_server import metrics, types
 from xds_server.cache import Prepared, SnapshotCache
 from xds_server.catalog import Catalog
+from xds_server.identity.spiffe import SpiffeId, SpiffeIdError
 from xds_server.model import (
     Locality,
     Policy,
@@ -132,7 +133,7 @@ class Controller:
     def group_of(self, node: base_pb2.Node) -> str:
         """The SnapshotCache hook: a connecting proxy's group, built if it is new."""
         group, warnings = ProxyGroup.parse(node, self.http_listener_port)
-        if group.mesh and self.cache.secrets is None:  # no CA: no workload certificates
+        if group.mesh and not self._can_hold_certificate(node):
             group = dataclasses.replace(group, mesh=False)
         for w in warnings:
             log.warning("node %r: %s", node.id, w)
@@ -353,6 +354,25 @@ class Controller:
             built = _resources(types.CLUSTER, clusters)
             by_kind[(kind, mesh)] = built
         return built
+
+    def _can_hold_certificate(self, node: base_pb2.Node) -> bool:
+        """Whether the CA is on and can issue the node's identity at once: a listener or
+        cluster referencing a secret that never comes would warm forever (and stall
+        every later CDS update; digest §3)."""
+        secrets = self.cache.secrets
+        if secrets is None:
+            return False
+        fields = node.metadata.fields
+        try:
+            SpiffeId(
+                secrets.trust_domain,
+                fields["NAMESPACE"].string_value,
+                fields["SERVICE_ACCOUNT"].string_value,
+            )
+        except (SpiffeIdError, KeyError) as exc:
+            log.warning("node %r: no mutual TLS with sidecars: %s", node.id, exc)
+            return False
+        return True
 
     def _mesh(self, group: ProxyGroup) -> str | None:
         """The trust domain when `group`'s proxies hold workload certificates."""
