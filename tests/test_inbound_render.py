@@ -77,9 +77,7 @@ def test_sds_references_are_byte_identical_everywhere_and_are_istios_ads_config(
     }
     down, up = tls_pb2.DownstreamTlsContext(), tls_pb2.UpstreamTlsContext()
     downstream_transport_socket().typed_config.Unpack(down)
-    upstream_transport_socket(["spiffe://td/ns/default/sa/api"], http2=False).typed_config.Unpack(
-        up
-    )
+    upstream_transport_socket(["spiffe://td/ns/default/sa/api"], "http").typed_config.Unpack(up)
     refs = set()
     for common in (down.common_tls_context, up.common_tls_context):
         refs.add(common.tls_certificate_sds_secret_configs[0].SerializeToString())
@@ -259,6 +257,13 @@ def test_mesh_clusters_check_the_destinations_spiffe_ids() -> None:
     assert [m.matcher.exact for m in validation.match_typed_subject_alt_names] == [
         "spiffe://td/ns/default/sa/api"
     ]
+    # ALPN follows the port's protocol; TCP offers none.
+    mixed = Service("m", ports=(Port("grpc", 81, "grpc"), Port("tcp", 82, "tcp")))
+    alpns = []
+    for cluster in service_clusters(mixed, None, "envoy", mesh_trust_domain="td"):
+        cluster.transport_socket_matches[0].transport_socket.typed_config.Unpack(up)
+        alpns.append(list(up.common_tls_context.alpn_protocols))
+    assert alpns == [["h2"], []]
 
 
 def test_translate_gives_a_sidecar_group_its_inbound_listener_and_local_cluster() -> None:

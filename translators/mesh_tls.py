@@ -28,7 +28,7 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tl
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import struct_pb2, wrappers_pb2
 
-from xds_server.model import Service
+from xds_server.model import Protocol, Service
 
 from . import resources as rb
 
@@ -42,6 +42,11 @@ MATCH_VALUE: Final = "istio"
 MESH_MATCH_NAME: Final = "tlsMode-istio"
 # What a mesh listener offers: gRPC callers fail the handshake without `h2` (digest §4).
 INBOUND_ALPN: Final = ("h2", "http/1.1")
+_ALPN: Final[dict[str, tuple[str, ...]]] = {
+    "http": ("http/1.1",),
+    "http2": ("h2",),
+    "grpc": ("h2",),
+}
 
 
 def spiffe_id(trust_domain: str, namespace: str, service_account: str) -> str:
@@ -101,15 +106,13 @@ def downstream_transport_socket() -> base_pb2.TransportSocket:
 
 
 def upstream_transport_socket(
-    peer_spiffe_ids: Iterable[str], http2: bool
+    peer_spiffe_ids: Iterable[str], protocol: Protocol
 ) -> base_pb2.TransportSocket:
     """A client sidecar's mutual TLS to a mesh service's sidecars, accepting only the
-    service's SPIFFE IDs. ALPN says the protocol the cluster speaks, so the inbound
-    side's automatic codec agrees."""
+    service's SPIFFE IDs. For HTTP, ALPN says the protocol the cluster speaks, so the
+    inbound side's automatic codec agrees; TCP offers none."""
     context = tls_pb2.UpstreamTlsContext(
-        common_tls_context=common_tls_context(
-            peer_spiffe_ids, alpn=["h2"] if http2 else ["http/1.1"]
-        )
+        common_tls_context=common_tls_context(peer_spiffe_ids, alpn=_ALPN.get(protocol, ()))
     )
     return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=rb.pack(context))
 
@@ -124,7 +127,7 @@ def mesh_endpoint_metadata() -> base_pb2.Metadata:
 
 
 def with_mesh_tls(
-    cluster: cluster_pb2.Cluster, service: Service, trust_domain: str, http2: bool
+    cluster: cluster_pb2.Cluster, service: Service, trust_domain: str, protocol: Protocol
 ) -> cluster_pb2.Cluster:
     """`cluster` (an EDS cluster of `service`) dialling sidecar-fronted endpoints over
     mutual TLS checked against the service's SPIFFE IDs; other endpoints stay plaintext
@@ -138,7 +141,7 @@ def with_mesh_tls(
             name=MESH_MATCH_NAME,
             match=match,
             transport_socket=upstream_transport_socket(
-                service_spiffe_ids(service, trust_domain), http2
+                service_spiffe_ids(service, trust_domain), protocol
             ),
         )
     )

@@ -83,9 +83,7 @@ def service_clusters(
                 cluster, dr.for_port(port.port, subset), client, subject
             )
         if mesh_trust_domain is not None and client == "envoy":
-            cluster = with_mesh_tls(
-                cluster, service, mesh_trust_domain, port.protocol in HTTP2_PROTOCOLS
-            )
+            cluster = with_mesh_tls(cluster, service, mesh_trust_domain, port.protocol)
         out.append(cluster)
     for _, _, clusters in policy.failovers if policy is not None else ():
         out.append(rb.aggregate_cluster(failover_cluster_name(clusters[0]), clusters, client))
