@@ -37,7 +37,7 @@ class Mesh:
     web: EnvoyProcess
     api: EnvoyProcess
     backend: HttpBackend
-    web_port: int  # web's outbound HTTP listener
+    web_port: int  # web's outbound listener for api (the HTTP listener, or api's TCP port)
     api_inbound: int  # api's sidecar port
     registry: Path
     ca_dir: Path
@@ -47,15 +47,13 @@ class Mesh:
 
 
 def registry_doc(
-    backend: int, api_sidecar: int, web_sidecar: int, rate_limit: dict[str, int] | None = None
+    backend: int, api_sidecar: int, web_sidecar: int, api_port: dict[str, object]
 ) -> dict[str, object]:
     api: dict[str, object] = {
         "name": "api",
-        "ports": [{"port": 80}],
+        "ports": [api_port],
         "endpoints": [{"address": "127.0.0.1", "port": backend, "sidecar_port": api_sidecar}],
     }
-    if rate_limit is not None:
-        api["rate_limit"] = rate_limit
     web = {
         "name": "web",
         "ports": [{"port": 80}],
@@ -71,16 +69,23 @@ def start_mesh(
     http_backend_factory: Callable[..., HttpBackend],
     *server_args: str,
     delta: bool = False,
+    tcp: bool = False,
 ) -> Mesh:
+    """The server, api's backend, both sidecars, live once web reaches api. `tcp`: api
+    is a TCP service (web reaches it on its TCP listener, api's port)."""
     backend = http_backend_factory("api-backend")
     api_inbound, web_inbound = free_port(), free_port()
+    api_port: dict[str, object] = {"port": free_port(), "protocol": "tcp"} if tcp else {"port": 80}
     registry = tmp_path / "registry.yaml"
-    registry.write_text(yaml.safe_dump(registry_doc(backend.port, api_inbound, web_inbound)))
+    doc = registry_doc(backend.port, api_inbound, web_inbound, api_port)
+    registry.write_text(yaml.safe_dump(doc))
     ca_dir = tmp_path / "ca"
     server = xds_server_factory(
         "--file", str(registry), "--file-interval", "0.2", "--ca-dir", str(ca_dir), *server_args
     )
     web, api, web_port = web_and_api_sidecars(server.xds_port, envoy_factory, delta)
+    if tcp:
+        web_port = int(str(api_port["port"]))
     mesh = Mesh(server, web, api, backend, web_port, api_inbound, registry, ca_dir)
     wait_for(lambda: _ok(mesh), timeout=20, message=lambda: f"web -> api\n{web.log_tail()}")
     return mesh
@@ -178,3 +183,30 @@ def test_inbound_rate_limit_answers_429_once_the_bucket_is_empty(
     assert burst.count(200) <= 3 and burst.count(429) >= 3, burst
     rl = mesh.api.stats("http_local_rate_limit.rate_limited")
     assert sum(rl.values()) >= 3, rl
+
+
+def test_tcp_services_are_mutual_tls_tcp_proxies(
+    tmp_path: Path,
+    xds_server_factory: Callable[..., XdsServerProcess],
+    envoy_factory: Callable[..., EnvoyProcess],
+    http_backend_factory: Callable[..., HttpBackend],
+) -> None:
+    mesh = start_mesh(
+        tmp_path,
+        xds_server_factory,
+        envoy_factory,
+        http_backend_factory,
+        "--mesh-mtls-mode",
+        "STRICT",
+        tcp=True,
+    )
+    assert mesh.call_api()[0] == 200
+    stat = f"listener.0.0.0.0_{mesh.api_inbound}.ssl.handshake"
+    wait_for(
+        lambda: (mesh.api.stat(stat) or 0) >= 1,
+        timeout=5,
+        message=lambda: f"{mesh.api.stats('ssl')} {mesh.web.stats('ssl')}",
+    )
+    # A TCP hop carries no caller identity in HTTP headers; the TLS did.
+    assert "x-forwarded-client-cert" not in {k.lower() for k in mesh.backend.last_headers}
+    assert plain_request(mesh.api_inbound) != 200
