@@ -9,6 +9,7 @@ telling it the caller's SPIFFE ID in ``x-forwarded-client-cert``.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,6 +92,19 @@ def start_mesh(
     return mesh
 
 
+@pytest.fixture
+def mesh_of(
+    tmp_path: Path,
+    xds_server_factory: Callable[..., XdsServerProcess],
+    envoy_factory: Callable[..., EnvoyProcess],
+    http_backend_factory: Callable[..., HttpBackend],
+) -> Callable[..., Mesh]:
+    """``mesh_of(*server_args, delta=False, tcp=False)``: `start_mesh` in this test."""
+    return functools.partial(
+        start_mesh, tmp_path, xds_server_factory, envoy_factory, http_backend_factory
+    )
+
+
 def _ok(mesh: Mesh) -> bool:
     try:
         return mesh.call_api()[0] == 200
@@ -104,15 +118,9 @@ def ca_serial(ca_dir: Path) -> int:
 
 @pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
 def test_1_web_reaches_api_over_mutual_tls_and_api_sees_its_spiffe_id(
-    tmp_path: Path,
-    xds_server_factory: Callable[..., XdsServerProcess],
-    envoy_factory: Callable[..., EnvoyProcess],
-    http_backend_factory: Callable[..., HttpBackend],
-    delta: bool,
+    mesh_of: Callable[..., Mesh], delta: bool
 ) -> None:
-    mesh = start_mesh(
-        tmp_path, xds_server_factory, envoy_factory, http_backend_factory, delta=delta
-    )
+    mesh = mesh_of(delta=delta)
     status, _ = mesh.call_api()
     assert status == 200
     xfcc = {k.lower(): v for k, v in mesh.backend.last_headers.items()}.get(
@@ -121,8 +129,11 @@ def test_1_web_reaches_api_over_mutual_tls_and_api_sees_its_spiffe_id(
     assert f"URI={WEB_ID}" in xfcc, mesh.backend.last_headers
     # The hop was TLS, on both ends: handshakes counted on api's inbound listener and on
     # web's cluster api.
-    inbound = mesh.api.stats(f"listener.0.0.0.0_{mesh.api_inbound}.ssl.handshake")
-    assert sum(inbound.values()) >= 1, inbound
+    wait_for(
+        lambda: (mesh.api.stat(f"listener.0.0.0.0_{mesh.api_inbound}.ssl.handshake") or 0) >= 1,
+        timeout=5,
+        message=lambda: str(mesh.api.stats("ssl.handshake")),
+    )
     assert (mesh.web.stat("cluster.api.default_80.ssl.handshake") or 0) >= 1, mesh.web.stats(
         "ssl.handshake"
     )
@@ -135,20 +146,9 @@ def test_1_web_reaches_api_over_mutual_tls_and_api_sees_its_spiffe_id(
 
 @pytest.mark.parametrize("mode", ["STRICT", "PERMISSIVE"])
 def test_3_strict_refuses_plaintext_permissive_accepts_both(
-    tmp_path: Path,
-    xds_server_factory: Callable[..., XdsServerProcess],
-    envoy_factory: Callable[..., EnvoyProcess],
-    http_backend_factory: Callable[..., HttpBackend],
-    mode: str,
+    mesh_of: Callable[..., Mesh], mode: str
 ) -> None:
-    mesh = start_mesh(
-        tmp_path,
-        xds_server_factory,
-        envoy_factory,
-        http_backend_factory,
-        "--mesh-mtls-mode",
-        mode,
-    )
+    mesh = mesh_of("--mesh-mtls-mode", mode)
     assert mesh.call_api()[0] == 200  # mutual TLS is accepted in both modes
     plain = plain_request(mesh.api_inbound, {"x-forwarded-client-cert": SPOOFED})
     if mode == "STRICT":
@@ -162,12 +162,9 @@ def test_3_strict_refuses_plaintext_permissive_accepts_both(
 
 
 def test_inbound_rate_limit_answers_429_once_the_bucket_is_empty(
-    tmp_path: Path,
-    xds_server_factory: Callable[..., XdsServerProcess],
-    envoy_factory: Callable[..., EnvoyProcess],
-    http_backend_factory: Callable[..., HttpBackend],
+    mesh_of: Callable[..., Mesh],
 ) -> None:
-    mesh = start_mesh(tmp_path, xds_server_factory, envoy_factory, http_backend_factory)
+    mesh = mesh_of()
     statuses = [mesh.call_api()[0] for _ in range(10)]
     assert statuses == [200] * 10  # no limit yet
     doc = yaml.safe_load(mesh.registry.read_text())
@@ -186,20 +183,9 @@ def test_inbound_rate_limit_answers_429_once_the_bucket_is_empty(
 
 
 def test_tcp_services_are_mutual_tls_tcp_proxies(
-    tmp_path: Path,
-    xds_server_factory: Callable[..., XdsServerProcess],
-    envoy_factory: Callable[..., EnvoyProcess],
-    http_backend_factory: Callable[..., HttpBackend],
+    mesh_of: Callable[..., Mesh],
 ) -> None:
-    mesh = start_mesh(
-        tmp_path,
-        xds_server_factory,
-        envoy_factory,
-        http_backend_factory,
-        "--mesh-mtls-mode",
-        "STRICT",
-        tcp=True,
-    )
+    mesh = mesh_of("--mesh-mtls-mode", "STRICT", tcp=True)
     assert mesh.call_api()[0] == 200
     stat = f"listener.0.0.0.0_{mesh.api_inbound}.ssl.handshake"
     wait_for(
