@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -157,70 +158,68 @@ async def test_the_source_follows_sidecars_whichever_answers_first(emu: ConsulEm
 # -------------------------------------------------------------------- real Envoys
 
 
+@dataclass
+class ConsulSidecars:
+    api: EnvoyProcess
+    backend: HttpBackend
+    web_port: int  # web's outbound HTTP listener
+    api_inbound: int  # api's sidecar port (its sidecar_service port)
+
+    def call_api(self) -> int:
+        try:
+            return http_get(f"http://127.0.0.1:{self.web_port}/", host="api")[0]
+        except OSError:
+            return 0
+
+
+@pytest.fixture
 def consul_mesh(
     emu: ConsulEmulator,
+    tmp_path: Path,
     xds_server_factory: Callable[..., XdsServerProcess],
     envoy_factory: Callable[..., EnvoyProcess],
-    backend: HttpBackend,
-    tmp_path: Path,
-    *server_args: str,
-    api_meta: dict[str, str] | None = None,
-) -> tuple[EnvoyProcess, EnvoyProcess, int, int]:
-    api_inbound = free_port()
-    register(emu, "api", backend.port, {"port": api_inbound}, meta=api_meta or {})
-    register(emu, "web", free_port(), {"port": free_port()})
-    server = xds_server_factory(
-        "--consul", "--consul-address", emu.url, "--ca-dir", str(tmp_path / "ca"), *server_args
-    )
-    web, api, web_port = web_and_api_sidecars(server.xds_port, envoy_factory)
+    http_backend_factory: Callable[..., HttpBackend],
+) -> Callable[..., ConsulSidecars]:
+    """``consul_mesh(*server_args, api_meta=None)``: ``api`` and ``web`` registered with
+    sidecars, ``xds-server --consul`` with the CA, both sidecar Envoys; live once web
+    reaches api."""
 
-    def reached() -> bool:
-        try:
-            return http_get(f"http://127.0.0.1:{web_port}/", host="api")[0] == 200
-        except OSError:
-            return False
+    def start(*server_args: str, api_meta: dict[str, str] | None = None) -> ConsulSidecars:
+        backend = http_backend_factory("api-backend")
+        api_inbound = free_port()
+        register(emu, "api", backend.port, {"port": api_inbound}, meta=api_meta or {})
+        register(emu, "web", free_port(), {"port": free_port()})
+        ca = str(tmp_path / "ca")
+        server = xds_server_factory(
+            "--consul", "--consul-address", emu.url, "--ca-dir", ca, *server_args
+        )
+        web, api, web_port = web_and_api_sidecars(server.xds_port, envoy_factory)
+        mesh = ConsulSidecars(api, backend, web_port, api_inbound)
+        wait_for(
+            lambda: mesh.call_api() == 200,
+            timeout=20,
+            message=lambda: f"web -> api\n{web.log_tail()}",
+        )
+        return mesh
 
-    wait_for(reached, timeout=20, message=lambda: f"web -> api\n{web.log_tail()}")
-    return web, api, web_port, api_inbound
+    return start
 
 
 @pytest.mark.parametrize("mode", ["STRICT", "PERMISSIVE"])
 def test_consul_sidecars_mutual_tls_and_peer_authentication_modes(
-    emu: ConsulEmulator,
-    tmp_path: Path,
-    xds_server_factory: Callable[..., XdsServerProcess],
-    envoy_factory: Callable[..., EnvoyProcess],
-    http_backend_factory: Callable[..., HttpBackend],
-    mode: str,
+    consul_mesh: Callable[..., ConsulSidecars], mode: str
 ) -> None:
-    backend = http_backend_factory("api-backend")
-    _, _, web_port, api_inbound = consul_mesh(
-        emu, xds_server_factory, envoy_factory, backend, tmp_path, "--mesh-mtls-mode", mode
-    )
-    assert http_get(f"http://127.0.0.1:{web_port}/", host="api")[0] == 200
-    xfcc = {k.lower(): v for k, v in backend.last_headers.items()}
+    mesh = consul_mesh("--mesh-mtls-mode", mode)
+    assert mesh.call_api() == 200
+    xfcc = {k.lower(): v for k, v in mesh.backend.last_headers.items()}
     assert f"URI={WEB_ID}" in xfcc.get("x-forwarded-client-cert", ""), xfcc
-    plain = plain_request(api_inbound)
+    plain = plain_request(mesh.api_inbound)
     assert (plain != 200) if mode == "STRICT" else (plain == 200), plain
 
 
-def test_consul_rate_limit_meta_gives_429s(
-    emu: ConsulEmulator,
-    tmp_path: Path,
-    xds_server_factory: Callable[..., XdsServerProcess],
-    envoy_factory: Callable[..., EnvoyProcess],
-    http_backend_factory: Callable[..., HttpBackend],
-) -> None:
-    backend = http_backend_factory("api-backend")
-    _, api, web_port, _ = consul_mesh(
-        emu,
-        xds_server_factory,
-        envoy_factory,
-        backend,
-        tmp_path,
-        api_meta={"rate-limit-rps": "1", "rate-limit-burst": "2"},
-    )
-    statuses = [http_get(f"http://127.0.0.1:{web_port}/", host="api")[0] for _ in range(8)]
+def test_consul_rate_limit_meta_gives_429s(consul_mesh: Callable[..., ConsulSidecars]) -> None:
+    mesh = consul_mesh(api_meta={"rate-limit-rps": "1", "rate-limit-burst": "2"})
+    statuses = [mesh.call_api() for _ in range(8)]
     assert statuses.count(429) >= 4, statuses
-    rl = api.stats("http_local_rate_limit.rate_limited")
+    rl = mesh.api.stats("http_local_rate_limit.rate_limited")
     assert sum(rl.values()) >= 4, rl
