@@ -14,6 +14,7 @@ from sources.file_schema import FileRegistryError, parse_registry
 from tests.harness.waiting import async_wait_for
 from translators import ProxyGroup, translate
 from translators.group import SidecarOf
+from translators.inbound import InboundPolicy, mesh_mode
 from xds_server import types
 from xds_server.cache import SnapshotCache
 from xds_server.catalog import Catalog
@@ -160,3 +161,23 @@ async def test_an_identity_the_ca_cannot_issue_gets_no_secret_references(
     assert controller.group_of(bad) == "envoy"
     assert "no mutual TLS with sidecars" in caplog.text
     assert controller.group_of(node(**IDENTITY)) == "envoy;mesh=on"
+
+
+async def test_set_inbound_rerenders_sidecar_listeners_on_the_next_rebuild() -> None:
+    catalog = Catalog()
+    catalog.register("f", "file")
+    cache = SnapshotCache()
+    cache.secrets = pytypes.SimpleNamespace(trust_domain="td")  # type: ignore[assignment]
+    controller = Controller(catalog, cache)
+    key = controller.group_of(node(**IDENTITY, SIDECAR_FOR="api.default", INSTANCE_IPS="10.0.0.5"))
+    catalog.replace("f", [_entry(15006, ["10.0.0.5"])])
+    await controller.rebuild()
+
+    def chains() -> list[str]:
+        listener = cache.get(key).get(types.LISTENER).resources["inbound_15006"].message()
+        return [c.name for c in listener.filter_chains]  # type: ignore[attr-defined]
+
+    assert chains() == ["mtls", "plaintext"]  # PERMISSIVE by default
+    await controller.set_inbound(InboundPolicy(mode_of=mesh_mode("STRICT")))
+    await controller.rebuild()
+    assert chains() == ["mtls"]

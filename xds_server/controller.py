@@ -200,6 +200,17 @@ class Controller:
             return (key.kind, key.namespace, key.name) if key is not None else None
         return None
 
+    async def set_inbound(self, policy: InboundPolicy) -> None:
+        """Replace what decides inbound listeners (PeerAuthentication modes, the
+        authorization filters): sidecar groups render them again on the next `rebuild`.
+        Their functions are opaque, so a change must come through here to be seen."""
+        async with self._lock:
+            self.inbound = policy
+            for key, group in self._groups.items():
+                if group.sidecar is not None:
+                    self._outputs.pop(key, None)
+                    self._scopes.pop(key, None)
+
     # -- building -----------------------------------------------------------------
 
     async def rebuild(self) -> None:
