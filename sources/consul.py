@@ -42,6 +42,10 @@ a service's last instance goes; an ACL-filtered token gets both empty): the serv
 removed with the catalog's answer, in one piece and under the hold's rule, rather than
 first published with no endpoints ("no healthy upstream" until the catalog catches up).
 A second empty health answer in a row confirms the removal on its own.
+
+Connect sidecars (sources.consul_connect): a ``connect-proxy`` service's answer says
+which instances its proxies front; those instances are published reached through
+their sidecars, and republished when the proxies change.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ import consul.aio
 
 from sources.base import Catalog
 from sources.consul_config import WATCHED_KINDS as CONFIG_KINDS
+from sources.consul_connect import ProxyRegistration, sidecar_proxies, with_sidecars
 from sources.consul_connection import (
     BACKOFF_CAP,
     DEFAULT_ADDRESS,
@@ -100,6 +105,11 @@ class _Watch:
     entry: ServiceEntry | None = field(default=None)  # the current view of the service
     empty: bool = False  # the last answer had no instance: waiting for the catalog
     meta_protocol: str | None = None  # what its instances' meta says (consul_mapping)
+    # The last answer's instances and what to_entry made of them before sidecars were
+    # attached; the connect-proxy instances among them (sources.consul_connect).
+    instances: Sequence[Mapping[str, Any]] = ()
+    base: ServiceEntry | None = None
+    proxies: tuple[ProxyRegistration, ...] = ()
 
 
 class ConsulSource(ConsulWatches):
@@ -124,6 +134,8 @@ class ConsulSource(ConsulWatches):
         self.entries.on_change = self._entries_changed
         self.status_names = (name, self.entries.name)
         self._protocols: dict[ServiceKey, str] = {}  # set by config entries
+        # Destination service → proxy service → its sidecar registrations.
+        self._proxies: dict[str, dict[str, tuple[ProxyRegistration, ...]]] = {}
 
     async def run(self) -> None:
         """Forever: watch Consul and publish what changed."""
@@ -265,6 +277,8 @@ class ConsulSource(ConsulWatches):
         if watch is None:
             return
         watch.task.cancel()
+        if watch.proxies:
+            self._set_proxies(name, watch, ())
         if not watch.answered:
             self._unanswered -= 1
         self._clear_failure(name)
@@ -319,12 +333,50 @@ class ConsulSource(ConsulWatches):
             entry = None  # a second empty answer in a row: the service has no instance
         if entry is not None:
             watch.port = entry.service.ports[0].port
+        watch.instances, watch.base = instances, entry
+        entry = with_sidecars(entry, instances, self._proxies_of(name))
+        proxies = sidecar_proxies(instances)
+        if proxies != watch.proxies:
+            self._set_proxies(name, watch, proxies)
         if entry != watch.entry:  # a response is not a change
             watch.entry = entry
             if self._synced:
                 self.publisher.update({entry_key(name): self._lookup(entry_key(name))})
         if recompile:  # the chains' protocol checks read the instances' meta protocol
             self._recompile()
+
+    # -- Connect sidecars --------------------------------------------------------------
+
+    def _proxies_of(self, destination: str) -> list[ProxyRegistration]:
+        return [p for regs in self._proxies.get(destination, {}).values() for p in regs]
+
+    def _set_proxies(
+        self, name: str, watch: _Watch, proxies: tuple[ProxyRegistration, ...]
+    ) -> None:
+        """Service `name`'s sidecar registrations are now `proxies`: the services they
+        front (before or now) are published again with their sidecars."""
+        destinations = {p.destination for p in (*watch.proxies, *proxies)}
+        watch.proxies = proxies
+        for destination in destinations:
+            held = self._proxies.setdefault(destination, {})
+            held[name] = tuple(p for p in proxies if p.destination == destination)
+            if not held[name]:
+                del held[name]
+            if not held:
+                del self._proxies[destination]
+        changes: dict[ServiceKey, ServiceEntry | None] = {}
+        for destination in destinations - {name}:
+            target = self._watches.get(destination)
+            if target is None or target.base is None:
+                continue
+            entry = with_sidecars(target.base, target.instances, self._proxies_of(destination))
+            if entry is not None:
+                entry = with_protocol(entry, self._protocol(destination, target))
+            if entry != target.entry:
+                target.entry = entry
+                changes[entry_key(destination)] = self._lookup(entry_key(destination))
+        if self._synced and changes:
+            self.publisher.update(changes)
 
     def _maybe_synced(self) -> None:
         if self._synced or not self._catalog_answered:

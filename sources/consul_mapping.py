@@ -23,7 +23,8 @@ node's own and the instance's). Output is one ServiceEntry:
 - labels: the instance's service meta, and each tag as a label with an empty value;
 - hostnames `<name>.service.consul` and `<name>.service.<dc>.consul` (Consul DNS);
 - Connect sidecars and gateways (`Service.Kind` set) are not ordinary instances and
-  are left out; a service that has only those is not a service for us;
+  are left out; a service that has only those is not a service for us (a sidecar
+  instead marks the instance it fronts: sources.consul_connect);
 - an external service (consul-esm's pattern: a node whose address is a DNS name, e.g.
   `api.example.com`) whose instances all name the same host and port becomes a service
   with that external name: Envoy resolves it itself (a DNS cluster). Its checks cannot

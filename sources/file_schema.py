@@ -9,8 +9,11 @@ The embedded default registry. The file looks like::
         hostnames: [web.example.com]          # optional extra FQDNs
         labels: {team: shop}                  # optional
         # external_name: api.example.com      # instead of endpoints: Envoy resolves it
+        service_account: web                  # optional: its sidecars' identity
+        rate_limit: {requests_per_second: 100, burst: 200}   # optional, per sidecar
         endpoints:
           - {address: 127.0.0.1, port: 8081, zone: z1, labels: {version: v1}}
+          - {address: 127.0.0.2, port: 8081, sidecar_port: 15006}
           - {address: 127.0.0.1, ports: {http: 8082}, region: eu, zone: z2,
              health: draining, weight: 2}
 
@@ -23,7 +26,12 @@ Mapping to the model (`xds_server.model`):
   number, like a Kubernetes targetPort left out). Giving both is a schema error;
 - `region`/`zone`/`subzone` default to "", `health` to "healthy", `weight` to 1;
 - `external_name` (a DNS name, like a Kubernetes ExternalName) makes the service one
-  Envoy resolves itself: a DNS cluster per port on that name, and no endpoints.
+  Envoy resolves itself: a DNS cluster per port on that name, and no endpoints;
+- `sidecar_port` says a sidecar proxy fronts the endpoint's (single) instance port:
+  callers reach the instance at `address:sidecar_port`, the sidecar forwards to
+  `address:port` (`model.Sidecar`); `service_account` is the identity its sidecars
+  present (default: the service's name); `rate_limit` limits the requests each sidecar
+  accepts (`burst` defaults to `requests_per_second`).
 
 Two kinds of problem, handled differently:
 
@@ -72,7 +80,7 @@ from sources.yaml_positions import (
     unique_pairs,
 )
 from xds_server import model
-from xds_server.model import Endpoint, Locality, Port, Service, ServiceEntry
+from xds_server.model import Endpoint, Locality, Port, RateLimit, Service, ServiceEntry, Sidecar
 
 
 class FileRegistryError(ValueError):
@@ -115,12 +123,22 @@ class _EndpointSpec(_Schema):
     health: str = "healthy"
     weight: int = 1
     labels: dict[str, str] = Field(default_factory=dict)
+    sidecar_port: int | None = Field(default=None, ge=1, le=65535)
 
     @model_validator(mode="after")
     def _one_port_form(self) -> _EndpointSpec:
         if self.port is not None and self.ports is not None:
             raise PydanticCustomError("port_and_ports", "give either port or ports, not both")
+        if self.sidecar_port is not None and self.ports is not None and len(self.ports) != 1:
+            raise PydanticCustomError(
+                "sidecar_port_ports", "sidecar_port fronts one instance port: give port, not ports"
+            )
         return self
+
+
+class _RateLimitSpec(_Schema):
+    requests_per_second: int = Field(ge=1)
+    burst: int | None = Field(default=None, ge=1)
 
 
 class _ServiceSpec(_Schema):
@@ -131,6 +149,8 @@ class _ServiceSpec(_Schema):
     labels: dict[str, str] = Field(default_factory=dict)
     endpoints: list[_EndpointSpec] = Field(default_factory=list)
     external_name: str | None = None
+    service_account: str | None = Field(default=None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    rate_limit: _RateLimitSpec | None = None
 
     @model_validator(mode="after")
     def _external_has_no_endpoints(self) -> _ServiceSpec:
@@ -175,6 +195,7 @@ def _entry(spec: _ServiceSpec, source: str) -> ServiceEntry:
                 locality=Locality(ep.region, ep.zone, ep.subzone),
                 weight=ep.weight,
                 labels=model.labels(ep.labels),
+                sidecar=Sidecar(ep.sidecar_port) if ep.sidecar_port is not None else None,
             )
             for port_name, port in targets
         )
@@ -186,8 +207,17 @@ def _entry(spec: _ServiceSpec, source: str) -> ServiceEntry:
         labels=model.labels(spec.labels),
         source=source,
         external_name=spec.external_name or "",
+        service_accounts=(spec.service_account,) if spec.service_account else (),
+        rate_limit=_rate_limit(spec.rate_limit),
     )
     return ServiceEntry(service=service, endpoints=tuple(endpoints))
+
+
+def _rate_limit(spec: _RateLimitSpec | None) -> RateLimit | None:
+    if spec is None:
+        return None
+    rps = spec.requests_per_second
+    return RateLimit(rps, spec.burst if spec.burst is not None else rps)
 
 
 # --- parsing with positions ----------------------------------------------------------

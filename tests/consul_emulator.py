@@ -20,8 +20,9 @@ Consul's documented semantics:
   uses a raft index but moves no query's index. A service that was never
   registered reports the current raft index.
 * Reads: ``GET /v1/catalog/services`` (``tag``, ``node-meta``),
-  ``/v1/catalog/service/<name>`` and ``/v1/health/service/<name>`` (repeated
-  ``tag``, ``passing``, ``node-meta``), ``/v1/status/leader``,
+  ``/v1/catalog/service/<name>``, ``/v1/health/service/<name>`` and
+  ``/v1/health/connect/<name>`` (repeated ``tag``, ``passing``, ``node-meta``),
+  ``/v1/status/leader``,
   ``/v1/status/peers``, ``/v1/agent/self``, ``/v1/agent/services``,
   ``/v1/agent/checks``, ``/v1/catalog/datacenters``. ``dc`` other than the
   emulator's datacenter answers 500 ``No path to datacenter``.
@@ -34,6 +35,9 @@ Consul's documented semantics:
   ``/v1/catalog/register`` have no ``serfHealth`` check, as in Consul. JSON keys
   are matched case-insensitively and ``snake_case`` keys are accepted, as Consul
   does (py-consul sends ``{"name": ..., "checks": [...]}``).
+* Connect: a registration's ``Connect.SidecarService`` registers its sidecar proxy
+  with Consul's defaults (``_register_sidecar``); ``Kind``/``Proxy`` are kept and
+  served; deregistering a service removes its sidecar.
 * Config entries (tests.consul_emulator_config): ``PUT /v1/config`` (``?cas``),
   ``GET /v1/config/<kind>`` (blocking), ``GET|DELETE /v1/config/<kind>/<name>``;
   ``config_kinds=None`` emulates a Consul without that API (404).
@@ -99,6 +103,12 @@ JITTER_FRACTION = 16
 MAX_LOG = 200_000
 
 PASSING, WARNING, CRITICAL, MAINTENANCE = "passing", "warning", "critical", "maintenance"
+CONNECT_PROXY = "connect-proxy"
+# The index of /v1/health/connect/<name> is kept as a service's, under a name no service
+# can have (service names have no "/").
+CONNECT_KEY = "connect/"
+# Consul's agent config ports.sidecar_min_port / sidecar_max_port.
+SIDECAR_MIN_PORT, SIDECAR_MAX_PORT = 21000, 21255
 STATUSES = (PASSING, WARNING, CRITICAL)
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
@@ -237,6 +247,8 @@ class _Service:
     tagged_addresses: dict[str, Any]
     create_index: int = 0
     modify_index: int = 0
+    # A connect-proxy's Proxy block (DestinationServiceName/ID, LocalServiceAddress/Port).
+    proxy: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def content(self) -> tuple[Any, ...]:
         return (
@@ -249,7 +261,15 @@ class _Service:
             self.enable_tag_override,
             self.kind,
             self.tagged_addresses,
+            self.proxy,
         )
+
+    @property
+    def destination(self) -> str:
+        """The service a connect-proxy fronts ("" for other kinds)."""
+        if self.kind != CONNECT_PROXY:
+            return ""
+        return str(self.proxy.get("DestinationServiceName") or "")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -263,7 +283,7 @@ class _Service:
             "Weights": self.weights,
             "EnableTagOverride": self.enable_tag_override,
             "Kind": self.kind,
-            "Proxy": {"Mode": "", "MeshGateway": {}, "Expose": {}},
+            "Proxy": {"Mode": "", "MeshGateway": {}, "Expose": {}, **self.proxy},
             "Connect": {},
             "PeerName": "",
             "CreateIndex": self.create_index,
@@ -362,6 +382,11 @@ class _State:
     def touch_service(self, name: str) -> None:
         self._changed.add("svc:" + name)
 
+    def touch_connect(self, svc: _Service) -> None:
+        """A connect-proxy changed: /v1/health/connect/<its destination> moves."""
+        if svc.destination:
+            self.touch_service(CONNECT_KEY + svc.destination)
+
     def touch_config(self, kind: str) -> None:
         self._changed.add("config:" + kind)
 
@@ -436,6 +461,9 @@ class _State:
         self.node_services.setdefault(svc.node, set()).add(svc.id)
         self.by_name.setdefault(svc.name, set()).add(key)
         self.touch_service(svc.name)
+        self.touch_connect(svc)
+        if old is not None:
+            self.touch_connect(old)
         self.touch_catalog()
         # Checks carry the service's name and tags.
         for cid in list(self.svc_checks.get(key, ())):
@@ -458,6 +486,7 @@ class _State:
             for cid in list(self.svc_checks.get((node, sid), ())):
                 self._unindex_check(self.checks.pop((node, cid)))
         self.touch_service(svc.name)
+        self.touch_connect(svc)
         self.touch_catalog()
         return True
 
@@ -1000,6 +1029,8 @@ class ConsulEmulator:
         if name == "config":
             return await self._config_read(arg, query, reads)
         key = "catalog" if name == "catalog_services" else "svc:" + arg
+        if name == "health_connect":
+            key = "svc:" + CONNECT_KEY + arg
         await self._blocking(key, query)
         index = st.index_of(key)
         if reads is not None and name != "catalog_services" and not reads(arg):
@@ -1017,6 +1048,8 @@ class ConsulEmulator:
                 result: Any = self._catalog_services(tags, node_meta)
             elif name == "health_service":
                 result = self._health_service(arg, tags, node_meta, passing)
+            elif name == "health_connect":
+                result = self._health_connect(arg, tags, node_meta, passing)
             else:
                 result = self._catalog_service(arg, tags, node_meta)
             data = json.dumps(result, separators=(",", ":")).encode()
@@ -1154,6 +1187,23 @@ class ConsulEmulator:
             )
         return out
 
+    def _health_connect(
+        self, name: str, tags: tuple[str, ...], node_meta: tuple[str, ...], passing: bool
+    ) -> list[dict[str, Any]]:
+        """``/v1/health/connect/<name>``: the connect-proxy instances fronting `name`,
+        in the shape of ``/v1/health/service`` (Consul's "List Service Instances for
+        Mesh-enabled Service")."""
+        proxies = {
+            svc.name for svc in self._state.services.values() if svc.destination == name
+        }
+        out = []
+        for proxy in sorted(proxies):
+            out += [
+                e for e in self._health_service(proxy, tags, node_meta, passing)
+                if e["Service"]["Proxy"].get("DestinationServiceName") == name
+            ]
+        return out
+
     def _catalog_service(
         self, name: str, tags: tuple[str, ...], node_meta: tuple[str, ...]
     ) -> list[dict[str, Any]]:
@@ -1213,6 +1263,7 @@ class ConsulEmulator:
                     "ID is passed, not the service name.",
                 )
             st.remove_service(node, arg)
+            st.remove_service(node, f"{arg}-sidecar-proxy")  # Consul removes its sidecar
             return None
         if name == "agent_service_maintenance":
             svc = st.services.get((node, arg))
@@ -1332,6 +1383,9 @@ class ConsulEmulator:
         svc = self._service_from(data, self.node, name)
         defs = _check_definitions(data)
         st.put_service(svc)
+        sidecar = _get(_get(data, "Connect") or {}, "SidecarService")
+        if isinstance(sidecar, dict):
+            self._register_sidecar(svc, sidecar)
         wanted: set[str] = set()
         for i, defn in enumerate(defs):
             cid = _get(defn, "CheckID", "ID") or (
@@ -1345,6 +1399,37 @@ class ConsulEmulator:
             for (n, cid), ck in list(st.checks.items()):
                 if n == self.node and ck.service_id == svc.id and cid not in wanted:
                     st.remove_check(n, cid)
+
+    def _register_sidecar(self, parent: _Service, defn: dict[str, Any]) -> None:
+        """``connect { sidecar_service {} }``: the proxy registration with Consul's
+        defaults (ID and name ``<parent>-sidecar-proxy``, the parent's tags and meta, a
+        port from the sidecar range, Kind connect-proxy, the parent as destination,
+        LocalServiceAddress 127.0.0.1 and the parent's port), overridden by `defn`.
+        Its default checks (TCP and alias) are not emulated."""
+        st = self._state
+        used = {s.port for s in st.services.values() if s.node == self.node}
+        port = _get(defn, "Port") or next(
+            (p for p in range(SIDECAR_MIN_PORT, SIDECAR_MAX_PORT + 1) if p not in used), 0
+        )
+        proxy: dict[str, Any] = {
+            "DestinationServiceName": parent.name,
+            "DestinationServiceID": parent.id,
+            "LocalServiceAddress": "127.0.0.1",
+            "LocalServicePort": parent.port,
+        }
+        given = _get(defn, "Proxy") or {}
+        for key in list(proxy):
+            value = _get(given, key)
+            if value is not None:
+                proxy[key] = value
+        data = {
+            "Tags": _get(defn, "Tags") or parent.tags, "Meta": _get(defn, "Meta") or parent.meta,
+            "Address": _get(defn, "Address") or "", "Weights": _get(defn, "Weights"),
+            "ID": f"{parent.id}-sidecar-proxy", "Kind": CONNECT_PROXY, "Port": port,
+            "Proxy": proxy,
+        }
+        name = _get(defn, "Name") or f"{parent.name}-sidecar-proxy"
+        st.put_service(self._service_from(data, self.node, name))
 
     def _put_agent_check(
         self, defn: dict[str, Any], cid: str, svc: _Service | None, check_name: str
@@ -1393,6 +1478,7 @@ class ConsulEmulator:
             enable_tag_override=bool(_get(data, "EnableTagOverride")),
             kind=_get(data, "Kind") or "",
             tagged_addresses=dict(_get(data, "TaggedAddresses") or {}),
+            proxy=dict(_get(data, "Proxy") or {}),
         )
 
     def _catalog_register(self, query: dict[str, list[str]], data: dict[str, Any]) -> bool:
@@ -1464,6 +1550,7 @@ _ROUTES: list[tuple[str, str, tuple[str, ...], bool]] = [
     ("catalog_datacenters", "/v1/catalog/datacenters", ("GET",), False),
     ("catalog_service", "/v1/catalog/service/", ("GET",), True),
     ("health_service", "/v1/health/service/", ("GET",), True),
+    ("health_connect", "/v1/health/connect/", ("GET",), True),
     ("status_leader", "/v1/status/leader", ("GET",), False),
     ("status_peers", "/v1/status/peers", ("GET",), False),
     ("agent_self", "/v1/agent/self", ("GET",), False),

@@ -244,7 +244,8 @@ def test_bad_values_pass_through_unchanged_for_the_catalog_to_judge() -> None:
                     zonee: z1
             """,
             "reg.yaml:6:9: services[0].endpoints[0].zonee: unknown field 'zonee'; expected one"
-            " of: address, port, ports, region, zone, subzone, health, weight, labels",
+            " of: address, port, ports, region, zone, subzone, health, weight, labels,"
+            " sidecar_port",
             id="unknown-key",
         ),
         pytest.param(

@@ -4,12 +4,14 @@ A group is what the translation depends on besides the catalog: the kind of clie
 (Envoy or proxyless gRPC), which services it depends on, the Envoy HTTP listener port,
 the proxy's locality (a DestinationRule's locality load balancing gives each locality
 its own endpoint priorities), its namespace (node metadata ``NAMESPACE``, as Istio's
-agent writes it: Gateway API consumer routes apply only to callers in their namespace)
-and, for gRPC, its identity and server IPs (translators.grpc_server, grpc_tls).
+agent writes it: Gateway API consumer routes apply only to callers in their namespace),
+for gRPC its identity and server IPs (translators.grpc_server, grpc_tls), and for a
+sidecar the instance it fronts and whether it is in the mesh (translators.inbound).
 Its `key` is stable and readable (``envoy``, ``envoy;port=10001``, ``envoy;deps=api,web``,
 ``grpc;deps=web``, ``envoy;locality=eu/eu-a/``, ``envoy;ns=shop``,
-``grpc;identity;ips=10.0.0.5``) so it can serve as the
-cache group id and be typed on the command line; `ProxyGroup.from_key` parses it back.
+``grpc;identity;ips=10.0.0.5``, ``envoy;sidecar=api.default@10.0.0.5;mesh=on``) so it
+can serve as the cache group id and be typed on the command line; `ProxyGroup.from_key`
+parses it back.
 """
 
 from __future__ import annotations
@@ -34,12 +36,19 @@ DEFAULT_HTTP_LISTENER_PORT = 10000
 # Node metadata keys a proxy may set.
 META_DEPENDENCIES = "dependencies"
 META_HTTP_LISTENER_PORT = "http_listener_port"
-META_NAMESPACE = "NAMESPACE"  # Istio's: the proxy's (its workload's) namespace
+# The identity a proxy claims (Istio's keys; xds_server.identity checks them): its
+# workload's namespace and service account.
+META_NAMESPACE = "NAMESPACE"
+META_SERVICE_ACCOUNT = "SERVICE_ACCOUNT"
 # Istio's proxyless bootstrap marks the node with GENERATOR: grpc (istiod picks its gRPC
 # generator from it); grpc-java and grpc-go send their own user agent name besides.
 META_GENERATOR = "GENERATOR"
-META_NAMESPACE = "NAMESPACE"
-META_ACCOUNT = "SERVICE_ACCOUNT"
+
+# A sidecar names the service instance it fronts (translators.inbound): the service
+# (name or name.namespace, Consul's `-sidecar-for`) and the instance's addresses
+# (META_INSTANCE_IPS: Istio's INSTANCE_IPS, comma-separated; an xDS-managed gRPC server
+# names its own the same way).
+META_SIDECAR_FOR = "SIDECAR_FOR"
 
 # A dependency is a service name, name.namespace or hostname: no separators of the key.
 _DEPENDENCY = re.compile(r"[^\s,;=]+")
@@ -69,6 +78,10 @@ class ProxyGroup:
     # (mTLS where the CA is on), and the IPs of the xDS-managed server it runs.
     identity: bool = False
     instance_ips: frozenset[str] = frozenset()
+    # The instance this proxy is the sidecar of, and whether it holds a workload
+    # identity (mutual TLS with other sidecars).
+    sidecar: SidecarOf | None = None
+    mesh: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -112,6 +125,7 @@ class ProxyGroup:
         if self.namespace is not None:
             parts.append(f"ns={self.namespace}")
         parts += _grpc_server_key(self)
+        parts += _mesh_key_parts(self.sidecar, self.mesh)
         return ";".join(parts)
 
     def __str__(self) -> str:
@@ -130,11 +144,11 @@ class ProxyGroup:
         identity, options = _pop_identity(key, options)
         for option in options:
             name, sep, value = option.partition("=")
-            if not sep or name not in ("deps", "port", "locality", "ns", "ips"):
+            if not sep or name not in ("deps", "port", "locality", "ns", "ips", "sidecar", "mesh"):
                 raise ValueError(
                     f"bad proxy group key {key!r}: options are deps=<a,b,...>, port=<N>, "
-                    f"locality=<region/zone/subzone>, ns=<namespace>, identity and "
-                    f"ips=<a,b,...>, got {option!r}"
+                    f"locality=<region/zone/subzone>, ns=<namespace>, identity, "
+                    f"ips=<a,b,...>, sidecar=<service>@<ip,...> and mesh=on, got {option!r}"
                 )
             if name in values:
                 raise ValueError(f"bad proxy group key {key!r}: {name} given twice")
@@ -162,7 +176,8 @@ class ProxyGroup:
             locality = Locality(*parts)
         ips = frozenset(i for i in values.get("ips", "").split(",") if i)
         try:
-            return cls(kind, deps, port, locality, values.get("ns"), identity, ips)
+            sidecar, mesh = _mesh_from_key(values)
+            return cls(kind, deps, port, locality, values.get("ns"), identity, ips, sidecar, mesh)
         except ValueError as exc:
             raise ValueError(f"bad proxy group key {key!r}: {exc}") from None
 
@@ -200,7 +215,8 @@ class ProxyGroup:
             locality = None
         namespace = _namespace(fields.get(META_NAMESPACE), warnings)
         identity, ips = _grpc_server_fields(kind, fields, warnings)
-        return cls(kind, deps, port, locality, namespace, identity, ips), warnings
+        sidecar, mesh = _mesh_from_node(kind, fields, warnings)
+        return cls(kind, deps, port, locality, namespace, identity, ips, sidecar, mesh), warnings
 
     @classmethod
     def from_node(
@@ -311,7 +327,8 @@ def _grpc_server_fields(
     if kind != "grpc":
         return False, frozenset()
     identity = all(
-        k in fields and fields[k].string_value.strip() for k in (META_NAMESPACE, META_ACCOUNT)
+        k in fields and fields[k].string_value.strip()
+        for k in (META_NAMESPACE, META_SERVICE_ACCOUNT)
     )
     ips: frozenset[str] = frozenset()
     if META_INSTANCE_IPS in fields:
@@ -344,3 +361,76 @@ def _pop_identity(key: str, options: list[str]) -> tuple[bool, list[str]]:
     if len(options) - len(rest) > 1:
         raise ValueError(f"bad proxy group key {key!r}: identity given twice")
     return len(rest) != len(options), rest
+
+
+# ---------------------------------------------------------------- sidecars (the mesh)
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarOf:
+    """The instance a sidecar proxy fronts: its service (name or ``name.namespace``) and
+    the instance's addresses."""
+
+    service: str
+    ips: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not _DEPENDENCY.fullmatch(self.service) or "@" in self.service:
+            raise ValueError(f"invalid sidecar service name {self.service!r}")
+        if not self.ips or not all(_SIDECAR_IP.fullmatch(ip) for ip in self.ips):
+            raise ValueError(f"invalid sidecar instance addresses {self.ips!r}")
+
+
+_SIDECAR_IP = re.compile(r"[0-9A-Fa-f.:]+")
+
+
+def _mesh_key_parts(sidecar: SidecarOf | None, mesh: bool) -> list[str]:
+    parts = []
+    if sidecar is not None:
+        parts.append(f"sidecar={sidecar.service}@{','.join(sidecar.ips)}")
+    if mesh:
+        parts.append("mesh=on")
+    return parts
+
+
+def _mesh_from_key(values: Mapping[str, str]) -> tuple[SidecarOf | None, bool]:
+    sidecar = None
+    if "sidecar" in values:
+        service, sep, ips = values["sidecar"].partition("@")
+        if not sep:
+            raise ValueError("sidecar is <service>@<ip,...>")
+        sidecar = SidecarOf(service, tuple(ips.split(",")))
+    mesh = values.get("mesh", "off")
+    if mesh not in ("on", "off"):
+        raise ValueError(f"mesh is on or off, got {mesh!r}")
+    return sidecar, mesh == "on"
+
+
+def _string(fields: Mapping[str, struct_pb2.Value], key: str) -> str:
+    value = fields.get(key)
+    return value.string_value.strip() if value is not None else ""
+
+
+def _mesh_from_node(
+    kind: Kind, fields: Mapping[str, struct_pb2.Value], warnings: list[str]
+) -> tuple[SidecarOf | None, bool]:
+    """An Envoy's sidecar instance (SIDECAR_FOR + INSTANCE_IPS) and whether it claims an
+    identity (NAMESPACE + SERVICE_ACCOUNT). A bare service name is taken in the node's
+    NAMESPACE."""
+    if kind != "envoy":
+        return None, False
+    namespace = _string(fields, META_NAMESPACE)
+    mesh = bool(namespace and _string(fields, META_SERVICE_ACCOUNT))
+    service = _string(fields, META_SIDECAR_FOR)
+    if not service:
+        return None, mesh
+    if "." not in service and namespace:
+        service = f"{service}.{namespace}"
+    ips = tuple(sorted({ip.strip() for ip in _string(fields, META_INSTANCE_IPS).split(",")} - {""}))
+    try:
+        return SidecarOf(service, ips), mesh
+    except ValueError as exc:
+        warnings.append(
+            f"node metadata {META_SIDECAR_FOR}/{META_INSTANCE_IPS}: {exc}; no inbound listener"
+        )
+        return None, mesh

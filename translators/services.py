@@ -6,9 +6,15 @@ endpoint change rebuilds only that service's ClusterLoadAssignments, a service c
 only its clusters. With policy, each port's cluster carries the DestinationRule's
 traffic policy for that port, and every referenced subset gets a cluster of its own
 (`names.subset_cluster_name`) whose endpoints are those carrying the subset's labels.
+
+The service mesh (translators.mesh_tls): an endpoint a sidecar fronts is reached at the
+sidecar's port and marked so that a mesh caller's cluster (`mesh_trust_domain` given)
+dials it over mutual TLS; every caller gets the same endpoints.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
@@ -24,6 +30,7 @@ from xds_server.model import (
 
 from . import resources as rb
 from .group import Kind
+from .mesh_tls import mesh_endpoint_metadata, with_mesh_tls
 from .names import cluster_name, failover_cluster_name, subset_cluster_name
 from .policy_clusters import apply_traffic_policy, locality_load_assignment, subset_endpoints
 from .policy_resolve import ServicePolicy
@@ -37,10 +44,15 @@ def service_clusters(
     policy: ServicePolicy | None = None,
     client: Kind = "envoy",
     connect_timeout: float = 1.0,
+    mesh_trust_domain: str | None = None,
 ) -> list[cluster_pb2.Cluster]:
     """One EDS cluster (over ADS, round robin unless policy says otherwise) per service
     port, in port order, then one per referenced subset; for a service with an external
-    name, one DNS cluster per port on that name instead."""
+    name, one DNS cluster per port on that name instead.
+
+    `mesh_trust_domain` (the caller is a sidecar holding a workload certificate): EDS
+    clusters dial sidecar-fronted endpoints over mutual TLS, accepting the service's
+    SPIFFE IDs in that trust domain."""
     if service.external_name:
         return [
             rb.dns_cluster(
@@ -70,6 +82,8 @@ def service_clusters(
             cluster, _ = apply_traffic_policy(
                 cluster, dr.for_port(port.port, subset), client, subject
             )
+        if mesh_trust_domain is not None and client == "envoy":
+            cluster = with_mesh_tls(cluster, service, mesh_trust_domain, port.protocol)
         out.append(cluster)
     for _, _, clusters in policy.failovers if policy is not None else ():
         out.append(rb.aggregate_cluster(failover_cluster_name(clusters[0]), clusters, client))
@@ -112,9 +126,13 @@ def service_load_assignments(
     if service.external_name:
         return []
     by_port: dict[str, list[Endpoint]] = {port.name: [] for port in service.ports}
+    meshed: set[tuple[str, int]] = set()
     for ep in entry.endpoints:
         bucket = by_port.get(ep.port_name)
         if bucket is not None:
+            if ep.sidecar is not None:
+                meshed.add(ep.reached_at)
+                ep = replace(ep, ip=ep.reached_at[0], port=ep.sidecar.port)
             bucket.append(ep)
     dr = policy.destination if policy is not None else None
 
@@ -139,4 +157,19 @@ def service_load_assignments(
             members = subset_endpoints(by_port[port.name], subset.labels)
             base = cluster_name(service, port)
             out.append(assignment(subset_cluster_name(base, name), number, name, members))
+    if meshed:
+        _mark_meshed(out, meshed)
     return out
+
+
+def _mark_meshed(
+    assignments: list[endpoint_pb2.ClusterLoadAssignment], meshed: set[tuple[str, int]]
+) -> None:
+    """Mark the endpoints at `meshed` addresses (sidecars) for the mutual-TLS socket."""
+    metadata = mesh_endpoint_metadata()
+    for cla in assignments:
+        for group in cla.endpoints:
+            for lb in group.lb_endpoints:
+                address = lb.endpoint.address.socket_address
+                if (address.address, address.port_value) in meshed:
+                    lb.metadata.CopyFrom(metadata)

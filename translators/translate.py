@@ -16,6 +16,7 @@ from xds_server import types
 from xds_server.model import Locality, Service, ServiceEntry, ServiceKey
 
 from .group import Kind, ProxyGroup
+from .inbound import DEFAULT_INBOUND, InboundPolicy, find_instance, inbound_resources
 from .listeners import (
     NO_POLICY,
     Policies,
@@ -50,9 +51,15 @@ def translate(
     policies: Policies = NO_POLICY,
     clusters_of: ClustersOf = service_clusters,
     load_assignments_of: LoadAssignmentsOf = service_load_assignments,
+    mesh_trust_domain: str | None = None,
+    inbound: InboundPolicy = DEFAULT_INBOUND,
 ) -> Translation:
     """Translate the services `group` depends on (every service without dependencies),
     and those their routes send traffic to, with the policy that applies to each.
+
+    `mesh_trust_domain` says the CA is on (workload certificates are served): a group
+    of sidecars holding an identity then gets mutual TLS (`sidecar_resources`, and
+    clusters dialling sidecars over TLS) under PeerAuthentication's modes (`inbound`).
 
     `clusters_of` and `load_assignments_of` are the per-service builders; pass memoised
     versions to reuse what an unchanged service built last time.
@@ -61,6 +68,9 @@ def translate(
     entries = in_scope(catalog, group, policies)
     skipped: list[Skipped] = []
     kind = group.kind
+    mesh = mesh_trust_domain if group.mesh else None
+    if mesh is not None and clusters_of is service_clusters:
+        clusters_of = functools.partial(service_clusters, mesh_trust_domain=mesh)
     clusters = _unique(
         types.CLUSTER,
         (
@@ -81,8 +91,13 @@ def translate(
     )
     listeners, routes, more = group_resources([e.service for e in entries], group, policies)
     skipped += more
+    inbound_listeners, local_clusters, more = sidecar_resources(
+        catalog, group, listeners, mtls=mesh is not None, policy=inbound
+    )
+    listeners += inbound_listeners
+    skipped += more
     resources: dict[str, list[Message]] = {
-        types.CLUSTER: clusters,
+        types.CLUSTER: clusters + list(local_clusters),
         types.ENDPOINT: endpoints,
         types.LISTENER: list(listeners),
         types.ROUTE: list(routes),
@@ -137,6 +152,29 @@ def group_resources(
     listeners.sort(key=lambda m: m.name)
     routes.sort(key=lambda m: m.name)
     return listeners, routes, skipped
+
+
+def sidecar_resources(
+    catalog: Mapping[ServiceKey, ServiceEntry],
+    group: ProxyGroup,
+    outbound: Sequence[listener_pb2.Listener],
+    *,
+    mtls: bool,
+    policy: InboundPolicy = DEFAULT_INBOUND,
+) -> tuple[list[listener_pb2.Listener], list[cluster_pb2.Cluster], list[Skipped]]:
+    """A sidecar group's inbound listeners and local clusters (translators.inbound), none
+    for other groups. `outbound` are the group's other listeners, whose ports an
+    inbound listener may not take; `mtls`: the group's proxies hold workload
+    certificates."""
+    instance = find_instance(catalog, group.sidecar) if group.kind == "envoy" else None
+    if instance is None:
+        return [], [], []
+    taken = {
+        listener.address.socket_address.port_value: f"listener {listener.name}"
+        for listener in outbound
+        if listener.HasField("address")
+    }
+    return inbound_resources(instance, mtls=mtls, policy=policy, taken=taken)
 
 
 def _unique(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import time
@@ -28,14 +29,16 @@ from google.protobuf.message import Message
 from translators import ProxyGroup, Skipped
 from translators.group import Kind
 from translators.grpc_mesh import ProxylessMesh
+from translators.inbound import DEFAULT_INBOUND, InboundPolicy, Instance, find_instance
 from translators.policy_resolution import policies_for
 from translators.policy_resolve import PolicyStatus, ServicePolicy, resolve_policies
 from translators.policy_status import grpc_not_applied, subset_warnings
 from translators.services import service_clusters, service_load_assignments, uses_locality
-from translators.translate import group_resources, scope_keys
+from translators.translate import group_resources, scope_keys, sidecar_resources
 from xds_server import metrics, types
 from xds_server.cache import Prepared, SnapshotCache
 from xds_server.catalog import Catalog
+from xds_server.identity.spiffe import SpiffeId, SpiffeIdError
 from xds_server.model import (
     Locality,
     Policy,
@@ -64,6 +67,9 @@ class _GroupOutput:
     listeners: list[Resource]
     routes: list[Resource]
     skipped: list[Skipped]
+    # A sidecar group's instance and its local clusters (translators.inbound).
+    instance: Instance | None = None
+    local_clusters: tuple[Resource, ...] = ()
 
 
 def _resources(type_url: str, messages: Sequence[Message]) -> list[Resource]:
@@ -89,10 +95,16 @@ class Controller:
         self._groups: dict[str, ProxyGroup] = {}
         self._view: dict[ServiceKey, ServiceEntry] = {}
         self._services: dict[ServiceKey, Service] = {}
-        # Per service: what its clusters were built from, and the clusters per client kind.
+        # Per service: what its clusters were built from, and the clusters per client kind
+        # (and mesh trust domain, for sidecars dialling sidecars over mutual TLS).
         self._clusters: dict[
-            ServiceKey, tuple[tuple[Service, ServicePolicy | None], dict[Kind, list[Resource]]]
+            ServiceKey,
+            tuple[
+                tuple[Service, ServicePolicy | None], dict[tuple[Kind, str | None], list[Resource]]
+            ],
         ] = {}
+        # PeerAuthentication modes and authorization filters of inbound listeners.
+        self.inbound: InboundPolicy = DEFAULT_INBOUND
         self._endpoints: dict[
             ServiceKey, tuple[tuple[ServiceEntry, ServicePolicy | None], list[Resource]]
         ] = {}
@@ -129,6 +141,8 @@ class Controller:
     def group_of(self, node: base_pb2.Node) -> str:
         """The SnapshotCache hook: a connecting proxy's group, built if it is new."""
         group, warnings = ProxyGroup.parse(node, self.http_listener_port)
+        if group.mesh and not self._can_hold_certificate(node):
+            group = dataclasses.replace(group, mesh=False)
         for w in warnings:
             log.warning("node %r: %s", node.id, w)
         key = group.key
@@ -194,6 +208,17 @@ class Controller:
             key = routing.http[index].route
             return (key.kind, key.namespace, key.name) if key is not None else None
         return None
+
+    async def set_inbound(self, policy: InboundPolicy) -> None:
+        """Replace what decides inbound listeners (PeerAuthentication modes, the
+        authorization filters): sidecar groups render them again on the next `rebuild`.
+        Their functions are opaque, so a change must come through here to be seen."""
+        async with self._lock:
+            self.inbound = policy
+            for key, group in self._groups.items():
+                if group.sidecar is not None:
+                    self._outputs.pop(key, None)
+                    self._scopes.pop(key, None)
 
     # -- building -----------------------------------------------------------------
 
@@ -361,14 +386,48 @@ class Controller:
             self._local_endpoints[(key, locality)] = held
         return held[1]
 
-    def _cluster_resources(self, key: ServiceKey, kind: Kind) -> list[Resource]:
-        """The clusters of one service for one client kind, built on first use."""
+    def _cluster_resources(self, key: ServiceKey, kind: Kind, mesh: str | None) -> list[Resource]:
+        """The clusters of one service for one client kind (and mesh trust domain),
+        built on first use."""
         (service, policy), by_kind = self._clusters[key]
-        built = by_kind.get(kind)
+        built = by_kind.get((kind, mesh))
         if built is None:
-            built = _resources(types.CLUSTER, service_clusters(service, policy, kind))
-            by_kind[kind] = built
+            clusters = service_clusters(service, policy, kind, mesh_trust_domain=mesh)
+            built = _resources(types.CLUSTER, clusters)
+            by_kind[(kind, mesh)] = built
         return built
+
+    def _can_hold_certificate(self, node: base_pb2.Node) -> bool:
+        """Whether the CA is on and can issue the node's identity at once: a listener or
+        cluster referencing a secret that never comes would warm forever (and stall
+        every later CDS update; digest §3)."""
+        secrets = self.cache.secrets
+        if secrets is None:
+            return False
+        fields = node.metadata.fields
+        try:
+            SpiffeId(
+                secrets.trust_domain,
+                fields["NAMESPACE"].string_value,
+                fields["SERVICE_ACCOUNT"].string_value,
+            )
+        except (SpiffeIdError, KeyError) as exc:
+            log.warning("node %r: no mutual TLS with sidecars: %s", node.id, exc)
+            return False
+        return True
+
+    def _mesh(self, group: ProxyGroup) -> str | None:
+        """The trust domain when `group`'s proxies hold workload certificates."""
+        secrets = self.cache.secrets
+        return secrets.trust_domain if group.mesh and secrets is not None else None
+
+    @staticmethod
+    def _fronts(group: ProxyGroup, dirty: set[ServiceKey]) -> bool:
+        """Whether a changed service may be the one `group`'s sidecars front."""
+        sidecar = group.sidecar
+        return sidecar is not None and any(
+            sidecar.service in (k.name, f"{k.name}.{k.namespace}") for k in dirty
+        )
 
     def _scope(self, key: str, group: ProxyGroup) -> tuple[list[ServiceKey], bool]:
         """The keys of the services `group` sees, in order, and whether that list (or
@@ -397,6 +456,7 @@ class Controller:
         # The scope, not `group.wants`: a service seen only as a route's destination
         # still needs its endpoint changes.
         scope = set(keys)
+        fresh = fresh or self._fronts(group, dirty)
         touched = fresh or any(k in scope for k in dirty)
         # An xDS-managed gRPC server's listeners follow its endpoints, in scope or not.
         server = self._server_listeners(key, group)
@@ -412,26 +472,38 @@ class Controller:
         if not fresh:
             return {types.ENDPOINT: endpoints, **extra}
         clusters: list[Resource] = []
+        mesh = self._mesh(group)
         trust_domain = self._proxyless_trust_domain(group)
         for k in keys:
-            built = self._cluster_resources(k, group.kind)
+            built = self._cluster_resources(k, group.kind, mesh)
             if trust_domain is not None:
                 built = self.proxyless.clusters(k, view[k].service, built, trust_domain)
             clusters.extend(built)
         services = tuple(view[k].service for k in keys)
         group_policies = self._policies_of(group)
         policies = tuple(group_policies.get(k) for k in keys)
+        instance = find_instance(view, group.sidecar)
         # Groups that differ only by a namespace without consumer routes share the work.
         shared = self._output_key(group)
         out = self._outputs.get(shared)
-        if out is None or out.services != services or out.policies != policies:
+        if (
+            out is None
+            or out.services != services
+            or out.policies != policies
+            or out.instance != instance
+        ):
             listeners, routes, skipped = group_resources(services, group, group_policies)
+            inbound, local, more = sidecar_resources(
+                view, group, listeners, mtls=mesh is not None, policy=self.inbound
+            )
             out = _GroupOutput(
                 services,
                 policies,
-                _resources(types.LISTENER, listeners),
+                _resources(types.LISTENER, sorted([*listeners, *inbound], key=lambda m: m.name)),
                 _resources(types.ROUTE, routes),
-                skipped,
+                skipped + more,
+                instance,
+                tuple(_resources(types.CLUSTER, local)),
             )
             self._outputs[shared] = out
             metrics.TRANSLATE_SKIPPED.labels(key).set(len(skipped))
@@ -439,6 +511,8 @@ class Controller:
                 if s not in self._skipped_logged:
                     self._skipped_logged.add(s)
                     log.warning("group %s: skipped %s", key, s)
+        if out.local_clusters:
+            clusters = sorted([*clusters, *out.local_clusters], key=lambda r: r.name)
         return {
             types.CLUSTER: clusters,
             types.ENDPOINT: endpoints,

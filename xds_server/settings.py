@@ -224,6 +224,12 @@ class Settings(BaseModel):
     trust_domain: str | None = _setting(
         None, "DOMAIN", "SPIFFE trust domain (else the CA's organization, else cluster.local)"
     )
+    mesh_mtls_mode: Literal["STRICT", "PERMISSIVE", "DISABLE"] = _setting(
+        "PERMISSIVE",
+        "MODE",
+        "sidecars' inbound mutual TLS where no PeerAuthentication applies (Istio's modes):"
+        " STRICT, PERMISSIVE (TLS and plaintext) or DISABLE",
+    )
     workload_cert_ttl: Duration = _setting(
         86400.0,
         "DURATION",

@@ -80,9 +80,11 @@ from .services import (
     Locality,
     Port,
     Protocol,
+    RateLimit,
     Service,
     ServiceEntry,
     ServiceKey,
+    Sidecar,
     labels,
 )
 
@@ -134,6 +136,7 @@ __all__ = [
     "PortTrafficPolicy",
     "Protocol",
     "QueryMatch",
+    "RateLimit",
     "Redirect",
     "RequestMatch",
     "Retry",
@@ -144,6 +147,7 @@ __all__ = [
     "ServiceEntry",
     "ServiceFailover",
     "ServiceKey",
+    "Sidecar",
     "Source",
     "StringMatch",
     "Subset",

@@ -49,6 +49,28 @@ class Port:
 
 
 @dataclass(frozen=True, slots=True)
+class Sidecar:
+    """The sidecar proxy in front of one instance port: callers reach the instance at
+    `address` (empty: the endpoint's own) on `port`; the sidecar forwards to the
+    application at `local_ip`:`local_port` (Consul's `LocalServiceAddress`/
+    `LocalServicePort`; empty/0: the endpoint's own address and port)."""
+
+    port: int
+    local_ip: str = ""
+    local_port: int = 0
+    address: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A service's inbound request rate limit: `requests_per_second` refilled every
+    second into a bucket of `burst` tokens (Envoy's local rate limit token bucket)."""
+
+    requests_per_second: int
+    burst: int
+
+
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     """One instance address serving one named port of a service.
 
@@ -63,6 +85,15 @@ class Endpoint:
     locality: Locality = Locality()
     weight: int = 1
     labels: Labels = ()
+    # Set when a sidecar proxy fronts this instance port (the service mesh).
+    sidecar: Sidecar | None = None
+
+    @property
+    def reached_at(self) -> tuple[str, int]:
+        """Where callers connect: the sidecar's port when it has one, else its own."""
+        if self.sidecar is None:
+            return (self.ip, self.port)
+        return (self.sidecar.address or self.ip, self.sidecar.port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +103,10 @@ class Service:
     `external_name` (a Kubernetes ExternalName) makes it a service outside the registry:
     Envoy resolves that DNS name itself and connects to it on each port; such a service
     has no endpoints.
+
+    `service_accounts` are the identities its sidecars present (SPIFFE
+    ``ns/<namespace>/sa/<account>``; none given: the service's name, as Consul's service
+    identities); `rate_limit` limits requests its sidecars accept.
     """
 
     name: str
@@ -81,10 +116,17 @@ class Service:
     labels: Labels = ()
     source: str = ""
     external_name: str = ""
+    service_accounts: tuple[str, ...] = ()
+    rate_limit: RateLimit | None = None
 
     @property
     def key(self) -> ServiceKey:
         return ServiceKey(self.namespace, self.name)
+
+    @property
+    def identities(self) -> tuple[str, ...]:
+        """The service accounts its instances run as (`service_accounts`, else its name)."""
+        return self.service_accounts or (self.name,)
 
     def port_named(self, name: str) -> Port | None:
         for p in self.ports:
