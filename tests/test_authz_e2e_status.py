@@ -1,6 +1,6 @@
 """Security objects in a policy file, through the server: `/debug/policies` and `xdsctl
-policies` list each with its state (accepted ones are a warning until inbound listeners
-enforce them; a refused one names its field), next to the traffic policy."""
+policies` list each with its state (a refused one names its field), next to the traffic
+policy."""
 
 from __future__ import annotations
 
@@ -51,9 +51,9 @@ def test_security_objects_are_listed_with_their_state(
 
     wait_for(lambda: len(listed()) == 3, 10, message="the three objects")
     got = listed()
-    assert got["api"]["kind"] == "AuthorizationPolicy" and got["api"]["state"] == "WARNING"
-    assert got["api"]["reasons"] == ["enforced on sidecar inbound listeners; no proxy has one yet"]
-    assert got["mesh"]["state"] == "WARNING"
+    assert got["api"]["kind"] == "AuthorizationPolicy" and got["api"]["state"] == "ACCEPTED"
+    assert got["api"]["reasons"] == []
+    assert got["mesh"]["state"] == "ACCEPTED"
     assert got["audit"]["state"] == "REJECTED"
     assert got["audit"]["reasons"][0].endswith(
         "AuthorizationPolicy shop/audit: spec.action: action AUDIT is not supported: "

@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
 from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 
@@ -22,6 +25,8 @@ from sources.istio.security import parse_security
 from tests.authz_bootstrap import authz_bootstrap
 from tests.harness.envoy import validate_bootstrap
 from translators.authz import grpc_server_rbac, http_authz_filters, network_authz_filters
+from translators.grpc_server import RBAC_FILTER
+from translators.resources import pack
 from xds_server.model import SecurityPolicy, Workload
 
 pytestmark = pytest.mark.timeout(180)
@@ -157,7 +162,10 @@ def test_envoy_accepts_every_rendered_filter(tmp_path: Path, specs: list[dict[st
     policies = [p for i, s in enumerate(specs) if (p := parsed(i, s)) is not None]
     http = http_authz_filters(policies, WORKLOAD, "example.org")
     tcp = network_authz_filters(policies, WORKLOAD, "example.org")
-    grpc = grpc_server_rbac(policies, WORKLOAD, "example.org")
+    grpc = [  # as translators.grpc_server names them
+        hcm_pb2.HttpFilter(name=f"{RBAC_FILTER}.grpc{i}", typed_config=pack(config))
+        for i, config in enumerate(grpc_server_rbac(policies, WORKLOAD, "example.org"))
+    ]
     note(f"{len(policies)} policies accepted of {len(specs)}")
     config = authz_bootstrap(1, 2, 3, [*http, *grpc], [("tcp", 4, tcp)])
     validate_bootstrap(config, tmp_path)

@@ -311,12 +311,11 @@ def test_kubernetes_objects_parse_alike() -> None:
     assert bad.error.startswith("kubernetes:shop/x: PeerAuthentication shop/x: spec.mtls.mode:")
 
 
-def test_statuses_are_honest_until_inbound_listeners_exist() -> None:
+def test_valid_objects_are_accepted_and_a_refused_one_names_its_field() -> None:
     objects = parse_policy_file(ALLOW_WEB + "---\n" + ALLOW_WEB.replace("ALLOW\n", "AUDIT\n", 1)
                                 .replace("api-allow", "audit"), "p.yaml")  # fmt: skip
     statuses = {s.key.name: s for s in resolve_policies({}, objects, {}).statuses}
-    assert statuses["api-allow"].state == "WARNING"
-    assert "no proxy has one yet" in statuses["api-allow"].reasons[-1]
+    assert statuses["api-allow"].state == "ACCEPTED"
     assert statuses["audit"].state == "REJECTED"
     assert "action AUDIT is not supported" in statuses["audit"].reasons[0]
-    assert statuses["strict"].state == "WARNING"
+    assert statuses["strict"].state == "ACCEPTED"

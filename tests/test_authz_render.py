@@ -7,13 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from envoy.config.rbac.v3 import rbac_pb2
 from google.protobuf import json_format
 
 from sources.istio.security import parse_security
 from translators.authz import (
     grpc_server_rbac,
     http_authz_filters,
-    local_rate_limit_filter,
     network_authz_filters,
     principal_matcher,
 )
@@ -155,12 +155,13 @@ def test_tcp_drops_allow_rules_with_http_fields_and_widens_deny_rules() -> None:
     ]
 
 
-def test_grpc_server_rbac_uses_url_path_and_unique_filter_names() -> None:
+def test_grpc_server_rbac_uses_url_path_deny_first() -> None:
     p = policy({"rules": [{"to": [{"operation": {"paths": ["/pkg.Svc/Get", "/pkg.Other/*"]}}]}]})
     deny = policy({"action": "DENY", "rules": [{}]}, "d")
-    filters = grpc_server_rbac([p, deny], API, TD)
-    assert len({f.name for f in filters}) == 2  # gRPC NACKs duplicate HTTP filter names
-    body = rules_of(filters[1])["policies"]["ns[shop]-policy[p]-rule[0]"]
+    configs = grpc_server_rbac([p, deny], API, TD)
+    assert [c.rules.action for c in configs] == [rbac_pb2.RBAC.DENY, rbac_pb2.RBAC.ALLOW]
+    body = json_format.MessageToDict(configs[1].rules, preserving_proto_field_name=True)
+    body = body["policies"]["ns[shop]-policy[p]-rule[0]"]
     assert body["permissions"] == [
         {
             "or_rules": {
@@ -204,24 +205,6 @@ def test_hosts_ignore_case_and_header_presence() -> None:
             }
         }
     ]
-
-
-def test_local_rate_limit_filter() -> None:
-    f = as_dict(local_rate_limit_filter(10, 2.0, burst=20))
-    assert f["name"] == "envoy.filters.http.local_ratelimit"
-    config = f["typed_config"]
-    assert config["token_bucket"] == {
-        "max_tokens": 20,
-        "tokens_per_fill": 10,
-        "fill_interval": "2s",
-    }
-    assert config["filter_enforced"]["default_value"] == {"numerator": 100}
-    assert config["response_headers_to_add"][0]["header"] == {
-        "key": "x-local-rate-limit",
-        "value": "true",
-    }
-    with pytest.raises(ValueError):
-        local_rate_limit_filter(0)
 
 
 def test_policies_of_other_workloads_are_left_out() -> None:

@@ -3,7 +3,7 @@ so); a never-valid one is not in force; other kinds are left out."""
 
 from __future__ import annotations
 
-from translators.authz_status import NOT_ENFORCED, resolve_security
+from translators.authz_status import resolve_security
 from xds_server.model import AuthorizationPolicy, PolicyKey, PolicyObject
 
 KEY = PolicyKey("AuthorizationPolicy", "shop", "p")
@@ -14,7 +14,7 @@ def test_a_refused_object_keeps_its_last_valid_version() -> None:
     first = resolve_security([PolicyObject(KEY, "p.yaml:1", security=V1)], {})
     assert first.policies == (V1,) and first.accepted == {KEY: V1}
     (status,) = first.statuses
-    assert status.state == "WARNING" and status.reasons == (NOT_ENFORCED,)
+    assert status.state == "ACCEPTED" and status.reasons == ()
     broken = PolicyObject(KEY, "p.yaml:1", error="p.yaml:3:5: AuthorizationPolicy shop/p: x")
     second = resolve_security([broken], first.accepted)
     assert second.policies == (V1,) and second.accepted == {KEY: V1}

@@ -168,6 +168,8 @@ def test_rate_limit_and_authorization_filters_come_before_the_router() -> None:
         assert config.token_bucket.tokens_per_fill.value == 5
         assert config.token_bucket.fill_interval.seconds == 1
         assert config.filter_enforced.default_value.numerator == 100
+        header = config.response_headers_to_add[0].header
+        assert (header.key, header.value) == ("x-local-rate-limit", "true")
 
 
 def test_tcp_inbound_is_a_tcp_proxy_behind_the_network_authorization_filters() -> None:

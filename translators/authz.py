@@ -1,4 +1,4 @@
-"""Authorization policies → Envoy RBAC filters, and the inbound local rate limit filter.
+"""Authorization policies → Envoy RBAC filters.
 
 Pure. The inbound listener of a workload calls:
 
@@ -12,11 +12,9 @@ Pure. The inbound listener of a workload calls:
   ``tcp.``: ``tcp.rbac.denied``); a denied connection is closed. Istio's rule for the
   fields only an HTTP request has (hosts, methods, paths, headers): an ALLOW rule with
   them is dropped (fewer allows), a DENY rule is kept without them (a wider deny).
-- `grpc_server_rbac(policies, workload, trust_domain) -> list[HttpFilter]`: for a proxyless
-  gRPC server's listener (gRFC A41): the same HTTP RBAC filters; gRPC methods are
+- `grpc_server_rbac(policies, workload, trust_domain) -> list[RBAC]`: for a proxyless
+  gRPC server's listener (gRFC A41): the same HTTP RBAC configs; gRPC methods are
   ``url_path`` ``/pkg.Service/Method`` (Istio paths), no metadata matchers are used.
-- `local_rate_limit_filter(requests, per_seconds, burst) -> HttpFilter`: Envoy's local
-  rate limit (token bucket, 429 and ``x-local-rate-limit: true`` when exceeded).
 
 `policies` is every security policy; the ones applying to `workload` are chosen here
 (`model.applicable_authz`). Principals: Istio's strings without ``spiffe://`` (added
@@ -32,18 +30,16 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from typing import TypeAlias
 
-from envoy.config.core.v3 import address_pb2, base_pb2
+from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_components_pb2
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_components_pb2
-from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
 from envoy.type.matcher.v3 import path_pb2, string_pb2
-from envoy.type.v3 import token_bucket_pb2
 from google.protobuf import wrappers_pb2
 
 from xds_server.model import (
@@ -62,12 +58,11 @@ from xds_server.model import (
     namespace_principal_regex,
 )
 
-from .policy_common import duration, fractional_percent, regex_matcher
+from .policy_common import regex_matcher
 from .resources import pack
 
 HTTP_RBAC_FILTER = "envoy.filters.http.rbac"
 NETWORK_RBAC_FILTER = "envoy.filters.network.rbac"
-LOCAL_RATE_LIMIT_FILTER = "envoy.filters.http.local_ratelimit"
 TCP_STAT_PREFIX = "tcp."  # istiod's, for the network RBAC filters
 ISTIO_DEFAULT_TRUST_DOMAIN = "cluster.local"
 SPIFFE = "spiffe://"
@@ -86,11 +81,19 @@ def http_authz_filters(
     root: str = ROOT_NAMESPACE,
 ) -> list[hcm_pb2.HttpFilter]:
     """The HTTP RBAC filters (DENY, then ALLOW) for `workload`'s HTTP inbound listener."""
-    out = []
-    for action, chosen in _by_action(policies, workload, root):
-        config = http_rbac_pb2.RBAC(rules=rbac(chosen, action, trust_domain, tcp=False))
-        out.append(hcm_pb2.HttpFilter(name=_NAMES[action], typed_config=pack(config)))
-    return out
+    return [
+        hcm_pb2.HttpFilter(name=_NAMES[action], typed_config=pack(config))
+        for action, config in _http_rbac(policies, workload, trust_domain, root)
+    ]
+
+
+def _http_rbac(
+    policies: Iterable[SecurityPolicy], workload: Workload, trust_domain: str, root: str
+) -> list[tuple[AuthzAction, http_rbac_pb2.RBAC]]:
+    return [
+        (action, http_rbac_pb2.RBAC(rules=rbac(chosen, action, trust_domain, tcp=False)))
+        for action, chosen in _by_action(policies, workload, root)
+    ]
 
 
 def _by_action(
@@ -108,10 +111,11 @@ def grpc_server_rbac(
     workload: Workload,
     trust_domain: str,
     root: str = ROOT_NAMESPACE,
-) -> list[hcm_pb2.HttpFilter]:
-    """The HTTP RBAC filters for a proxyless gRPC server (A41): as `http_authz_filters`,
-    which uses nothing gRPC lacks (no metadata, no requested server name)."""
-    return http_authz_filters(policies, workload, trust_domain, root)
+) -> list[http_rbac_pb2.RBAC]:
+    """The HTTP RBAC configs (DENY, then ALLOW) for a proxyless gRPC server (A41; the
+    server listener names the filters): those of `http_authz_filters`, which use nothing
+    gRPC lacks (no metadata, no requested server name)."""
+    return [config for _, config in _http_rbac(policies, workload, trust_domain, root)]
 
 
 def network_authz_filters(
@@ -358,35 +362,3 @@ def _condition_permission(condition: Condition) -> Permission:
             tuple(ValueMatch.istio(v) for v in condition.not_values),
         )
     )
-
-
-# -- local rate limit ---------------------------------------------------------------------
-
-
-def local_rate_limit_filter(
-    requests: int, per_seconds: float = 1.0, burst: int | None = None
-) -> hcm_pb2.HttpFilter:
-    """Envoy's local rate limit: `requests` per `per_seconds` (a token bucket refilled by
-    `requests` tokens every `per_seconds`, holding `burst`, default `requests`); a request
-    over the limit gets 429 and ``x-local-rate-limit: true``. Stats under
-    ``http_local_rate_limiter`` (``.rate_limited`` moves)."""
-    if requests < 1 or (burst is not None and burst < 1) or per_seconds <= 0:
-        raise ValueError("requests and burst must be at least 1, per_seconds positive")
-    full = base_pb2.RuntimeFractionalPercent(default_value=fractional_percent(100))
-    config = local_rate_limit_pb2.LocalRateLimit(
-        stat_prefix="http_local_rate_limiter",
-        token_bucket=token_bucket_pb2.TokenBucket(
-            max_tokens=burst or requests,
-            tokens_per_fill=wrappers_pb2.UInt32Value(value=requests),
-            fill_interval=duration(per_seconds),
-        ),
-        filter_enabled=full,
-        filter_enforced=full,
-        response_headers_to_add=[
-            base_pb2.HeaderValueOption(
-                header=base_pb2.HeaderValue(key="x-local-rate-limit", value="true"),
-                append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
-            )
-        ],
-    )
-    return hcm_pb2.HttpFilter(name=LOCAL_RATE_LIMIT_FILTER, typed_config=pack(config))

@@ -9,7 +9,8 @@ service-intentions) → the policies in force and each object's state. Pure.
 - `security_status(obj)`: one object's state without that memory (what
   `policy_resolve` lists in `xdsctl policies`).
 
-An accepted object is a WARNING while no proxy has an inbound listener to enforce it.
+An accepted object is ACCEPTED: the controller enforces what is in force on sidecars'
+inbound listeners and proxyless gRPC servers' listeners (xds_server.security_policy).
 """
 
 from __future__ import annotations
@@ -20,10 +21,6 @@ from dataclasses import dataclass, field
 from xds_server.model import SECURITY_KINDS, PolicyKey, PolicyObject, SecurityPolicy
 
 from .policy_resolution import PolicyStatus
-
-# Security policy is enforced by a workload's inbound listener (RBAC and mTLS): until a
-# proxy this server configures has one, an accepted object is in force nowhere.
-NOT_ENFORCED = "enforced on sidecar inbound listeners; no proxy has one yet"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +34,9 @@ def security_status(obj: PolicyObject, fallback: SecurityPolicy | None = None) -
     """The status of one security object (`obj.security` set, or `obj.error`); `fallback`:
     its last valid version, served while it is refused."""
     if obj.security is not None and not obj.error:
-        return PolicyStatus(obj.key, obj.origin, "WARNING", (*obj.notices, NOT_ENFORCED))
+        if obj.notices:
+            return PolicyStatus(obj.key, obj.origin, "WARNING", tuple(obj.notices))
+        return PolicyStatus(obj.key, obj.origin, "ACCEPTED", ())
     reasons = [obj.error or "rejected"]
     if fallback is not None:
         reasons.append(f"serving its last valid version ({fallback.origin or obj.origin})")

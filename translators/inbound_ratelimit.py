@@ -39,7 +39,8 @@ def _always(runtime_key: str) -> base_pb2.RuntimeFractionalPercent:
 
 def local_rate_limit_filter(limit: RateLimit, stat_prefix: str) -> hcm_pb2.HttpFilter:
     """The filter enforcing `limit`: `burst` tokens, `requests_per_second` added every
-    second; stats ``<stat_prefix>.http_local_rate_limit.rate_limited``."""
+    second; stats ``<stat_prefix>.http_local_rate_limit.rate_limited``; a limited request
+    gets 429 and ``x-local-rate-limit: true``."""
     config = local_rate_limit_pb2.LocalRateLimit(
         stat_prefix=stat_prefix,
         token_bucket=token_bucket_pb2.TokenBucket(
@@ -49,5 +50,12 @@ def local_rate_limit_filter(limit: RateLimit, stat_prefix: str) -> hcm_pb2.HttpF
         ),
         filter_enabled=_always(ENABLED_KEY),
         filter_enforced=_always(ENFORCED_KEY),
+        # Tells a caller the 429 is the limit's, not the application's.
+        response_headers_to_add=[
+            base_pb2.HeaderValueOption(
+                header=base_pb2.HeaderValue(key="x-local-rate-limit", value="true"),
+                append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+            )
+        ],
     )
     return hcm_pb2.HttpFilter(name=LOCAL_RATE_LIMIT_FILTER, typed_config=rb.pack(config))

@@ -29,6 +29,7 @@ from sources.kube_route_status_writer import RouteStatusWriter
 from sources.kubernetes import KubernetesSource
 from sources.policy_file import PolicyFileError, PolicyFileSource
 from translators import ProxyGroup
+from translators.authz_inbound import SecurityPolicies
 from translators.inbound import InboundPolicy, mesh_mode
 from xds_server import __version__, admin_auth, gc_tuning, secret_rotation
 from xds_server.admin import AdminServer, parse_address
@@ -196,6 +197,7 @@ async def serve(
             return _fail(f"--trust-domain: {exc}")
     cache.group_of = controller.group_of
     controller.inbound = InboundPolicy(mode_of=mesh_mode(settings.mesh_mtls_mode))
+    controller.security = SecurityPolicies(settings.mesh_mtls_mode)
     file_source = None
     if settings.file is not None:
         file_source = FileSource(

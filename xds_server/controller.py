@@ -27,6 +27,7 @@ from envoy.config.core.v3 import base_pb2
 from google.protobuf.message import Message
 
 from translators import ProxyGroup, Skipped
+from translators.authz_inbound import SecurityPolicies, inbound_policy, server_rbac
 from translators.group import Kind
 from translators.grpc_mesh import ProxylessMesh
 from translators.inbound import DEFAULT_INBOUND, InboundPolicy, Instance, find_instance
@@ -38,7 +39,7 @@ from translators.translate import group_resources, scope_keys, sidecar_resources
 from xds_server import metrics, types
 from xds_server.cache import Prepared, SnapshotCache
 from xds_server.catalog import Catalog
-from xds_server.identity.spiffe import SpiffeId, SpiffeIdError
+from xds_server.identity.spiffe import DEFAULT_TRUST_DOMAIN, SpiffeId, SpiffeIdError
 from xds_server.model import (
     Locality,
     Policy,
@@ -135,6 +136,9 @@ class Controller:
         # Proxyless gRPC mTLS clusters and xDS-managed server listeners (A29, A36, A41);
         # `proxyless.rbac_of` is where server-side authorization plugs in.
         self.proxyless: ProxylessMesh[Resource] = ProxylessMesh(_resources, lambda r: r.body)
+        # PeerAuthentication, AuthorizationPolicy and intentions → `inbound` and
+        # `proxyless.rbac_of`, on every change of the policy objects.
+        self.security = SecurityPolicies()
 
     # -- proxy groups -------------------------------------------------------------
 
@@ -214,11 +218,15 @@ class Controller:
         authorization filters): sidecar groups render them again on the next `rebuild`.
         Their functions are opaque, so a change must come through here to be seen."""
         async with self._lock:
-            self.inbound = policy
-            for key, group in self._groups.items():
-                if group.sidecar is not None:
-                    self._outputs.pop(key, None)
-                    self._scopes.pop(key, None)
+            self._set_inbound(policy)
+
+    def _set_inbound(self, policy: InboundPolicy) -> None:
+        self.inbound = policy
+        for key, group in self._groups.items():
+            if group.sidecar is not None:
+                # Outputs are kept per output key, which may not be the group's own.
+                self._outputs.pop(self._output_key(group), None)
+                self._scopes.pop(key, None)
 
     # -- building -----------------------------------------------------------------
 
@@ -299,6 +307,7 @@ class Controller:
                     self._services[key] = service
         if objects is not None:
             self._policy_objects = objects
+            self._enforce_security()
         if services_changed or objects is not None:
             # A service whose policy changed is rebuilt like a changed service.
             dirty = dirty | self._resolve_policies()
@@ -355,7 +364,7 @@ class Controller:
         merged = {**self._accepted, **resolution.accepted}
         self._accepted = {k: v for k, v in merged.items() if k in keys}
         before, self._policies = self._policies, resolution.services
-        self._statuses = grpc_not_applied(resolution, self._view)
+        self._statuses = self.security.statuses_in(grpc_not_applied(resolution, self._view))
         counts: dict[tuple[str, str], int] = {}
         for status in self._statuses:
             kind_state = (status.key.kind, status.state)
@@ -372,6 +381,16 @@ class Controller:
         self._logged_statuses = set(self._statuses)
         after = self._policies
         return {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+
+    def _enforce_security(self) -> None:
+        """Resolve the security objects; when what is in force changed, sidecars' inbound
+        listeners and gRPC servers' listeners are rendered again with it."""
+        secrets = self.cache.secrets
+        trust_domain = secrets.trust_domain if secrets is not None else DEFAULT_TRUST_DOMAIN
+        enforcement = self.security.update(self._policy_objects, trust_domain)
+        if enforcement is not None:
+            self._set_inbound(inbound_policy(enforcement))
+            self.proxyless.rbac_of = server_rbac(enforcement)
 
     def _endpoint_resources(self, key: ServiceKey, locality: Locality | None) -> list[Resource]:
         """A service's ClusterLoadAssignments as a proxy in `locality` gets them."""

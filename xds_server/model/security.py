@@ -215,11 +215,16 @@ def applicable_authz(
 
 
 def mtls_mode(
-    policies: Iterable[SecurityPolicy], workload: Workload, port: int, root: str = ROOT_NAMESPACE
+    policies: Iterable[SecurityPolicy],
+    workload: Workload,
+    port: int,
+    root: str = ROOT_NAMESPACE,
+    default: MtlsMode = DEFAULT_MTLS_MODE,
 ) -> MtlsMode:
     """The mTLS mode of `workload`'s inbound `port`: the most specific level that sets one
-    (port of the workload policy > workload policy > namespace > mesh), else PERMISSIVE.
-    Several policies at one level: the first by name wins (Istio: the oldest)."""
+    (port of the workload policy > workload policy > namespace > mesh), else `default`
+    (PERMISSIVE, Istio's). Several policies at one level: the first by name wins (Istio:
+    the oldest)."""
     mesh: list[PeerAuthentication] = []
     namespace: list[PeerAuthentication] = []
     selected: list[PeerAuthentication] = []
@@ -232,7 +237,7 @@ def mtls_mode(
             mesh.append(p)
         else:
             namespace.append(p)
-    mode: MtlsMode = DEFAULT_MTLS_MODE
+    mode: MtlsMode = default
     for level in (mesh, namespace, selected):
         if not level:
             continue
