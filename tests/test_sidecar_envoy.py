@@ -48,10 +48,15 @@ class Mesh:
 
 
 def registry_doc(
-    backend: int, api_sidecar: int, web_sidecar: int, api_port: dict[str, object]
+    backend: int,
+    api_sidecar: int,
+    web_sidecar: int,
+    api_port: dict[str, object],
+    api_labels: dict[str, str] | None = None,
 ) -> dict[str, object]:
     api: dict[str, object] = {
         "name": "api",
+        "labels": api_labels or {},
         "ports": [api_port],
         "endpoints": [{"address": "127.0.0.1", "port": backend, "sidecar_port": api_sidecar}],
     }
@@ -71,6 +76,7 @@ def start_mesh(
     *server_args: str,
     delta: bool = False,
     tcp: bool = False,
+    api_labels: dict[str, str] | None = None,
 ) -> Mesh:
     """The server, api's backend, both sidecars, live once web reaches api. `tcp`: api
     is a TCP service (web reaches it on its TCP listener, api's port)."""
@@ -78,7 +84,7 @@ def start_mesh(
     api_inbound, web_inbound = free_port(), free_port()
     api_port: dict[str, object] = {"port": free_port(), "protocol": "tcp"} if tcp else {"port": 80}
     registry = tmp_path / "registry.yaml"
-    doc = registry_doc(backend.port, api_inbound, web_inbound, api_port)
+    doc = registry_doc(backend.port, api_inbound, web_inbound, api_port, api_labels)
     registry.write_text(yaml.safe_dump(doc))
     ca_dir = tmp_path / "ca"
     server = xds_server_factory(
@@ -99,7 +105,8 @@ def mesh_of(
     envoy_factory: Callable[..., EnvoyProcess],
     http_backend_factory: Callable[..., HttpBackend],
 ) -> Callable[..., Mesh]:
-    """``mesh_of(*server_args, delta=False, tcp=False)``: `start_mesh` in this test."""
+    """``mesh_of(*server_args, delta=False, tcp=False, api_labels=None)``: `start_mesh`
+    in this test."""
     return functools.partial(
         start_mesh, tmp_path, xds_server_factory, envoy_factory, http_backend_factory
     )
