@@ -1369,10 +1369,10 @@ class ConsulEmulator:
             if not entry_name:
                 raise _HTTPError(405, "method DELETE not allowed")
             done = st.config.delete(kind, entry_name, cas, st.raft)
-            if cas is None:
-                done = {}  # Consul answers an unconditional delete with an empty object
-        if done:
+        if done:  # blocking queries on the kind wake up
             st.touch_config(kind)
+        if name != "config_put" and cas is None:
+            return {}  # Consul answers an unconditional delete with an empty object
         return done
 
     def _agent_register(self, data: dict[str, Any], *, replace_checks: bool) -> None:
