@@ -105,19 +105,26 @@ class Mesh:
         return example("grpc-bootstrap.json", certs, self.xds.xds_port), certs
 
 
-@pytest.fixture
-def mesh(tmp_path: Path, xds_server_factory: Callable[..., XdsServerProcess]) -> Mesh:
+def start_mesh(
+    tmp_path: Path, xds_server_factory: Callable[..., XdsServerProcess], *server_args: str
+) -> Mesh:
     pki = XdsPki(tmp_path / "pki")
     api_port = free_port()
     path = tmp_path / "registry.yaml"
-    path.write_text(registry(api_port, {TLS_MODE_LABEL: "istio"}))
+    path.write_text(registry(api_port, {TLS_MODE_LABEL: "istio", "app": "api"}))
     xds = xds_server_factory(
         *pki.server_args(),
         *("--ca-dir", str(pki.ca_dir)),
         *("--file", str(path), "--file-interval", "0.1"),
+        *server_args,
         insecure=False,
     )
     return Mesh(pki, xds, api_port, pki.client("default", "api"), tmp_path)
+
+
+@pytest.fixture
+def mesh(tmp_path: Path, xds_server_factory: Callable[..., XdsServerProcess]) -> Mesh:
+    return start_mesh(tmp_path, xds_server_factory)
 
 
 def test_mtls_call_and_certificate_file_swap_without_errors(
@@ -209,3 +216,44 @@ def test_server_rbac_denies_another_identity(
             assert set(evil.codes_since(mark)) == {"PERMISSION_DENIED"}
             assert replies(evil) == []
             assert nacks(xds.proxies()) == {}
+
+
+ALLOW = """\
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: api, namespace: default}
+spec:
+  selector: {matchLabels: {app: api}}
+  rules: [{from: [{source: {principals: [cluster.local/ns/default/sa/%s]}}]}]
+"""
+
+
+def test_an_authorization_policy_file_reaches_the_grpc_servers_rbac(
+    tmp_path: Path,
+    xds_server_factory: Callable[..., XdsServerProcess],
+    grpc_xds_client_factory: Callable[..., GrpcXdsClient],
+) -> None:
+    """Through the CLI: an AuthorizationPolicy allowing only web denies the example
+    client (sa/grpc-client) with PERMISSION_DENIED; allowing it instead, edited in the
+    file, lets it through without a restart."""
+    policy = tmp_path / "security.yaml"
+    policy.write_text(ALLOW % "web")
+    mesh = start_mesh(tmp_path, xds_server_factory, "--policy", str(policy))
+    with mesh.server() as server:
+        boot, _ = mesh.client()
+        client = grpc_xds_client_factory(boot, "xds:///api", interval=0.05, env=XDS_CREDENTIALS)
+        wait_for(
+            lambda: client.codes_since(0)["PERMISSION_DENIED"] >= 3,
+            timeout=30,
+            message=lambda: f"{client.codes_since(0)}: {client.log_tail(10)}\n{server.log_tail(5)}",
+        )
+        assert replies(client) == []
+        policy.write_text(ALLOW % "grpc-client")
+        mark = client.mark()
+        wait_for(
+            lambda: replies(client, mark),
+            timeout=30,
+            message=lambda: f"never allowed: {client.codes_since(mark)}",
+        )
+        assert {r["peer"] for r in replies(client, mark)} == {EXAMPLE_CLIENT}
+        assert nacks(mesh.xds.get("/debug/proxies")) == {}
