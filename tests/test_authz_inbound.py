@@ -141,3 +141,13 @@ async def test_the_controller_applies_security_objects_only_when_they_change() -
     ]
     assert refused_status["state"] == "REJECTED"
     assert "serving its last valid version" in refused_status["reasons"][-1]
+
+
+def test_the_root_namespace_is_a_setting() -> None:
+    mesh_wide = "\n".join(line for line in PEER.splitlines() if "Labels" not in line
+                          and "portLevel" not in line).replace("shop", "mesh-root")  # fmt: skip
+    objects = parse_policy_file(mesh_wide % "STRICT", "p.yaml")
+    for root, mode in (("mesh-root", "STRICT"), ("istio-system", "PERMISSIVE")):
+        enforcement = SecurityPolicies(root=root).update(objects, "td")
+        assert enforcement is not None
+        assert inbound_policy(enforcement).mode_of(API, EP) == mode, root

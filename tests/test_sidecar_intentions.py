@@ -38,3 +38,14 @@ def test_9_a_deny_intention_gives_403_and_deleting_it_restores_200(
     assert sum(denied.values()) >= 2, denied
     emu.config_delete("service-intentions", "api")
     wait_for(lambda: mesh.call_api() == 200, timeout=20, message="the intention deleted")
+
+
+def test_consul_default_intention_deny_refuses_callers_no_intention_allows(
+    emu: ConsulEmulator,  # noqa: F811
+    consul_mesh: Callable[..., ConsulSidecars],  # noqa: F811
+) -> None:
+    emu.config_write({**DENY_WEB, "Sources": [{"Name": "web", "Action": "allow"}]})
+    mesh = consul_mesh("--consul-default-intention", "deny")
+    assert mesh.call_api() == 200  # allowed by its intention
+    emu.config_delete("service-intentions", "api")
+    wait_for(lambda: mesh.call_api() == 403, timeout=20, message="the default intention")

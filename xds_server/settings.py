@@ -172,6 +172,12 @@ class Settings(BaseModel):
     consul_watch_rate: float = _setting(
         500.0, "N", "new Consul blocking queries per second when many watches start", gt=0
     )
+    consul_default_intention: Literal["allow", "deny"] = _setting(
+        "allow",
+        "ACTION",
+        "what Consul intentions do with a caller none matches (Consul's ACL default"
+        " policy): allow or deny",
+    )
     kubernetes: bool = _setting(
         False, "", "Kubernetes: watch Services, EndpointSlices, Pod labels and the policy CRDs"
     )
@@ -229,6 +235,12 @@ class Settings(BaseModel):
         "MODE",
         "sidecars' inbound mutual TLS where no PeerAuthentication applies (Istio's modes):"
         " STRICT, PERMISSIVE (TLS and plaintext) or DISABLE",
+    )
+    root_namespace: str = _setting(
+        "istio-system",
+        "NAMESPACE",
+        "the namespace whose PeerAuthentication and AuthorizationPolicy objects apply"
+        " mesh-wide (Istio's meshConfig.rootNamespace)",
     )
     workload_cert_ttl: Duration = _setting(
         86400.0,
