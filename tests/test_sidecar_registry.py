@@ -13,7 +13,7 @@ from google.protobuf import struct_pb2
 from sources.file_schema import FileRegistryError, parse_registry
 from tests.harness.waiting import async_wait_for
 from translators import ProxyGroup, translate
-from translators.group import SidecarOf
+from translators.group_mesh import SidecarOf
 from translators.inbound import InboundPolicy, mesh_mode
 from xds_server import types
 from xds_server.cache import SnapshotCache
