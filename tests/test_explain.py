@@ -406,7 +406,13 @@ def test_route_policy_asks_who_wrote_a_rule_of_a_merged_policy() -> None:
         )
 
     found = route_policy("Service default/web http[1] match[0]", statuses, writer)
-    assert found == {"rule": "Service default/web http[1]", **common, "name": "b", "origin": "b"}
+    assert found == {
+        "rule": "Service default/web http[1]",
+        **common,
+        "name": "b",
+        "origin": "b",
+        "source": None,
+    }
     unknown = route_policy("Service default/web http[0]", statuses, writer)
     assert unknown == {
         "rule": "Service default/web http[0]",

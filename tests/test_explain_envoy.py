@@ -85,6 +85,7 @@ def test_explained_rule_and_subset_are_what_envoy_does(
     assert route["policy"]["rule"] == rule, route
     vs = next(s for s in statuses if s["kind"] == "VirtualService")
     assert (route["policy"]["origin"], route["policy"]["state"]) == (vs["origin"], "ACCEPTED")
+    assert route["policy"]["source"] == "file"  # the registry it came from (a policy file)
     assert [why for nm in doc["not_matched"] for why in nm["why"]] == not_matched
     (cluster,) = doc["clusters"]
     assert (cluster["subset"], cluster["name"]) == (subset, f"web.default:80|{subset}")

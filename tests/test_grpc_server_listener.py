@@ -207,7 +207,7 @@ def test_group_key_carries_identity_and_instance_ips_for_grpc_only() -> None:
     envoy = ProxyGroup.parse(
         node("envoy", NAMESPACE="d", SERVICE_ACCOUNT="s", INSTANCE_IPS="1.2.3.4")
     )
-    assert envoy[0].key == "envoy;ns=d"
+    assert envoy[0].key == "envoy;ns=d;mesh=on"
     with pytest.raises(ValueError, match="identity given twice"):
         ProxyGroup.from_key("grpc;identity;identity")
     with pytest.raises(ValueError, match="invalid instance IPs"):

@@ -15,7 +15,7 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import json_format
 
 from translators import ProxyGroup, translate
-from translators.group import SidecarOf
+from translators.group_mesh import SidecarOf
 from translators.inbound import (
     InboundPolicy,
     Instance,

@@ -13,7 +13,7 @@ from google.protobuf import struct_pb2
 from sources.file_schema import FileRegistryError, parse_registry
 from tests.harness.waiting import async_wait_for
 from translators import ProxyGroup, translate
-from translators.group import SidecarOf
+from translators.group_mesh import SidecarOf
 from translators.inbound import InboundPolicy, mesh_mode
 from xds_server import types
 from xds_server.cache import SnapshotCache
@@ -38,16 +38,17 @@ def test_node_metadata_names_the_instance_and_the_identity() -> None:
     assert warnings == []
     assert group.sidecar == SidecarOf("api.shop", ("10.0.0.4", "10.0.0.5"))
     assert group.mesh is True
-    assert group.key == "envoy;sidecar=api.shop@10.0.0.4,10.0.0.5;mesh=on"
+    assert group.key == "envoy;ns=shop;sidecar=api.shop@10.0.0.4,10.0.0.5;mesh=on"
     assert ProxyGroup.from_key(group.key) == group
     # No identity: a sidecar without mutual TLS; a bare name stays bare without NAMESPACE.
     plain = ProxyGroup.from_node(node(SIDECAR_FOR="api", INSTANCE_IPS="10.0.0.5"))
     assert (plain.sidecar, plain.mesh) == (SidecarOf("api", ("10.0.0.5",)), False)
     # Identity only: a client in the mesh.
-    assert ProxyGroup.from_node(node(**IDENTITY)).key == "envoy;mesh=on"
-    # Proxyless gRPC clients have no sidecar listeners (and no SDS).
+    assert ProxyGroup.from_node(node(**IDENTITY)).key == "envoy;ns=shop;mesh=on"
+    # Proxyless gRPC clients have no sidecar listeners (and no SDS): their identity is
+    # their own key part (certificate providers, translators.grpc_tls), never `mesh`.
     grpc = base_pb2.Node(id="g", user_agent_name="gRPC Python", metadata=node(**IDENTITY).metadata)
-    assert ProxyGroup.from_node(grpc).key == "grpc"
+    assert ProxyGroup.from_node(grpc).key == "grpc;ns=shop;identity"
 
 
 def test_a_sidecar_without_instance_addresses_is_warned_about_and_ignored() -> None:
@@ -124,7 +125,7 @@ async def test_sidecar_groups_follow_their_instance_and_equal_a_fresh_translatio
         cache.group_of(node(SIDECAR_FOR="api.default", INSTANCE_IPS="10.0.0.5")),
         cache.group_of(node(**IDENTITY)),
     ]
-    assert keys[2] == "envoy;mesh=on"
+    assert keys[2] == "envoy;ns=shop;mesh=on"
     await async_wait_for(lambda: all(k in cache.groups() for k in keys), timeout=5)
     rng = random.Random(5)
     for _ in range(25):
@@ -146,7 +147,7 @@ async def test_without_a_ca_no_group_is_in_the_mesh() -> None:
     catalog = Catalog()
     cache = SnapshotCache()
     controller = Controller(catalog, cache)
-    assert controller.group_of(node(**IDENTITY)) == "envoy"
+    assert controller.group_of(node(**IDENTITY)) == "envoy;ns=shop"
 
 
 async def test_an_identity_the_ca_cannot_issue_gets_no_secret_references(
@@ -158,9 +159,9 @@ async def test_an_identity_the_ca_cannot_issue_gets_no_secret_references(
     cache.secrets = pytypes.SimpleNamespace(trust_domain="td")  # type: ignore[assignment]
     controller = Controller(Catalog(), cache)
     bad = node(NAMESPACE="shop", SERVICE_ACCOUNT="Not_A_DNS_Name")
-    assert controller.group_of(bad) == "envoy"
+    assert controller.group_of(bad) == "envoy;ns=shop"
     assert "no mutual TLS with sidecars" in caplog.text
-    assert controller.group_of(node(**IDENTITY)) == "envoy;mesh=on"
+    assert controller.group_of(node(**IDENTITY)) == "envoy;ns=shop;mesh=on"
 
 
 async def test_set_inbound_rerenders_sidecar_listeners_on_the_next_rebuild() -> None:

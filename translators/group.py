@@ -26,7 +26,18 @@ from google.protobuf import json_format, struct_pb2
 
 from xds_server.model import Locality, Service
 
-from .grpc_server import META_INSTANCE_IPS, instance_ips
+from .group_mesh import (
+    META_NAMESPACE,
+    SERVICE_NAME,
+    SidecarOf,
+    check_grpc_server,
+    grpc_server_fields,
+    grpc_server_key,
+    mesh_from_key,
+    mesh_from_node,
+    mesh_key_parts,
+    pop_identity,
+)
 from .names import service_id
 
 Kind = Literal["envoy", "grpc"]
@@ -36,22 +47,10 @@ DEFAULT_HTTP_LISTENER_PORT = 10000
 # Node metadata keys a proxy may set.
 META_DEPENDENCIES = "dependencies"
 META_HTTP_LISTENER_PORT = "http_listener_port"
-# The identity a proxy claims (Istio's keys; xds_server.identity checks them): its
-# workload's namespace and service account.
-META_NAMESPACE = "NAMESPACE"
-META_SERVICE_ACCOUNT = "SERVICE_ACCOUNT"
 # Istio's proxyless bootstrap marks the node with GENERATOR: grpc (istiod picks its gRPC
 # generator from it); grpc-java and grpc-go send their own user agent name besides.
 META_GENERATOR = "GENERATOR"
 
-# A sidecar names the service instance it fronts (translators.inbound): the service
-# (name or name.namespace, Consul's `-sidecar-for`) and the instance's addresses
-# (META_INSTANCE_IPS: Istio's INSTANCE_IPS, comma-separated; an xDS-managed gRPC server
-# names its own the same way).
-META_SIDECAR_FOR = "SIDECAR_FOR"
-
-# A dependency is a service name, name.namespace or hostname: no separators of the key.
-_DEPENDENCY = re.compile(r"[^\s,;=]+")
 # A locality part (region, zone, subzone): nothing that separates parts of the key.
 _LOCALITY_PART = re.compile(r"[^\s,;=/]*")
 
@@ -94,7 +93,7 @@ class ProxyGroup:
             object.__setattr__(self, "http_listener_port", DEFAULT_HTTP_LISTENER_PORT)
         if self.dependencies is not None:
             deps = frozenset(self.dependencies)
-            bad = sorted(d for d in deps if not _DEPENDENCY.fullmatch(d))
+            bad = sorted(d for d in deps if not SERVICE_NAME.fullmatch(d))
             if bad:
                 raise ValueError(f"invalid dependency names (empty, or with , ; = or space): {bad}")
             object.__setattr__(self, "dependencies", deps)
@@ -108,7 +107,7 @@ class ProxyGroup:
             raise ValueError(f"invalid namespace (no space , ; = or /): {self.namespace!r}")
         if self.namespace == "":
             object.__setattr__(self, "namespace", None)
-        _check_grpc_server(self)
+        check_grpc_server(self)
 
     # ---------------------------------------------------------------- key
 
@@ -124,8 +123,8 @@ class ProxyGroup:
             parts.append(f"locality={loc.region}/{loc.zone}/{loc.subzone}")
         if self.namespace is not None:
             parts.append(f"ns={self.namespace}")
-        parts += _grpc_server_key(self)
-        parts += _mesh_key_parts(self.sidecar, self.mesh)
+        parts += grpc_server_key(self)
+        parts += mesh_key_parts(self.sidecar, self.mesh)
         return ";".join(parts)
 
     def __str__(self) -> str:
@@ -141,7 +140,7 @@ class ProxyGroup:
                 f"bad proxy group key {key!r}: must start with one of {', '.join(KINDS)}"
             )
         values: dict[str, str] = {}
-        identity, options = _pop_identity(key, options)
+        identity, options = pop_identity(key, options)
         for option in options:
             name, sep, value = option.partition("=")
             if not sep or name not in ("deps", "port", "locality", "ns", "ips", "sidecar", "mesh"):
@@ -176,7 +175,7 @@ class ProxyGroup:
             locality = Locality(*parts)
         ips = frozenset(i for i in values.get("ips", "").split(",") if i)
         try:
-            sidecar, mesh = _mesh_from_key(values)
+            sidecar, mesh = mesh_from_key(values)
             return cls(kind, deps, port, locality, values.get("ns"), identity, ips, sidecar, mesh)
         except ValueError as exc:
             raise ValueError(f"bad proxy group key {key!r}: {exc}") from None
@@ -214,8 +213,8 @@ class ProxyGroup:
             warnings.append(f"node locality {parts} has a space , ; = or /; ignored")
             locality = None
         namespace = _namespace(fields.get(META_NAMESPACE), warnings)
-        identity, ips = _grpc_server_fields(kind, fields, warnings)
-        sidecar, mesh = _mesh_from_node(kind, fields, warnings)
+        identity, ips = grpc_server_fields(kind, fields, warnings)
+        sidecar, mesh = mesh_from_node(kind, fields, warnings)
         return cls(kind, deps, port, locality, namespace, identity, ips, sidecar, mesh), warnings
 
     @classmethod
@@ -277,7 +276,7 @@ def _dependencies(value: struct_pb2.Value, warnings: list[str]) -> frozenset[str
             name = name.strip()
             if not name:
                 continue
-            if _DEPENDENCY.fullmatch(name):
+            if SERVICE_NAME.fullmatch(name):
                 deps.add(name)
             else:
                 warnings.append(
@@ -314,123 +313,3 @@ def _port(value: struct_pb2.Value, default: int, warnings: list[str]) -> int:
         f"(1-65535); using {default}"
     )
     return default
-
-
-# ---------------------------------------------------------------- gRPC identity and server
-
-
-def _grpc_server_fields(
-    kind: Kind, fields: Mapping[str, struct_pb2.Value], warnings: list[str]
-) -> tuple[bool, frozenset[str]]:
-    """gRPC nodes: whether metadata NAMESPACE and SERVICE_ACCOUNT name an identity, and
-    the IPs in INSTANCE_IPS (Istio's keys)."""
-    if kind != "grpc":
-        return False, frozenset()
-    identity = all(
-        k in fields and fields[k].string_value.strip()
-        for k in (META_NAMESPACE, META_SERVICE_ACCOUNT)
-    )
-    ips: frozenset[str] = frozenset()
-    if META_INSTANCE_IPS in fields:
-        ips, bad = instance_ips(fields[META_INSTANCE_IPS].string_value)
-        if bad:
-            warnings.append(f"node metadata {META_INSTANCE_IPS}: not IPs, ignored: {bad}")
-    return identity, ips
-
-
-def _check_grpc_server(group: ProxyGroup) -> None:
-    if group.kind != "grpc":
-        object.__setattr__(group, "identity", False)
-        object.__setattr__(group, "instance_ips", frozenset())
-        return
-    ips, bad = instance_ips(",".join(group.instance_ips))
-    if bad:
-        raise ValueError(f"invalid instance IPs: {bad}")
-    object.__setattr__(group, "instance_ips", ips)
-
-
-def _grpc_server_key(group: ProxyGroup) -> list[str]:
-    parts = ["identity"] if group.identity else []
-    if group.instance_ips:
-        parts.append("ips=" + ",".join(sorted(group.instance_ips)))
-    return parts
-
-
-def _pop_identity(key: str, options: list[str]) -> tuple[bool, list[str]]:
-    rest = [o for o in options if o != "identity"]
-    if len(options) - len(rest) > 1:
-        raise ValueError(f"bad proxy group key {key!r}: identity given twice")
-    return len(rest) != len(options), rest
-
-
-# ---------------------------------------------------------------- sidecars (the mesh)
-
-
-@dataclass(frozen=True, slots=True)
-class SidecarOf:
-    """The instance a sidecar proxy fronts: its service (name or ``name.namespace``) and
-    the instance's addresses."""
-
-    service: str
-    ips: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        if not _DEPENDENCY.fullmatch(self.service) or "@" in self.service:
-            raise ValueError(f"invalid sidecar service name {self.service!r}")
-        if not self.ips or not all(_SIDECAR_IP.fullmatch(ip) for ip in self.ips):
-            raise ValueError(f"invalid sidecar instance addresses {self.ips!r}")
-
-
-_SIDECAR_IP = re.compile(r"[0-9A-Fa-f.:]+")
-
-
-def _mesh_key_parts(sidecar: SidecarOf | None, mesh: bool) -> list[str]:
-    parts = []
-    if sidecar is not None:
-        parts.append(f"sidecar={sidecar.service}@{','.join(sidecar.ips)}")
-    if mesh:
-        parts.append("mesh=on")
-    return parts
-
-
-def _mesh_from_key(values: Mapping[str, str]) -> tuple[SidecarOf | None, bool]:
-    sidecar = None
-    if "sidecar" in values:
-        service, sep, ips = values["sidecar"].partition("@")
-        if not sep:
-            raise ValueError("sidecar is <service>@<ip,...>")
-        sidecar = SidecarOf(service, tuple(ips.split(",")))
-    mesh = values.get("mesh", "off")
-    if mesh not in ("on", "off"):
-        raise ValueError(f"mesh is on or off, got {mesh!r}")
-    return sidecar, mesh == "on"
-
-
-def _string(fields: Mapping[str, struct_pb2.Value], key: str) -> str:
-    value = fields.get(key)
-    return value.string_value.strip() if value is not None else ""
-
-
-def _mesh_from_node(
-    kind: Kind, fields: Mapping[str, struct_pb2.Value], warnings: list[str]
-) -> tuple[SidecarOf | None, bool]:
-    """An Envoy's sidecar instance (SIDECAR_FOR + INSTANCE_IPS) and whether it claims an
-    identity (NAMESPACE + SERVICE_ACCOUNT). A bare service name is taken in the node's
-    NAMESPACE."""
-    if kind != "envoy":
-        return None, False
-    namespace = _string(fields, META_NAMESPACE)
-    mesh = bool(namespace and _string(fields, META_SERVICE_ACCOUNT))
-    service = _string(fields, META_SIDECAR_FOR)
-    if not service:
-        return None, mesh
-    if "." not in service and namespace:
-        service = f"{service}.{namespace}"
-    ips = tuple(sorted({ip.strip() for ip in _string(fields, META_INSTANCE_IPS).split(",")} - {""}))
-    try:
-        return SidecarOf(service, ips), mesh
-    except ValueError as exc:
-        warnings.append(
-            f"node metadata {META_SIDECAR_FOR}/{META_INSTANCE_IPS}: {exc}; no inbound listener"
-        )
-        return None, mesh

@@ -41,7 +41,7 @@ from google.protobuf import duration_pb2
 from xds_server.model import Endpoint, Port, Service, ServiceEntry, ServiceKey
 
 from . import resources as rb
-from .group import SidecarOf
+from .group_mesh import SidecarOf
 from .inbound_ratelimit import local_rate_limit_filter
 from .mesh_tls import downstream_transport_socket
 from .names import service_id

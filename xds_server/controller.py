@@ -262,9 +262,12 @@ class Controller:
                 self._last_used[key] = now
             elif now - self._last_used.get(key, now) > self.group_idle:
                 log.info("forgetting proxy group %s: no proxy for %.0fs", key, self.group_idle)
-                del self._groups[key]
+                shared = self._output_key(self._groups.pop(key))
                 self._last_used.pop(key, None)
-                self._outputs.pop(key, None)
+                # Outputs are kept per output key, which groups differing only by their
+                # namespace share: dropped with the last group using it.
+                if all(self._output_key(g) != shared for g in self._groups.values()):
+                    self._outputs.pop(shared, None)
                 self._scopes.pop(key, None)
                 self.proxyless.forget(key)
                 with contextlib.suppress(KeyError):  # never built

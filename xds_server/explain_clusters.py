@@ -193,5 +193,5 @@ def destination_policies(
 
 
 def _policy_ref(status: Mapping[str, Any]) -> dict[str, Any]:
-    keys = ("kind", "namespace", "name", "origin", "state")
+    keys = ("kind", "namespace", "name", "origin", "state", "source")
     return {k: status.get(k) for k in keys}

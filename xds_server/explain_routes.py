@@ -106,7 +106,8 @@ def route_action(
 def route_policy(
     name: str, statuses: Sequence[Mapping[str, Any]], writer: RuleWriter = lambda s, i: None
 ) -> dict[str, Any] | None:
-    """The policy object whose rule made route `name`, with its origin and state; None
+    """The policy object whose rule made route `name`, with its origin, state and
+    registry (`source`: kubernetes, consul, file); None
     for a route no policy made (a service's `default` route).
 
     A route merged from several objects (Gateway API routes attached to one Service) is
@@ -132,5 +133,5 @@ def route_policy(
             best = s
     if best is None:
         return {"rule": rule, "note": "no policy object of this name is known now"}
-    keys = ("kind", "namespace", "name", "origin", "state")
+    keys = ("kind", "namespace", "name", "origin", "state", "source")
     return {"rule": rule, **{k: best.get(k) for k in keys}}

@@ -13,7 +13,14 @@ def _policy(p: Mapping[str, Any] | None) -> str:
         return "none (the service's default route)"
     if "kind" not in p:
         return f"{p.get('rule')} ({p.get('note')})"
-    return f"{p.get('rule')}  [{p.get('state')}, from {p.get('origin')}]"
+    return f"{p.get('rule')}  [{p.get('state')}, from {_where(p)}]"
+
+
+def _where(p: Mapping[str, Any]) -> str:
+    """Where a policy object was read: its origin, and its registry when that is not
+    already what the origin says (kubernetes:ns/name, consul:...)."""
+    origin, source = str(p.get("origin") or ""), str(p.get("source") or "")
+    return origin if not source or origin.startswith(source) else f"{origin} ({source})"
 
 
 def _cluster_lines(c: Mapping[str, Any], indent: str, weighted: bool) -> list[str]:
@@ -37,7 +44,7 @@ def _cluster_lines(c: Mapping[str, Any], indent: str, weighted: bool) -> list[st
     if dp:
         lines.append(
             f"{indent}  policy {dp.get('kind')} {dp.get('namespace')}/{dp.get('name')}"
-            f"  [{dp.get('state')}, from {dp.get('origin')}]"
+            f"  [{dp.get('state')}, from {_where(dp)}]"
         )
     for m in c.get("members", []):
         lines += _cluster_lines(m, indent + "  ", False)
