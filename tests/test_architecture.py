@@ -6,9 +6,9 @@
 - `sources` and `translators` import the model and the shared leaves, never each
   other and never the serving core;
 - the serving core (every other `xds_server` module) imports neither sources nor
-  translators: only the composition root (`xds_server.cli`, `xds_server.controller`,
-  and `xds_server.__main__` that runs the CLI) knows them, and nothing imports the
-  root but the root.
+  translators: only the composition root (`xds_server.cli`, `xds_server.controller`
+  with its `controller_policy`, and `xds_server.__main__` that runs the CLI) knows
+  them, and nothing imports the root but the root.
 
 Every import counts, also one inside a function or under `TYPE_CHECKING`: it is a
 dependency all the same.
@@ -27,7 +27,14 @@ PACKAGES = ("xds_server", "sources", "translators")
 SHARED = frozenset(
     {"xds_server", "xds_server.types", "xds_server.validation", "xds_server.metrics"}
 )
-ROOT_MODULES = frozenset({"xds_server.cli", "xds_server.controller", "xds_server.__main__"})
+ROOT_MODULES = frozenset(
+    {
+        "xds_server.cli",
+        "xds_server.controller",
+        "xds_server.controller_policy",
+        "xds_server.__main__",
+    }
+)
 MAY_IMPORT = {
     "model": {"model"},
     "shared": {"model", "shared"},

@@ -197,7 +197,7 @@ async def serve(
             return _fail(f"--trust-domain: {exc}")
     cache.group_of = controller.group_of
     controller.inbound = InboundPolicy(mode_of=mesh_mode(settings.mesh_mtls_mode))
-    controller.security = SecurityPolicies(settings.mesh_mtls_mode, settings.root_namespace)
+    controller.policy.security = SecurityPolicies(settings.mesh_mtls_mode, settings.root_namespace)
     file_source = None
     if settings.file is not None:
         file_source = FileSource(

@@ -6,8 +6,10 @@ only what it touches: an endpoint change re-encodes just that service's
 ClusterLoadAssignments, and listeners and routes are rebuilt only when the set of
 services (not their endpoints) a group sees, or the policy that applies to them, has
 changed. Policy objects are resolved against the catalog whenever either changes
-(translators.policy_resolve); an object that stops resolving keeps its last accepted
-version in force. Building runs in a worker
+(xds_server.controller_policy); an object that stops resolving keeps its last accepted
+version in force. The security objects in force become the hooks of sidecars' inbound
+listeners and gRPC servers' RBAC (translators.authz_inbound), installed only when they
+change. Building runs in a worker
 thread so ACKs and new streams keep flowing on the event loop (DESIGN §5); the
 snapshots are then installed on the loop, where the sessions live.
 """
@@ -17,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import itertools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,23 +28,21 @@ from envoy.config.core.v3 import base_pb2
 from google.protobuf.message import Message
 
 from translators import ProxyGroup, Skipped
-from translators.authz_inbound import SecurityPolicies, inbound_policy, server_rbac
+from translators.authz_inbound import inbound_policy, server_rbac
 from translators.group import Kind
 from translators.grpc_mesh import ProxylessMesh
 from translators.inbound import DEFAULT_INBOUND, InboundPolicy, Instance, find_instance
 from translators.policy_resolution import policies_for
-from translators.policy_resolve import PolicyStatus, ServicePolicy, resolve_policies
-from translators.policy_status import grpc_not_applied, subset_warnings
+from translators.policy_resolve import ServicePolicy
 from translators.services import service_clusters, service_load_assignments, uses_locality
 from translators.translate import group_resources, scope_keys, sidecar_resources
 from xds_server import metrics, types
 from xds_server.cache import Prepared, SnapshotCache
 from xds_server.catalog import Catalog
+from xds_server.controller_policy import PolicyState
 from xds_server.identity.spiffe import DEFAULT_TRUST_DOMAIN, SpiffeId, SpiffeIdError
 from xds_server.model import (
     Locality,
-    Policy,
-    PolicyKey,
     PolicyObject,
     Service,
     ServiceEntry,
@@ -115,12 +114,8 @@ class Controller:
             tuple[ServiceKey, Locality],
             tuple[tuple[ServiceEntry, ServicePolicy | None], list[Resource]],
         ] = {}
-        self._policy_objects: tuple[PolicyObject, ...] = ()
-        self._accepted: dict[PolicyKey, Policy] = {}
-        self._policies: dict[ServiceKey, ServicePolicy] = {}
-        # Per caller namespace, what its consumer routes change (Resolution.consumers).
-        self._consumers: dict[str, dict[ServiceKey, ServicePolicy]] = {}
-        self._statuses: list[PolicyStatus] = []
+        # The policy objects, what is in force, their statuses (controller_policy).
+        self.policy = PolicyState()
         self._outputs: dict[str, _GroupOutput] = {}
         # Bumped when a service (not just its endpoints) appears, changes or goes: until
         # then every group's scope, clusters, listeners and routes stay as built, and an
@@ -128,17 +123,12 @@ class Controller:
         self._generation = 0
         self._scopes: dict[str, tuple[int, list[ServiceKey]]] = {}
         self._skipped_logged: set[Skipped] = set()
-        self._logged_statuses: set[PolicyStatus] = set()
-        self._policy_kinds: set[str] = {"VirtualService", "DestinationRule"}
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self.builds = 0
         # Proxyless gRPC mTLS clusters and xDS-managed server listeners (A29, A36, A41);
         # `proxyless.rbac_of` is where server-side authorization plugs in.
         self.proxyless: ProxylessMesh[Resource] = ProxylessMesh(_resources, lambda r: r.body)
-        # PeerAuthentication, AuthorizationPolicy and intentions → `inbound` and
-        # `proxyless.rbac_of`, on every change of the policy objects.
-        self.security = SecurityPolicies()
 
     # -- proxy groups -------------------------------------------------------------
 
@@ -179,39 +169,18 @@ class Controller:
     def policy_statuses(self) -> list[dict[str, object]]:
         """Every policy object's status, with warnings about subsets that select no
         endpoints now (for `/debug/policies` and `xdsctl policies`)."""
-        extra = subset_warnings(self._policies, self._view)
-        out = []
-        for status in self._statuses:
-            doc = status.as_dict()
-            more = extra.get(status.key, [])
-            if more:
-                doc["reasons"] = [*status.reasons, *more]
-                if doc["state"] == "ACCEPTED":
-                    doc["state"] = "WARNING"
-            out.append(doc)
-        return out
+        return self.policy.status_docs(self._view)
 
     def subset_labels(self, service: str, subset: str) -> dict[str, str] | None:
         """The labels subset `subset` of `service` (``name.namespace``) selects, from the
         DestinationRule in force (for `/debug/explain`); None when none defines it."""
-        for key, policy in self._policies.items():
-            if str(key) == service and policy.destination is not None:
-                found = policy.destination.subset(subset)
-                return dict(found.labels) if found is not None else None
-        return None
+        return self.policy.subset_labels(service, subset)
 
     def rule_writer(self, subject: str, index: int) -> tuple[str, str, str] | None:
         """(kind, namespace, name) of the object that wrote rule `index` of the routing
         policy `subject` when that policy merges several (Gateway API routes attached to
         one Service), for `/debug/explain`; None otherwise."""
-        consumers = (p for policies in self._consumers.values() for p in policies.values())
-        for policy in itertools.chain(self._policies.values(), consumers):
-            routing = policy.routing
-            if routing is None or str(routing.key) != subject or index >= len(routing.http):
-                continue
-            key = routing.http[index].route
-            return (key.kind, key.namespace, key.name) if key is not None else None
-        return None
+        return self.policy.rule_writer(subject, index)
 
     async def set_inbound(self, policy: InboundPolicy) -> None:
         """Replace what decides inbound listeners (PeerAuthentication modes, the
@@ -309,7 +278,7 @@ class Controller:
                 else:
                     self._services[key] = service
         if objects is not None:
-            self._policy_objects = objects
+            self.policy.objects = objects
             self._enforce_security()
         if services_changed or objects is not None:
             # A service whose policy changed is rebuilt like a changed service.
@@ -322,7 +291,7 @@ class Controller:
                 for local in [k for k in self._local_endpoints if k[0] == key]:
                     del self._local_endpoints[local]
                 continue
-            policy = self._policies.get(key)
+            policy = self.policy.services.get(key)
             held = self._clusters.get(key)
             if held is None or held[0] != (entry.service, policy):
                 self._clusters[key] = ((entry.service, policy), {})
@@ -356,41 +325,17 @@ class Controller:
 
     def _resolve_policies(self) -> set[ServiceKey]:
         """Resolve the policy objects against the view; the services whose policy changed."""
-        resolution = resolve_policies(
-            self._view, self._policy_objects, self._accepted, self.catalog.registries()
-        )
-        if resolution.consumers != self._consumers:
-            self._consumers = resolution.consumers
+        changed, consumers_changed = self.policy.resolve(self._view, self.catalog.registries())
+        if consumers_changed:
             self._generation += 1  # every group's scope and routes are looked at again
-        keys = {o.key for o in self._policy_objects}
-        # A version accepted once stays the fallback while its object exists.
-        merged = {**self._accepted, **resolution.accepted}
-        self._accepted = {k: v for k, v in merged.items() if k in keys}
-        before, self._policies = self._policies, resolution.services
-        self._statuses = self.security.statuses_in(grpc_not_applied(resolution, self._view))
-        counts: dict[tuple[str, str], int] = {}
-        for status in self._statuses:
-            kind_state = (status.key.kind, status.state)
-            counts[kind_state] = counts.get(kind_state, 0) + 1
-        # Every kind seen so far keeps its series (at 0 once its last object is gone).
-        self._policy_kinds |= {kind for kind, _ in counts}
-        for kind in sorted(self._policy_kinds):
-            for state in ("ACCEPTED", "WARNING", "REJECTED", "SHADOWED"):
-                metrics.POLICY_OBJECTS.labels(kind, state).set(counts.get((kind, state), 0))
-        for status in self._statuses:
-            if status.state == "REJECTED" and status not in self._logged_statuses:
-                reasons = "; ".join(status.reasons)
-                log.warning("policy %s (%s) rejected: %s", status.key, status.origin, reasons)
-        self._logged_statuses = set(self._statuses)
-        after = self._policies
-        return {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+        return changed
 
     def _enforce_security(self) -> None:
         """Resolve the security objects; when what is in force changed, sidecars' inbound
         listeners and gRPC servers' listeners are rendered again with it."""
         secrets = self.cache.secrets
         trust_domain = secrets.trust_domain if secrets is not None else DEFAULT_TRUST_DOMAIN
-        enforcement = self.security.update(self._policy_objects, trust_domain)
+        enforcement = self.policy.security.update(self.policy.objects, trust_domain)
         if enforcement is not None:
             self._set_inbound(inbound_policy(enforcement))
             self.proxyless.rbac_of = server_rbac(enforcement)
@@ -463,10 +408,10 @@ class Controller:
 
     def _policies_of(self, group: ProxyGroup) -> Mapping[ServiceKey, ServicePolicy]:
         """The policy the group's proxies get: their namespace's consumer routes' first."""
-        return policies_for(self._policies, self._consumers, group.namespace)
+        return policies_for(self.policy.services, self.policy.consumers, group.namespace)
 
     def _output_key(self, group: ProxyGroup) -> str:
-        if group.namespace is None or group.namespace in self._consumers:
+        if group.namespace is None or group.namespace in self.policy.consumers:
             return group.key
         return replace(group, namespace=None).key
 
@@ -555,4 +500,4 @@ class Controller:
         if not group.instance_ips:
             return None
         tls = self._proxyless_trust_domain(group) is not None
-        return self.proxyless.server_listeners(key, group, self._view, self._policy_objects, tls)
+        return self.proxyless.server_listeners(key, group, self._view, self.policy.objects, tls)
