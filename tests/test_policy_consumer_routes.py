@@ -164,7 +164,7 @@ async def test_only_proxies_of_the_consumer_namespace_get_its_route(
     for group in (other, bare):
         assert {V1, V2} <= route_refs(cache, group), group
     # Its routes are named after it, and explain finds who wrote them.
-    consumer = ctl._consumers["client"][WEB].routing
+    consumer = ctl.policy.consumers["client"][WEB].routing
     assert consumer is not None
     assert str(consumer.key) == "Service shop/web (callers in client)"
     assert ctl.rule_writer(str(consumer.key), 0) == ("HTTPRoute", "client", "mine")
