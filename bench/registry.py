@@ -45,6 +45,7 @@ No thresholds are enforced.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import sys
@@ -191,6 +192,9 @@ class Registry:
 # -- one mode -----------------------------------------------------------------------------
 
 
+MESH_IDENTITY = {"NAMESPACE": "bench", "SERVICE_ACCOUNT": "sim"}
+
+
 @dataclass
 class Options(common.RunOptions):
     services: int
@@ -201,6 +205,7 @@ class Options(common.RunOptions):
     file_interval: float
     py_spy: str | None
     py_spy_format: str
+    mesh_identity: bool
 
 
 def _updates_by_type(updates: list[dict[str, Any]], start: float, end: float) -> dict[str, int]:
@@ -219,7 +224,11 @@ def run_mode(mode: str, o: Options) -> dict[str, Any]:
             "file_bytes": path.stat().st_size,
             "parse_registry_s_in_bench_process": round(reg.parse_all(), 3),
         }
-        server = run.start_server(["--file", str(path), "--file-interval", str(o.file_interval)])
+        args = ["--file", str(path), "--file-interval", str(o.file_interval)]
+        if o.mesh_identity:  # the CA on, and every proxy a workload with an identity
+            args += ["--ca-dir", str(Path(tmp) / "ca")]
+            os.environ["XDS_BENCH_NODE_METADATA"] = json.dumps(MESH_IDENTITY)
+        server = run.start_server(args)
         ready_s = server.wait_ready(o.timeout)
         w = run.start_workers(server.xds_port)
         spy = None
@@ -387,6 +396,12 @@ def main(argv: list[str] | None = None) -> int:
         common.file_edit_options(p)
         p.add_argument(
             "--py-spy", metavar="PREFIX", help="py-spy record the server during the edits"
+        )
+        p.add_argument(
+            "--mesh-identity",
+            action="store_true",
+            help="start the server with its CA (--ca-dir) and give every proxy an identity"
+            " (node metadata NAMESPACE, SERVICE_ACCOUNT): mesh clusters with SDS references",
         )
         p.add_argument(
             "--py-spy-format", choices=("flamegraph", "raw", "speedscope"), default="raw"

@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import signal
 import time
@@ -65,6 +66,10 @@ from google.protobuf import any_pb2
 
 from bench import fixtures
 from xds_server import types
+
+# Node metadata every simulated proxy sends (JSON object; e.g. NAMESPACE and
+# SERVICE_ACCOUNT, so the server treats them as workloads with identities).
+NODE_METADATA: dict[str, Any] = json.loads(os.environ.get("XDS_BENCH_NODE_METADATA") or "{}")
 
 SOTW_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 DELTA_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
@@ -331,6 +336,8 @@ class SimProxy:
 
     def __init__(self, node_id: str, delta: bool, late: bool, outbox: Outbox):
         self.node = base_pb2.Node(id=node_id, cluster=fixtures.GROUP, user_agent_name="envoy-sim")
+        if NODE_METADATA:
+            self.node.metadata.update(NODE_METADATA)
         self.delta = delta
         self.outbox = outbox
         self.result = ProxyResult(node_id=node_id, late=late, start=0.0)
