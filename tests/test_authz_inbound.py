@@ -66,10 +66,10 @@ def test_mode_of_follows_peer_authentication_per_endpoint_and_port_else_the_defa
 
 def test_authorization_by_labels_and_by_consul_service() -> None:
     allow = inbound_policy(Enforcement(policies(ALLOW_WEB), "td"))  # type: ignore[arg-type]
-    (http,) = allow.http_authz(API, API.ports[0])
+    (http,) = allow.http_authz(API, EP, API.ports[0])
     assert http.name == "envoy.filters.http.rbac.allow"
-    assert allow.http_authz(Service("web", "shop", ports=API.ports), API.ports[0]) == []
-    assert [f.name for f in allow.tcp_authz(API, Port("tcp", 5432, "tcp"))] == [
+    assert allow.http_authz(Service("web", "shop", ports=API.ports), EP, API.ports[0]) == []
+    assert [f.name for f in allow.tcp_authz(API, EP, Port("tcp", 5432, "tcp"))] == [
         "envoy.filters.network.rbac"
     ]
     # A Consul intention selects by service name, whatever the labels.
@@ -78,10 +78,24 @@ def test_authorization_by_labels_and_by_consul_service() -> None:
     (obj,) = compile_intentions([deny_web])
     assert obj.security is not None
     consul = inbound_policy(Enforcement((obj.security,), "td"))
-    assert [f.name for f in consul.http_authz(Service("api", "shop"), API.ports[0])] == [
+    assert [f.name for f in consul.http_authz(Service("api", "shop"), EP, API.ports[0])] == [
         "envoy.filters.http.rbac.deny"
     ]
-    assert consul.http_authz(Service("db", "shop"), API.ports[0]) == []
+    assert consul.http_authz(Service("db", "shop"), EP, API.ports[0]) == []
+
+
+def test_authorization_selects_the_instance_by_its_own_labels() -> None:
+    """As Istio's selector matches a pod's labels: a policy for `version: v1` applies to
+    the sidecar of a v1 instance, not to a v2 instance of the same service."""
+    v1_only = inbound_policy(
+        Enforcement(policies(ALLOW_WEB.replace("app: api", "version: v1")), "td")  # type: ignore[arg-type]
+    )
+    assert [f.name for f in v1_only.http_authz(API, EP, API.ports[0])] == [
+        "envoy.filters.http.rbac.allow"
+    ]
+    v2 = Endpoint("10.0.0.6", 8080, "http", labels=(("version", "v2"),), sidecar=Sidecar(15006))
+    assert v1_only.http_authz(API, v2, API.ports[0]) == []
+    assert v1_only.tcp_authz(API, v2, Port("tcp", 5432, "tcp")) == []
 
 
 def test_server_rbac_is_the_workloads_allow_policy() -> None:

@@ -152,7 +152,7 @@ def test_consul_local_service_address_is_where_the_sidecar_forwards() -> None:
 def test_rate_limit_and_authorization_filters_come_before_the_router() -> None:
     limited = Service("api", ports=API.ports, rate_limit=RateLimit(5, 10))
     rbac = hcm_pb2.HttpFilter(name="envoy.filters.http.rbac")
-    policy = InboundPolicy(http_authz=lambda service, port: [rbac])
+    policy = InboundPolicy(http_authz=lambda service, endpoint, port: [rbac])
     listener, _ = render(service=limited, policy=policy)
     for chain in listener.filter_chains:  # the same filters on the TLS and plaintext chains
         hcm = hcm_of(chain)
@@ -175,7 +175,7 @@ def test_rate_limit_and_authorization_filters_come_before_the_router() -> None:
 def test_tcp_inbound_is_a_tcp_proxy_behind_the_network_authorization_filters() -> None:
     ep = Endpoint("10.0.0.6", 5432, "tcp", sidecar=Sidecar(15432))
     rbac = listener_components_pb2.Filter(name="envoy.filters.network.rbac")
-    policy = InboundPolicy(mode_of=mesh_mode("STRICT"), tcp_authz=lambda service, port: [rbac])
+    policy = InboundPolicy(mode_of=mesh_mode("STRICT"), tcp_authz=lambda s, e, p: [rbac])
     listener, cluster = render(service=DB, endpoint=ep, policy=policy)
     filters = listener.filter_chains[0].filters
     assert [f.name for f in filters] == [

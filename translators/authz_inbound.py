@@ -81,11 +81,15 @@ def inbound_policy(e: Enforcement) -> InboundPolicy:
         mode = mtls_mode(e.policies, workload, endpoint.port, e.root, e.default_mode)
         return e.default_mode if mode == "UNSET" else mode
 
-    def http_authz(service: Service, port: Port) -> list[hcm_pb2.HttpFilter]:
-        return http_authz_filters(e.policies, workload_of(service), e.trust_domain, e.root)
+    def http_authz(service: Service, endpoint: Endpoint, port: Port) -> list[hcm_pb2.HttpFilter]:
+        workload = workload_of(service, endpoint)
+        return http_authz_filters(e.policies, workload, e.trust_domain, e.root)
 
-    def tcp_authz(service: Service, port: Port) -> list[listener_components_pb2.Filter]:
-        return network_authz_filters(e.policies, workload_of(service), e.trust_domain, e.root)
+    def tcp_authz(
+        service: Service, endpoint: Endpoint, port: Port
+    ) -> list[listener_components_pb2.Filter]:
+        workload = workload_of(service, endpoint)
+        return network_authz_filters(e.policies, workload, e.trust_domain, e.root)
 
     return InboundPolicy(mode_of, http_authz, tcp_authz)
 

@@ -61,17 +61,20 @@ TCP_PROXY_FILTER: Final = "envoy.filters.network.tcp_proxy"
 # the workload labels the endpoint's, and `portLevelMtls` keys on the endpoint's port
 # (the application's, as a Kubernetes targetPort).
 ModeOf = Callable[[Service, Endpoint], MtlsMode]
-# The authorization hook: the RBAC filters for a service port's inbound listener, HTTP
-# (before the router) and network (before the TCP proxy); none by default.
-HttpAuthz = Callable[[Service, Port], list[hcm_pb2.HttpFilter]]
-TcpAuthz = Callable[[Service, Port], list[listener_components_pb2.Filter]]
+# The authorization hook: the RBAC filters for the inbound listener of an instance
+# (`Endpoint`: its labels select the workload, as a pod's do in Istio) on a service
+# port, HTTP (before the router) and network (before the TCP proxy); none by default.
+HttpAuthz = Callable[[Service, Endpoint, Port], list[hcm_pb2.HttpFilter]]
+TcpAuthz = Callable[[Service, Endpoint, Port], list[listener_components_pb2.Filter]]
 
 
-def _no_http_authz(service: Service, port: Port) -> list[hcm_pb2.HttpFilter]:
+def _no_http_authz(service: Service, endpoint: Endpoint, port: Port) -> list[hcm_pb2.HttpFilter]:
     return []
 
 
-def _no_tcp_authz(service: Service, port: Port) -> list[listener_components_pb2.Filter]:
+def _no_tcp_authz(
+    service: Service, endpoint: Endpoint, port: Port
+) -> list[listener_components_pb2.Filter]:
     return []
 
 
@@ -184,7 +187,8 @@ def inbound_resources(
         cluster = local_cluster_name(service, number)
         clusters.append(_local_cluster(cluster, ep, port))
         mode = policy.mode_of(service, ep) if mtls else "DISABLE"
-        listeners.append(_listener(name, number, _filters(service, port, cluster, policy), mode))
+        filters = _filters(service, ep, port, cluster, policy)
+        listeners.append(_listener(name, number, filters, mode))
     return listeners, clusters, skipped
 
 
@@ -200,19 +204,19 @@ def _local_cluster(name: str, ep: Endpoint, port: Port) -> cluster_pb2.Cluster:
 
 
 def _filters(
-    service: Service, port: Port, cluster: str, policy: InboundPolicy
+    service: Service, ep: Endpoint, port: Port, cluster: str, policy: InboundPolicy
 ) -> list[listener_components_pb2.Filter]:
     prefix = f"inbound_{port.port}"
     if not port.http_like:
         proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=prefix, cluster=cluster)
         return [
-            *policy.tcp_authz(service, port),
+            *policy.tcp_authz(service, ep, port),
             listener_components_pb2.Filter(name=TCP_PROXY_FILTER, typed_config=rb.pack(proxy)),
         ]
     http_filters = []
     if service.rate_limit is not None:
         http_filters.append(local_rate_limit_filter(service.rate_limit, prefix))
-    http_filters += policy.http_authz(service, port)
+    http_filters += policy.http_authz(service, ep, port)
     http_filters.append(
         hcm_pb2.HttpFilter(name=rb.ROUTER_FILTER, typed_config=rb.pack(router_pb2.Router()))
     )
