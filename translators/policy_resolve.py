@@ -35,19 +35,15 @@ from xds_server.model import (
     Destination,
     DestinationPolicy,
     FieldPath,
-    HashOn,
     Policy,
     PolicyKey,
     PolicyObject,
-    Port,
     RoutePolicy,
-    Service,
     ServiceEntry,
     ServiceKey,
 )
 
 from .authz_status import security_status
-from .names import cluster_name, failover_cluster_name, subset_cluster_name
 from .policy_common import RouteTarget
 from .policy_owners import Owners, Rule, Scope, rule_of
 from .policy_resolution import (
@@ -66,6 +62,7 @@ from .policy_resolve_gateway import (
     attachable,
     merge,
 )
+from .policy_targets import Destinations, port_of, target_order
 
 __all__ = [
     "HostIndex",
@@ -104,13 +101,6 @@ class _Routing:
     depends: dict[ServiceKey, set[ServiceKey]] = field(default_factory=dict)
 
 
-def _port_of(service: Service, number: int) -> Port | None:
-    for p in service.ports:
-        if p.port == number:
-            return p
-    return None
-
-
 class _Resolver:
     def __init__(
         self,
@@ -131,9 +121,9 @@ class _Resolver:
         self.subsets: dict[ServiceKey, set[tuple[int, str]]] = {}
         self.failovers: dict[ServiceKey, dict[tuple[int, str], tuple[str, ...]]] = {}
         self.failover_depends: dict[ServiceKey, set[ServiceKey]] = {}
-        # What the VirtualService being applied adds to the two above, kept if it applies.
-        self.pending_failovers: dict[ServiceKey, dict[tuple[int, str], tuple[str, ...]]] = {}
-        self.pending_depends: dict[ServiceKey, set[ServiceKey]] = {}
+        # Where destinations go (policy_targets); it also collects what the VirtualService
+        # being applied adds to the two above, kept if it applies.
+        self.destinations = Destinations(self.index, catalog, self.drs)
         self.attached: dict[ServiceKey, list[RoutePolicy]] = {}  # Gateway API routes
         # Consumer routes, per caller namespace, and the routing they give those callers.
         self.consumer_attached: dict[str, dict[ServiceKey, list[RoutePolicy]]] = {}
@@ -174,7 +164,7 @@ class _Resolver:
                 routing=self.vss.get(key),
                 destination=self.drs.get(key),
                 subsets=tuple(sorted(self.subsets.get(key, ()))),
-                targets=tuple(sorted(self.targets.get(key, {}).items(), key=_target_order)),
+                targets=tuple(sorted(self.targets.get(key, {}).items(), key=target_order)),
                 depends=tuple(sorted(depends - {key})),
                 failovers=tuple(
                     (port, subset, clusters)
@@ -195,7 +185,7 @@ class _Resolver:
         return replace(
             base,
             routing=routing.vss[key],
-            targets=tuple(sorted(routing.targets.get(key, {}).items(), key=_target_order)),
+            targets=tuple(sorted(routing.targets.get(key, {}).items(), key=target_order)),
             depends=tuple(sorted(depends - {key})),
         )
 
@@ -304,7 +294,7 @@ class _Resolver:
         service = self.catalog[key].service
         for level in (policy.ports, *(s.ports for s in policy.subsets)):
             for p in level:
-                if _port_of(service, p.port) is None:
+                if port_of(service, p.port) is None:
                     raise Rejected(
                         ("spec", "trafficPolicy", "portLevelSettings"),
                         f"service {key} has no port {p.port}",
@@ -338,7 +328,7 @@ class _Resolver:
         targets: dict[ServiceKey, dict[TargetKey, RouteTarget]] = {}
         subsets: dict[ServiceKey, set[tuple[int, str]]] = {}
         depends: set[ServiceKey] = set()
-        self.pending_failovers, self.pending_depends = {}, {}
+        self.destinations.start()
         for key in hosts:
             service = self.catalog[key].service
             http_ports = [p.port for p in service.ports if p.http_like]
@@ -356,16 +346,16 @@ class _Resolver:
                 dests += [(m.destination, ("spec", "http", i)) for m in rule.mirrors]
                 for port in http_ports:
                     for d, where in dests:
-                        found[(d, port)] = self._target(d, port, True, where, subsets)
-                        depends.add(self._service_of(d))
+                        found[(d, port)] = self.destinations.target(d, port, True, where, subsets)
+                        depends.add(self.destinations.service_of(d))
             for i, tcp in enumerate(policy.tcp):
                 for port in tcp_ports:
                     if tcp.port is not None and tcp.port != port:
                         continue
                     for wd in tcp.destinations:
                         d, where = wd.destination, ("spec", "tcp", i, "route")
-                        found[(d, port)] = self._target(d, port, False, where, subsets)
-                        depends.add(self._service_of(d))
+                        found[(d, port)] = self.destinations.target(d, port, False, where, subsets)
+                        depends.add(self.destinations.service_of(d))
         for key in hosts:
             self.vss[key] = policy
             self.vs_owner[key] = policy.key
@@ -373,9 +363,9 @@ class _Resolver:
             self.depends[key] = depends
         for key, pairs in subsets.items():
             self.subsets.setdefault(key, set()).update(pairs)
-        for key, aggregates in self.pending_failovers.items():
+        for key, aggregates in self.destinations.pending_failovers.items():
             self.failovers.setdefault(key, {}).update(aggregates)
-        for key, more in self.pending_depends.items():
+        for key, more in self.destinations.pending_depends.items():
             self.failover_depends.setdefault(key, set()).update(more)
         return tuple(hosts), warnings
 
@@ -440,109 +430,6 @@ class _Resolver:
         except Rejected as exc:  # attach() checked what could fail: a bug, but shown
             raise RouteError(exc.path, exc.reason) from None
 
-    def _service_of(self, d: Destination) -> ServiceKey:
-        key = self.index.find(d.host, d.namespace)
-        assert key is not None  # _target checked it first
-        return key
-
-    def _target(
-        self,
-        d: Destination,
-        route_port: int,
-        http: bool,
-        where: FieldPath,
-        subsets: dict[ServiceKey, set[tuple[int, str]]],
-    ) -> RouteTarget:
-        key = self.index.find(d.host, d.namespace)
-        if key is None:
-            raise Rejected(where, f"destination host {d.host!r} names no service")
-        service = self.catalog[key].service
-        port = self._destination_port(service, d, route_port, http, where)
-        base = cluster_name(service, port)
-        dr = self.drs.get(key)
-        if d.subset:
-            if dr is None or dr.subset(d.subset) is None:
-                defined = f" (DestinationRule {dr.key.namespace}/{dr.key.name})" if dr else ""
-                raise Rejected(
-                    where,
-                    f"subset {d.subset!r} of service {key} is not defined by a "
-                    f"DestinationRule{defined}",
-                )
-            subsets.setdefault(key, set()).add((port.port, d.subset))
-        hash_on: HashOn | None = None
-        if dr is not None:
-            lb = dr.for_port(port.port, d.subset).load_balancer
-            hash_on = lb.hash if lb is not None else None
-        cluster = subset_cluster_name(base, d.subset) if d.subset else base
-        if dr is not None and dr.failover:
-            cluster = self._failover(key, dr, d.subset, cluster, port, http, where, subsets)
-        return RouteTarget(cluster=cluster, hash_on=hash_on)
-
-    def _failover(
-        self,
-        key: ServiceKey,
-        dr: DestinationPolicy,
-        subset: str,
-        primary: str,
-        port: Port,
-        http: bool,
-        where: FieldPath,
-        subsets: dict[ServiceKey, set[tuple[int, str]]],
-    ) -> str:
-        """The aggregate cluster for `primary` when `dr` fails it over (the entry for its
-        subset, else the one for every subset), else `primary` itself."""
-        chosen = next((f for f in dr.failover if f.subset == subset), None)
-        chosen = chosen or next((f for f in dr.failover if f.subset == ""), None)
-        if chosen is None:
-            return primary
-        clusters = [primary]
-        for t in chosen.targets:
-            tkey = self.index.find(t.host, t.namespace)
-            if tkey is None:
-                continue  # no such service yet: it would have no endpoints either
-            target = self.catalog[tkey].service
-            try:
-                tport = self._destination_port(
-                    target, replace(t, port=None), port.port, http, where
-                )
-            except Rejected:
-                continue
-            tcluster = cluster_name(target, tport)
-            if t.subset:
-                tdr = self.drs.get(tkey)
-                if tdr is None or tdr.subset(t.subset) is None:
-                    reason = f"failover subset {t.subset!r} of service {tkey} is not defined"
-                    raise Rejected(where, reason)
-                subsets.setdefault(tkey, set()).add((tport.port, t.subset))
-                tcluster = subset_cluster_name(tcluster, t.subset)
-            if tcluster not in clusters:
-                clusters.append(tcluster)
-                self.pending_depends.setdefault(key, set()).add(tkey)
-        if len(clusters) == 1:
-            return primary
-        self.pending_failovers.setdefault(key, {})[(port.port, subset)] = tuple(clusters)
-        return failover_cluster_name(primary)
-
-    @staticmethod
-    def _destination_port(
-        service: Service, d: Destination, route_port: int, http: bool, where: FieldPath
-    ) -> Port:
-        kind = "HTTP" if http else "TCP"
-        candidates = [p for p in service.ports if p.http_like == http]
-        if d.port is not None:
-            port = _port_of(service, d.port)
-            if port is None:
-                raise Rejected(where, f"service {service.key} has no port {d.port}")
-            if port.http_like != http:
-                raise Rejected(where, f"port {d.port} of service {service.key} is not {kind}")
-            return port
-        same = _port_of(service, route_port)
-        if same is not None and same.http_like == http:
-            return same
-        if not candidates:
-            raise Rejected(where, f"service {service.key} has no {kind} port")
-        return candidates[0]
-
 
 def _rejection(obj: PolicyObject, exc: Rejected) -> str:
     """``file:line:col: Kind namespace/name: field.path: reason``, the form of every
@@ -554,12 +441,6 @@ def _rejection(obj: PolicyObject, exc: Rejected) -> str:
         where = obj.origin
         path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in exc.path)[1:]
     return f"{where}: {subject}: {path}: {exc.reason}"
-
-
-def _target_order(item: tuple[TargetKey, RouteTarget]) -> tuple[str, str, int, str, int]:
-    """A total order: Destination's own would compare a port of None with a number."""
-    (d, route_port), _ = item
-    return (d.host, d.namespace, -1 if d.port is None else d.port, d.subset, route_port)
 
 
 def policy_origin(policy: Policy) -> str:
