@@ -6,89 +6,18 @@ Kept light (stdlib HTTP, no protobuf imports) so it starts fast.
 from __future__ import annotations
 
 import json
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
-DEFAULT_SERVER = "http://127.0.0.1:19000"
+from xds_server.xdsctl_client import DEFAULT_SERVER, Client, one_line
+
 TYPES = ("clusters", "endpoints", "listeners", "routes")
 TYPE_COLUMNS = (("CDS", "clusters"), ("EDS", "endpoints"), ("LDS", "listeners"), ("RDS", "routes"))
-ERROR_WIDTH = 160
-
-
-def _fail(message: str) -> NoReturn:
-    click.echo(f"xdsctl: {message}", err=True)
-    sys.exit(2)
-
-
-def _one_line(text: str, width: int = ERROR_WIDTH) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
-class Client:
-    def __init__(self, server: str, timeout: float, token: str | None = None) -> None:
-        server = server.strip().rstrip("/")
-        if "://" not in server:
-            server = "http://" + server
-        self.server = server
-        self.timeout = timeout
-        self.token = token.strip() if token else None
-
-    def get(self, path: str, **params: str | None) -> Any:
-        query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
-        url = f"{self.server}{path}" + (f"?{query}" if query else "")
-        request = urllib.request.Request(url)
-        if self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
-                body = resp.read()
-        except urllib.error.HTTPError as exc:
-            if exc.code == 401:
-                _fail(self._unauthorized())
-            _fail(_http_error(exc))
-        except urllib.error.URLError as exc:
-            reason = exc.reason
-            text = reason.strerror or str(reason) if isinstance(reason, OSError) else str(reason)
-            _fail(f"cannot reach xds-server at {self.server}: {text}")
-        except (OSError, ValueError) as exc:  # timeouts mid-read, reset, malformed URL
-            text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-            _fail(f"cannot reach xds-server at {self.server}: {text}")
-        try:
-            return json.loads(body)
-        except ValueError:
-            _fail(f"unexpected (non-JSON) answer from {url}")
-
-    def _unauthorized(self) -> str:
-        if not self.token:
-            return (
-                f"{self.server} requires a bearer token (HTTP 401): set XDSCTL_TOKEN"
-                " (or --token) to the server's --admin-token"
-            )
-        return (
-            f"{self.server} rejected the token (HTTP 401): XDSCTL_TOKEN (or --token) must"
-            " equal the server's --admin-token"
-        )
-
-
-def _http_error(exc: urllib.error.HTTPError) -> str:
-    try:
-        body = exc.read().decode(errors="replace")
-    except OSError:
-        body = ""
-    try:
-        doc = json.loads(body)
-        if isinstance(doc, dict) and "error" in doc:
-            return _one_line(doc["error"], 500)
-    except ValueError:
-        pass
-    return _one_line(body, 500) or f"HTTP {exc.code} {exc.reason}"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -120,7 +49,7 @@ def _cell(value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, list | tuple | dict | set):
         return str(len(value))
-    return _one_line(str(value), 60) or "-"
+    return one_line(str(value), 60) or "-"
 
 
 def _dump(doc: Any, output: str) -> None:
@@ -222,7 +151,7 @@ def proxies(client: Client, output: str) -> None:
             if state == "NACKED":
                 version = str(ts.get("error_version") or "")[:12]
                 what = f"{column} NACKED {version}".rstrip()
-                error = _one_line(ts.get("last_error") or "(no error detail)")
+                error = one_line(ts.get("last_error") or "(no error detail)")
                 nacks.append(f"    {what}: {error}")
         row = (p.get("node_id"), p.get("cluster"), p.get("group"), p.get("kind"), p.get("peer"))
         rows.append((*(_cell(v) for v in row), *states))
@@ -248,7 +177,7 @@ def sources(client: Client, output: str) -> None:
         for s in doc
     ]
     for below, s in zip(notes, doc, strict=True):
-        below.extend(f"    {_one_line(note, 400)}" for note in s.get("notes", []))
+        below.extend(f"    {one_line(note, 400)}" for note in s.get("notes", []))
     _echo_table(["NAME", "KIND", "STATE", *(k.upper() for k in keys[2:])], rows, notes)
 
 
@@ -274,7 +203,7 @@ def policies(client: Client, output: str) -> None:
         name = f"{p.get('namespace')}/{p.get('name')}"
         state, source = p.get("state", "?"), p.get("source") or "-"
         rows.append((p.get("kind", "?"), name, state, source, services, p.get("origin")))
-    notes = [[f"    {_one_line(reason, 400)}" for reason in p.get("reasons", [])] for p in doc]
+    notes = [[f"    {one_line(reason, 400)}" for reason in p.get("reasons", [])] for p in doc]
     _echo_table(headers, [[_cell(c) for c in r] for r in rows], notes)
 
 
