@@ -4,12 +4,11 @@ between policy changes, and the controller applying them only when they change."
 
 from __future__ import annotations
 
-import types as pytypes
-
 from envoy.config.rbac.v3 import rbac_pb2
 
 from sources.consul_config import compile_intentions
 from sources.policy_parse import parse_policy_file
+from tests.harness.controller_world import controller_world
 from tests.test_sidecar_registry import IDENTITY, node
 from translators.authz_inbound import (
     Enforcement,
@@ -20,9 +19,6 @@ from translators.authz_inbound import (
 )
 from translators.grpc_server import ServerInstance
 from xds_server import types
-from xds_server.cache import SnapshotCache
-from xds_server.catalog import Catalog
-from xds_server.controller import Controller
 from xds_server.model import Endpoint, Port, Service, ServiceEntry, Sidecar, Workload
 
 API = Service("api", "shop", ports=(Port("http", 80, "http"),), labels=(("app", "api"),))
@@ -119,12 +115,9 @@ def test_only_a_change_of_what_is_in_force_gives_a_new_enforcement() -> None:
 
 
 async def test_the_controller_applies_security_objects_only_when_they_change() -> None:
-    catalog = Catalog()
-    catalog.register("f", "file")
-    catalog.register("p", "policy-file")
-    cache = SnapshotCache()
-    cache.secrets = pytypes.SimpleNamespace(trust_domain="td")  # type: ignore[assignment]
-    controller = Controller(catalog, cache)
+    catalog, cache, controller = controller_world(
+        ("f", "file"), ("p", "policy-file"), trust_domain="td"
+    )
     key = controller.group_of(node(**IDENTITY, SIDECAR_FOR="api.shop", INSTANCE_IPS="10.0.0.5"))
     catalog.replace("f", [ServiceEntry(API, (EP,))])
     await controller.rebuild()

@@ -6,6 +6,7 @@ import pytest
 from envoy.config.core.v3 import base_pb2
 from google.protobuf import struct_pb2
 
+from tests.harness.controller_world import controller_world
 from tests.harness.waiting import async_wait_for
 from xds_server import controller as controller_module
 from xds_server import types
@@ -30,12 +31,7 @@ def node(node_id: str, agent: str = "envoy", **metadata: object) -> base_pb2.Nod
 
 @pytest.fixture
 def setup() -> tuple[Catalog, SnapshotCache, Controller]:
-    catalog = Catalog()
-    catalog.register("f", "file")
-    cache = SnapshotCache()
-    controller = Controller(catalog, cache)
-    cache.group_of = controller.group_of
-    return catalog, cache, controller
+    return controller_world(("f", "file"))
 
 
 async def wait_group(cache: SnapshotCache, key: str) -> None:

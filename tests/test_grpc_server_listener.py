@@ -19,6 +19,7 @@ from google.protobuf import struct_pb2
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.harness.controller_world import controller_world
 from tests.harness.waiting import async_wait_for
 from translators.group import ProxyGroup
 from translators.grpc_server import (
@@ -219,12 +220,7 @@ def test_group_key_carries_identity_and_instance_ips_for_grpc_only() -> None:
 
 @pytest.fixture
 def setup() -> tuple[Catalog, SnapshotCache, Controller]:
-    catalog = Catalog()
-    catalog.register("f", "file")
-    cache = SnapshotCache()
-    controller = Controller(catalog, cache)
-    cache.group_of = controller.group_of
-    return catalog, cache, controller
+    return controller_world(("f", "file"))
 
 
 def ca_on(cache: SnapshotCache) -> None:

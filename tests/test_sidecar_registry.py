@@ -11,6 +11,7 @@ from envoy.config.core.v3 import base_pb2
 from google.protobuf import struct_pb2
 
 from sources.file_schema import FileRegistryError, parse_registry
+from tests.harness.controller_world import controller_world
 from tests.harness.waiting import async_wait_for
 from translators import ProxyGroup, translate
 from translators.group_mesh import SidecarOf
@@ -114,12 +115,7 @@ def _entry(sidecar_port: int | None, ips: list[str]) -> ServiceEntry:
 async def test_sidecar_groups_follow_their_instance_and_equal_a_fresh_translation() -> None:
     """The inbound listener depends on endpoints (the sidecar port), which the
     controller otherwise rebuilds without touching listeners: it must still follow."""
-    catalog = Catalog()
-    catalog.register("f", "file")
-    cache = SnapshotCache()
-    cache.secrets = pytypes.SimpleNamespace(trust_domain="td")  # type: ignore[assignment]
-    controller = Controller(catalog, cache)
-    cache.group_of = controller.group_of
+    catalog, cache, controller = controller_world(("f", "file"), trust_domain="td")
     keys = [
         cache.group_of(node(**IDENTITY, SIDECAR_FOR="api.default", INSTANCE_IPS="10.0.0.5")),
         cache.group_of(node(SIDECAR_FOR="api.default", INSTANCE_IPS="10.0.0.5")),
@@ -165,11 +161,7 @@ async def test_an_identity_the_ca_cannot_issue_gets_no_secret_references(
 
 
 async def test_set_inbound_rerenders_sidecar_listeners_on_the_next_rebuild() -> None:
-    catalog = Catalog()
-    catalog.register("f", "file")
-    cache = SnapshotCache()
-    cache.secrets = pytypes.SimpleNamespace(trust_domain="td")  # type: ignore[assignment]
-    controller = Controller(catalog, cache)
+    catalog, cache, controller = controller_world(("f", "file"), trust_domain="td")
     key = controller.group_of(node(**IDENTITY, SIDECAR_FOR="api.default", INSTANCE_IPS="10.0.0.5"))
     catalog.replace("f", [_entry(15006, ["10.0.0.5"])])
     await controller.rebuild()
